@@ -1,0 +1,271 @@
+/**
+ * The one source of truth for the agent⇄controller protocol. Both sides validate every inbound
+ * message against these schemas; types are inferred from them.
+ *
+ * Envelopes:
+ * - client → agent: a request `{ id, method, params }`;
+ * - agent → client: a response `{ id, result }` or `{ id, error }`, or a push `{ type: 'event', ... }`.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+
+const Seq = Type.Integer({ minimum: 0 });
+const EpochMs = Type.Integer({ minimum: 0 });
+
+export const LogStream = Type.Union([Type.Literal('stdout'), Type.Literal('stderr'), Type.Literal('system')]);
+export type LogStream = Static<typeof LogStream>;
+
+/** One line of the job's output. `seq` starts at 1 and grows by exactly 1 per line, per run. */
+export const LogLine = Type.Object(
+  {
+    seq: Type.Integer({ minimum: 1 }),
+    ts: EpochMs,
+    stream: LogStream,
+    text: Type.String(),
+  },
+  { additionalProperties: false },
+);
+export type LogLine = Static<typeof LogLine>;
+
+export const JobState = Type.Union([
+  Type.Literal('starting'),
+  Type.Literal('running'),
+  Type.Literal('exited'),
+  Type.Literal('failed-to-start'),
+]);
+export type JobState = Static<typeof JobState>;
+
+export const JobStatus = Type.Object(
+  {
+    runId: Type.String(),
+    state: JobState,
+    command: Type.Array(Type.String()),
+    pid: Type.Union([Type.Integer(), Type.Null()]),
+    startedAt: Type.Union([EpochMs, Type.Null()]),
+    endedAt: Type.Union([EpochMs, Type.Null()]),
+    /** Exit code when the job exited by itself; null while running or when killed by a signal. */
+    exitCode: Type.Union([Type.Integer(), Type.Null()]),
+    /** Signal name (`SIGKILL`) when the job was ended by a signal. */
+    signal: Type.Union([Type.String(), Type.Null()]),
+    /** Why the job ended when spotctl ended it: `stop`, `force`, `max-runtime`, `idle`, ... */
+    stopReason: Type.Union([Type.String(), Type.Null()]),
+    /** Seq of the newest line in the log (0 when empty). */
+    lastSeq: Seq,
+    /** Set when the job could not be started (e.g. command not found). */
+    error: Type.Union([Type.String(), Type.Null()]),
+  },
+  { additionalProperties: false },
+);
+export type JobStatus = Static<typeof JobStatus>;
+
+/** What `node agent.mjs start` prints and what the agent writes to `agent.json`. */
+export const AgentState = Type.Object(
+  {
+    pid: Type.Integer(),
+    host: Type.String(),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    startedAt: EpochMs,
+    agentVersion: Type.String(),
+    buildId: Type.String(),
+    protocolVersion: Type.Integer(),
+  },
+  { additionalProperties: false },
+);
+export type AgentState = Static<typeof AgentState>;
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+const RequestId = Type.Integer({ minimum: 0 });
+const Empty = Type.Object({}, { additionalProperties: false });
+
+function request<M extends string, P extends TSchema>(method: M, params: P) {
+  return Type.Object({ id: RequestId, method: Type.Literal(method), params }, { additionalProperties: false });
+}
+
+export const SubscribeParams = Type.Object(
+  {
+    /** First seq wanted; lines before it are skipped. 1 (or 0) = from the beginning. */
+    fromSeq: Seq,
+    /** Keep streaming live lines after the replay. @default true */
+    follow: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+export const StopParams = Type.Object(
+  {
+    /** SIGKILL the process group at once instead of SIGTERM + grace. @default false */
+    force: Type.Optional(Type.Boolean()),
+    /** Override the configured grace for this stop. */
+    graceMs: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+export const Request = Type.Union([
+  request('subscribe', SubscribeParams),
+  request('unsubscribe', Empty),
+  request('status', Empty),
+  request('stop', StopParams),
+  request('health', Empty),
+  /** Ask the agent to exit once the job has ended (its logs stay on disk). */
+  request('shutdown', Empty),
+]);
+export type Request = Static<typeof Request>;
+export type Method = Request['method'];
+export type ParamsOf<M extends Method> = Extract<Request, { method: M }>['params'];
+
+export const SubscribeResult = Type.Object(
+  { fromSeq: Seq, lastSeq: Seq },
+  { additionalProperties: false },
+);
+export const HealthResult = Type.Object(
+  {
+    ok: Type.Boolean(),
+    runId: Type.String(),
+    agentVersion: Type.String(),
+    uptimeMs: Type.Integer({ minimum: 0 }),
+    rssBytes: Type.Integer({ minimum: 0 }),
+    clients: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+);
+export const OkResult = Type.Object({ ok: Type.Boolean() }, { additionalProperties: false });
+
+/** Result schema of each method, so the client validates responses too. */
+export const ResultSchemas = {
+  subscribe: SubscribeResult,
+  unsubscribe: OkResult,
+  status: JobStatus,
+  stop: JobStatus,
+  health: HealthResult,
+  shutdown: OkResult,
+} as const satisfies Record<Method, TSchema>;
+export type ResultOf<M extends Method> = Static<(typeof ResultSchemas)[M]>;
+
+// ---------------------------------------------------------------------------------------------
+// Agent → client
+
+export const WireErrorSchema = Type.Object(
+  { code: Type.String(), message: Type.String() },
+  { additionalProperties: false },
+);
+
+export const ResponseOk = Type.Object(
+  { id: RequestId, result: Type.Unknown() },
+  { additionalProperties: false },
+);
+export const ResponseError = Type.Object(
+  // id is null when the request was too malformed to have one.
+  { id: Type.Union([RequestId, Type.Null()]), error: WireErrorSchema },
+  { additionalProperties: false },
+);
+
+export const HelloEvent = Type.Object(
+  {
+    type: Type.Literal('event'),
+    event: Type.Literal('hello'),
+    protocolVersion: Type.Integer(),
+    agentVersion: Type.String(),
+    buildId: Type.String(),
+    runId: Type.String(),
+  },
+  { additionalProperties: false },
+);
+export const LogsEvent = Type.Object(
+  { type: Type.Literal('event'), event: Type.Literal('logs'), lines: Type.Array(LogLine) },
+  { additionalProperties: false },
+);
+export const StatusEvent = Type.Object(
+  { type: Type.Literal('event'), event: Type.Literal('status'), status: JobStatus },
+  { additionalProperties: false },
+);
+/** Sent to a subscriber once the job has ended and every line up to `status.lastSeq` was sent. */
+export const EndEvent = Type.Object(
+  { type: Type.Literal('event'), event: Type.Literal('end'), status: JobStatus },
+  { additionalProperties: false },
+);
+
+export const ServerEvent = Type.Union([HelloEvent, LogsEvent, StatusEvent, EndEvent]);
+export type ServerEvent = Static<typeof ServerEvent>;
+export const ServerMessage = Type.Union([ResponseOk, ResponseError, HelloEvent, LogsEvent, StatusEvent, EndEvent]);
+export type ServerMessage = Static<typeof ServerMessage>;
+export type HelloEvent = Static<typeof HelloEvent>;
+export type LogsEvent = Static<typeof LogsEvent>;
+export type EndEvent = Static<typeof EndEvent>;
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+const requestCheck = TypeCompiler.Compile(Request);
+const serverMessageCheck = TypeCompiler.Compile(ServerMessage);
+type AnyCheck = { Check(value: unknown): boolean; Errors(value: unknown): { First(): { path: string; message: string } | undefined } };
+const resultChecks = Object.fromEntries(
+  Object.entries(ResultSchemas).map(([m, s]) => [m, TypeCompiler.Compile(s as TSchema)]),
+) as unknown as Record<Method, AnyCheck>;
+const jobStatusCheck = TypeCompiler.Compile(JobStatus);
+const agentStateCheck = TypeCompiler.Compile(AgentState);
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
+
+function firstError(check: AnyCheck, value: unknown): string {
+  const e = check.Errors(value).First();
+  return e ? `${e.path || '/'}: ${e.message}` : 'invalid';
+}
+
+function parseJson(raw: string): Parsed<unknown> {
+  try {
+    return { ok: true, value: JSON.parse(raw) as unknown };
+  } catch {
+    return { ok: false, error: 'not valid JSON' };
+  }
+}
+
+/** Parses and validates a client → agent message. */
+export function parseRequest(raw: string): Parsed<Request> & { id?: number | null } {
+  const json = parseJson(raw);
+  if (!json.ok) return { ...json, id: null };
+  if (requestCheck.Check(json.value)) return { ok: true, value: json.value };
+  const v = json.value as { id?: unknown } | null;
+  const id = v && typeof v === 'object' && Number.isInteger(v.id) ? (v.id as number) : null;
+  return { ok: false, error: firstError(requestCheck, json.value), id };
+}
+
+/** Parses and validates an agent → client message. */
+export function parseServerMessage(raw: string): Parsed<ServerMessage> {
+  const json = parseJson(raw);
+  if (!json.ok) return json;
+  if (serverMessageCheck.Check(json.value)) return { ok: true, value: json.value };
+  return { ok: false, error: firstError(serverMessageCheck, json.value) };
+}
+
+export function checkResult<M extends Method>(method: M, value: unknown): Parsed<ResultOf<M>> {
+  const check = resultChecks[method];
+  if (check.Check(value)) return { ok: true, value: value as ResultOf<M> };
+  return { ok: false, error: firstError(check, value) };
+}
+
+export function parseJobStatus(raw: string): Parsed<JobStatus> {
+  const json = parseJson(raw);
+  if (!json.ok) return json;
+  if (jobStatusCheck.Check(json.value)) return { ok: true, value: json.value };
+  return { ok: false, error: firstError(jobStatusCheck, json.value) };
+}
+
+export function parseAgentState(raw: string): Parsed<AgentState> {
+  const json = parseJson(raw);
+  if (!json.ok) return json;
+  if (agentStateCheck.Check(json.value)) return { ok: true, value: json.value };
+  return { ok: false, error: firstError(agentStateCheck, json.value) };
+}
+
+export function isEvent(msg: ServerMessage): msg is ServerEvent {
+  return 'type' in msg;
+}
+
+/** Exit code a shell would report for a job status: the code, or 128 + signal number. */
+export function exitCodeOf(status: Pick<JobStatus, 'exitCode' | 'signal' | 'state'>, signalNumbers: Record<string, number>): number {
+  if (status.exitCode !== null) return status.exitCode;
+  if (status.signal !== null) return 128 + (signalNumbers[status.signal] ?? 0);
+  return status.state === 'failed-to-start' ? 127 : 1;
+}
