@@ -7,12 +7,12 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const quiet = process.argv.includes('--quiet');
 
 /** @type {Record<string, string>} external module → why it is not bundled */
 const EXTERNALS = {};
 
-const common = {
+function common(quiet) {
+  return {
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -23,18 +23,21 @@ const common = {
   logLevel: quiet ? 'warning' : 'info',
   // ESM bundles of CommonJS dependencies need a real `require`.
   banner: { js: "import { createRequire as __spotctlCreateRequire } from 'node:module'; const require = __spotctlCreateRequire(import.meta.url);" },
-};
+  };
+}
 
-export async function buildAll() {
+/** @param {{ quiet?: boolean }} [options] */
+export async function buildAll(options = {}) {
+  const quiet = options.quiet ?? false;
   await Promise.all([
     build({
-      ...common,
+      ...common(quiet),
       entryPoints: [path.join(root, 'packages/agent/src/main.ts')],
       outfile: path.join(root, 'packages/agent/dist/agent.mjs'),
       minify: true,
     }),
     build({
-      ...common,
+      ...common(quiet),
       entryPoints: [path.join(root, 'packages/controller/src/cli/main.ts')],
       outfile: path.join(root, 'packages/controller/dist/spotctl.mjs'),
       splitting: false,
@@ -44,5 +47,5 @@ export async function buildAll() {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  await buildAll();
+  await buildAll({ quiet: process.argv.includes('--quiet') });
 }

@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+// The `spotctl` executable. In a checkout the CLI and agent bundles are rebuilt first when any
+// source file is newer than them, so `pnpm spotctl` always runs what the tree says.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const dist = path.join(here, '..', 'dist', 'spotctl.mjs');
+const repo = path.resolve(here, '..', '..', '..');
+const buildScript = path.join(repo, 'scripts', 'build.mjs');
+
+function newestMtime(dir) {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(p));
+    else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+function bundleMtime(file) {
+  return existsSync(file) ? statSync(file).mtimeMs : 0;
+}
+
+if (existsSync(buildScript)) {
+  const sources = ['shared', 'agent', 'controller'].map((p) => path.join(repo, 'packages', p, 'src'));
+  const newestSource = Math.max(...sources.filter(existsSync).map(newestMtime));
+  const oldestBundle = Math.min(bundleMtime(dist), bundleMtime(path.join(repo, 'packages', 'agent', 'dist', 'agent.mjs')));
+  if (newestSource > oldestBundle) {
+    const { buildAll } = await import(pathToFileURL(buildScript).href);
+    await buildAll({ quiet: true });
+  }
+}
+
+const { main } = await import(pathToFileURL(dist).href);
+const code = await main(process.argv.slice(2));
+// Pending sockets or timers must not keep a finished command alive; stdout to a pipe or file is
+// written synchronously on Linux, so nothing printed is lost by exiting here.
+process.exit(code);

@@ -1,0 +1,31 @@
+/**
+ * The command registry's one shape: each command file exports `defineCommand({...})`, and
+ * main.ts turns the list into commander commands with descriptions and examples in --help.
+ */
+import type { Command } from 'commander';
+import { Output } from '../output/output.ts';
+import { RunStore } from '../runs/run-store.ts';
+
+export interface CommandContext {
+  out: Output;
+  store: RunStore;
+}
+
+export interface CommandDefinition<O extends Record<string, unknown> = Record<string, unknown>> {
+  name: string;
+  description: string;
+  /** Shown under "Examples" in --help: each is a full command line. */
+  examples: string[];
+  /** Adds arguments and options to the commander command. */
+  configure: (command: Command) => void;
+  /** Returns the process exit code. */
+  run: (args: string[], options: O, ctx: CommandContext) => Promise<number>;
+}
+
+export function defineCommand<O extends Record<string, unknown>>(definition: CommandDefinition<O>): CommandDefinition<O> {
+  return definition;
+}
+
+export function contextFor(options: { json?: unknown }): CommandContext {
+  return { out: new Output({ json: options.json === true }), store: new RunStore() };
+}

@@ -1,0 +1,80 @@
+/**
+ * The CLI's composition root: builds the commander program from the command registry and owns
+ * the one top-level error handler and the one exit path.
+ */
+import { Command, CommanderError } from 'commander';
+import { SpotctlError, UserError } from '@spotctl/shared';
+import { Output } from '../output/output.ts';
+import { commands } from '../commands/index.ts';
+import { contextFor } from './define-command.ts';
+import { ForcedExit } from '../session/tail.ts';
+
+export const VERSION = '0.1.0';
+
+export function buildProgram(onExitCode: (code: number) => void): Command {
+  const program = new Command('spotctl')
+    .description('Run a command on a cheap (spot) machine without losing work, logs or money.')
+    .version(VERSION, '-V, --version')
+    .enablePositionalOptions()
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
+
+  for (const def of commands) {
+    const cmd = program.command(def.name).description(def.description).exitOverride().configureOutput({ outputError: () => undefined });
+    def.configure(cmd);
+    cmd.passThroughOptions();
+    cmd.addHelpText('after', `\nExamples:\n${def.examples.map((e) => `  $ ${e}`).join('\n')}\n`);
+    cmd.action(async (...actionArgs: unknown[]) => {
+      const command = actionArgs[actionArgs.length - 1] as Command;
+      const options = command.opts();
+      // commander passes each declared argument (a variadic one as an array), then options, then the command.
+      const positional = (actionArgs.slice(0, -2) as (string | string[] | undefined)[]).flat().filter((a): a is string => a !== undefined);
+      onExitCode(await def.run(positional, options, contextFor(options)));
+    });
+  }
+  program.addHelpText('after', `\nExamples:\n  $ spotctl run train.py\n  $ spotctl run --host ubuntu@my-box -- python3 train.py --epochs 10\n  $ spotctl ps\n\nRun 'spotctl <command> --help' for a command's options.\n`);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const program = buildProgram((code) => {
+    exitCode = code;
+  });
+  const json = argv.includes('--json');
+  const out = new Output({ json });
+  try {
+    if (argv.length === 0) {
+      program.outputHelp();
+      return 0;
+    }
+    await program.parseAsync(argv, { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    return reportError(error, out);
+  }
+}
+
+function reportError(error: unknown, out: Output): number {
+  if (error instanceof CommanderError) {
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return 0;
+    const message = error.message.replace(/^error:\s*/, '');
+    const sub = /for '(\w+)'|command '(\w+)'/.exec(message);
+    out.error(message, `see: spotctl ${sub?.[1] ?? ''} --help`.replace('  ', ' '), 'SPOTCTL_USAGE');
+    return 2;
+  }
+  if (error instanceof ForcedExit) return 130;
+  if (error instanceof UserError) {
+    out.error(error.message, error.remediation, error.code);
+    if (process.env.DEBUG) out.debugDetail(String(error.stack));
+    return error.exitCode;
+  }
+  const err = error instanceof Error ? error : new Error(String(error));
+  const code = error instanceof SpotctlError ? error.code : 'SPOTCTL_INTERNAL';
+  const remediation = error instanceof SpotctlError && error.remediation ? error.remediation : 'this looks like a bug; re-run with DEBUG=spotctl:* and report the output';
+  out.error(err.message, remediation, code);
+  if (process.env.DEBUG) out.debugDetail(String(err.stack));
+  return 1;
+}
+

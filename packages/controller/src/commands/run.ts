@@ -1,0 +1,169 @@
+import { existsSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
+import { defineCommand } from '../cli/define-command.ts';
+import { parseDuration } from '../cli/durations.ts';
+import { launchLocal, localLayout } from '../providers/local.ts';
+import type { LaunchSpec, ProviderSession } from '../providers/provider.ts';
+import { launchSsh } from '../providers/ssh.ts';
+import { newRunId, newToken, type ProviderKind, type RunRecord } from '../runs/run-store.ts';
+import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
+import { finishRun } from '../session/finish.ts';
+import { tailRun } from '../session/tail.ts';
+
+interface RunOptions extends Record<string, unknown> {
+  provider?: string;
+  host?: string;
+  identity?: string;
+  knownHosts?: string;
+  sshConfig?: string;
+  sync: string[];
+  install: boolean;
+  idleTimeout?: string;
+  maxRuntime?: string;
+  grace?: string;
+  detach?: boolean;
+  json?: boolean;
+  env: string[];
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** `train.py --lr 3` runs as `python3 train.py --lr 3` (the venv's python once it is activated). */
+export function jobArgv(words: string[]): string[] {
+  const [first] = words;
+  if (first === undefined || first.trim() === '') {
+    throw new UserError('SPOTCTL_USAGE', 'no command given', { remediation: 'say what to run, e.g.: spotctl run -- python3 train.py', exitCode: 2 });
+  }
+  return first.endsWith('.py') ? ['python3', ...words] : words;
+}
+
+function fileMustExist(file: string, flag: string): string {
+  const abs = path.resolve(file.replace(/^~(?=\/|$)/, os.homedir()));
+  if (!existsSync(abs) || !statSync(abs).isFile()) {
+    throw new UserError('SPOTCTL_USAGE', `${flag} file not found: ${file}`, { remediation: `check the path given to ${flag}`, exitCode: 2 });
+  }
+  return abs;
+}
+
+export function resolveProvider(options: RunOptions): ProviderKind {
+  const wanted = options.provider ?? (options.host || options.identity ? 'ssh' : 'local');
+  if (wanted === 'aws') {
+    throw new UserError('SPOTCTL_NOT_IMPLEMENTED', 'the aws provider is not available yet', {
+      remediation: 'use --provider local, or --host user@host for any SSH machine',
+    });
+  }
+  if (wanted !== 'local' && wanted !== 'ssh') {
+    throw new UserError('SPOTCTL_USAGE', `unknown provider '${wanted}'`, { remediation: 'use --provider local|ssh|aws', exitCode: 2 });
+  }
+  if (wanted === 'ssh' && !options.host) {
+    throw new UserError('SPOTCTL_USAGE', 'the ssh provider needs a host', { remediation: 'add --host user@host[:port]', exitCode: 2 });
+  }
+  if (wanted === 'local' && options.host) {
+    throw new UserError('SPOTCTL_USAGE', '--host cannot be used with --provider local', { remediation: 'drop --provider local, or drop --host', exitCode: 2 });
+  }
+  return wanted;
+}
+
+function parseEnv(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UserError('SPOTCTL_USAGE', `--env wants NAME=VALUE, got '${pair}'`, { remediation: 'e.g. --env WANDB_MODE=offline', exitCode: 2 });
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
+export default defineCommand<RunOptions>({
+  name: 'run',
+  description: 'Run a command on a host with its project synced, stream its output, and clean up',
+  examples: [
+    'spotctl run train.py --epochs 3',
+    'spotctl run --host ubuntu@10.0.0.5 --identity ~/.ssh/id_ed25519 -- python3 train.py',
+    'spotctl run --detach --idle-timeout 10m -- ./long-job.sh',
+  ],
+  configure: (cmd) =>
+    cmd
+      .argument('[command...]', 'the command to run (a leading .py file runs with python3)')
+      .option('--provider <name>', 'where to run: local | ssh | aws (default: ssh with --host, else local)')
+      .option('--host <user@host[:port]>', 'an SSH host to run on (implies --provider ssh)')
+      .option('--identity <file>', 'SSH private key for --host')
+      .option('--known-hosts <file>', 'known_hosts file to verify the host key against (strict)')
+      .option('--ssh-config <file>', 'ssh client config file to use instead of ~/.ssh/config')
+      .option('--sync <path>', 'a path to copy to the host (repeatable; default: the current directory)', collect, [])
+      .option('--no-install', 'skip installing Python dependencies (requirements.txt, pyproject.toml, uv.lock)')
+      .option('--idle-timeout <duration>', 'stop the agent after this long without job, client or heartbeat', '5m')
+      .option('--max-runtime <duration>', 'stop the job after this long (0 = no limit)', '0')
+      .option('--grace <duration>', 'time between SIGTERM and SIGKILL when the job is stopped', '90s')
+      .option('--env <NAME=VALUE>', 'environment for the job (repeatable)', collect, [])
+      .option('--detach', 'start the job and return; see it later with spotctl attach')
+      .option('--json', 'JSON lines on stdout instead of text'),
+  run: async (words, options, { out, store }) => {
+    const provider = resolveProvider(options);
+    const command = jobArgv(words);
+    const target: SshTarget | undefined = options.host
+      ? {
+          ...parseHostSpec(options.host),
+          ...(options.identity ? { identityFile: fileMustExist(options.identity, '--identity') } : {}),
+          ...(options.knownHosts ? { knownHostsFile: fileMustExist(options.knownHosts, '--known-hosts') } : {}),
+          ...(options.sshConfig ? { configFile: fileMustExist(options.sshConfig, '--ssh-config') } : {}),
+        }
+      : undefined;
+    const syncPaths = (options.sync.length ? options.sync : [process.cwd()]).map((p) => {
+      const abs = path.resolve(p);
+      if (!existsSync(abs)) throw new UserError('SPOTCTL_USAGE', `--sync path not found: ${p}`, { remediation: 'give an existing file or directory', exitCode: 2 });
+      return abs;
+    });
+    const spec: LaunchSpec = {
+      command,
+      syncPaths,
+      install: options.install,
+      idleTimeoutMs: options.idleTimeout ? parseDuration(options.idleTimeout, '--idle-timeout') : DEFAULT_IDLE_TIMEOUT_MS,
+      maxRuntimeMs: options.maxRuntime ? parseDuration(options.maxRuntime, '--max-runtime') : 0,
+      graceMs: options.grace ? parseDuration(options.grace, '--grace') : DEFAULT_GRACE_MS,
+      detached: options.detach === true,
+      env: parseEnv(options.env),
+    };
+    if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
+
+    const runId = newRunId();
+    let record: RunRecord = {
+      runId,
+      provider,
+      createdAt: Date.now(),
+      command,
+      syncPaths,
+      ...(target ? { target } : {}),
+      layout: localLayout(store.runDir(runId)),
+      token: newToken(),
+      graceMs: spec.graceMs,
+      detached: spec.detached,
+    };
+    store.save(record);
+    out.info(`run ${runId}: ${command.join(' ')} (${provider === 'ssh' ? `on ${target?.host}` : 'local'})`, { runId, provider });
+
+    // Ctrl-C while setting up cancels the setup (and the job, if it already started).
+    const setupAbort = new AbortController();
+    const onSetupSigint = () => setupAbort.abort(new UserError('SPOTCTL_USAGE', 'cancelled during setup', { exitCode: 130 }));
+    process.once('SIGINT', onSetupSigint);
+    let session: ProviderSession;
+    try {
+      const ctx = { store, out, record, spec, signal: setupAbort.signal };
+      ({ record, session } = provider === 'ssh' ? await launchSsh(ctx) : await launchLocal(ctx));
+    } finally {
+      process.off('SIGINT', onSetupSigint);
+    }
+    await using _session = session;
+
+    if (spec.detached) {
+      out.result({ runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${runId}   (or spotctl logs ${runId} -f; stop it with spotctl stop ${runId})`);
+      return 0;
+    }
+    const { status } = await tailRun({ store, record, session, out, fromSeq: 1 });
+    return finishRun({ store, record, session, out, status });
+  },
+});
+
+export { exitCodeOf };

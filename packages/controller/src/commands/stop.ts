@@ -1,0 +1,49 @@
+import { UserError } from '@spotctl/shared';
+import { defineCommand } from '../cli/define-command.ts';
+import { parseDuration } from '../cli/durations.ts';
+import { openSession } from '../providers/index.ts';
+import { describeEnd } from '../session/finish.ts';
+import { followLogs } from '../session/follow.ts';
+import { tryConnect } from '../session/connect-once.ts';
+
+export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }>({
+  name: 'stop',
+  description: 'Stop a run: SIGTERM to the job, SIGKILL after the grace; then let the agent go',
+  examples: ['spotctl stop last', 'spotctl stop 20261125-213000-a1b2 --force'],
+  configure: (cmd) =>
+    cmd
+      .argument('<run>', "run id, a unique prefix of one, or 'last'")
+      .option('--force', 'SIGKILL at once')
+      .option('--grace <duration>', "override the run's grace for this stop")
+      .option('--json', 'JSON output'),
+  run: async ([ref], options, { out, store }) => {
+    const record = store.resolve(ref as string);
+    await using session = openSession(record, store);
+    const connection = await tryConnect(session);
+    if (!connection) {
+      const status = await session.readStatus().catch(() => undefined);
+      if (status && status.state !== 'running' && status.state !== 'starting') {
+        out.result({ runId: record.runId, status }, `run ${record.runId} had already ended: ${describeEnd(status)}`);
+        return 0;
+      }
+      throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent of run ${record.runId}`, { remediation: `check the host is up, then retry: spotctl stop ${record.runId}` });
+    }
+    const graceMs = options.grace ? parseDuration(options.grace, '--grace') : undefined;
+    const before = await connection.request('stop', { ...(options.force ? { force: true } : {}), ...(graceMs !== undefined ? { graceMs } : {}) });
+    await connection.close();
+    if (before.state === 'running' || before.state === 'starting') out.info(options.force ? 'sent SIGKILL' : `sent SIGTERM; waiting up to ${Math.round((graceMs ?? record.graceMs) / 1000)} s before SIGKILL`);
+    const { status } = await followLogs({
+      connect: (signal) => session.connect(signal),
+      fromSeq: before.lastSeq + 1,
+      onLines: () => true,
+      drain: async () => undefined,
+      reconnectTimeoutMs: 60_000,
+    });
+    store.update(record.runId, { status });
+    const bye = await tryConnect(session, 5000);
+    await bye?.request('shutdown', {}, { timeoutMs: 5000 }).catch(() => undefined);
+    await bye?.close();
+    out.result({ runId: record.runId, status }, `stopped run ${record.runId}: ${describeEnd(status)}`);
+    return 0;
+  },
+});

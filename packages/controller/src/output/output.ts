@@ -1,0 +1,139 @@
+/**
+ * The only module that prints. Job output goes to stdout/stderr untouched; spotctl's own
+ * progress goes to stderr (pretty on a TTY), or everything becomes JSON lines on stdout with --json.
+ */
+import type { LogLine } from '@spotctl/shared';
+
+export interface OutputOptions {
+  /** Emit JSON lines on stdout instead of human text. @default false */
+  json?: boolean;
+  /** @default process.stdout */
+  stdout?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** @default process.stderr */
+  stderr?: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export type Writable = NodeJS.WritableStream & { isTTY?: boolean };
+
+export class Output {
+  readonly json: boolean;
+  private readonly out: Writable;
+  private readonly err: Writable;
+  private readonly color: boolean;
+
+  constructor(options: OutputOptions = {}) {
+    this.json = options.json ?? false;
+    this.out = options.stdout ?? process.stdout;
+    this.err = options.stderr ?? process.stderr;
+    this.color = Boolean(this.err.isTTY) && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
+  }
+
+  private paint(code: string, text: string): string {
+    return this.color ? `\u001b[${code}m${text}\u001b[0m` : text;
+  }
+
+  private emit(event: Record<string, unknown>): void {
+    this.out.write(`${JSON.stringify({ ts: Date.now(), ...event })}\n`);
+  }
+
+  /** A lifecycle message of spotctl itself. */
+  info(message: string, fields: Record<string, unknown> = {}): void {
+    if (this.json) this.emit({ type: 'info', message, ...fields });
+    else this.err.write(`${this.paint('2', 'spotctl')} ${message}\n`);
+  }
+
+  warn(message: string, fields: Record<string, unknown> = {}): void {
+    if (this.json) this.emit({ type: 'warning', message, ...fields });
+    else this.err.write(`${this.paint('33', 'spotctl warning:')} ${message}\n`);
+  }
+
+  /** A finished step with its duration. */
+  step(step: string, message: string, durationMs: number): void {
+    if (this.json) this.emit({ type: 'step', step, message, durationMs });
+    else this.err.write(`${this.paint('32', '✓')} ${message} ${this.paint('2', `(${formatDuration(durationMs)})`)}\n`);
+  }
+
+  /** Raw text from a setup step (dependency install) shown as progress. */
+  setupOutput(chunk: string): void {
+    if (this.json) this.emit({ type: 'setup-output', text: chunk });
+    else this.err.write(this.paint('2', chunk));
+  }
+
+  /**
+   * Job lines, in seq order. Returns false when stdout is full, so the caller can pause the
+   * stream until `drain`.
+   */
+  lines(lines: readonly LogLine[]): boolean {
+    if (this.json) {
+      let buf = '';
+      for (const l of lines) buf += `${JSON.stringify({ type: 'log', ...l })}\n`;
+      return this.out.write(buf);
+    }
+    let ok = true;
+    let run = '';
+    let runStream: string | undefined;
+    const flush = () => {
+      if (!run) return;
+      const target = runStream === 'stdout' ? this.out : this.err;
+      ok = target.write(run) && ok;
+      run = '';
+    };
+    for (const l of lines) {
+      const stream = l.stream === 'stdout' ? 'stdout' : 'stderr';
+      if (stream !== runStream) {
+        flush();
+        runStream = stream;
+      }
+      run += `${l.text}\n`;
+    }
+    flush();
+    return ok;
+  }
+
+  /** Resolves when stdout can take more. */
+  drain(): Promise<void> {
+    return new Promise((resolve) => this.out.once('drain', () => resolve()));
+  }
+
+  /** The final result of a run. */
+  result(fields: Record<string, unknown>, human: string): void {
+    if (this.json) this.emit({ type: 'result', ...fields });
+    else this.err.write(`${this.paint('2', 'spotctl')} ${human}\n`);
+  }
+
+  /** Plain data for read commands (ps, logs): JSON with --json, else the given text. */
+  data(value: unknown, human: string): void {
+    if (this.json) this.out.write(`${JSON.stringify(value)}\n`);
+    else this.out.write(human.endsWith('\n') ? human : `${human}\n`);
+  }
+
+  /** One-line error (plus remediation on the same line). */
+  error(message: string, remediation?: string, code?: string): void {
+    if (this.json) {
+      this.emit({ type: 'error', code, message, remediation });
+      return;
+    }
+    const tail = remediation ? ` ${this.paint('2', '→')} ${remediation}` : '';
+    this.err.write(`${this.paint('31', 'spotctl error:')} ${message}${tail}\n`);
+  }
+
+  /** Stack traces only with DEBUG set. */
+  debugDetail(text: string): void {
+    this.err.write(`${text}\n`);
+  }
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const m = Math.floor(ms / 60_000);
+  const s = Math.round((ms % 60_000) / 1000);
+  return m < 60 ? `${m}m${String(s).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** A simple aligned table; cli-table3 would be heavier than this needs. */
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
+  return [fmt(headers), ...rows.map(fmt)].join('\n');
+}

@@ -1,0 +1,181 @@
+/**
+ * The local provider: the same agent bundle as on a remote host, started as a detached process on
+ * this machine in `$SPOTCTL_HOME/runs/<run-id>/`. No cloud account needed; the embedded default.
+ */
+import { spawn } from 'node:child_process';
+import { cpSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { AGENT_FILES, SpotctlError, UserError, parseAgentState, parseJobStatus, type AgentConfig, type AgentState, type JobStatus } from '@spotctl/shared';
+import { AgentConnection } from '../transport/agent-client.ts';
+import { rsyncTo } from '../transport/rsync.ts';
+import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
+import { agentBundle } from './agent-bundle.ts';
+import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
+import { step, type LaunchContext, type ProviderSession } from './provider.ts';
+
+/** Directories never copied, whatever the project's .gitignore says. */
+const ALWAYS_SKIPPED = new Set(['.git', '.venv', 'venv', '__pycache__', 'node_modules', '.spotctl']);
+
+export function localLayout(runDir: string): RemoteLayout {
+  return {
+    home: path.dirname(runDir),
+    runDir,
+    workdir: path.join(runDir, 'work'),
+    stateDir: path.join(runDir, 'agent'),
+    agentPath: agentBundle().path,
+  };
+}
+
+/** Runs a child to completion, streaming its output to `onOutput`. */
+function runProcess(argv: string[], options: { input?: string; onOutput?: (chunk: string) => void; signal?: AbortSignal; cwd?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const [cmd, ...args] = argv as [string, ...string[]];
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], signal: options.signal, cwd: options.cwd });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      options.onOutput?.(d.toString());
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      options.onOutput?.(d.toString());
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+function copyWithoutRsync(paths: string[], dest: string): void {
+  mkdirSync(dest, { recursive: true });
+  for (const p of paths) {
+    // Same semantics as rsync with a trailing slash: a directory's contents, a file by name.
+    const target = statSync(p).isDirectory() ? dest : path.join(dest, path.basename(p));
+    cpSync(p, target, { recursive: true, filter: (src) => !ALWAYS_SKIPPED.has(path.basename(src)) });
+  }
+}
+
+export async function launchLocal(ctx: LaunchContext): Promise<{ record: RunRecord; session: ProviderSession }> {
+  const { out, spec, store, signal } = ctx;
+  let record = ctx.record;
+  const layout = record.layout;
+  mkdirSync(layout.workdir, { recursive: true });
+  mkdirSync(layout.stateDir, { recursive: true, mode: 0o700 });
+
+  await step(out, 'sync', `copied ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${layout.workdir}`, async () => {
+    try {
+      await rsyncTo(null, spec.syncPaths, layout.workdir, { signal });
+    } catch (error) {
+      if (!(error instanceof UserError && error.code === 'SPOTCTL_HOST_REQUIREMENT')) throw error;
+      out.warn('rsync is not installed: copying without .gitignore rules (apt-get install rsync)');
+      copyWithoutRsync(spec.syncPaths, layout.workdir);
+    }
+  });
+
+  if (spec.install) await installLocalDeps(ctx, layout.workdir);
+
+  const state = await step(out, 'agent', 'started the agent', () => startLocalAgent(ctx));
+  record = store.update(record.runId, { agent: state });
+  return { record, session: new LocalSession(record) };
+}
+
+async function installLocalDeps(ctx: LaunchContext, workdir: string): Promise<void> {
+  const started = performance.now();
+  let printed = false;
+  const result = await runProcess(['sh', '-c', depsInstallScript(workdir)], {
+    signal: ctx.signal,
+    onOutput: (chunk) => {
+      if (chunk.includes(DEPS_MARKER_NONE)) return;
+      printed = true;
+      ctx.out.setupOutput(chunk);
+    },
+  });
+  if (result.code !== 0) {
+    throw new UserError('SPOTCTL_DEPS_FAILED', `installing Python dependencies failed: ${lastLine(result.stderr || result.stdout)}`, {
+      remediation: 'fix requirements.txt / pyproject.toml, or skip the step with --no-install',
+    });
+  }
+  if (printed || !result.stdout.includes(DEPS_MARKER_NONE)) ctx.out.step('deps', 'installed Python dependencies', performance.now() - started);
+}
+
+export function agentConfigFor(record: RunRecord, spec: LaunchContext['spec']): AgentConfig {
+  return {
+    runId: record.runId,
+    workdir: record.layout.workdir,
+    stateDir: record.layout.stateDir,
+    command: spec.command,
+    token: record.token,
+    host: '127.0.0.1',
+    port: 0,
+    idleTimeoutMs: spec.idleTimeoutMs,
+    maxRuntimeMs: spec.maxRuntimeMs,
+    graceMs: spec.graceMs,
+    shutdownAction: { kind: 'exit' },
+    env: spec.env,
+  };
+}
+
+async function startLocalAgent(ctx: LaunchContext): Promise<AgentState> {
+  const { record } = ctx;
+  const configPath = path.join(record.layout.stateDir, 'config.json');
+  writeFileSync(configPath, JSON.stringify(agentConfigFor(record, ctx.spec)), { mode: 0o600 });
+  const result = await runProcess([process.execPath, agentBundle().path, 'start', '--config', configPath], { signal: ctx.signal });
+  return parseStartOutput(result);
+}
+
+export function parseStartOutput(result: { code: number; stdout: string; stderr: string }): AgentState {
+  if (result.code !== 0) {
+    throw new SpotctlError('SPOTCTL_AGENT_START', `the agent did not start: ${lastLine(result.stderr || result.stdout) || `exit ${result.code}`}`);
+  }
+  const parsed = parseAgentState(lastLine(result.stdout));
+  if (!parsed.ok) throw new SpotctlError('SPOTCTL_AGENT_START', `the agent printed an unexpected start line (${parsed.error}): ${lastLine(result.stdout)}`);
+  return parsed.value;
+}
+
+export function lastLine(text: string): string {
+  const lines = text.trim().split('\n');
+  return (lines[lines.length - 1] ?? '').trim();
+}
+
+export class LocalSession implements ProviderSession {
+  constructor(private readonly record: RunRecord) {}
+
+  async connect(signal?: AbortSignal): Promise<AgentConnection> {
+    const agent = this.currentAgent();
+    if (!agent) throw new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', 'the agent has not written its state file');
+    return AgentConnection.connect({ kind: 'tcp', host: '127.0.0.1', port: agent.port, token: this.record.token }, { signal });
+  }
+
+  private currentAgent(): AgentState | undefined {
+    try {
+      const parsed = parseAgentState(readFileSync(path.join(this.record.layout.stateDir, AGENT_FILES.state), 'utf8'));
+      return parsed.ok ? parsed.value : this.record.agent;
+    } catch {
+      return this.record.agent;
+    }
+  }
+
+  async readStatus(): Promise<JobStatus | undefined> {
+    try {
+      const parsed = parseJobStatus(readFileSync(path.join(this.record.layout.stateDir, AGENT_FILES.status), 'utf8'));
+      return parsed.ok ? parsed.value : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async readLog(): Promise<string> {
+    try {
+      return readFileSync(path.join(this.record.layout.stateDir, AGENT_FILES.log), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

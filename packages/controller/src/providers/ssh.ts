@@ -1,0 +1,216 @@
+/**
+ * The SSH-host provider: any machine you can `ssh` into with Node.js 20+ and python3. One
+ * multiplexed OpenSSH master carries every command, the rsync and the tunnel to the agent.
+ */
+import { mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AGENT_FILES, SpotctlError, UserError, parseJobStatus, type JobStatus } from '@spotctl/shared';
+import createDebug from 'debug';
+import { AgentConnection } from '../transport/agent-client.ts';
+import { rsyncTo } from '../transport/rsync.ts';
+import { SshConnection, type SshTarget } from '../transport/ssh.ts';
+import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
+import { agentBundle } from './agent-bundle.ts';
+import { DEPS_MARKER_NONE, depsInstallScript, shellQuote } from './deps.ts';
+import { agentConfigFor, lastLine, parseStartOutput } from './local.ts';
+import { step, type LaunchContext, type ProviderSession } from './provider.ts';
+
+const debug = createDebug('spotctl:ssh-provider');
+const MIN_NODE_MAJOR = 20;
+
+/** Unix socket paths are limited to ~108 bytes, so the tunnel's socket lives under /tmp. */
+function tunnelSocketPath(runId: string): string {
+  const dir = path.join(os.tmpdir(), `spotctl-${process.getuid?.() ?? 'u'}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return path.join(dir, `${runId}.sock`);
+}
+
+interface HostFacts {
+  home: string;
+  nodeVersion: string | undefined;
+  rsync: boolean;
+  python3: boolean;
+  agentInstalled: boolean;
+}
+
+async function probeHost(conn: SshConnection, buildId: string, signal?: AbortSignal): Promise<HostFacts> {
+  const script = [
+    'echo "home=$HOME"',
+    'if command -v node >/dev/null 2>&1; then echo "node=$(node -p process.versions.node)"; else echo "node="; fi',
+    'command -v rsync >/dev/null 2>&1 && echo rsync=yes || echo rsync=no',
+    'command -v python3 >/dev/null 2>&1 && echo python3=yes || echo python3=no',
+    `test -f "$HOME/.spotctl/agent/${buildId}/agent.mjs" && echo agent=yes || echo agent=no`,
+  ].join('; ');
+  const result = await conn.exec(script, { signal, timeoutMs: 30_000 });
+  const facts = Object.fromEntries(result.stdout.split('\n').map((l) => l.split('=', 2) as [string, string]).filter((kv) => kv.length === 2));
+  if (!facts.home) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not read the host's home directory: ${lastLine(result.stderr)}`);
+  return {
+    home: facts.home,
+    nodeVersion: facts.node || undefined,
+    rsync: facts.rsync === 'yes',
+    python3: facts.python3 === 'yes',
+    agentInstalled: facts.agent === 'yes',
+  };
+}
+
+export function sshLayout(home: string, runId: string, buildId: string): RemoteLayout {
+  const runDir = path.posix.join(home, '.spotctl', 'runs', runId);
+  return {
+    home,
+    runDir,
+    workdir: path.posix.join(runDir, 'work'),
+    stateDir: path.posix.join(runDir, 'agent'),
+    agentPath: path.posix.join(home, '.spotctl', 'agent', buildId, 'agent.mjs'),
+  };
+}
+
+function requireHost(facts: HostFacts, target: SshTarget): void {
+  const where = target.host;
+  const major = Number.parseInt(facts.nodeVersion ?? '', 10);
+  if (!facts.nodeVersion || Number.isNaN(major)) {
+    throw new UserError('SPOTCTL_HOST_REQUIREMENT', `Node.js is not installed on ${where} (or not on the PATH of non-interactive ssh)`, {
+      remediation: `install Node.js ${MIN_NODE_MAJOR}+ on the host, e.g. ssh ${where} 'sudo apt-get install -y nodejs'`,
+    });
+  }
+  if (major < MIN_NODE_MAJOR) {
+    throw new UserError('SPOTCTL_HOST_REQUIREMENT', `Node.js ${facts.nodeVersion} on ${where} is too old; the agent needs ${MIN_NODE_MAJOR}+`, {
+      remediation: `upgrade Node.js on the host to ${MIN_NODE_MAJOR} or newer`,
+    });
+  }
+  if (!facts.rsync) {
+    throw new UserError('SPOTCTL_HOST_REQUIREMENT', `rsync is not installed on ${where}`, { remediation: `install it on the host: ssh ${where} 'sudo apt-get install -y rsync'` });
+  }
+}
+
+export async function launchSsh(ctx: LaunchContext): Promise<{ record: RunRecord; session: ProviderSession }> {
+  const { out, spec, store, signal } = ctx;
+  let record = ctx.record;
+  const target = record.target as SshTarget;
+  const bundle = agentBundle();
+  const session = new SshSession(record, store.runDir(record.runId));
+  try {
+    const conn = await step(out, 'connect', `connected to ${target.host}`, () => session.connection(signal));
+    const facts = await probeHost(conn, bundle.buildId, signal);
+    requireHost(facts, target);
+    const layout = sshLayout(facts.home, record.runId, bundle.buildId);
+    record = store.update(record.runId, { layout });
+    session.record = record;
+
+    if (!facts.agentInstalled) {
+      await step(out, 'install-agent', `installed agent build ${bundle.buildId} on the host`, async () => {
+        const dir = path.posix.dirname(layout.agentPath);
+        // Write beside and rename, so a concurrent run never executes a half-written bundle.
+        const tmp = shellQuote(`${layout.agentPath}.tmp-${record.runId}`);
+        const r = await conn.exec(`mkdir -p ${shellQuote(dir)} && cat > ${tmp} && mv ${tmp} ${shellQuote(layout.agentPath)}`, { input: bundle.contents, signal, timeoutMs: 120_000 });
+        if (r.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not install the agent on the host: ${lastLine(r.stderr)}`);
+      });
+    }
+
+    const mk = await conn.exec(`umask 077 && mkdir -p ${shellQuote(layout.workdir)} ${shellQuote(layout.stateDir)}`, { signal });
+    if (mk.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not create ${layout.runDir} on the host: ${lastLine(mk.stderr)}`);
+
+    await step(out, 'sync', `synced ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${target.host}:${layout.workdir}`, () =>
+      rsyncTo(conn, spec.syncPaths, layout.workdir, { signal }),
+    );
+
+    if (spec.install) {
+      const started = performance.now();
+      let installed = false;
+      const r = await conn.exec(depsInstallScript(layout.workdir), {
+        signal,
+        timeoutMs: 3_600_000,
+        onStdout: (chunk) => {
+          const text = chunk.toString();
+          if (text.includes(DEPS_MARKER_NONE)) return;
+          installed = true;
+          out.setupOutput(text);
+        },
+        onStderr: (chunk) => out.setupOutput(chunk.toString()),
+      });
+      if (r.code !== 0) {
+        throw new UserError('SPOTCTL_DEPS_FAILED', `installing Python dependencies on the host failed: ${lastLine(r.stderr || r.stdout)}`, {
+          remediation: 'fix requirements.txt / pyproject.toml, or skip the step with --no-install',
+        });
+      }
+      if (installed) out.step('deps', 'installed Python dependencies', performance.now() - started);
+    }
+
+    const state = await step(out, 'agent', 'started the agent', async () => {
+      const configPath = path.posix.join(layout.stateDir, 'config.json');
+      const config = JSON.stringify(agentConfigFor(record, spec));
+      const w = await conn.exec(`umask 077 && cat > ${shellQuote(configPath)}`, { input: config, signal });
+      if (w.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not write the agent config: ${lastLine(w.stderr)}`);
+      return parseStartOutput(await conn.exec(`node ${shellQuote(layout.agentPath)} start --config ${shellQuote(configPath)}`, { signal, timeoutMs: 60_000 }));
+    });
+    record = store.update(record.runId, { agent: state });
+    session.record = record;
+    return { record, session };
+  } catch (error) {
+    await session.close();
+    throw error;
+  }
+}
+
+export class SshSession implements ProviderSession {
+  private conn: SshConnection | undefined;
+  private forwarded = false;
+  private readonly socketPath: string;
+
+  constructor(
+    public record: RunRecord,
+    private readonly controlDir: string,
+  ) {
+    this.socketPath = tunnelSocketPath(record.runId);
+  }
+
+  /** The master connection, (re)opened when it is not alive. */
+  async connection(signal?: AbortSignal): Promise<SshConnection> {
+    if (!this.conn) {
+      this.conn = await SshConnection.open(this.record.target as SshTarget, { controlDir: this.controlDir, signal });
+      this.forwarded = false;
+      return this.conn;
+    }
+    if (!(await this.conn.check())) {
+      debug('ssh master is gone: reopening');
+      await this.conn.reopen(signal);
+    }
+    return this.conn;
+  }
+
+  async connect(signal?: AbortSignal): Promise<AgentConnection> {
+    const agent = this.record.agent;
+    if (!agent) throw new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', 'the agent was never started for this run');
+    const conn = await this.connection(signal);
+    if (!this.forwarded) {
+      await conn.forwardUnixSocket(this.socketPath, '127.0.0.1', agent.port);
+      this.forwarded = true;
+    }
+    return AgentConnection.connect({ kind: 'unix', socketPath: this.socketPath, token: this.record.token }, { signal });
+  }
+
+  async readStatus(signal?: AbortSignal): Promise<JobStatus | undefined> {
+    const conn = await this.connection(signal);
+    const r = await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.status))}`, { signal, timeoutMs: 15_000 });
+    if (r.code !== 0) return undefined;
+    const parsed = parseJobStatus(r.stdout);
+    return parsed.ok ? parsed.value : undefined;
+  }
+
+  async readLog(signal?: AbortSignal): Promise<string> {
+    const conn = await this.connection(signal);
+    const r = await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.log))}`, { signal, timeoutMs: 600_000 });
+    return r.code === 0 ? r.stdout : '';
+  }
+
+  async close(): Promise<void> {
+    const conn = this.conn;
+    this.conn = undefined;
+    this.forwarded = false;
+    await conn?.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Local records of runs under `$SPOTCTL_HOME/runs/<run-id>/` (default `~/.spotctl`). One directory
+ * per run, so parallel runs never overwrite each other.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { UserError, type AgentState, type JobStatus } from '@spotctl/shared';
+import type { SshTarget } from '../transport/ssh.ts';
+
+export type ProviderKind = 'local' | 'ssh';
+
+export interface RemoteLayout {
+  /** The host's home directory (absolute). */
+  home: string;
+  /** `<home>/.spotctl/runs/<run-id>` on the host (or locally for the local provider). */
+  runDir: string;
+  workdir: string;
+  stateDir: string;
+  /** Path of the agent bundle on the host. */
+  agentPath: string;
+}
+
+export interface RunRecord {
+  runId: string;
+  provider: ProviderKind;
+  createdAt: number;
+  command: string[];
+  /** Local paths that were synced. */
+  syncPaths: string[];
+  target?: SshTarget;
+  layout: RemoteLayout;
+  token: string;
+  graceMs: number;
+  detached: boolean;
+  agent?: AgentState;
+  /** Last status seen by this machine. */
+  status?: JobStatus;
+}
+
+export function spotctlHome(): string {
+  return process.env.SPOTCTL_HOME ?? path.join(os.homedir(), '.spotctl');
+}
+
+export function runsDir(): string {
+  return path.join(spotctlHome(), 'runs');
+}
+
+/** Sortable, readable and unique: `20261125-213000-a1b2`. */
+export function newRunId(now = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${now.getUTCFullYear()}${p(now.getUTCMonth() + 1)}${p(now.getUTCDate())}-${p(now.getUTCHours())}${p(now.getUTCMinutes())}${p(now.getUTCSeconds())}`;
+  return `${stamp}-${randomBytes(2).toString('hex')}`;
+}
+
+export function newToken(): string {
+  return randomBytes(32).toString('hex');
+}
+
+export class RunStore {
+  constructor(private readonly dir: string = runsDir()) {}
+
+  runDir(runId: string): string {
+    return path.join(this.dir, runId);
+  }
+
+  save(record: RunRecord): void {
+    const dir = this.runDir(record.runId);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = path.join(dir, 'run.json');
+    const tmp = `${file}.${process.pid}.tmp`;
+    // The record holds the agent's bearer token: owner-only.
+    writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+    renameSync(tmp, file);
+  }
+
+  update(runId: string, patch: Partial<RunRecord>): RunRecord {
+    const next = { ...this.load(runId), ...patch };
+    this.save(next);
+    return next;
+  }
+
+  list(): RunRecord[] {
+    if (!existsSync(this.dir)) return [];
+    const out: RunRecord[] = [];
+    for (const name of readdirSync(this.dir)) {
+      const file = path.join(this.dir, name, 'run.json');
+      if (!existsSync(file)) continue;
+      try {
+        out.push(JSON.parse(readFileSync(file, 'utf8')) as RunRecord);
+      } catch {
+        // A half-written record (crash during save) is skipped rather than breaking `ps`.
+      }
+    }
+    return out.sort((a, b) => b.createdAt - a.createdAt || b.runId.localeCompare(a.runId));
+  }
+
+  /** Resolves a run id, a unique prefix of one, or `last`. */
+  resolve(ref: string): RunRecord {
+    const runs = this.list();
+    if (ref === 'last') {
+      const last = runs[0];
+      if (!last) throw new UserError('SPOTCTL_RUN_NOT_FOUND', 'there are no runs yet', { remediation: 'start one with: spotctl run -- <command>' });
+      return last;
+    }
+    const exact = runs.find((r) => r.runId === ref);
+    if (exact) return exact;
+    const matches = runs.filter((r) => r.runId.startsWith(ref));
+    if (matches.length === 1 && matches[0]) return matches[0];
+    if (matches.length > 1) {
+      throw new UserError('SPOTCTL_USAGE', `run id '${ref}' is ambiguous (${matches.length} runs match)`, { remediation: 'give more characters; see: spotctl ps', exitCode: 2 });
+    }
+    throw new UserError('SPOTCTL_RUN_NOT_FOUND', `no run '${ref}' on this machine`, { remediation: 'list runs with: spotctl ps' });
+  }
+
+  load(runId: string): RunRecord {
+    const file = path.join(this.runDir(runId), 'run.json');
+    if (!existsSync(file)) throw new UserError('SPOTCTL_RUN_NOT_FOUND', `no run '${runId}' on this machine`, { remediation: 'list runs with: spotctl ps' });
+    return JSON.parse(readFileSync(file, 'utf8')) as RunRecord;
+  }
+
+  /** The highest seq this machine has printed for the run (so `attach` resumes after it). */
+  readCursor(runId: string): number {
+    try {
+      return Number.parseInt(readFileSync(path.join(this.runDir(runId), 'cursor'), 'utf8'), 10) || 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  writeCursor(runId: string, seq: number): void {
+    writeFileSync(path.join(this.runDir(runId), 'cursor'), String(seq));
+  }
+}

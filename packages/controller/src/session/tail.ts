@@ -1,0 +1,107 @@
+/**
+ * Tails a run to the terminal: live lines, reconnects, Ctrl-C (first stops the job with its
+ * grace, second forces), and the cursor file that lets `spotctl attach` resume.
+ */
+import { SpotctlError, type JobStatus } from '@spotctl/shared';
+import type { Output } from '../output/output.ts';
+import { formatDuration } from '../output/output.ts';
+import type { ProviderSession } from '../providers/provider.ts';
+import type { RunRecord, RunStore } from '../runs/run-store.ts';
+import type { AgentConnection } from '../transport/agent-client.ts';
+import { followLogs } from './follow.ts';
+
+export class ForcedExit extends SpotctlError {
+  constructor() {
+    super('SPOTCTL_JOB_STATE', 'forced exit on the second Ctrl-C');
+  }
+}
+
+export interface TailOptions {
+  store: RunStore;
+  record: RunRecord;
+  session: ProviderSession;
+  out: Output;
+  fromSeq: number;
+  /** @default true */
+  follow?: boolean;
+  /** Install the Ctrl-C handlers. @default true */
+  handleSignals?: boolean;
+  reconnectTimeoutMs?: number;
+}
+
+export async function tailRun(options: TailOptions): Promise<{ status: JobStatus; lastSeq: number }> {
+  const { out, store, record } = options;
+  const abort = new AbortController();
+  let current: AgentConnection | undefined;
+  let stopState: 'none' | 'requested' | 'forced' = 'none';
+  let lastSeq = options.fromSeq - 1;
+  let savedSeq = lastSeq;
+  const saveCursor = () => {
+    if (lastSeq === savedSeq) return;
+    savedSeq = lastSeq;
+    try {
+      store.writeCursor(record.runId, lastSeq);
+    } catch {
+      // The cursor only spares `attach` some replay; losing it loses no log.
+    }
+  };
+  const cursorTimer = setInterval(saveCursor, 250);
+  cursorTimer.unref();
+
+  const sendStop = (force: boolean) => {
+    current?.request('stop', force ? { force: true } : {}).catch(() => undefined);
+  };
+  const onSigint = () => {
+    if (stopState === 'none') {
+      stopState = 'requested';
+      out.info(`stopping the job (SIGTERM, SIGKILL after ${formatDuration(record.graceMs)}) — press Ctrl-C again to force`);
+      sendStop(false);
+      return;
+    }
+    stopState = 'forced';
+    out.info('forcing: SIGKILL to the job');
+    sendStop(true);
+    // Give the kill a moment to come back as the job's end; then leave regardless.
+    setTimeout(() => abort.abort(new ForcedExit()), 3000).unref();
+  };
+  const handleSignals = options.handleSignals ?? true;
+  if (handleSignals) {
+    process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigint);
+  }
+
+  try {
+    const result = await followLogs({
+      connect: (signal) => options.session.connect(signal),
+      fromSeq: options.fromSeq,
+      follow: options.follow ?? true,
+      signal: abort.signal,
+      reconnectTimeoutMs: options.reconnectTimeoutMs,
+      onLines: (lines) => {
+        const ok = out.lines(lines);
+        lastSeq = (lines[lines.length - 1] ?? { seq: lastSeq }).seq;
+        return ok;
+      },
+      drain: () => out.drain(),
+      onConnection: (connection) => {
+        current = connection;
+        if (stopState === 'requested') sendStop(false);
+        if (stopState === 'forced') sendStop(true);
+      },
+      onDisconnect: (error, attempt) => {
+        current = undefined;
+        if (attempt === 1 || attempt % 10 === 0) out.warn(`lost the agent (${error.message}); reconnecting${attempt > 1 ? ` (attempt ${attempt})` : ''}…`);
+      },
+      onReconnected: (downForMs) => out.info(`reconnected after ${formatDuration(downForMs)}; resuming at line ${lastSeq + 1}`),
+    });
+    lastSeq = result.lastSeq;
+    return result;
+  } finally {
+    clearInterval(cursorTimer);
+    saveCursor();
+    if (handleSignals) {
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigint);
+    }
+  }
+}
