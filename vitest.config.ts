@@ -4,6 +4,7 @@ export default defineConfig({
   resolve: { conditions: ['spotctl-source'] },
   test: {
     include: ['packages/*/src/**/*.test.ts', 'test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // The machine has 2 cores; end-to-end tests start sshd, agents and controllers.
