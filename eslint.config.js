@@ -1,0 +1,32 @@
+// One lint configuration for the whole repo. Typed rules catch forgotten promises; the
+// restricted-imports blocks keep the three packages to their one job each (Playwright's DEPS lists).
+import tseslint from 'typescript-eslint';
+
+const noCrossImports = (forbidden) => ({
+  'no-restricted-imports': [
+    'error',
+    {
+      patterns: forbidden.map((pkg) => ({ group: [pkg, `${pkg}/*`, `**/packages/${pkg.split('/')[1]}/**`], message: `${pkg} must not be imported from here (see STYLE.md: the house)` })),
+    },
+  ],
+});
+
+export default tseslint.config(
+  { ignores: ['**/dist/**', '**/node_modules/**', 'bench/results/**'] },
+  {
+    files: ['**/*.ts'],
+    extends: [tseslint.configs.base],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
+      '@typescript-eslint/await-thenable': 'error',
+      'no-console': 'error',
+    },
+  },
+  { files: ['packages/shared/**/*.ts'], rules: noCrossImports(['@spotctl/agent', '@spotctl/controller', 'fastify', 'ws', 'pino', 'chokidar', '@aws-sdk/client-ec2', '@aws-sdk/client-s3']) },
+  { files: ['packages/agent/**/*.ts'], rules: noCrossImports(['@spotctl/controller']) },
+  { files: ['packages/controller/**/*.ts'], rules: noCrossImports(['@spotctl/agent']) },
+  // Tests and benchmarks print what they measure.
+  { files: ['test/**/*.ts', 'bench/**/*.ts', 'packages/*/src/**/*.test.ts'], rules: { 'no-console': 'off' } },
+);
