@@ -52,16 +52,16 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return exitCode;
   } catch (error) {
-    return reportError(error, out);
+    return reportError(error, out, argv);
   }
 }
 
-function reportError(error: unknown, out: Output): number {
+function reportError(error: unknown, out: Output, argv: string[]): number {
   if (error instanceof CommanderError) {
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return 0;
     const message = error.message.replace(/^error:\s*/, '');
-    const sub = /for '(\w+)'|command '(\w+)'/.exec(message);
-    out.error(message, `see: spotctl ${sub?.[1] ?? ''} --help`.replace('  ', ' '), 'SPOTCTL_USAGE');
+    const sub = argv.find((a) => commands.some((c) => c.name === a));
+    out.error(message, sub ? `see: spotctl ${sub} --help` : 'see: spotctl --help', 'SPOTCTL_USAGE');
     return 2;
   }
   if (error instanceof ForcedExit) return 130;

@@ -30,7 +30,7 @@ export function localLayout(runDir: string): RemoteLayout {
 function runProcess(argv: string[], options: { input?: string; onOutput?: (chunk: string) => void; signal?: AbortSignal; cwd?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const [cmd, ...args] = argv as [string, ...string[]];
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], signal: options.signal, cwd: options.cwd });
+    const child = spawn(cmd, args, { stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], signal: options.signal, cwd: options.cwd });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -43,7 +43,11 @@ function runProcess(argv: string[], options: { input?: string; onOutput?: (chunk
     });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-    child.stdin.end(options.input ?? '');
+    if (child.stdin) {
+      // A child that exits without reading its input must not crash us with EPIPE.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(options.input);
+    }
   });
 }
 
