@@ -5,15 +5,16 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collect, runSpotctl, spawnSpotctl } from './helpers/cli.ts';
+import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
-import { readUntil, waitFor } from './helpers/read-until.ts';
 import { startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { NUMBERED, checkSequence, numberedLines, writeProject } from './fixtures.ts';
 
+/** Runs live under a temp dir on the "host" (this machine), never in the real ~/.spotctl. */
+let remoteDir = '';
 function sshArgs(sshd: Sshd): string[] {
-  return ['--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+  return ['--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
 }
 
 /** Pids of the ssh client processes that use this server's client key (the master and its helpers). */
@@ -39,6 +40,7 @@ describe('spotctl run --host (loopback sshd)', () => {
   beforeAll(async () => {
     sshd = await startSshd();
     home = await tmpDir();
+    remoteDir = `${home.path}/remote`;
     proj = await tmpDir();
     writeProject(proj.path, { 'gen.py': NUMBERED, 'requirements.txt': '# empty on purpose\n', 'env.py': 'import sys\nprint(sys.prefix)\n' });
   });
@@ -62,23 +64,22 @@ describe('spotctl run --host (loopback sshd)', () => {
   it('reuses the installed agent and runs .py files with the venv python', async () => {
     const r = await runSpotctl(['run', ...sshArgs(sshd), '--sync', proj.path, 'env.py'], { home: home.path, timeoutMs: 120_000 });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.trim()).toMatch(/\/\.spotctl\/runs\/[^/]+\/work\/\.venv$/);
+    expect(r.stdout.trim()).toMatch(/\/remote\/runs\/[^/]+\/work\/\.venv$/);
     expect(r.stderr).not.toMatch(/installed agent build/);
   });
 
   it('loses and repeats no line when the tunnel is killed several times mid-stream', async () => {
     const n = 60_000;
-    const child = spawnSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
-    const done = collect(child, 180_000);
+    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
     let kills = 0;
     for (const at of [5_000, 20_000, 35_000]) {
-      await readUntil(child.stdout, new RegExp(`line ${at}\\n`), 60_000);
+      await cli.until('stdout', new RegExp(`line ${at}\\n`), 60_000);
       const pids = sshClientPids(sshd.identityFile);
       expect(pids.length).toBeGreaterThan(0);
       for (const pid of pids) process.kill(pid, 'SIGKILL');
       kills++;
     }
-    const r = await done;
+    const r = await cli.done;
     expect(r.code, r.stderr).toBe(0);
     expect(kills).toBe(3);
     expect(r.stderr.match(/reconnected after/g)?.length ?? 0).toBeGreaterThanOrEqual(3);
@@ -87,24 +88,25 @@ describe('spotctl run --host (loopback sshd)', () => {
 
   it('survives sshd dropping every connection and coming back', async () => {
     const n = 40_000;
-    const child = spawnSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
-    const done = collect(child, 180_000);
-    await readUntil(child.stdout, /line 10000\n/, 60_000);
+    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
+    await cli.until('stdout', /line 10000\n/, 60_000);
     await sshd.stop();
-    await readUntil(child.stderr, /lost the agent/, 30_000);
-    await sshd.start();
-    const r = await done;
+    try {
+      await cli.until('stderr', /lost the agent/, 30_000);
+    } finally {
+      await sshd.start();
+    }
+    const r = await cli.done;
     expect(r.code, r.stderr).toBe(0);
     expect(checkSequence(numberedLines(r.stdout), n)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
   });
 
   it('the job survives a SIGKILLed controller, and attach resumes with nothing lost', async () => {
     const n = 40_000;
-    const first = spawnSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '4', '0.05'], { home: home.path });
-    const firstDone = collect(first, 60_000);
-    await readUntil(first.stdout, /line 8000\n/, 60_000);
-    first.kill('SIGKILL');
-    const before = numberedLines((await firstDone).stdout);
+    const first = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '4', '0.05'], { home: home.path });
+    await first.until('stdout', /line 8000\n/, 60_000);
+    first.child.kill('SIGKILL');
+    const before = numberedLines((await first.done).stdout);
     const att = await runSpotctl(['attach', 'last'], { home: home.path, timeoutMs: 120_000 });
     expect(att.code, att.stderr).toBe(4);
     const after = numberedLines(att.stdout);
@@ -147,19 +149,18 @@ describe('spotctl run --host (sshd in a network namespace)', () => {
 
   it('streams through a link that goes down and comes back, losing nothing', async () => {
     await using home = await tmpDir();
+    remoteDir = `${home.path}/remote`;
     await using proj = await tmpDir();
     writeProject(proj.path, { 'gen.py': NUMBERED });
     const n = 30_000;
-    const child = spawnSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
-    const done = collect(child, 180_000);
-    await readUntil(child.stdout, /line 5000\n/, 60_000);
+    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
+    await cli.until('stdout', /line 5000\n/, 60_000);
     await ns.linkDown();
     // A few seconds of silence: packets are dropped, no RST; the job keeps writing to its log.
     await new Promise((r) => setTimeout(r, 3000));
     await ns.linkUp();
-    const r = await done;
+    const r = await cli.done;
     expect(r.code, r.stderr).toBe(0);
     expect(checkSequence(numberedLines(r.stdout), n)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
-    await waitFor(() => true, { timeoutMs: 10 });
   });
 });

@@ -50,3 +50,65 @@ export function runSpotctl(args: string[], options: CliOptions & { timeoutMs?: n
   child.stdin.end(options.input ?? '');
   return collect(child, options.timeoutMs);
 }
+
+/**
+ * A running CLI whose output is accumulated from the start, so waiting for a line can never miss
+ * one that arrived before the wait began.
+ */
+export interface WatchedCli {
+  child: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once the accumulated text of `stream` matches; the timeout error shows what was read. */
+  until(stream: 'stdout' | 'stderr', regex: RegExp, timeoutMs: number): Promise<void>;
+  done: Promise<CliResult>;
+}
+
+export function watchSpotctl(args: string[], options: CliOptions & { timeoutMs?: number }): WatchedCli {
+  const child = spawnSpotctl(args, options);
+  child.stdin.end();
+  const text = { stdout: '', stderr: '' };
+  const waiters = new Set<() => void>();
+  child.stdout.on('data', (d: Buffer) => {
+    text.stdout += d.toString();
+    for (const w of waiters) w();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    text.stderr += d.toString();
+    for (const w of waiters) w();
+  });
+  const done = collect(child, options.timeoutMs ?? 180_000);
+  let exited = false;
+  void done.finally(() => {
+    exited = true;
+    for (const w of waiters) w();
+  });
+  return {
+    child,
+    done,
+    stdout: () => text.stdout,
+    stderr: () => text.stderr,
+    until: (stream, regex, timeoutMs) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (regex.test(text[stream])) {
+            cleanup();
+            resolve();
+          } else if (exited) {
+            cleanup();
+            reject(new Error(`spotctl exited before ${stream} matched ${regex}\nstdout tail: ${text.stdout.slice(-1000)}\nstderr: ${text.stderr.slice(-3000)}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${regex} on ${stream}\nstdout tail: ${text.stdout.slice(-1000)}\nstderr: ${text.stderr.slice(-3000)}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+  };
+}

@@ -5,3 +5,5 @@ export { followLogs, type FollowOptions, type FollowResult } from './session/fol
 export { RunStore, newRunId, newToken, spotctlHome, type RunRecord } from './runs/run-store.ts';
 export { parseDuration } from './cli/durations.ts';
 export { jobArgv } from './commands/run.ts';
+export { SshConnection, parseHostSpec, type SshTarget } from './transport/ssh.ts';
+export { rsyncTo } from './transport/rsync.ts';

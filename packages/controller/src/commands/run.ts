@@ -26,6 +26,7 @@ interface RunOptions extends Record<string, unknown> {
   detach?: boolean;
   json?: boolean;
   env: string[];
+  remoteDir?: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -92,6 +93,7 @@ export default defineCommand<RunOptions>({
       .option('--identity <file>', 'SSH private key for --host')
       .option('--known-hosts <file>', 'known_hosts file to verify the host key against (strict)')
       .option('--ssh-config <file>', 'ssh client config file to use instead of ~/.ssh/config')
+      .option('--remote-dir <dir>', 'where runs and the agent live on an SSH host', '~/.spotctl')
       .option('--sync <path>', 'a path to copy to the host (repeatable; default: the current directory)', collect, [])
       .option('--no-install', 'skip installing Python dependencies (requirements.txt, pyproject.toml, uv.lock)')
       .option('--idle-timeout <duration>', 'stop the agent after this long without job, client or heartbeat', '5m')
@@ -125,6 +127,7 @@ export default defineCommand<RunOptions>({
       graceMs: options.grace ? parseDuration(options.grace, '--grace') : DEFAULT_GRACE_MS,
       detached: options.detach === true,
       env: parseEnv(options.env),
+      ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
     };
     if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
 

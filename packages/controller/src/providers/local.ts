@@ -33,11 +33,11 @@ function runProcess(argv: string[], options: { input?: string; onOutput?: (chunk
     const child = spawn(cmd, args, { stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], signal: options.signal, cwd: options.cwd });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
+    child.stdout?.on('data', (d: Buffer) => {
       stdout += d.toString();
       options.onOutput?.(d.toString());
     });
-    child.stderr.on('data', (d: Buffer) => {
+    child.stderr?.on('data', (d: Buffer) => {
       stderr += d.toString();
       options.onOutput?.(d.toString());
     });

@@ -27,6 +27,8 @@ export interface LaunchSpec {
   graceMs: number;
   detached: boolean;
   env: Record<string, string>;
+  /** Base directory on an SSH host (`~/…` is home-relative). @default '~/.spotctl' */
+  remoteDir?: string;
 }
 
 export interface LaunchContext {

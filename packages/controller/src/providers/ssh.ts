@@ -31,16 +31,14 @@ interface HostFacts {
   nodeVersion: string | undefined;
   rsync: boolean;
   python3: boolean;
-  agentInstalled: boolean;
 }
 
-async function probeHost(conn: SshConnection, buildId: string, signal?: AbortSignal): Promise<HostFacts> {
+async function probeHost(conn: SshConnection, signal?: AbortSignal): Promise<HostFacts> {
   const script = [
     'echo "home=$HOME"',
     'if command -v node >/dev/null 2>&1; then echo "node=$(node -p process.versions.node)"; else echo "node="; fi',
     'command -v rsync >/dev/null 2>&1 && echo rsync=yes || echo rsync=no',
     'command -v python3 >/dev/null 2>&1 && echo python3=yes || echo python3=no',
-    `test -f "$HOME/.spotctl/agent/${buildId}/agent.mjs" && echo agent=yes || echo agent=no`,
   ].join('; ');
   const result = await conn.exec(script, { signal, timeoutMs: 30_000 });
   const facts = Object.fromEntries(result.stdout.split('\n').map((l) => l.split('=', 2) as [string, string]).filter((kv) => kv.length === 2));
@@ -50,18 +48,24 @@ async function probeHost(conn: SshConnection, buildId: string, signal?: AbortSig
     nodeVersion: facts.node || undefined,
     rsync: facts.rsync === 'yes',
     python3: facts.python3 === 'yes',
-    agentInstalled: facts.agent === 'yes',
   };
 }
 
-export function sshLayout(home: string, runId: string, buildId: string): RemoteLayout {
-  const runDir = path.posix.join(home, '.spotctl', 'runs', runId);
+/** `~/x`, `x` (home-relative) or `/abs/x` on the host → an absolute path. */
+export function remoteBase(home: string, remoteDir: string): string {
+  if (remoteDir.startsWith('/')) return remoteDir;
+  return path.posix.join(home, remoteDir.replace(/^~\/?/, ''));
+}
+
+export function sshLayout(home: string, runId: string, buildId: string, remoteDir = '~/.spotctl'): RemoteLayout {
+  const base = remoteBase(home, remoteDir);
+  const runDir = path.posix.join(base, 'runs', runId);
   return {
     home,
     runDir,
     workdir: path.posix.join(runDir, 'work'),
     stateDir: path.posix.join(runDir, 'agent'),
-    agentPath: path.posix.join(home, '.spotctl', 'agent', buildId, 'agent.mjs'),
+    agentPath: path.posix.join(base, 'agent', buildId, 'agent.mjs'),
   };
 }
 
@@ -91,13 +95,14 @@ export async function launchSsh(ctx: LaunchContext): Promise<{ record: RunRecord
   const session = new SshSession(record, store.runDir(record.runId));
   try {
     const conn = await step(out, 'connect', `connected to ${target.host}`, () => session.connection(signal));
-    const facts = await probeHost(conn, bundle.buildId, signal);
+    const facts = await probeHost(conn, signal);
     requireHost(facts, target);
-    const layout = sshLayout(facts.home, record.runId, bundle.buildId);
+    const layout = sshLayout(facts.home, record.runId, bundle.buildId, spec.remoteDir);
     record = store.update(record.runId, { layout });
     session.record = record;
 
-    if (!facts.agentInstalled) {
+    const installed = await conn.exec(`test -f ${shellQuote(layout.agentPath)}`, { signal });
+    if (installed.code !== 0) {
       await step(out, 'install-agent', `installed agent build ${bundle.buildId} on the host`, async () => {
         const dir = path.posix.dirname(layout.agentPath);
         // Write beside and rename, so a concurrent run never executes a half-written bundle.

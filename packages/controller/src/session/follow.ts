@@ -2,7 +2,7 @@
  * Follows a run's log across any number of connection drops: every line exactly once, in order.
  * The agent numbers lines; we remember the next seq we want and resubscribe from it.
  */
-import { SpotctlError, UserError, type JobStatus, type LogLine } from '@spotctl/shared';
+import { SpotctlError, type JobStatus, type LogLine } from '@spotctl/shared';
 import createDebug from 'debug';
 import type { AgentConnection } from '../transport/agent-client.ts';
 
@@ -36,9 +36,13 @@ export interface FollowResult {
   lastSeq: number;
 }
 
-/** Errors that a new connection will not cure. */
+/** Failures of the way to the agent, which a later attempt may cure (host rebooting, link down). */
+const TRANSIENT = new Set(['SPOTCTL_SSH_UNREACHABLE', 'SPOTCTL_SSH_FAILED', 'SPOTCTL_AGENT_UNREACHABLE']);
+
+/** Errors that a new connection will not cure: a wrong token, another protocol, a broken schema. */
 function isFatal(error: unknown): boolean {
-  return error instanceof UserError || (error instanceof SpotctlError && (error.code === 'SPOTCTL_PROTOCOL' || error.code === 'SPOTCTL_AGENT_VERSION'));
+  if (error instanceof SpotctlError) return !TRANSIENT.has(error.code);
+  return false;
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
