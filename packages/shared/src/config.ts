@@ -11,6 +11,67 @@ export const ShutdownAction = Type.Union([
 ]);
 export type ShutdownAction = Static<typeof ShutdownAction>;
 
+export const CheckpointTarget = Type.Union([
+  Type.Object(
+    {
+      kind: Type.Literal('s3'),
+      bucket: Type.String({ minLength: 3 }),
+      /** Key prefix; the run's sets live under `<prefix>/<run-id>/`. */
+      prefix: Type.String(),
+      region: Type.Optional(Type.String()),
+      /** S3-compatible endpoint (moto, MinIO); path-style addressing is used when set. */
+      endpoint: Type.Optional(Type.String()),
+    },
+    { additionalProperties: false },
+  ),
+  /** A directory with the same layout: for rehearsals and tests without S3. */
+  Type.Object({ kind: Type.Literal('dir'), path: Type.String({ minLength: 1 }) }, { additionalProperties: false }),
+]);
+export type CheckpointTarget = Static<typeof CheckpointTarget>;
+
+export const CheckpointConfig = Type.Object(
+  {
+    /** Watched folder, absolute or relative to the workdir. @default 'checkpoints' */
+    dir: Type.Optional(Type.String()),
+    target: CheckpointTarget,
+    /** A file counts as written once it has not changed for this long. @default 2000 */
+    settleMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** Run id whose latest committed set is restored into `dir` before the job starts. */
+    restoreFrom: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+export type CheckpointConfig = Static<typeof CheckpointConfig>;
+
+export const ImdsConfig = Type.Object(
+  {
+    /** Base URL of the instance metadata service. @default 'http://169.254.169.254' */
+    endpoint: Type.Optional(Type.String()),
+    /** @default 1000 */
+    pollIntervalMs: Type.Optional(Type.Integer({ minimum: 50 })),
+    /** @default 5000 */
+    rebalancePollIntervalMs: Type.Optional(Type.Integer({ minimum: 50 })),
+    /** @default 21600 */
+    tokenTtlS: Type.Optional(Type.Integer({ minimum: 1, maximum: 21600 })),
+  },
+  { additionalProperties: false },
+);
+export type ImdsConfig = Static<typeof ImdsConfig>;
+
+/** Rehearsal: the agent runs its own metadata emulator and schedules an interruption. */
+export const SimulateConfig = Type.Object(
+  {
+    /** The notice is served this long after the job starts. */
+    interruptAfterMs: Type.Integer({ minimum: 0 }),
+    /** @default 'terminate' */
+    action: Type.Optional(Type.Union([Type.Literal('terminate'), Type.Literal('stop'), Type.Literal('hibernate')])),
+    /** Time between the notice and the deadline, as on AWS. @default 120000 */
+    noticeLeadMs: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+export type SimulateConfig = Static<typeof SimulateConfig>;
+
 export const AgentConfig = Type.Object(
   {
     runId: Type.String({ minLength: 1, pattern: '^[A-Za-z0-9._-]+$' }),
@@ -38,6 +99,13 @@ export const AgentConfig = Type.Object(
     shutdownAction: Type.Optional(ShutdownAction),
     /** Extra environment for the job. */
     env: Type.Optional(Type.Record(Type.String(), Type.String())),
+    /** Poll the metadata service for interruption and rebalance notices (aws provider, or an emulator). */
+    imds: Type.Optional(ImdsConfig),
+    /** Rehearse an interruption against an emulated metadata service. */
+    simulate: Type.Optional(SimulateConfig),
+    /** What a rebalance recommendation does besides the event. @default 'checkpoint' */
+    onRebalance: Type.Optional(Type.String({ pattern: '^(checkpoint|ignore|signal:[A-Z0-9]+)$' })),
+    checkpoint: Type.Optional(CheckpointConfig),
     /** pino level. @default 'info' */
     logLevel: Type.Optional(Type.String()),
   },

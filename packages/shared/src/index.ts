@@ -2,3 +2,4 @@ export * from './constants.ts';
 export * from './errors.ts';
 export * from './protocol.ts';
 export * from './config.ts';
+export * from './spot.ts';

@@ -2,7 +2,7 @@
  * Follows a run's log across any number of connection drops: every line exactly once, in order.
  * The agent numbers lines; we remember the next seq we want and resubscribe from it.
  */
-import { SpotctlError, type JobStatus, type LogLine } from '@spotctl/shared';
+import { SpotctlError, type JobStatus, type LogLine, type ServerEvent } from '@spotctl/shared';
 import createDebug from 'debug';
 import type { AgentConnection } from '../transport/agent-client.ts';
 
@@ -19,6 +19,8 @@ export interface FollowOptions {
   onLines: (lines: LogLine[]) => boolean;
   drain: () => Promise<void>;
   onStatus?: (status: JobStatus) => void;
+  /** Interruption notices, rebalance recommendations, committed checkpoints, the final report. */
+  onSpotEvent?: (event: Extract<ServerEvent, { event: 'interruption' | 'rebalance' | 'checkpoint' | 'interruption-report' }>) => void;
   /** Called with each fresh connection, e.g. to send `stop` on it. */
   onConnection?: (connection: AgentConnection) => void;
   onDisconnect?: (error: Error, attempt: number) => void;
@@ -119,6 +121,12 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
             return;
           case 'end':
             finish({ status: event.status });
+            return;
+          case 'interruption':
+          case 'rebalance':
+          case 'checkpoint':
+          case 'interruption-report':
+            options.onSpotEvent?.(event);
             return;
           case 'hello':
             return;
