@@ -8,6 +8,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { CheckpointEvent, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
 
 const Seq = Type.Integer({ minimum: 0 });
 const EpochMs = Type.Integer({ minimum: 0 });
@@ -53,6 +54,8 @@ export const JobStatus = Type.Object(
     lastSeq: Seq,
     /** Set when the job could not be started (e.g. command not found). */
     error: Type.Union([Type.String(), Type.Null()]),
+    /** Set once a spot interruption was handled. */
+    interruption: Type.Optional(InterruptionReport),
   },
   { additionalProperties: false },
 );
@@ -186,9 +189,9 @@ export const EndEvent = Type.Object(
   { additionalProperties: false },
 );
 
-export const ServerEvent = Type.Union([HelloEvent, LogsEvent, StatusEvent, EndEvent]);
+export const ServerEvent = Type.Union([HelloEvent, LogsEvent, StatusEvent, EndEvent, InterruptionEvent, RebalanceEvent, CheckpointEvent, InterruptionReportEvent]);
 export type ServerEvent = Static<typeof ServerEvent>;
-export const ServerMessage = Type.Union([ResponseOk, ResponseError, HelloEvent, LogsEvent, StatusEvent, EndEvent]);
+export const ServerMessage = Type.Union([ResponseOk, ResponseError, ...ServerEvent.anyOf]);
 export type ServerMessage = Static<typeof ServerMessage>;
 export type HelloEvent = Static<typeof HelloEvent>;
 export type LogsEvent = Static<typeof LogsEvent>;
@@ -268,4 +271,22 @@ export function exitCodeOf(status: Pick<JobStatus, 'exitCode' | 'signal' | 'stat
   if (status.exitCode !== null) return status.exitCode;
   if (status.signal !== null) return 128 + (signalNumbers[status.signal] ?? 0);
   return status.state === 'failed-to-start' ? 127 : 1;
+}
+
+const methodChecks = new Map<string, AnyCheck>(
+  Request.anyOf.map((schema) => [schema.properties.method.const, TypeCompiler.Compile(schema as TSchema) as AnyCheck]),
+);
+
+/**
+ * Why a parsed JSON value is not a valid request, in words a client can act on. The union's own
+ * first error is just "Expected union value"; this names the unknown method, or the field of the
+ * method's params that is wrong (`/params/fromSeq: Expected integer`).
+ */
+export function explainRequestError(value: unknown): string {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return 'a request must be a JSON object {id, method, params}';
+  const method = (value as { method?: unknown }).method;
+  if (typeof method !== 'string') return '/method: expected a string naming the method';
+  const check = methodChecks.get(method);
+  if (!check) return `unknown method ${JSON.stringify(method)}; known: ${[...methodChecks.keys()].join(', ')}`;
+  return firstError(check, value);
 }
