@@ -12,7 +12,7 @@ const noCrossImports = (forbidden) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/node_modules/**', 'bench/results/**'] },
+  { ignores: ['**/dist/**', '**/node_modules/**', 'bench/results/**', '.vitest-tmp/**'] },
   {
     files: ['**/*.ts'],
     extends: [tseslint.configs.base],

@@ -1,0 +1,326 @@
+/**
+ * The composition root: the one place that knows all the parts (log store, supervisor, server,
+ * watchdog) and wires them together with callbacks. The parts never import each other.
+ */
+import fs from 'node:fs';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import {
+  AGENT_FILES,
+  PROTOCOL_VERSION,
+  UserError,
+  type AgentState,
+  type JobStatus,
+} from '@spotctl/shared';
+import type { ResolvedAgentConfig } from './config.ts';
+import { LogStore } from './log-store/index.ts';
+import { createAgentLogger, type AgentLogger, type Logger } from './logger.ts';
+import { AgentServer } from './server/index.ts';
+import { writeJsonAtomic } from './state-files.ts';
+import { Supervisor, buildJobLaunch, type StopOptions } from './supervisor/index.ts';
+import { AGENT_VERSION, buildId as currentBuildId } from './version.ts';
+import { IdleWatchdog, runShutdownCommand, type Clock, type ShutdownReason } from './watchdog/index.ts';
+
+/** Written before the shutdown action runs, so the controller can tell why the agent went away. */
+export const SHUTDOWN_FILE = 'shutdown.json';
+
+/** Why the agent wants its process to exit, and with which code. */
+export interface AgentExit {
+  code: number;
+  reason: string;
+}
+
+export interface AgentStartOptions {
+  config: ResolvedAgentConfig;
+  /** @default the running bundle's hash, 'dev' from source */
+  buildId?: string;
+  /** Also log to stdout. @default true */
+  logToStdout?: boolean;
+  /** The watchdog's clock. @default the system clock */
+  clock?: Clock;
+}
+
+/** Minimum time between status.json rewrites caused only by new log lines. */
+const STATUS_WRITE_THROTTLE_MS = 1000;
+
+export class Agent implements AsyncDisposable {
+  readonly config: ResolvedAgentConfig;
+  readonly logger: Logger;
+  readonly #agentLogger: AgentLogger;
+  readonly #store: LogStore;
+  readonly #supervisor: Supervisor;
+  #server: AgentServer | undefined;
+  #watchdog: IdleWatchdog | undefined;
+  #state: AgentState | undefined;
+  #statusTimer: NodeJS.Timeout | undefined;
+  #exitRequested: Promise<AgentExit>;
+  #resolveExit!: (exit: AgentExit) => void;
+  #exitAsked = false;
+  #closing: Promise<void> | undefined;
+  #droppedLines = 0;
+  #droppedLoggedAt = 0;
+
+  private constructor(config: ResolvedAgentConfig, agentLogger: AgentLogger, store: LogStore) {
+    this.config = config;
+    this.#agentLogger = agentLogger;
+    this.logger = agentLogger.logger;
+    this.#store = store;
+    this.#exitRequested = new Promise((resolve) => (this.#resolveExit = resolve));
+    const launch = buildJobLaunch({
+      argv: config.command,
+      workdir: config.workdir,
+      runId: config.runId,
+      heartbeatPath: config.heartbeatPath,
+      extraEnv: config.env,
+    });
+    this.#supervisor = new Supervisor({
+      argv: launch.argv,
+      cwd: config.workdir,
+      env: launch.env,
+      graceMs: config.graceMs,
+      logger: this.logger.child({ component: 'supervisor' }),
+      onOutput: (stream, lines) => {
+        try {
+          // Synchronous write: once this returns, the lines are on disk and readable by cursors.
+          this.#store.append(lines.map((text) => ({ stream, text })));
+        } catch (err) {
+          // Disk full, most likely (checkpoints fill disks). The job must not die for it, and an
+          // exception here would take the agent down: count the lost lines and carry on.
+          this.#droppedLines += lines.length;
+          const now = Date.now();
+          if (now - this.#droppedLoggedAt >= 10_000) {
+            this.#droppedLoggedAt = now;
+            this.logger.error({ err, droppedLines: this.#droppedLines }, 'cannot append job output to the log; lines lost');
+          }
+          return;
+        }
+        this.#server?.notifyLogs();
+        this.#scheduleStatusWrite();
+      },
+      onChange: () => this.#onJobChange(),
+    });
+  }
+
+  /**
+   * Starts everything: the job first (it should not wait for us), then the server; writes
+   * agent.json once the port is known.
+   */
+  static async start(options: AgentStartOptions): Promise<Agent> {
+    const { config } = options;
+    assertBindable(config.host, config.hostExplicit);
+    fs.mkdirSync(config.stateDir, { recursive: true });
+    const agentLogger = createAgentLogger({ stateDir: config.stateDir, level: config.logLevel, stdout: options.logToStdout ?? true });
+    const log = agentLogger.logger;
+    let store: LogStore;
+    try {
+      store = LogStore.open({ path: path.join(config.stateDir, AGENT_FILES.log) });
+    } catch (err) {
+      log.fatal({ err }, 'cannot open the job log');
+      agentLogger.close();
+      throw err;
+    }
+    const agent = new Agent(config, agentLogger, store);
+    try {
+      await agent.#start(options);
+    } catch (err) {
+      log.fatal({ err }, 'agent failed to start');
+      // Undo: a job without an agent would run unobserved and unstoppable.
+      agent.#supervisor.stop({ force: true, reason: 'agent-start-failed' });
+      await agent.close();
+      throw err;
+    }
+    return agent;
+  }
+
+  /** What `start` prints and agent.json holds. */
+  get state(): AgentState {
+    if (!this.#state) throw new Error('agent is not started');
+    return this.#state;
+  }
+
+  /** Resolves when something (a client's shutdown, the watchdog, a signal handler) wants the process to exit. */
+  get exitRequested(): Promise<AgentExit> {
+    return this.#exitRequested;
+  }
+
+  /** Resolves with the final status once the job has ended. */
+  get jobEnded(): Promise<JobStatus> {
+    return this.#supervisor.ended.then(() => this.status());
+  }
+
+  status(): JobStatus {
+    const s = this.#supervisor.status;
+    return {
+      runId: this.config.runId,
+      state: s.state,
+      command: this.config.command,
+      pid: s.pid,
+      startedAt: s.startedAt,
+      endedAt: s.endedAt,
+      exitCode: s.exitCode,
+      signal: s.signal,
+      stopReason: s.stopReason,
+      lastSeq: this.#store.lastSeq,
+      error: s.error,
+    };
+  }
+
+  stopJob(options: StopOptions = {}): JobStatus {
+    this.#supervisor.stop(options);
+    return this.status();
+  }
+
+  /** Asks the owner of the process (main) to exit; the first request wins. */
+  requestExit(code: number, reason: string): void {
+    if (this.#exitAsked) return;
+    this.#exitAsked = true;
+    this.logger.info({ code, reason }, 'exit requested');
+    this.#resolveExit({ code, reason });
+  }
+
+  /**
+   * Idempotent. Stops timers, closes the server and its sockets, closes the files. The job keeps
+   * running if it still is: stopping it is the caller's decision (the `run` command's signal handler).
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #start(options: AgentStartOptions): Promise<void> {
+    const { config } = this;
+    const log = this.logger;
+    log.info(
+      { runId: config.runId, command: config.command, workdir: config.workdir, stateDir: config.stateDir, continuingAfterSeq: this.#store.lastSeq },
+      'agent starting',
+    );
+    this.#supervisor.start();
+    const buildId = options.buildId ?? currentBuildId();
+    const startedAt = Date.now();
+    this.#server = await AgentServer.listen({
+      host: config.host,
+      port: config.port,
+      token: config.token,
+      runId: config.runId,
+      agentVersion: AGENT_VERSION,
+      buildId,
+      startedAt,
+      logs: this.#store,
+      job: {
+        status: () => this.status(),
+        stop: (o) => this.stopJob(o),
+      },
+      logger: log.child({ component: 'server' }),
+      onShutdownRequested: () => this.requestExit(0, 'shutdown requested by client'),
+      onClientsChanged: (count) => {
+        // The idle period starts when the last client leaves, not at the next check.
+        if (count === 0) this.#watchdog?.markActive();
+      },
+    });
+    const { host, port } = this.#server.address;
+    if (!isLoopback(host)) log.warn({ host, port }, 'listening on a non-loopback address (configured explicitly)');
+    this.#state = {
+      pid: process.pid,
+      host,
+      port,
+      startedAt,
+      agentVersion: AGENT_VERSION,
+      buildId,
+      protocolVersion: PROTOCOL_VERSION,
+    };
+    this.#writeStatus();
+    writeJsonAtomic(path.join(config.stateDir, AGENT_FILES.state), this.#state);
+    log.info({ host, port, buildId }, 'agent listening');
+
+    this.#watchdog = new IdleWatchdog({
+      idleTimeoutMs: config.idleTimeoutMs,
+      maxRuntimeMs: config.maxRuntimeMs,
+      heartbeatPath: config.heartbeatPath,
+      isJobActive: () => this.#supervisor.active,
+      jobStartedAt: () => this.#supervisor.status.startedAt,
+      clientCount: () => this.#server?.clientCount ?? 0,
+      onMaxRuntime: () => this.stopJob({ reason: 'max-runtime' }),
+      onShutdown: (reason) => void this.#runShutdownAction(reason),
+      logger: log.child({ component: 'watchdog' }),
+      ...(options.clock ? { clock: options.clock } : {}),
+    });
+    this.#watchdog.start();
+    // The job may have ended (or failed to start) before the watchdog existed.
+    if (!this.#supervisor.active) this.#watchdog.check();
+  }
+
+  #onJobChange(): void {
+    const status = this.status();
+    this.#writeStatus();
+    this.#server?.notifyStatus(status);
+    if (status.state === 'exited' || status.state === 'failed-to-start') {
+      this.logger.info({ status }, 'job ended');
+      this.#watchdog?.markActive();
+      this.#watchdog?.check();
+    }
+  }
+
+  #scheduleStatusWrite(): void {
+    if (this.#statusTimer || this.#closing) return;
+    this.#statusTimer = setTimeout(() => {
+      this.#statusTimer = undefined;
+      this.#writeStatus();
+    }, STATUS_WRITE_THROTTLE_MS);
+    this.#statusTimer.unref();
+  }
+
+  #writeStatus(): void {
+    if (this.#statusTimer) clearTimeout(this.#statusTimer);
+    this.#statusTimer = undefined;
+    try {
+      writeJsonAtomic(path.join(this.config.stateDir, AGENT_FILES.status), this.status());
+    } catch (err) {
+      this.logger.error({ err }, 'cannot write status.json');
+    }
+  }
+
+  async #runShutdownAction(reason: ShutdownReason): Promise<void> {
+    const action = this.config.shutdownAction;
+    const log = this.logger.child({ component: 'watchdog' });
+    try {
+      writeJsonAtomic(path.join(this.config.stateDir, SHUTDOWN_FILE), { reason, at: Date.now() });
+    } catch (err) {
+      log.error({ err }, `cannot write ${SHUTDOWN_FILE}`);
+    }
+    log.warn({ reason, action }, 'running the shutdown action');
+    if (action.kind === 'command') await runShutdownCommand({ argv: action.argv, logger: log });
+    this.requestExit(0, `watchdog: ${reason}`);
+  }
+
+  async #close(): Promise<void> {
+    const log = this.logger;
+    this.#watchdog?.close();
+    if (this.#statusTimer) clearTimeout(this.#statusTimer);
+    this.#statusTimer = undefined;
+    try {
+      await this.#server?.close();
+    } catch (err) {
+      log.warn({ err }, 'closing the server failed');
+    }
+    await this.#supervisor.close();
+    this.#writeStatus();
+    await this.#store.close();
+    log.info('agent closed');
+    this.#agentLogger.close();
+  }
+}
+
+/** The agent listens on loopback (reached through an SSH tunnel) unless the config says otherwise. */
+function assertBindable(host: string, explicit: boolean): void {
+  if (explicit || isLoopback(host)) return;
+  throw new UserError('SPOTCTL_CONFIG', `refusing to listen on ${host}: only loopback is allowed unless "host" is set in the config`, { exitCode: 2 });
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}

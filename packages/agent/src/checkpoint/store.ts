@@ -1,0 +1,392 @@
+/**
+ * Where checkpoint objects and manifests go: S3 (or an S3-compatible endpoint) or a directory with
+ * the same layout. Keys are relative to the store's root (the S3 prefix, or the directory), so the
+ * sync code builds them with `checkpointKeys.*('', runId, ...)`.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type ListObjectsV2CommandOutput,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { CheckpointTarget } from '@spotctl/shared';
+import { ContentMismatchError, VerifyingStream, sha256Base64, sha256Hex } from './hashing.ts';
+import { describeError, retryWithBackoff, silentLogger, type CheckpointLogger } from './retry.ts';
+
+export interface PutOptions {
+  /** Hex SHA-256 of the body. The put fails (and leaves nothing behind) if the bytes differ. */
+  sha256: string;
+  size: number;
+  signal?: AbortSignal | undefined;
+}
+
+export interface StoreCallOptions {
+  signal?: AbortSignal | undefined;
+}
+
+export interface ObjectStore {
+  /** Where the store points, for logs and reports: `s3://bucket/prefix/` or a directory. */
+  readonly location: string;
+  /**
+   * Stores `body` (a file path, streamed, or a buffer) under `key`. A reader sees the whole object or
+   * none of it. Resolves with the bytes sent.
+   */
+  put(key: string, body: string | Buffer, options: PutOptions): Promise<{ uploadedBytes: number }>;
+  /** The object's bytes as a stream; rejects with a `NoSuchKey` error when it does not exist. */
+  get(key: string, options?: StoreCallOptions): Promise<Readable>;
+  /** The object's size, or undefined when it does not exist. */
+  head(key: string, options?: StoreCallOptions): Promise<{ size: number } | undefined>;
+  exists(key: string, options?: StoreCallOptions): Promise<boolean>;
+  /** Every key under `prefix` (relative to the store's root), in no promised order. */
+  list(prefix: string, options?: StoreCallOptions): Promise<string[]>;
+  /** Releases sockets; the store must not be used afterwards. */
+  close(): void;
+}
+
+const MIB = 1024 * 1024;
+
+export interface S3ObjectStoreOptions {
+  bucket: string;
+  /** Key prefix every key is relative to. @default '' */
+  prefix?: string;
+  /** @default config, else `AWS_REGION`, else 'us-east-1' */
+  region?: string | undefined;
+  /**
+   * S3-compatible endpoint (moto, MinIO). Path-style addressing is used whenever one is set.
+   * @default `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS
+   */
+  endpoint?: string | undefined;
+  /** Files larger than this go multipart, in parts of this size. @default 8 MiB */
+  partSizeBytes?: number;
+  /** Parts in flight per multipart upload; memory is about (queueSize + 1) × partSize. @default 4 */
+  queueSize?: number;
+  /** The SDK's attempts per request (standard retry strategy). @default 8 */
+  maxAttempts?: number;
+  /** How long our retry around a whole upload keeps trying through an outage. @default 600000 */
+  retryForMs?: number;
+  /** TCP connect timeout. @default 5000 */
+  connectionTimeoutMs?: number;
+  /** Socket idle timeout per request. @default 60000 */
+  requestTimeoutMs?: number;
+  logger?: CheckpointLogger;
+  /** Where `AWS_*` settings are read from. @default process.env */
+  env?: NodeJS.ProcessEnv;
+}
+
+function joinKey(prefix: string, key: string): string {
+  return prefix === '' ? key : `${prefix}/${key}`;
+}
+
+function isNotFound(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404;
+}
+
+/** S3 through the SDK: single PutObject for small files, lib-storage multipart for large ones. */
+export class S3ObjectStore implements ObjectStore {
+  readonly location: string;
+  readonly client: S3Client;
+  readonly #bucket: string;
+  readonly #prefix: string;
+  readonly #partSize: number;
+  readonly #queueSize: number;
+  readonly #retryForMs: number;
+  readonly #logger: CheckpointLogger;
+
+  constructor(options: S3ObjectStoreOptions) {
+    const env = options.env ?? process.env;
+    this.#bucket = options.bucket;
+    this.#prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
+    this.#partSize = Math.max(5 * MIB, options.partSizeBytes ?? 8 * MIB);
+    this.#queueSize = options.queueSize ?? 4;
+    this.#retryForMs = options.retryForMs ?? 600_000;
+    this.#logger = options.logger ?? silentLogger;
+    this.location = `s3://${this.#bucket}/${this.#prefix === '' ? '' : `${this.#prefix}/`}`;
+    const endpoint = options.endpoint || env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
+    this.client = new S3Client({
+      region: options.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+      // Custom endpoints (moto, MinIO) rarely have wildcard DNS for virtual-hosted buckets.
+      ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+      maxAttempts: options.maxAttempts ?? 8,
+      retryMode: 'standard',
+      requestHandler: {
+        connectionTimeout: options.connectionTimeoutMs ?? 5000,
+        requestTimeout: options.requestTimeoutMs ?? 60_000,
+      },
+    });
+  }
+
+  async put(key: string, body: string | Buffer, options: PutOptions): Promise<{ uploadedBytes: number }> {
+    const fullKey = joinKey(this.#prefix, key);
+    return retryWithBackoff(
+      async () => {
+        if (typeof body !== 'string') {
+          await this.#putBuffer(fullKey, body, options);
+        } else if (options.size <= this.#partSize) {
+          // Small enough to hold: the SDK can then retry the request with the same bytes, which it
+          // cannot do with a stream it already consumed.
+          const data = await readFile(body, options.signal ? { signal: options.signal } : {});
+          await this.#putBuffer(fullKey, data, options, body);
+        } else {
+          await this.#putMultipart(fullKey, body, options);
+        }
+        return { uploadedBytes: options.size };
+      },
+      { what: `upload of ${fullKey}`, signal: options.signal, retryForMs: this.#retryForMs, logger: this.#logger },
+    );
+  }
+
+  async #putBuffer(fullKey: string, data: Buffer, options: PutOptions, source = fullKey): Promise<void> {
+    const sha256 = sha256Hex(data);
+    if (data.length !== options.size || sha256 !== options.sha256) {
+      throw new ContentMismatchError(source, options, { sha256, size: data.length });
+    }
+    await this.client.send(
+      new PutObjectCommand({
+        Bucket: this.#bucket,
+        Key: fullKey,
+        Body: data,
+        ContentLength: data.length,
+        ChecksumSHA256: sha256Base64(sha256),
+      }),
+      options.signal ? { abortSignal: options.signal } : {},
+    );
+  }
+
+  async #putMultipart(fullKey: string, file: string, options: PutOptions): Promise<void> {
+    const source = createReadStream(file, { highWaterMark: MIB });
+    // The verifier fails the stream before its end reaches lib-storage, so a file that changed since
+    // it was hashed never completes the multipart upload (lib-storage aborts it instead).
+    const verifier = new VerifyingStream(file, options);
+    source.on('error', (err) => verifier.destroy(err));
+    source.pipe(verifier);
+    const abortController = new AbortController();
+    const onAbort = (): void => {
+      abortController.abort();
+      source.destroy();
+    };
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const upload = new Upload({
+        client: this.client,
+        params: {
+          Bucket: this.#bucket,
+          Key: fullKey,
+          Body: verifier,
+          ContentLength: options.size,
+          // lib-storage asks the SDK for a SHA-256 of every part; S3 combines them into the object's
+          // (composite) checksum and rejects a part whose bytes do not match.
+          ChecksumAlgorithm: 'SHA256',
+        },
+        partSize: this.#partSize,
+        queueSize: this.#queueSize,
+        leavePartsOnError: false,
+        abortController,
+      });
+      await upload.done();
+    } catch (err) {
+      // lib-storage reports the first part's failure; the verifier's own verdict is the clearer one.
+      if (verifier.errored instanceof ContentMismatchError) throw verifier.errored;
+      throw err;
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+      source.destroy();
+    }
+  }
+
+  async get(key: string, options: StoreCallOptions = {}): Promise<Readable> {
+    const out = await this.client.send(
+      new GetObjectCommand({ Bucket: this.#bucket, Key: joinKey(this.#prefix, key) }),
+      options.signal ? { abortSignal: options.signal } : {},
+    );
+    if (!(out.Body instanceof Readable)) throw new Error(`GetObject ${key}: the response has no body stream`);
+    return out.Body;
+  }
+
+  async head(key: string, options: StoreCallOptions = {}): Promise<{ size: number } | undefined> {
+    try {
+      const out = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.#bucket, Key: joinKey(this.#prefix, key) }),
+        options.signal ? { abortSignal: options.signal } : {},
+      );
+      return { size: out.ContentLength ?? 0 };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async exists(key: string, options: StoreCallOptions = {}): Promise<boolean> {
+    return (await this.head(key, options)) !== undefined;
+  }
+
+  async list(prefix: string, options: StoreCallOptions = {}): Promise<string[]> {
+    const fullPrefix = joinKey(this.#prefix, prefix);
+    const strip = this.#prefix === '' ? 0 : this.#prefix.length + 1;
+    const keys: string[] = [];
+    let token: string | undefined;
+    // 100 000 pages of 1000 keys: far past any checkpoint history, and the loop is bounded.
+    for (let page = 0; page < 100_000; page++) {
+      const out: ListObjectsV2CommandOutput = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: fullPrefix, ContinuationToken: token }),
+        options.signal ? { abortSignal: options.signal } : {},
+      );
+      for (const o of out.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key.slice(strip));
+      if (!out.IsTruncated || !out.NextContinuationToken) return keys;
+      token = out.NextContinuationToken;
+    }
+    throw new Error(`listing ${fullPrefix} did not end`);
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+export interface DirObjectStoreOptions {
+  /** The directory standing in for the bucket and prefix. */
+  root: string;
+}
+
+/** Temp names start with a dot: `list` skips them, and so does a watcher with the usual patterns. */
+function tempName(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/** The same layout on a filesystem. Every file is written to a temp name, fsynced, then renamed. */
+export class DirObjectStore implements ObjectStore {
+  readonly location: string;
+  readonly #root: string;
+
+  constructor(options: DirObjectStoreOptions) {
+    this.#root = path.resolve(options.root);
+    this.location = this.#root;
+  }
+
+  #path(key: string): string {
+    const parts = key.split('/').filter((p) => p !== '');
+    if (parts.some((p) => p === '..' || p === '.')) throw new Error(`invalid key: ${key}`);
+    return path.join(this.#root, ...parts);
+  }
+
+  async put(key: string, body: string | Buffer, options: PutOptions): Promise<{ uploadedBytes: number }> {
+    const dest = this.#path(key);
+    await mkdir(path.dirname(dest), { recursive: true });
+    const tmp = tempName(dest);
+    try {
+      const source = typeof body === 'string' ? createReadStream(body) : Readable.from([body]);
+      await pipeline(
+        source,
+        new VerifyingStream(typeof body === 'string' ? body : key, options),
+        createWriteStream(tmp),
+        options.signal ? { signal: options.signal } : {},
+      );
+      // Durable before it becomes visible: after a crash the name holds the whole file or nothing.
+      const handle = await open(tmp, 'r');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(tmp, dest);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    return { uploadedBytes: options.size };
+  }
+
+  async get(key: string): Promise<Readable> {
+    const file = this.#path(key);
+    // Open first, so a missing key rejects here rather than later on the stream.
+    const handle = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw Object.assign(new Error(`no such key: ${key}`), { name: 'NoSuchKey', cause: err });
+      throw err;
+    });
+    return handle.createReadStream();
+  }
+
+  async head(key: string): Promise<{ size: number } | undefined> {
+    try {
+      const st = await stat(this.#path(key));
+      return st.isFile() ? { size: st.size } : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return (await this.head(key)) !== undefined;
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    // A prefix ending in '/' names a directory; otherwise list its parent and filter by name.
+    const dirKey = prefix.endsWith('/') ? prefix : prefix.slice(0, prefix.lastIndexOf('/') + 1);
+    const keys: string[] = [];
+    const walk = async (relDir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(this.#path(relDir), { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw err;
+      }
+      for (const entry of entries) {
+        if (entry.name.startsWith('.')) continue;
+        const key = `${relDir}${entry.name}`;
+        if (entry.isDirectory()) await walk(`${key}/`);
+        else if (entry.isFile() && key.startsWith(prefix)) keys.push(key);
+      }
+    };
+    await walk(dirKey);
+    return keys;
+  }
+
+  close(): void {}
+}
+
+export interface CreateObjectStoreOptions {
+  logger?: CheckpointLogger;
+  /** Passed to the S3 store (part size, retries, timeouts). */
+  s3?: Omit<S3ObjectStoreOptions, 'bucket' | 'prefix' | 'region' | 'endpoint' | 'logger'>;
+}
+
+/** The store for a configured target: keys relative to the target's prefix (or directory). */
+export function createObjectStore(target: CheckpointTarget, options: CreateObjectStoreOptions = {}): ObjectStore {
+  switch (target.kind) {
+    case 's3':
+      return new S3ObjectStore({
+        ...options.s3,
+        bucket: target.bucket,
+        prefix: target.prefix,
+        region: target.region,
+        endpoint: target.endpoint,
+        ...(options.logger ? { logger: options.logger } : {}),
+      });
+    case 'dir':
+      return new DirObjectStore({ root: target.path });
+    default: {
+      const exhaustive: never = target;
+      throw new Error(`unknown checkpoint target ${JSON.stringify(exhaustive)}`);
+    }
+  }
+}
+
+/** Where a run's checkpoints live, as a report shows it: `s3://bucket/prefix/run-id/` or a path. */
+export function describeTarget(target: CheckpointTarget, runId: string): string {
+  if (target.kind === 'dir') return path.join(path.resolve(target.path), runId) + path.sep;
+  const prefix = target.prefix.replace(/^\/+|\/+$/g, '');
+  return `s3://${target.bucket}/${prefix === '' ? '' : `${prefix}/`}${runId}/`;
+}
+
+export { describeError };

@@ -1,0 +1,238 @@
+/**
+ * The agent's command line: `run`, `start` (daemonize) and `version`. The controller depends on
+ * this exact contract; see the README of packages/agent.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AGENT_FILES, SpotctlError, UserError, parseAgentState, type AgentState } from '@spotctl/shared';
+import { Agent } from './agent.ts';
+import { loadAgentConfig } from './config.ts';
+import { isAgentProcess } from './state-files.ts';
+import { versionInfo } from './version.ts';
+
+/** Where `start` sends the daemon's stdout/stderr (pino's stdout copy, and crashes). */
+export const AGENT_OUT_FILE = 'agent.out';
+
+/** `start` gives the daemon this long to write agent.json. */
+const START_TIMEOUT_MS = 15_000;
+/** `run` waits at most this long for close() on the way out; then it exits anyway. */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+const USAGE = `usage: agent.mjs <command>
+
+  run --config FILE     run the job and the agent in the foreground until shutdown
+  start --config FILE   validate the config, start \`run\` as a daemon, print its state as JSON
+  version               print {"agentVersion","buildId","protocolVersion"} as JSON
+
+Environment: SPOTCTL_AGENT_TOKEN, SPOTCTL_AGENT_PORT, SPOTCTL_AGENT_LOG_LEVEL override the config.`;
+
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+}
+
+const processIo: CliIo = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+};
+
+/** Runs one command; resolves with the process exit code. */
+export async function main(argv: readonly string[], io: CliIo = processIo): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    switch (command) {
+      case 'version':
+        io.stdout(`${JSON.stringify(versionInfo())}\n`);
+        return 0;
+      case 'run':
+        return await runForeground(configFlag(rest));
+      case 'start':
+        return await startDaemon(configFlag(rest), io);
+      case 'help':
+      case '--help':
+      case '-h':
+        io.stdout(`${USAGE}\n`);
+        return 0;
+      default:
+        throw new UserError('SPOTCTL_USAGE', command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    if (err instanceof UserError) {
+      io.stderr(`spotctl-agent: ${err.message}\n`);
+      if (err.code === 'SPOTCTL_USAGE') io.stderr(`${USAGE}\n`);
+      return err.exitCode;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    io.stderr(`spotctl-agent: ${message} (this looks like a bug; the agent log is in the state directory)\n`);
+    if (process.env['DEBUG'] && err instanceof Error && err.stack) io.stderr(`${err.stack}\n`);
+    return 1;
+  }
+}
+
+function configFlag(args: readonly string[]): string {
+  let config: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--config') {
+      config = args[++i];
+      if (config === undefined) throw new UserError('SPOTCTL_USAGE', '--config needs a file');
+    } else if (arg.startsWith('--config=')) {
+      config = arg.slice('--config='.length);
+    } else {
+      throw new UserError('SPOTCTL_USAGE', `unexpected argument ${JSON.stringify(arg)}`);
+    }
+  }
+  if (!config) throw new UserError('SPOTCTL_USAGE', 'missing --config FILE');
+  return config;
+}
+
+/** `run`: the agent in this process, until a shutdown request, the watchdog, or a signal. */
+async function runForeground(configPath: string): Promise<number> {
+  const config = loadAgentConfig(configPath);
+  const agent = await Agent.start({ config });
+  const log = agent.logger;
+  // Node would print these to stderr (agent.out) and exit; put them in agent.log first, where
+  // the controller looks.
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception; the agent exits');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (reason) => {
+    log.fatal({ err: reason }, 'unhandled rejection; the agent exits');
+    process.exit(1);
+  });
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals += 1;
+    if (signals === 1) {
+      // Stop the job with its grace period, exit once it has ended.
+      log.info({ signal, graceMs: config.graceMs }, 'signal received: stopping the job, then exiting');
+      agent.stopJob({ reason: 'agent-signal' });
+      const bound = setTimeout(() => agent.requestExit(1, `${signal}: the job did not end in time`), config.graceMs + 10_000);
+      bound.unref();
+      void agent.jobEnded.then(() => {
+        clearTimeout(bound);
+        agent.requestExit(0, signal);
+      });
+    } else {
+      // A second signal forces: no more grace.
+      log.warn({ signal }, 'second signal: killing the job and exiting now');
+      agent.stopJob({ force: true, reason: 'agent-signal' });
+      agent.requestExit(1, `${signal} (forced)`);
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  // A daemon outlives the terminal that started it; `start` uses a new session anyway.
+  process.on('SIGHUP', () => log.info('SIGHUP ignored'));
+
+  const exit = await agent.exitRequested;
+  const closed = agent.close().then(
+    () => true,
+    (err: unknown) => {
+      log.error({ err }, 'close failed');
+      return true;
+    },
+  );
+  const timedOut = sleep(CLOSE_TIMEOUT_MS, false, { ref: false });
+  if (!(await Promise.race([closed, timedOut]))) process.stderr.write('spotctl-agent: close() timed out; exiting anyway\n');
+  return exit.code;
+}
+
+/**
+ * `start`: validates the config, then runs `run` as a daemon in its own session (so it survives
+ * the ssh session that started it) and prints the state it writes to agent.json. Idempotent: when
+ * an agent for this state directory is alive, prints its state.
+ */
+async function startDaemon(configPath: string, io: CliIo): Promise<number> {
+  const config = loadAgentConfig(configPath);
+  fs.mkdirSync(config.stateDir, { recursive: true });
+  const statePath = path.join(config.stateDir, AGENT_FILES.state);
+  const existing = readState(statePath);
+  if (existing && isAgentProcess(existing.pid)) {
+    io.stdout(`${JSON.stringify(existing)}\n`);
+    return 0;
+  }
+  // A stale file from a dead agent must not be mistaken for the new one's.
+  fs.rmSync(statePath, { force: true });
+
+  const outPath = path.join(config.stateDir, AGENT_OUT_FILE);
+  const outFd = fs.openSync(outPath, 'a');
+  const outStart = fs.fstatSync(outFd).size;
+  const bundle = process.argv[1];
+  if (!bundle) throw new SpotctlError('SPOTCTL_INTERNAL', 'cannot tell which file to daemonize (process.argv[1] is empty)');
+  let child;
+  try {
+    child = spawn(process.execPath, [...process.execArgv, bundle, 'run', '--config', path.resolve(configPath)], {
+      detached: true,
+      stdio: ['ignore', outFd, outFd],
+    });
+  } finally {
+    fs.closeSync(outFd);
+  }
+  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  child.once('exit', (code, signal) => (exited = { code, signal }));
+  child.once('error', () => (exited = { code: null, signal: null }));
+  child.unref();
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    const state = readState(statePath);
+    if (state && state.pid === child.pid) {
+      io.stdout(`${JSON.stringify(state)}\n`);
+      return 0;
+    }
+    if (exited) {
+      io.stderr(tailOf(outPath, outStart));
+      io.stderr(`spotctl-agent: the agent exited (${exited.signal ?? `code ${exited.code}`}) before it was ready; its output is above and in ${outPath}\n`);
+      return 1;
+    }
+    if (Date.now() >= deadline) {
+      // Do not leave a half-started daemon behind: its own SIGTERM handler stops the job.
+      if (child.pid !== undefined) {
+        try {
+          process.kill(child.pid, 'SIGTERM');
+        } catch {
+          // already gone
+        }
+      }
+      io.stderr(tailOf(outPath, outStart));
+      io.stderr(`spotctl-agent: the agent did not write ${statePath} within ${START_TIMEOUT_MS} ms; stopped it\n`);
+      return 1;
+    }
+    // A file written by another process has no event to await that works everywhere; poll briefly.
+    await sleep(25);
+  }
+}
+
+function readState(file: string): AgentState | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const parsed = parseAgentState(text.trim());
+  return parsed.ok ? parsed.value : undefined;
+}
+
+/** The last lines the daemon wrote since `from`, for the error message of a failed start. */
+function tailOf(file: string, from: number, maxBytes = 4096): string {
+  try {
+    const size = fs.statSync(file).size;
+    const start = Math.max(from, size - maxBytes);
+    const fd = fs.openSync(file, 'r');
+    try {
+      const buffer = Buffer.alloc(size - start);
+      fs.readSync(fd, buffer, 0, buffer.length, start);
+      const text = buffer.toString('utf8');
+      return text.length === 0 || text.endsWith('\n') ? text : `${text}\n`;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * What the server needs from the other parts, as structural interfaces: the server does not import
+ * the log store or the supervisor; the composition root hands it objects that fit.
+ */
+import type { JobStatus } from '@spotctl/shared';
+
+export interface LogLinesChunk {
+  /** Complete JSON lines as stored, each ending in '\n'. */
+  raw: Buffer;
+  count: number;
+  lastSeq: number;
+}
+
+export interface LogReader {
+  /** Seq of the next line read() returns. */
+  readonly nextSeq: number;
+  read(options: { maxLines: number; untilSeq?: number }): Promise<LogLinesChunk | null>;
+}
+
+export interface LogSource {
+  readonly lastSeq: number;
+  cursor(fromSeq: number): LogReader;
+}
+
+export interface JobControl {
+  status(): JobStatus;
+  /** Sends the signal and returns at once; the end arrives as a status change. */
+  stop(options: { force?: boolean; graceMs?: number }): JobStatus;
+}
+
+export function isJobEnded(status: JobStatus): boolean {
+  return status.state === 'exited' || status.state === 'failed-to-start';
+}

@@ -1,0 +1,55 @@
+import { describe, expect, test } from 'vitest';
+import { LineSplitter } from './line-splitter.ts';
+
+function feed(splitter: LineSplitter, chunks: Buffer[]): string[] {
+  const out: string[] = [];
+  for (const chunk of chunks) out.push(...splitter.push(chunk));
+  out.push(...splitter.flush());
+  return out;
+}
+
+/** Every way of cutting `data` into two chunks. */
+function allSplits(data: Buffer): Buffer[][] {
+  return Array.from({ length: data.length + 1 }, (_, i) => [data.subarray(0, i), data.subarray(i)]);
+}
+
+describe('LineSplitter', () => {
+  test('splits on \\n, keeps \\r and empty lines, flushes a trailing partial line', () => {
+    const s = new LineSplitter(1024);
+    expect(feed(s, [Buffer.from('a\r\n\nb\nparti'), Buffer.from('al')])).toEqual(['a\r', '', 'b', 'partial']);
+    expect(s.flush()).toEqual([]);
+  });
+
+  test('a multibyte character cut by a chunk boundary survives, wherever the cut falls', () => {
+    const data = Buffer.from('日本🙂é\nzweite Zeile ü\n');
+    for (const chunks of allSplits(data)) {
+      expect(feed(new LineSplitter(1024), chunks)).toEqual(['日本🙂é', 'zweite Zeile ü']);
+    }
+    // Byte by byte too.
+    const bytes = [...data].map((b) => Buffer.from([b]));
+    expect(feed(new LineSplitter(1024), bytes)).toEqual(['日本🙂é', 'zweite Zeile ü']);
+  });
+
+  test('a line longer than maxLineBytes becomes several records of at most that size', () => {
+    const s = new LineSplitter(10);
+    const out = feed(s, [Buffer.from('0123456789abcdefghij'), Buffer.from('XYZ\nshort\n')]);
+    expect(out).toEqual(['0123456789', 'abcdefghij', 'XYZ', 'short']);
+    // Exactly maxLineBytes is not cut.
+    expect(feed(new LineSplitter(10), [Buffer.from('0123456789\n')])).toEqual(['0123456789']);
+  });
+
+  test('cutting a long line never splits a UTF-8 character', () => {
+    const text = 'aé🙂'.repeat(50);
+    const data = Buffer.from(`${text}\n`);
+    for (const max of [4, 5, 6, 7, 10, 13]) {
+      for (const chunks of [[data], [...data].map((b) => Buffer.from([b]))]) {
+        const out = feed(new LineSplitter(max), chunks);
+        expect(out.join('')).toBe(text);
+        for (const record of out) {
+          expect(Buffer.byteLength(record)).toBeLessThanOrEqual(max);
+          expect(record).not.toContain('\uFFFD');
+        }
+      }
+    }
+  });
+});

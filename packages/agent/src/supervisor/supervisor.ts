@@ -1,0 +1,308 @@
+/**
+ * Runs the job: one process, in its own process group, with its output split into lines.
+ *
+ * The group matters: a job is usually a shell or a Python launcher with children, and stopping
+ * only the leader would strand the children (still holding the GPU, still billing).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { DEFAULT_GRACE_MS, MAX_LINE_BYTES, SpotctlError, type JobState } from '@spotctl/shared';
+import { LineSplitter } from './line-splitter.ts';
+
+export type OutputStream = 'stdout' | 'stderr';
+
+/** The process part of a JobStatus; the composition root adds runId, command and lastSeq. */
+export interface JobProcessStatus {
+  state: JobState;
+  pid: number | null;
+  startedAt: number | null;
+  endedAt: number | null;
+  exitCode: number | null;
+  signal: string | null;
+  stopReason: string | null;
+  error: string | null;
+}
+
+export interface StopOptions {
+  /** SIGKILL the group at once. @default false */
+  force?: boolean;
+  /** Time between SIGTERM and SIGKILL. @default the supervisor's graceMs */
+  graceMs?: number;
+  /** Recorded as the status' stopReason. @default 'force' when force, else 'stop' */
+  reason?: string;
+}
+
+export interface SupervisorOptions {
+  /** argv[0] is executed directly, without a shell. */
+  argv: readonly string[];
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  /** @default DEFAULT_GRACE_MS (90 s) */
+  graceMs?: number;
+  /** @default MAX_LINE_BYTES */
+  maxLineBytes?: number;
+  /**
+   * After the job exits, how long to wait for its stdout/stderr to close. A grandchild that
+   * inherited the pipes can keep them open forever; the job is over when the leader is.
+   * @default 2000
+   */
+  pipeDrainMs?: number;
+  /** Lines of one chunk of output, in order. Called synchronously from the stream's data event. */
+  onOutput(stream: OutputStream, lines: string[]): void;
+  /** Any change of the status (state, pid, stopReason, ...). */
+  onChange?(status: JobProcessStatus): void;
+  logger: Logger;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+export class Supervisor implements AsyncDisposable {
+  readonly #options: SupervisorOptions;
+  readonly #now: () => number;
+  #status: JobProcessStatus = {
+    state: 'starting',
+    pid: null,
+    startedAt: null,
+    endedAt: null,
+    exitCode: null,
+    signal: null,
+    stopReason: null,
+    error: null,
+  };
+  #child: ChildProcess | undefined;
+  #started = false;
+  #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  #openPipes = new Set<Readable>();
+  #splitters = new Map<Readable, { stream: OutputStream; splitter: LineSplitter }>();
+  #drainTimer: NodeJS.Timeout | undefined;
+  #killTimer: NodeJS.Timeout | undefined;
+  #killDeadline = Number.POSITIVE_INFINITY;
+  #termSent = false;
+  readonly #ended: Promise<JobProcessStatus>;
+  #resolveEnded!: (status: JobProcessStatus) => void;
+  #closed = false;
+
+  constructor(options: SupervisorOptions) {
+    if (options.argv.length === 0) throw new SpotctlError('SPOTCTL_INTERNAL', 'empty job command');
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+    this.#ended = new Promise((resolve) => (this.#resolveEnded = resolve));
+  }
+
+  get status(): JobProcessStatus {
+    return { ...this.#status };
+  }
+
+  /** True until the job has exited or failed to start. */
+  get active(): boolean {
+    return this.#status.state === 'starting' || this.#status.state === 'running';
+  }
+
+  /** Resolves with the final status once the job has ended (exited or failed to start). */
+  get ended(): Promise<JobProcessStatus> {
+    return this.#ended;
+  }
+
+  start(): void {
+    if (this.#started) throw new SpotctlError('SPOTCTL_INTERNAL', 'job already started');
+    this.#started = true;
+    const [file, ...args] = this.#options.argv as [string, ...string[]];
+    const log = this.#options.logger;
+    let child: ChildProcess;
+    try {
+      child = spawn(file, args, {
+        cwd: this.#options.cwd,
+        env: this.#options.env,
+        // Own process group: stop() signals the whole group, and a Ctrl-C or SIGHUP aimed at the
+        // agent's group (the ssh session that started it) does not reach the job.
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      // spawn throws synchronously for bad arguments (e.g. a NUL byte in argv).
+      this.#failToStart(err as Error);
+      return;
+    }
+    this.#child = child;
+    child.once('spawn', () => {
+      if (this.#status.state !== 'starting') return;
+      this.#status.state = 'running';
+      this.#status.pid = child.pid ?? null;
+      this.#status.startedAt = this.#now();
+      log.info({ jobPid: child.pid, argv: this.#options.argv, cwd: this.#options.cwd }, 'job started');
+      this.#changed();
+    });
+    child.on('error', (err) => {
+      // Before 'spawn', an error means the process never ran (ENOENT, EACCES, bad cwd).
+      if (this.#status.state === 'starting') this.#failToStart(err);
+      else log.warn({ err }, 'job process error');
+    });
+    child.once('exit', (code, signal) => {
+      this.#exit = { code, signal };
+      log.info({ jobPid: child.pid, exitCode: code, signal }, 'job exited');
+      if (this.#openPipes.size > 0) {
+        this.#drainTimer = setTimeout(() => {
+          log.warn({ pipeDrainMs: this.#pipeDrainMs }, 'job output still open after exit (a child inherited it); ending the job anyway');
+          this.#finish();
+        }, this.#pipeDrainMs);
+      }
+      this.#maybeFinish();
+    });
+    for (const [stream, pipe] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+      if (!pipe) continue;
+      const splitter = new LineSplitter(this.#options.maxLineBytes ?? MAX_LINE_BYTES);
+      this.#splitters.set(pipe, { stream, splitter });
+      this.#openPipes.add(pipe);
+      pipe.on('data', (chunk: Buffer) => {
+        const lines = splitter.push(chunk);
+        if (lines.length > 0) this.#options.onOutput(stream, lines);
+      });
+      pipe.on('error', (err) => log.warn({ err, stream }, 'job output stream error'));
+      pipe.once('close', () => {
+        this.#flushPipe(pipe);
+        this.#maybeFinish();
+      });
+    }
+  }
+
+  /**
+   * Stops the job: SIGTERM to the group, SIGKILL after the grace period (or at once with force).
+   * Returns without waiting for the exit; await {@link ended} for that. Stopping an ended job
+   * just returns its status.
+   */
+  stop(options: StopOptions = {}): JobProcessStatus {
+    if (!this.active) return this.status;
+    const force = options.force ?? false;
+    const reason = options.reason ?? (force ? 'force' : 'stop');
+    const log = this.#options.logger;
+    if (this.#status.stopReason === null) {
+      this.#status.stopReason = reason;
+      this.#changed();
+    }
+    if (force) {
+      log.info({ reason }, 'stopping job: SIGKILL');
+      this.#clearKillTimer();
+      this.#signal('SIGKILL');
+      return this.status;
+    }
+    const graceMs = options.graceMs ?? this.#options.graceMs ?? DEFAULT_GRACE_MS;
+    if (!this.#termSent) {
+      this.#termSent = true;
+      log.info({ reason, graceMs }, 'stopping job: SIGTERM, SIGKILL after grace');
+      this.#signal('SIGTERM');
+    }
+    const deadline = this.#now() + graceMs;
+    if (deadline < this.#killDeadline) {
+      // A second stop with a shorter grace moves the SIGKILL earlier, never later.
+      this.#clearKillTimer();
+      this.#killDeadline = deadline;
+      this.#killTimer = setTimeout(() => {
+        this.#killTimer = undefined;
+        log.info('grace period over: SIGKILL');
+        this.#signal('SIGKILL');
+      }, graceMs);
+      // The pending SIGKILL also reaches children that outlive the leader; it must not keep a
+      // closing agent alive, though.
+      this.#killTimer.unref();
+    }
+    return this.status;
+  }
+
+  /** Idempotent. Does not stop the job: a job outlives the agent unless someone stops it. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#clearKillTimer();
+    if (this.active) this.#options.logger.warn({ jobPid: this.#status.pid }, 'supervisor closed while the job runs; leaving it running');
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  get #pipeDrainMs(): number {
+    return this.#options.pipeDrainMs ?? 2000;
+  }
+
+  #signal(signal: NodeJS.Signals): void {
+    const pid = this.#child?.pid;
+    if (pid === undefined) return;
+    try {
+      // Negative pid: the whole process group the job leads.
+      process.kill(-pid, signal);
+    } catch (err) {
+      // ESRCH: the group is already gone.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') this.#options.logger.warn({ err, signal }, 'could not signal the job');
+    }
+  }
+
+  #clearKillTimer(): void {
+    if (this.#killTimer) clearTimeout(this.#killTimer);
+    this.#killTimer = undefined;
+    this.#killDeadline = Number.POSITIVE_INFINITY;
+  }
+
+  #flushPipe(pipe: Readable): void {
+    if (!this.#openPipes.delete(pipe)) return;
+    const entry = this.#splitters.get(pipe);
+    if (!entry) return;
+    const rest = entry.splitter.flush();
+    if (rest.length > 0) this.#options.onOutput(entry.stream, rest);
+  }
+
+  #maybeFinish(): void {
+    if (this.#exit && this.#openPipes.size === 0) this.#finish();
+  }
+
+  #finish(): void {
+    if (!this.active || !this.#exit) return;
+    if (this.#drainTimer) clearTimeout(this.#drainTimer);
+    for (const pipe of [...this.#openPipes]) {
+      this.#flushPipe(pipe);
+      pipe.destroy();
+    }
+    this.#status.state = 'exited';
+    this.#status.exitCode = this.#exit.code;
+    this.#status.signal = this.#exit.signal;
+    this.#status.endedAt = this.#now();
+    this.#changed();
+    this.#resolveEnded(this.status);
+  }
+
+  #failToStart(err: Error): void {
+    if (!this.active) return;
+    const message = describeSpawnError(err, this.#options.argv[0] ?? '', this.#options.cwd);
+    this.#options.logger.error({ err }, `job failed to start: ${message}`);
+    // The user reads the job's log, not the agent's: put the reason there too.
+    this.#options.onOutput('stderr', [`spotctl: ${message}`]);
+    this.#status.state = 'failed-to-start';
+    this.#status.error = message;
+    // What a shell reports for "command not found".
+    this.#status.exitCode = 127;
+    this.#status.endedAt = this.#now();
+    this.#changed();
+    this.#resolveEnded(this.status);
+  }
+
+  #changed(): void {
+    this.#options.onChange?.(this.status);
+  }
+}
+
+/** spawn reports a missing cwd as `spawn <cmd> ENOENT`, blaming the command; say which it was. */
+function describeSpawnError(err: Error, file: string, cwd: string): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') {
+    let cwdOk = false;
+    try {
+      cwdOk = fs.statSync(cwd).isDirectory();
+    } catch {
+      cwdOk = false;
+    }
+    return cwdOk ? `command not found: ${file}` : `working directory does not exist: ${cwd}`;
+  }
+  if (code === 'EACCES') return `permission denied: ${file}`;
+  return `cannot start ${file}: ${err.message}`;
+}
