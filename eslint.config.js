@@ -21,6 +21,8 @@ export default tseslint.config(
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
       '@typescript-eslint/await-thenable': 'error',
+      // `return promise` inside a scope with `await using` disposes the resource before the promise settles.
+      '@typescript-eslint/return-await': ['error', 'always'],
       'no-console': 'error',
     },
   },

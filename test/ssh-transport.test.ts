@@ -23,7 +23,7 @@ const execFileAsync = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
 
 async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  return await new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
     s.listen(0, '127.0.0.1', () => {

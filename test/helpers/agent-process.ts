@@ -381,7 +381,7 @@ export class TestClient implements AsyncDisposable {
   async request<M extends Method>(method: M, params: ParamsOf<M>, timeoutMs = 10_000): Promise<Response> {
     const id = this.#nextId++;
     this.sendRaw(JSON.stringify({ id, method, params }));
-    return this.waitForResponse(id, timeoutMs);
+    return await this.waitForResponse(id, timeoutMs);
   }
 
   /** Like request(), but returns the result and throws on an error response. */

@@ -55,7 +55,7 @@ export interface Sshd extends AsyncDisposable {
 }
 
 async function freePort(address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
+  return await new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
     server.listen(0, address, () => {

@@ -159,7 +159,7 @@ export class AgentServer implements AsyncDisposable {
     app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
       if (tokenOk(request.headers.authorization)) return;
       request.log.warn({ url: request.url, ip: request.ip }, 'rejected request without a valid token');
-      return reply.code(401).send({ code: 'SPOTCTL_UNAUTHORIZED', message: 'missing or wrong bearer token' });
+      return await reply.code(401).send({ code: 'SPOTCTL_UNAUTHORIZED', message: 'missing or wrong bearer token' });
     });
 
     app.get(HEALTH_PATH, async () => this.health());
@@ -175,13 +175,13 @@ export class AgentServer implements AsyncDisposable {
           .filter(Boolean);
         if (offered.includes(WS_SUBPROTOCOL)) return;
         // A different version gets its own code so the controller can say "update the agent".
-        return reply.code(400).send({
+        return await reply.code(400).send({
           code: offered.some((p) => p.startsWith('spotctl.')) ? 'SPOTCTL_AGENT_VERSION' : 'SPOTCTL_BAD_REQUEST',
           message: `this agent speaks websocket subprotocol ${WS_SUBPROTOCOL} (protocol v${PROTOCOL_VERSION}); offered: ${offered.join(', ') || 'none'}`,
         });
       },
       handler: async (_request: FastifyRequest, reply: FastifyReply) =>
-        reply.code(426).send({ code: 'SPOTCTL_BAD_REQUEST', message: `${WS_PATH} is a websocket endpoint (subprotocol ${WS_SUBPROTOCOL})` }),
+        await reply.code(426).send({ code: 'SPOTCTL_BAD_REQUEST', message: `${WS_PATH} is a websocket endpoint (subprotocol ${WS_SUBPROTOCOL})` }),
       wsHandler: (socket: WebSocket, request: FastifyRequest) => this.#onConnection(socket, request),
     });
   }

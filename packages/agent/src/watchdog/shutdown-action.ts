@@ -15,7 +15,7 @@ export async function runShutdownCommand(options: RunCommandOptions): Promise<nu
   const { argv, logger } = options;
   const [file, ...args] = argv as [string, ...string[]];
   const timeoutMs = options.timeoutMs ?? 60_000;
-  return new Promise((resolve) => {
+  return await new Promise((resolve) => {
     let settled = false;
     const done = (code: number | null): void => {
       if (settled) return;

@@ -24,7 +24,7 @@ export default defineCommand<{ from?: string; json?: boolean }>({
       if (status && status.state !== 'running' && status.state !== 'starting') {
         out.info(`the agent of run ${record.runId} is gone; printing its stored log from line ${fromSeq}`);
         await printStoredLog(session, out, fromSeq);
-        return finishRun({ store, record, session, out, status });
+        return await finishRun({ store, record, session, out, status });
       }
       out.warn('the agent did not answer yet; retrying');
     } else {
@@ -32,6 +32,6 @@ export default defineCommand<{ from?: string; json?: boolean }>({
     }
     out.info(`attached to run ${record.runId}; resuming at line ${fromSeq}`);
     const { status } = await tailRun({ store, record, session, out, fromSeq });
-    return finishRun({ store, record, session, out, status });
+    return await finishRun({ store, record, session, out, status });
   },
 });

@@ -165,7 +165,7 @@ export default defineCommand<RunOptions>({
       return 0;
     }
     const { status } = await tailRun({ store, record, session, out, fromSeq: 1 });
-    return finishRun({ store, record, session, out, status });
+    return await finishRun({ store, record, session, out, status });
   },
 });
 

@@ -148,7 +148,7 @@ export class LocalSession implements ProviderSession {
   async connect(signal?: AbortSignal): Promise<AgentConnection> {
     const agent = this.currentAgent();
     if (!agent) throw new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', 'the agent has not written its state file');
-    return AgentConnection.connect({ kind: 'tcp', host: '127.0.0.1', port: agent.port, token: this.record.token }, { signal });
+    return await AgentConnection.connect({ kind: 'tcp', host: '127.0.0.1', port: agent.port, token: this.record.token }, { signal });
   }
 
   private currentAgent(): AgentState | undefined {

@@ -191,7 +191,7 @@ export class SshSession implements ProviderSession {
       await conn.forwardUnixSocket(this.socketPath, '127.0.0.1', agent.port);
       this.forwarded = true;
     }
-    return AgentConnection.connect({ kind: 'unix', socketPath: this.socketPath, token: this.record.token }, { signal });
+    return await AgentConnection.connect({ kind: 'unix', socketPath: this.socketPath, token: this.record.token }, { signal });
   }
 
   async readStatus(signal?: AbortSignal): Promise<JobStatus | undefined> {
