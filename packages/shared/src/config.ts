@@ -38,6 +38,8 @@ export const CheckpointConfig = Type.Object(
     settleMs: Type.Optional(Type.Integer({ minimum: 0 })),
     /** Run id whose latest committed set is restored into `dir` before the job starts. */
     restoreFrom: Type.Optional(Type.String()),
+    /** Where `restoreFrom`'s sets live, when not in `target`. @default target */
+    restoreTarget: Type.Optional(CheckpointTarget),
   },
   { additionalProperties: false },
 );

@@ -7,7 +7,8 @@ import { parseDuration } from '../cli/durations.ts';
 import { launchLocal, localLayout } from '../providers/local.ts';
 import type { LaunchSpec, ProviderSession } from '../providers/provider.ts';
 import { launchSsh } from '../providers/ssh.ts';
-import { newRunId, newToken, type ProviderKind, type RunRecord } from '../runs/run-store.ts';
+import { newRunId, newToken, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
+import type { CheckpointSpec, SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
 import { finishRun } from '../session/finish.ts';
 import { tailRun } from '../session/tail.ts';
@@ -27,6 +28,12 @@ interface RunOptions extends Record<string, unknown> {
   json?: boolean;
   env: string[];
   remoteDir?: string;
+  checkpointDir?: string;
+  checkpointTo?: string;
+  restoreFrom?: string;
+  onRebalance?: string;
+  simulateInterruption?: string;
+  imdsEndpoint?: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -77,6 +84,29 @@ function parseEnv(pairs: string[]): Record<string, string> {
   return env;
 }
 
+function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
+  if (options.onRebalance && !/^(checkpoint|ignore|signal:[A-Z0-9]+)$/.test(options.onRebalance)) {
+    throw new UserError('SPOTCTL_USAGE', `--on-rebalance: unknown action '${options.onRebalance}'`, { remediation: 'use checkpoint, ignore or signal:NAME (e.g. signal:USR1)', exitCode: 2 });
+  }
+  const simulateMs = options.simulateInterruption !== undefined ? parseDuration(options.simulateInterruption, '--simulate-interruption') : undefined;
+  let restoreFrom: CheckpointSpec['restoreFrom'];
+  if (options.restoreFrom) {
+    const source = store.resolve(options.restoreFrom);
+    if (!source.checkpoint) {
+      throw new UserError('SPOTCTL_USAGE', `run ${source.runId} kept no checkpoints`, { remediation: 'restore from a run that ran with checkpointing (see: spotctl checkpoints ls RUN)', exitCode: 2 });
+    }
+    restoreFrom = { runId: source.runId, target: source.checkpoint.target };
+  }
+  // Checkpointing is on when asked for, or when it has a use: a rehearsal, a restore, an explicit folder.
+  const wantsCheckpoints = options.checkpointTo !== undefined || simulateMs !== undefined || restoreFrom !== undefined || options.checkpointDir !== undefined;
+  return {
+    ...(wantsCheckpoints ? { checkpoint: { dir: options.checkpointDir ?? 'checkpoints', ...(options.checkpointTo ? { to: options.checkpointTo } : {}), ...(restoreFrom ? { restoreFrom } : {}) } } : {}),
+    ...(options.imdsEndpoint ? { imdsEndpoint: options.imdsEndpoint } : {}),
+    ...(simulateMs !== undefined ? { simulateInterruptionAfterMs: simulateMs } : {}),
+    ...(options.onRebalance ? { onRebalance: options.onRebalance } : {}),
+  };
+}
+
 export default defineCommand<RunOptions>({
   name: 'run',
   description: 'Run a command on a host with its project synced, stream its output, and clean up',
@@ -100,6 +130,12 @@ export default defineCommand<RunOptions>({
       .option('--max-runtime <duration>', 'stop the job after this long (0 = no limit)', '0')
       .option('--grace <duration>', 'time between SIGTERM and SIGKILL when the job is stopped', '90s')
       .option('--env <NAME=VALUE>', 'environment for the job (repeatable)', collect, [])
+      .option('--checkpoint-dir <dir>', 'folder the job writes checkpoints to, watched and synced (default: checkpoints)')
+      .option('--checkpoint-to <s3-url|dir>', 'where checkpoint sets go: s3://BUCKET/PREFIX or an absolute directory on the host')
+      .option('--restore-from <run>', "restore that run's latest committed checkpoint set before the job starts ('last' works)")
+      .option('--on-rebalance <action>', 'on a rebalance recommendation: checkpoint | signal:USR1 | ignore', 'checkpoint')
+      .option('--simulate-interruption <duration>', 'rehearse a spot interruption this long after the job starts (emulated metadata service)')
+      .option('--imds-endpoint <url>', 'poll this instance metadata endpoint for interruption notices (an emulator; on EC2 the default)')
       .option('--detach', 'start the job and return; see it later with spotctl attach')
       .option('--json', 'JSON lines on stdout instead of text'),
   run: async (words, options, { out, store }) => {
@@ -128,6 +164,7 @@ export default defineCommand<RunOptions>({
       detached: options.detach === true,
       env: parseEnv(options.env),
       ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
+      spot: spotSpec(options, store),
     };
     if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
 

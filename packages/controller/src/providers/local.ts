@@ -12,6 +12,7 @@ import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
 import { step, type LaunchContext, type ProviderSession } from './provider.ts';
+import { spotAgentConfig } from '../session/checkpoint-options.ts';
 
 /** Directories never copied, whatever the project's .gitignore says. */
 const ALWAYS_SKIPPED = new Set(['.git', '.venv', 'venv', '__pycache__', 'node_modules', '.spotctl']);
@@ -117,13 +118,21 @@ export function agentConfigFor(record: RunRecord, spec: LaunchContext['spec']): 
     graceMs: spec.graceMs,
     shutdownAction: { kind: 'exit' },
     env: spec.env,
+    ...spotAgentConfig(spec.spot, record.layout),
   };
+}
+
+/** The agent config for a run; records where its checkpoints go so `spotctl checkpoints` finds them. */
+export function prepareAgentConfig(ctx: LaunchContext, record: RunRecord): AgentConfig {
+  const config = agentConfigFor(record, ctx.spec);
+  if (config.checkpoint) ctx.store.update(record.runId, { checkpoint: { dir: config.checkpoint.dir ?? 'checkpoints', target: config.checkpoint.target } });
+  return config;
 }
 
 async function startLocalAgent(ctx: LaunchContext): Promise<AgentState> {
   const { record } = ctx;
   const configPath = path.join(record.layout.stateDir, 'config.json');
-  writeFileSync(configPath, JSON.stringify(agentConfigFor(record, ctx.spec)), { mode: 0o600 });
+  writeFileSync(configPath, JSON.stringify(prepareAgentConfig(ctx, record)), { mode: 0o600 });
   const result = await runProcess([process.execPath, agentBundle().path, 'start', '--config', configPath], { signal: ctx.signal });
   return parseStartOutput(result);
 }

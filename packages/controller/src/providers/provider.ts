@@ -3,6 +3,7 @@
  * gives the controller a way back to it.
  */
 import type { JobStatus } from '@spotctl/shared';
+import type { SpotSpec } from '../session/checkpoint-options.ts';
 import type { Output } from '../output/output.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
@@ -29,6 +30,8 @@ export interface LaunchSpec {
   env: Record<string, string>;
   /** Base directory on an SSH host (`~/…` is home-relative). @default '~/.spotctl' */
   remoteDir?: string;
+  /** Checkpoints, interruption polling and rehearsal. */
+  spot: SpotSpec;
 }
 
 export interface LaunchContext {

@@ -13,7 +13,7 @@ import { SshConnection, type SshTarget } from '../transport/ssh.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript, shellQuote } from './deps.ts';
-import { agentConfigFor, lastLine, parseStartOutput } from './local.ts';
+import { lastLine, parseStartOutput, prepareAgentConfig } from './local.ts';
 import { step, type LaunchContext, type ProviderSession } from './provider.ts';
 
 const debug = createDebug('spotctl:ssh-provider');
@@ -143,7 +143,7 @@ export async function launchSsh(ctx: LaunchContext): Promise<{ record: RunRecord
 
     const state = await step(out, 'agent', 'started the agent', async () => {
       const configPath = path.posix.join(layout.stateDir, 'config.json');
-      const config = JSON.stringify(agentConfigFor(record, spec));
+      const config = JSON.stringify(prepareAgentConfig(ctx, record));
       const w = await conn.exec(`umask 077 && cat > ${shellQuote(configPath)}`, { input: config, signal });
       if (w.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not write the agent config: ${lastLine(w.stderr)}`);
       return parseStartOutput(await conn.exec(`node ${shellQuote(layout.agentPath)} start --config ${shellQuote(configPath)}`, { signal, timeoutMs: 60_000 }));

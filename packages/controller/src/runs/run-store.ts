@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { UserError, type AgentState, type JobStatus } from '@spotctl/shared';
+import { UserError, type AgentState, type CheckpointTarget, type JobStatus } from '@spotctl/shared';
 import type { SshTarget } from '../transport/ssh.ts';
 
 export type ProviderKind = 'local' | 'ssh';
@@ -35,6 +35,8 @@ export interface RunRecord {
   graceMs: number;
   detached: boolean;
   agent?: AgentState;
+  /** Where this run's checkpoint sets go, when checkpointing is on. */
+  checkpoint?: { dir: string; target: CheckpointTarget };
   /** Last status seen by this machine. */
   status?: JobStatus;
 }

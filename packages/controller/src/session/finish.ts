@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { exitCodeOf, type JobStatus } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
+import { describeReport } from './spot-events.ts';
 import type { ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 
@@ -24,6 +25,7 @@ export async function finishRun(options: { store: RunStore; record: RunRecord; s
   } catch {
     // The agent is already gone, or will stop itself after its idle timeout.
   }
+  if (status.interruption) out.warn(describeReport(status.interruption), { event: 'interruption-report', report: status.interruption });
   const code = exitCodeOf(status, os.constants.signals as Record<string, number>);
   const took = status.startedAt && status.endedAt ? ` after ${((status.endedAt - status.startedAt) / 1000).toFixed(1)} s` : '';
   out.result({ runId: record.runId, exitCode: code, status }, `${describeEnd(status)}${took} · run ${record.runId}`);

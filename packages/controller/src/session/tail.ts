@@ -9,6 +9,7 @@ import type { ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
 import { followLogs } from './follow.ts';
+import { spotEventPrinter } from './spot-events.ts';
 
 export class ForcedExit extends SpotctlError {
   constructor() {
@@ -83,6 +84,7 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
         return ok;
       },
       drain: () => out.drain(),
+      onSpotEvent: spotEventPrinter(out),
       onConnection: (connection) => {
         current = connection;
         if (stopState === 'requested') sendStop(false);
