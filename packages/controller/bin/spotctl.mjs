@@ -34,6 +34,10 @@ if (existsSync(buildScript)) {
   }
 }
 
+// `pnpm spotctl ...` runs this script from the workspace root; behave as an installed spotctl
+// would and resolve paths (and the default --sync) from where the user typed the command.
+if (process.env.npm_lifecycle_event === 'spotctl' && process.env.INIT_CWD) process.chdir(process.env.INIT_CWD);
+
 const { main } = await import(pathToFileURL(dist).href);
 const code = await main(process.argv.slice(2));
 // Pending sockets or timers must not keep a finished command alive; stdout to a pipe or file is
