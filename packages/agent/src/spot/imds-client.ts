@@ -12,6 +12,12 @@ import http from 'node:http';
 export const DEFAULT_IMDS_ENDPOINT = 'http://169.254.169.254';
 /** The variable the AWS SDKs read for the same purpose (the IPv6 endpoint, an emulator). */
 export const IMDS_ENDPOINT_ENV = 'AWS_EC2_METADATA_SERVICE_ENDPOINT';
+/**
+ * The SDKs' switch to keep away from the metadata service. Honoured for the default address only
+ * (an explicit endpoint is a deliberate choice): test runs set it, so code that forgot to point
+ * at an emulator fails loudly instead of reaching whatever answers at 169.254.169.254.
+ */
+export const IMDS_DISABLED_ENV = 'AWS_EC2_METADATA_DISABLED';
 export const IMDS_TOKEN_HEADER = 'x-aws-ec2-metadata-token';
 export const IMDS_TOKEN_TTL_HEADER = 'x-aws-ec2-metadata-token-ttl-seconds';
 export const IMDS_TOKEN_PATH = '/latest/api/token';
@@ -22,6 +28,8 @@ export const TOKEN_REFRESH_MARGIN_MS = 15_000;
 
 /** Metadata bodies are small (user-data, the largest, is at most 16 KiB); more is a wrong server. */
 const MAX_BODY_BYTES = 1024 * 1024;
+/** One socket for the 1 s poll, one for a rebalance poll that happens to overlap it. */
+const MAX_POOLED_SOCKETS = 2;
 
 export interface ImdsClientOptions {
   /**
@@ -57,7 +65,7 @@ export interface ImdsGetter {
   get(path: string, options?: ImdsRequestOptions): Promise<ImdsResponse>;
 }
 
-export type ImdsErrorKind = 'timeout' | 'network' | 'http' | 'closed';
+export type ImdsErrorKind = 'timeout' | 'network' | 'http' | 'closed' | 'disabled';
 
 /** A request that got no usable answer: no connection, too slow, or a token request refused. */
 export class ImdsError extends Error {
@@ -100,13 +108,16 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
   readonly #basePath: string;
   readonly #now: () => number;
   readonly #agent: http.Agent;
+  readonly #disabled: boolean;
   #token: Token | undefined;
   #tokenRequest: Promise<Token> | undefined;
   #tokenFetches = 0;
   #closed = false;
 
   constructor(options: ImdsClientOptions = {}) {
-    this.endpoint = resolveImdsEndpoint(options.endpoint, options.env);
+    const env = options.env ?? process.env;
+    this.endpoint = resolveImdsEndpoint(options.endpoint, env);
+    this.#disabled = this.endpoint === DEFAULT_IMDS_ENDPOINT && env[IMDS_DISABLED_ENV]?.trim().toLowerCase() === 'true';
     let url: URL;
     try {
       url = new URL(this.endpoint);
@@ -126,10 +137,9 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
     this.#port = url.port === '' ? 80 : Number(url.port);
     this.#basePath = url.pathname.replace(/\/+$/, '');
     this.#now = options.now ?? Date.now;
-    // One socket carries every poll; a second covers a rebalance poll that overlaps an
-    // instance-action poll. Idle sockets are dropped before a typical server would drop them
-    // (Node also honours the server's Keep-Alive hint), and a reset on a reused socket is retried.
-    this.#agent = new http.Agent({ keepAlive: true, maxSockets: 2, maxFreeSockets: 2, timeout: 4000 });
+    // Idle sockets are dropped before a typical server would drop them (Node also honours the
+    // server's Keep-Alive hint), and a reset on a reused socket is retried.
+    this.#agent = new http.Agent({ keepAlive: true, maxSockets: MAX_POOLED_SOCKETS, maxFreeSockets: MAX_POOLED_SOCKETS, timeout: 4000 });
   }
 
   /** How many token PUTs this client made (one per TTL in normal operation). */
@@ -182,7 +192,7 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
     this.#tokenRequest ??= this.#fetchToken().finally(() => {
       this.#tokenRequest = undefined;
     });
-    return withAbort(this.#tokenRequest, signal);
+    return await withAbort(this.#tokenRequest, signal);
   }
 
   async #fetchToken(): Promise<Token> {
@@ -204,18 +214,25 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
   }
 
   async #request(method: 'GET' | 'PUT', path: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<RawResponse> {
-    try {
-      return await this.#exchange(method, path, headers, signal);
-    } catch (e) {
-      // A keep-alive socket the server closed just as we wrote to it: the request never reached
-      // the server, so trying once more on a fresh socket is safe (Node's documented remedy).
-      if (e instanceof ReusedSocketReset) return this.#exchange(method, path, headers, signal);
-      throw e;
+    // A keep-alive socket the server closed just as we wrote to it: the request never reached the
+    // server, so trying again is safe (Node's documented remedy). Each try uses up one stale
+    // pooled socket, so the pool size bounds the tries.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#exchange(method, path, headers, signal);
+      } catch (e) {
+        if (!(e instanceof ReusedSocketReset) || attempt >= MAX_POOLED_SOCKETS) throw e;
+      }
     }
   }
 
   #exchange(method: 'GET' | 'PUT', path: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<RawResponse> {
     if (this.#closed) return Promise.reject(new ImdsError('closed', 'metadata client is closed'));
+    if (this.#disabled) {
+      return Promise.reject(
+        new ImdsError('disabled', `${IMDS_DISABLED_ENV}=true: not contacting ${DEFAULT_IMDS_ENDPOINT} (set an explicit endpoint to use one)`),
+      );
+    }
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<RawResponse>((resolve, reject) => {
       let settled = false;
@@ -247,7 +264,7 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
       signal?.addEventListener('abort', onAbort, { once: true });
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (req.reusedSocket && err.code === 'ECONNRESET' && !settled) {
-          finish(new ReusedSocketReset(err));
+          finish(new ReusedSocketReset(`metadata ${method} ${path} failed: ECONNRESET (reused keep-alive socket)`, err));
           return;
         }
         finish(new ImdsError('network', `metadata ${method} ${path} failed: ${err.code ?? err.message}`, { cause: err }));
@@ -273,8 +290,8 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
 }
 
 class ReusedSocketReset extends ImdsError {
-  constructor(cause: unknown) {
-    super('network', 'keep-alive socket was reset by the server', { cause });
+  constructor(message: string, cause: unknown) {
+    super('network', message, { cause });
   }
 }
 

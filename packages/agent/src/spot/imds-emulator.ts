@@ -90,6 +90,8 @@ export interface ImdsRequestCounts {
   unauthorized: number;
   /** 200s on instance-action. */
   noticesServed: number;
+  /** TCP connections accepted: stays at 1 for a keep-alive client. */
+  connections: number;
 }
 
 const DEFAULT_NOTICE_LEAD_MS = 120_000;
@@ -133,7 +135,7 @@ export class ImdsEmulator implements AsyncDisposable {
   /** token → emulator-clock ms it expires at. */
   readonly #tokens = new Map<string, number>();
   readonly #log: ImdsRequestRecord[] = [];
-  readonly #counts: ImdsRequestCounts = { total: 0, tokenPuts: 0, gets: 0, unauthorized: 0, noticesServed: 0 };
+  readonly #counts: ImdsRequestCounts = { total: 0, tokenPuts: 0, gets: 0, unauthorized: 0, noticesServed: 0, connections: 0 };
   readonly #faults: Array<Required<ImdsFault>> = [];
   readonly #pending = new Set<NodeJS.Timeout>();
   #interruption: ScheduledInterruption | undefined;
@@ -195,6 +197,7 @@ export class ImdsEmulator implements AsyncDisposable {
     if (this.#server) throw new Error(`the metadata emulator is already listening on ${this.#url}`);
     const host = options.host ?? '127.0.0.1';
     const server = http.createServer((req, res) => this.#handle(req, res));
+    server.on('connection', () => void this.#counts.connections++);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host, port: options.port ?? 0 }, () => {
