@@ -10,8 +10,11 @@ import {
   PROTOCOL_VERSION,
   UserError,
   type AgentState,
+  type InterruptionReport,
   type JobStatus,
 } from '@spotctl/shared';
+import { CheckpointSync, createObjectStore, describeTarget, restoreLatest, type ObjectStore } from './checkpoint/index.ts';
+import { ImdsEmulator, InterruptionHandler, SpotPoller } from './spot/index.ts';
 import type { ResolvedAgentConfig } from './config.ts';
 import { LogStore } from './log-store/index.ts';
 import { createAgentLogger, type AgentLogger, type Logger } from './logger.ts';
@@ -59,6 +62,15 @@ export class Agent implements AsyncDisposable {
   #closing: Promise<void> | undefined;
   #droppedLines = 0;
   #droppedLoggedAt = 0;
+  #checkpointStore: ObjectStore | undefined;
+  #checkpoints: CheckpointSync | undefined;
+  #emulator: ImdsEmulator | undefined;
+  #poller: SpotPoller | undefined;
+  #interruption: InterruptionHandler | undefined;
+  #report: InterruptionReport | undefined;
+  /** The job has ended and its wrap-up (final checkpoint, interruption report) is done. */
+  #settled = false;
+  #wrapUp: Promise<void> | undefined;
 
   private constructor(config: ResolvedAgentConfig, agentLogger: AgentLogger, store: LogStore) {
     this.config = config;
@@ -71,7 +83,7 @@ export class Agent implements AsyncDisposable {
       workdir: config.workdir,
       runId: config.runId,
       heartbeatPath: config.heartbeatPath,
-      extraEnv: config.env,
+      extraEnv: { ...(config.checkpoint ? { SPOTCTL_CHECKPOINT_DIR: config.checkpoint.dir } : {}), ...config.env },
     });
     this.#supervisor = new Supervisor({
       argv: launch.argv,
@@ -162,7 +174,13 @@ export class Agent implements AsyncDisposable {
       stopReason: s.stopReason,
       lastSeq: this.#store.lastSeq,
       error: s.error,
+      ...(this.#report ? { interruption: this.#report } : {}),
     };
+  }
+
+  /** The in-process metadata emulator of a rehearsal (tests read its timings). */
+  get emulator(): ImdsEmulator | undefined {
+    return this.#emulator;
   }
 
   stopJob(options: StopOptions = {}): JobStatus {
@@ -198,7 +216,6 @@ export class Agent implements AsyncDisposable {
       { runId: config.runId, command: config.command, workdir: config.workdir, stateDir: config.stateDir, continuingAfterSeq: this.#store.lastSeq },
       'agent starting',
     );
-    this.#supervisor.start();
     const buildId = options.buildId ?? currentBuildId();
     const startedAt = Date.now();
     this.#server = await AgentServer.listen({
@@ -213,6 +230,7 @@ export class Agent implements AsyncDisposable {
       job: {
         status: () => this.status(),
         stop: (o) => this.stopJob(o),
+        settled: () => this.#settled,
       },
       logger: log.child({ component: 'server' }),
       onShutdownRequested: () => this.requestExit(0, 'shutdown requested by client'),
@@ -236,11 +254,18 @@ export class Agent implements AsyncDisposable {
     writeJsonAtomic(path.join(config.stateDir, AGENT_FILES.state), this.#state);
     log.info({ host, port, buildId }, 'agent listening');
 
+    // The job starts only once its checkpoint is back: running from scratch would discard work.
+    const restoreError = await this.#prepareCheckpoints();
+    if (restoreError) this.#supervisor.failBeforeStart(restoreError);
+    else this.#supervisor.start();
+    await this.#startSpotPolling();
+
     this.#watchdog = new IdleWatchdog({
       idleTimeoutMs: config.idleTimeoutMs,
       maxRuntimeMs: config.maxRuntimeMs,
       heartbeatPath: config.heartbeatPath,
-      isJobActive: () => this.#supervisor.active,
+      // Still busy while the ended job's final checkpoint is being written.
+      isJobActive: () => this.#supervisor.active || !this.#settled,
       jobStartedAt: () => this.#supervisor.status.startedAt,
       clientCount: () => this.#server?.clientCount ?? 0,
       onMaxRuntime: () => this.stopJob({ reason: 'max-runtime' }),
@@ -255,12 +280,134 @@ export class Agent implements AsyncDisposable {
 
   #onJobChange(): void {
     const status = this.status();
+    const ended = status.state === 'exited' || status.state === 'failed-to-start';
+    if (ended) this.#wrapUp ??= this.#wrapUpJob();
     this.#writeStatus();
     this.#server?.notifyStatus(status);
-    if (status.state === 'exited' || status.state === 'failed-to-start') {
+    if (ended) {
       this.logger.info({ status }, 'job ended');
       this.#watchdog?.markActive();
       this.#watchdog?.check();
+    }
+  }
+
+  /** Final checkpoint flush (or the interruption's), then subscribers may get their `end`. */
+  async #wrapUpJob(): Promise<void> {
+    try {
+      const handling = this.#interruption?.handling;
+      if (handling) {
+        await handling;
+      } else if (this.#checkpoints) {
+        const result = await this.#checkpoints.flush('exit', { final: true });
+        this.logger.info({ flush: result }, 'final checkpoint flush after the job ended');
+      }
+    } catch (err) {
+      this.logger.error({ err }, 'wrapping up the job failed');
+    } finally {
+      this.#settled = true;
+      this.#writeStatus();
+      this.#server?.notifyStatus(this.status());
+      this.#watchdog?.markActive();
+      this.#watchdog?.check();
+    }
+  }
+
+  /** Opens the checkpoint store and restores a set when asked; returns why the job must not start. */
+  async #prepareCheckpoints(): Promise<string | undefined> {
+    const cfg = this.config.checkpoint;
+    if (!cfg) return undefined;
+    const log = this.logger.child({ component: 'checkpoint' });
+    this.#checkpointStore = createObjectStore(cfg.target, { logger: log });
+    if (cfg.restoreFrom) {
+      const source = cfg.restoreTarget ? createObjectStore(cfg.restoreTarget, { logger: log }) : this.#checkpointStore;
+      const where = describeTarget(cfg.restoreTarget ?? cfg.target, cfg.restoreFrom);
+      this.#systemLine(`restoring the latest checkpoint of run ${cfg.restoreFrom} from ${where}`);
+      try {
+        const restored = await restoreLatest({ store: source, runId: cfg.restoreFrom, dir: cfg.dir, logger: log });
+        this.#systemLine(
+          restored
+            ? `restored checkpoint #${restored.seq}: ${restored.files} files, ${restored.bytes} bytes in ${restored.durationMs} ms into ${cfg.dir}`
+            : `run ${cfg.restoreFrom} has no committed checkpoint yet; starting from scratch`,
+        );
+      } catch (err) {
+        log.error({ err }, 'restore failed');
+        return `restoring the checkpoint of run ${cfg.restoreFrom} failed: ${(err as Error).message}`;
+      } finally {
+        if (source !== this.#checkpointStore) source.close();
+      }
+    }
+    this.#checkpoints = await CheckpointSync.start({
+      runId: this.config.runId,
+      dir: cfg.dir,
+      store: this.#checkpointStore,
+      settleMs: cfg.settleMs,
+      logger: log,
+      onCommitted: (e) => this.#server?.broadcast({ type: 'event', event: 'checkpoint', ...e }),
+    });
+    return undefined;
+  }
+
+  /** The interruption poller: on EC2, against a configured emulator, or a rehearsal's own emulator. */
+  async #startSpotPolling(): Promise<void> {
+    const { imds, simulate } = this.config;
+    if (!imds && !simulate) return;
+    const log = this.logger.child({ component: 'spot' });
+    let endpoint = imds?.endpoint;
+    if (simulate) {
+      this.#emulator = new ImdsEmulator();
+      endpoint = await this.#emulator.listen({ host: '127.0.0.1', port: 0 });
+      const scheduled = this.#emulator.scheduleInterruption({
+        action: simulate.action ?? 'terminate',
+        inMs: simulate.interruptAfterMs,
+        ...(simulate.noticeLeadMs !== undefined ? { leadMs: simulate.noticeLeadMs } : {}),
+      });
+      this.#systemLine(`rehearsal: an interruption notice (${scheduled.action}, deadline ${scheduled.time}) will be served in ${Math.round(simulate.interruptAfterMs / 1000)} s`);
+    }
+    const checkpoints = this.#checkpoints;
+    const target = this.config.checkpoint?.target;
+    this.#interruption = new InterruptionHandler({
+      graceMs: this.config.graceMs,
+      stopJob: (graceMs) => this.#supervisor.stop({ graceMs, reason: 'spot-interruption' }),
+      signalJob: (signal) => this.#supervisor.signal(signal),
+      jobEnded: async () => {
+        const s = await this.#supervisor.ended;
+        return { endedAt: s.endedAt ?? Date.now(), killed: s.signal === 'SIGKILL' };
+      },
+      isJobActive: () => this.#supervisor.active,
+      checkpoints:
+        checkpoints && target
+          ? { pendingBytes: () => checkpoints.pendingBytes(), flush: (reason, o) => checkpoints.flush(reason, o), describe: () => describeTarget(target, this.config.runId) }
+          : undefined,
+      onRebalance: this.config.onRebalance,
+      simulated: simulate !== undefined,
+      onNotice: (notice) => this.#server?.broadcast({ type: 'event', event: 'interruption', notice }),
+      onRebalanceEvent: (noticeTime, action) => this.#server?.broadcast({ type: 'event', event: 'rebalance', noticeTime, action }),
+      onReport: (report) => {
+        this.#report = report;
+        this.#writeStatus();
+        this.#server?.broadcast({ type: 'event', event: 'interruption-report', report });
+      },
+      logger: log,
+    });
+    const handler = this.#interruption;
+    this.#poller = new SpotPoller({
+      ...imds,
+      ...(endpoint ? { endpoint } : {}),
+      logger: log,
+      onInterruption: (action, noticedAt) => handler.onInterruption(action, noticedAt),
+      onRebalance: (rec) => handler.onRebalance(rec),
+    });
+    this.#poller.start();
+    log.info({ endpoint: endpoint ?? 'default', simulated: simulate !== undefined }, 'polling for spot interruption notices');
+  }
+
+  /** A line of spotctl's own in the job's log (stream `system`), so the user sees it in order. */
+  #systemLine(text: string): void {
+    try {
+      this.#store.append([{ stream: 'system', text: `spotctl: ${text}` }]);
+      this.#server?.notifyLogs();
+    } catch (err) {
+      this.logger.warn({ err }, 'cannot append a system line');
     }
   }
 
@@ -299,6 +446,10 @@ export class Agent implements AsyncDisposable {
   async #close(): Promise<void> {
     const log = this.logger;
     this.#watchdog?.close();
+    await this.#poller?.close().catch((err: unknown) => log.warn({ err }, 'closing the spot poller failed'));
+    await this.#emulator?.close().catch((err: unknown) => log.warn({ err }, 'closing the emulator failed'));
+    await this.#checkpoints?.close().catch((err: unknown) => log.warn({ err }, 'closing checkpoint sync failed'));
+    this.#checkpointStore?.close();
     if (this.#statusTimer) clearTimeout(this.#statusTimer);
     this.#statusTimer = undefined;
     try {

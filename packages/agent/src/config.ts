@@ -8,8 +8,17 @@ import {
   UserError,
   parseAgentConfig,
   type AgentConfig,
+  type CheckpointConfig,
+  type ImdsConfig,
   type ShutdownAction,
+  type SimulateConfig,
 } from '@spotctl/shared';
+
+/**
+ * A checkpoint file counts as written after this long unchanged. Short, because jobs that save
+ * with write-then-rename every second or so must still get each version out.
+ */
+export const DEFAULT_CHECKPOINT_SETTLE_MS = 500;
 
 /** Levels pino accepts; checked here so a typo is a config error, not a crash inside pino. */
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -33,6 +42,12 @@ export interface ResolvedAgentConfig {
   shutdownAction: ShutdownAction;
   env: Record<string, string>;
   logLevel: LogLevel;
+  /** Poll the metadata service (set on EC2, against an emulator, or for a rehearsal). */
+  imds: ImdsConfig | undefined;
+  simulate: SimulateConfig | undefined;
+  onRebalance: string;
+  /** Checkpoint sync, with `dir` made absolute against the workdir. */
+  checkpoint: (CheckpointConfig & { dir: string; settleMs: number }) | undefined;
 }
 
 /** Environment variables that override config fields, so secrets need not sit in the file. */
@@ -90,6 +105,12 @@ export function resolveAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = proces
     shutdownAction: c.shutdownAction ?? { kind: 'exit' },
     env: c.env ?? {},
     logLevel,
+    imds: c.imds,
+    simulate: c.simulate,
+    onRebalance: c.onRebalance ?? 'checkpoint',
+    checkpoint: c.checkpoint
+      ? { ...c.checkpoint, dir: path.resolve(path.resolve(c.workdir), c.checkpoint.dir ?? 'checkpoints'), settleMs: c.checkpoint.settleMs ?? DEFAULT_CHECKPOINT_SETTLE_MS }
+      : undefined,
   };
 }
 

@@ -34,7 +34,7 @@ export const CheckpointConfig = Type.Object(
     /** Watched folder, absolute or relative to the workdir. @default 'checkpoints' */
     dir: Type.Optional(Type.String()),
     target: CheckpointTarget,
-    /** A file counts as written once it has not changed for this long. @default 2000 */
+    /** A file counts as written once it has not changed for this long. @default 500 */
     settleMs: Type.Optional(Type.Integer({ minimum: 0 })),
     /** Run id whose latest committed set is restored into `dir` before the job starts. */
     restoreFrom: Type.Optional(Type.String()),

@@ -33,6 +33,12 @@ export interface StoreCallOptions {
   signal?: AbortSignal | undefined;
 }
 
+export interface ObjectInfo {
+  size: number;
+  /** S3 only; a multipart object's ETag ends in `-<parts>`. */
+  etag?: string;
+}
+
 export interface ObjectStore {
   /** Where the store points, for logs and reports: `s3://bucket/prefix/` or a directory. */
   readonly location: string;
@@ -43,8 +49,8 @@ export interface ObjectStore {
   put(key: string, body: string | Buffer, options: PutOptions): Promise<{ uploadedBytes: number }>;
   /** The object's bytes as a stream; rejects with a `NoSuchKey` error when it does not exist. */
   get(key: string, options?: StoreCallOptions): Promise<Readable>;
-  /** The object's size, or undefined when it does not exist. */
-  head(key: string, options?: StoreCallOptions): Promise<{ size: number } | undefined>;
+  /** The object's size (and S3 ETag), or undefined when it does not exist. */
+  head(key: string, options?: StoreCallOptions): Promise<ObjectInfo | undefined>;
   exists(key: string, options?: StoreCallOptions): Promise<boolean>;
   /** Every key under `prefix` (relative to the store's root), in no promised order. */
   list(prefix: string, options?: StoreCallOptions): Promise<string[]>;
@@ -127,7 +133,7 @@ export class S3ObjectStore implements ObjectStore {
 
   async put(key: string, body: string | Buffer, options: PutOptions): Promise<{ uploadedBytes: number }> {
     const fullKey = joinKey(this.#prefix, key);
-    return retryWithBackoff(
+    return await retryWithBackoff(
       async () => {
         if (typeof body !== 'string') {
           await this.#putBuffer(fullKey, body, options);
@@ -212,13 +218,13 @@ export class S3ObjectStore implements ObjectStore {
     return out.Body;
   }
 
-  async head(key: string, options: StoreCallOptions = {}): Promise<{ size: number } | undefined> {
+  async head(key: string, options: StoreCallOptions = {}): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.client.send(
         new HeadObjectCommand({ Bucket: this.#bucket, Key: joinKey(this.#prefix, key) }),
         options.signal ? { abortSignal: options.signal } : {},
       );
-      return { size: out.ContentLength ?? 0 };
+      return { size: out.ContentLength ?? 0, ...(out.ETag ? { etag: out.ETag } : {}) };
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -315,7 +321,7 @@ export class DirObjectStore implements ObjectStore {
     return handle.createReadStream();
   }
 
-  async head(key: string): Promise<{ size: number } | undefined> {
+  async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const st = await stat(this.#path(key));
       return st.isFile() ? { size: st.size } : undefined;

@@ -264,7 +264,7 @@ class Subscription {
             if (!connection.sendCounted(logsFrame(chunk.raw), () => this.kick())) this.#active = false;
             continue;
           }
-          const endSeq = untilSeq ?? (isJobEnded(status) ? status.lastSeq : undefined);
+          const endSeq = untilSeq ?? (isJobEnded(status) && (job.settled?.() ?? true) ? status.lastSeq : undefined);
           if (endSeq !== undefined && reader.nextSeq > endSeq) {
             this.#active = false;
             connection.send(endFrame(untilSeq === undefined ? status : job.status()));

@@ -13,6 +13,7 @@ import {
   WS_PATH,
   WS_SUBPROTOCOL,
   type JobStatus,
+  type ServerEvent,
   type ResultOf,
 } from '@spotctl/shared';
 import { createTokenCheck } from './auth.ts';
@@ -102,6 +103,12 @@ export class AgentServer implements AsyncDisposable {
   /** New log lines were appended. */
   notifyLogs(): void {
     for (const client of this.#clients.values()) client.notifyLogs();
+  }
+
+  /** A push for every client (interruption notices, checkpoints). */
+  broadcast(event: ServerEvent): void {
+    const frame = JSON.stringify(event);
+    for (const client of this.#clients.values()) client.send(frame);
   }
 
   /** The job's state changed: every client gets a status event. */

@@ -26,6 +26,11 @@ export interface JobControl {
   status(): JobStatus;
   /** Sends the signal and returns at once; the end arrives as a status change. */
   stop(options: { force?: boolean; graceMs?: number }): JobStatus;
+  /**
+   * False while the ended job is still being wrapped up (final checkpoint flush, interruption
+   * report): subscribers get their `end` only once nothing more will happen. @default always true
+   */
+  settled?(): boolean;
 }
 
 export function isJobEnded(status: JobStatus): boolean {

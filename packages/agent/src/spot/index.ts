@@ -50,3 +50,4 @@ export {
   type SpotAction,
 } from './imds-emulator.ts';
 export { systemPollClock, type PollClock } from './clock.ts';
+export { InterruptionHandler, type InterruptionCheckpoints, type InterruptionHandlerOptions } from './interruption.ts';

@@ -271,9 +271,24 @@ export class Supervisor implements AsyncDisposable {
     this.#resolveEnded(this.status);
   }
 
-  #failToStart(err: Error): void {
+  /** Sends a signal to the job's whole process group (e.g. SIGUSR1: "checkpoint now"). */
+  signal(signal: NodeJS.Signals): void {
+    if (this.#status.state === 'running') this.#signal(signal);
+  }
+
+  /**
+   * Marks the job as unable to start without spawning it, e.g. when its checkpoint could not be
+   * restored: running it from scratch would silently throw work away.
+   */
+  failBeforeStart(message: string): void {
+    if (this.#started) throw new SpotctlError('SPOTCTL_INTERNAL', 'job already started');
+    this.#started = true;
+    this.#failToStart(new Error(message), message);
+  }
+
+  #failToStart(err: Error, described?: string): void {
     if (!this.active) return;
-    const message = describeSpawnError(err, this.#options.argv[0] ?? '', this.#options.cwd);
+    const message = described ?? describeSpawnError(err, this.#options.argv[0] ?? '', this.#options.cwd);
     this.#options.logger.error({ err }, `job failed to start: ${message}`);
     // The user reads the job's log, not the agent's: put the reason there too.
     this.#options.onOutput('stderr', [`spotctl: ${message}`]);

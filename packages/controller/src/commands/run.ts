@@ -135,7 +135,7 @@ export default defineCommand<RunOptions>({
       .option('--restore-from <run>', "restore that run's latest committed checkpoint set before the job starts ('last' works)")
       .option('--on-rebalance <action>', 'on a rebalance recommendation: checkpoint | signal:USR1 | ignore', 'checkpoint')
       .option('--simulate-interruption <duration>', 'rehearse a spot interruption this long after the job starts (emulated metadata service)')
-      .option('--imds-endpoint <url>', 'poll this instance metadata endpoint for interruption notices (an emulator; on EC2 the default)')
+      .option('--imds-endpoint <url>', 'poll this instance metadata endpoint for interruption notices: a URL (an emulator), or default (169.254.169.254, for EC2 hosts)')
       .option('--detach', 'start the job and return; see it later with spotctl attach')
       .option('--json', 'JSON lines on stdout instead of text'),
   run: async (words, options, { out, store }) => {

@@ -58,7 +58,8 @@ export function spotAgentConfig(spot: SpotSpec, layout: RemoteLayout): Pick<Agen
       ...(spot.checkpoint.restoreFrom ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target } : {}),
     };
   }
-  if (spot.imdsEndpoint) out.imds = { endpoint: spot.imdsEndpoint };
+  // 'default' polls the real metadata address (what the aws provider does on EC2).
+  if (spot.imdsEndpoint) out.imds = spot.imdsEndpoint === 'default' ? {} : { endpoint: spot.imdsEndpoint };
   if (spot.simulateInterruptionAfterMs !== undefined) out.simulate = { interruptAfterMs: spot.simulateInterruptionAfterMs };
   if (spot.onRebalance) out.onRebalance = spot.onRebalance;
   return out;

@@ -1,0 +1,748 @@
+/**
+ * Keeps the job's checkpoint folder in the store while the job runs, so an interruption loses at
+ * most the last moments of work.
+ *
+ * A file is uploaded once it has settled (size and mtime unchanged for `settleMs`), under a
+ * content-addressed key, so an unchanged file is never sent twice. Once a batch of uploads is done,
+ * a manifest naming every current file's latest uploaded version is written, and only then: the
+ * objects of a set always exist before the set does. The job never waits for any of this.
+ */
+import type { Stats } from 'node:fs';
+import { lstat, mkdir, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { watch, type FSWatcher } from 'chokidar';
+import { checkpointKeys, type CheckpointManifest, type FlushResult, type ManifestFile } from '@spotctl/shared';
+import { ContentMismatchError, hashFile, sha256Hex } from './hashing.ts';
+import { describeError, silentLogger, type CheckpointLogger } from './retry.ts';
+import type { ObjectStore } from './store.ts';
+
+/**
+ * Names that are never uploaded: jobs write `x.tmp` (or `.x`) and rename it into place, so the
+ * half-written file is never a candidate.
+ */
+export const DEFAULT_IGNORE_PATTERNS: readonly RegExp[] = [/\.tmp$/i, /\.partial$/i, /^\./, /~$/];
+
+export interface CheckpointCommittedEvent {
+  seq: number;
+  /** Files in the committed set. */
+  files: number;
+  /** Total size of the committed set. */
+  bytes: number;
+  /** Bytes sent since the previous commit (unchanged files are not sent again). */
+  uploadedBytes: number;
+  reason: string;
+  /** From the first upload of the batch (or the start of the flush) to the manifest written. */
+  durationMs: number;
+}
+
+export interface CheckpointSyncOptions {
+  runId: string;
+  /** Absolute path of the watched folder; created when missing. */
+  dir: string;
+  /** Where objects and manifests go. The caller owns it (and closes it after the sync). */
+  store: ObjectStore;
+  /** A file counts as written once its size and mtime have not changed for this long. @default 2000 */
+  settleMs?: number;
+  /** @default a logger that drops everything */
+  logger?: CheckpointLogger;
+  /** Called after every manifest written (in the background or by `flush`). Must not throw. */
+  onCommitted?: (event: CheckpointCommittedEvent) => void;
+  /** Basename patterns never uploaded (files and folders). @default DEFAULT_IGNORE_PATTERNS */
+  ignore?: readonly RegExp[];
+  /** Files uploaded at the same time; a large file also has its parts in flight. @default 2 */
+  uploadConcurrency?: number;
+  /**
+   * The final flush uploads any file whose size and mtime do not change across this pause, settled
+   * or not; a file still changing is skipped (its previous version stays in the set). @default 300
+   */
+  finalRecheckMs?: number;
+  /**
+   * Normally a set is committed when no upload is running and no file is still settling, so the
+   * files a job writes together land in the same set. A file that never stops changing would hold
+   * commits back forever: past this delay, the uploads done so far are committed anyway.
+   * @default 30000
+   */
+  maxCommitDelayMs?: number;
+  /** How long `start` waits for the watcher's initial scan. @default 30000 */
+  readyTimeoutMs?: number;
+}
+
+export interface FlushOptions {
+  signal?: AbortSignal;
+  /** Epoch ms by which the manifest must be written; uploads stop being waited for a bit before. */
+  deadlineAt?: number;
+  /**
+   * Upload files that changed recently too (after a short re-check that they are not being
+   * written): the job is gone, nothing will settle later.
+   * @default true for reasons 'interruption' and 'exit', false otherwise
+   */
+  final?: boolean;
+}
+
+/** What is known about one file of the watched folder. */
+interface Entry {
+  /** Path relative to the folder, with forward slashes. */
+  rel: string;
+  /** The last size and mtime seen. */
+  size: number;
+  mtimeMs: number;
+  /** When size or mtime last changed. */
+  changedAt: number;
+  /** Fires `settleMs` after the last change. */
+  timer: NodeJS.Timeout | undefined;
+  /** The newest version whose object is confirmed in the store. */
+  uploaded: ManifestFile | undefined;
+  /** Queued or being uploaded. */
+  busy: boolean;
+  /** Asked for again while busy: look once more when done. */
+  again: boolean;
+  failures: number;
+  lastError: string | undefined;
+}
+
+type SyncOutcome = 'uploaded' | 'up-to-date' | 'changed' | 'gone' | 'failed';
+
+const FAILURE_BACKOFF_MAX_MS = 60_000;
+
+function toRel(dir: string, file: string): string {
+  return path.relative(dir, file).split(path.sep).join('/');
+}
+
+function isUpToDate(entry: Entry): boolean {
+  return entry.uploaded !== undefined && entry.uploaded.size === entry.size && entry.uploaded.mtimeMs === entry.mtimeMs;
+}
+
+function isNotFound(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+export class CheckpointSync implements AsyncDisposable {
+  readonly runId: string;
+  readonly dir: string;
+  readonly #store: ObjectStore;
+  readonly #settleMs: number;
+  readonly #logger: CheckpointLogger;
+  readonly #onCommitted: ((event: CheckpointCommittedEvent) => void) | undefined;
+  readonly #ignore: readonly RegExp[];
+  readonly #concurrency: number;
+  readonly #finalRecheckMs: number;
+  readonly #maxCommitDelayMs: number;
+  readonly #readyTimeoutMs: number;
+
+  readonly #entries = new Map<string, Entry>();
+  /** Objects known to exist in the store: sha256 → size. */
+  readonly #known = new Map<string, number>();
+  readonly #queue: string[] = [];
+  readonly #running = new Set<Promise<void>>();
+  #idleWaiters: Array<() => void> = [];
+  readonly #closeController = new AbortController();
+  #watcher: FSWatcher | undefined;
+  #closing: Promise<void> | undefined;
+
+  /** Bumped whenever the set of uploaded versions changes; committed when it differs from `#committedGen`. */
+  #gen = 0;
+  #committedGen = 0;
+  /** Highest seq in the store, once looked up. */
+  #lastSeq: number | undefined;
+  #lastCommitted: { seq: number; files: number; bytes: number } | undefined;
+  /** Commits run one after the other, so two never pick the same seq. */
+  #commitChain: Promise<unknown> = Promise.resolve();
+  /** Aborts the background commit in progress: a flush commits a newer state itself. */
+  #backgroundCommit: AbortController | undefined;
+  #commitTimer: NodeJS.Timeout | undefined;
+  #commitFailures = 0;
+  #flushing = 0;
+  /** When the first upload not yet in a committed set finished (for `maxCommitDelayMs`). */
+  #uncommittedSince: number | undefined;
+  /** When the current batch started (for the commit's `durationMs`). */
+  #batchStartedAt: number | undefined;
+  #uploadedBytesTotal = 0;
+  #uploadedBytesCommitted = 0;
+
+  private constructor(options: CheckpointSyncOptions) {
+    if (!path.isAbsolute(options.dir)) throw new Error(`checkpoint dir must be absolute: ${options.dir}`);
+    this.runId = options.runId;
+    this.dir = path.resolve(options.dir);
+    this.#store = options.store;
+    this.#settleMs = options.settleMs ?? 2000;
+    this.#logger = options.logger ?? silentLogger;
+    this.#onCommitted = options.onCommitted;
+    this.#ignore = options.ignore ?? DEFAULT_IGNORE_PATTERNS;
+    this.#concurrency = Math.max(1, options.uploadConcurrency ?? 2);
+    this.#finalRecheckMs = options.finalRecheckMs ?? 300;
+    this.#maxCommitDelayMs = options.maxCommitDelayMs ?? 30_000;
+    this.#readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
+  }
+
+  /** Creates the folder if needed and starts watching it; files already there count. */
+  static async start(options: CheckpointSyncOptions): Promise<CheckpointSync> {
+    const sync = new CheckpointSync(options);
+    await sync.#startWatching();
+    return sync;
+  }
+
+  async #startWatching(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    const watcher = watch(this.dir, {
+      ignoreInitial: false,
+      alwaysStat: true,
+      followSymlinks: false,
+      // Our own settle timer decides when a file is finished: it also serves pendingBytes() and
+      // the final flush, which awaitWriteFinish cannot.
+      awaitWriteFinish: false,
+      ignored: (file: string) => file !== this.dir && this.#isIgnored(path.basename(file)),
+    });
+    this.#watcher = watcher;
+    const onFile = (file: string, stats?: Stats): void => {
+      if (stats && !stats.isFile()) return;
+      const rel = toRel(this.dir, file);
+      if (stats) this.#observe(rel, stats.size, stats.mtimeMs);
+      else void this.#restat(rel);
+    };
+    watcher.on('add', onFile);
+    watcher.on('change', onFile);
+    watcher.on('unlink', (file: string) => this.#forget(toRel(this.dir, file)));
+    watcher.on('unlinkDir', (dir: string) => {
+      const prefix = `${toRel(this.dir, dir)}/`;
+      for (const rel of [...this.#entries.keys()]) if (rel.startsWith(prefix)) this.#forget(rel);
+    });
+    watcher.on('error', (err: unknown) => this.#logger.warn({ err: describeError(err) }, 'checkpoint watcher error'));
+    let timer: NodeJS.Timeout | undefined;
+    const ready = await Promise.race([
+      new Promise<boolean>((resolve) => watcher.once('ready', () => resolve(true))),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.#readyTimeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (!ready) this.#logger.warn({ dir: this.dir }, 'checkpoint watcher is still scanning; continuing');
+    this.#logger.info({ dir: this.dir, store: this.#store.location, files: this.#entries.size }, 'watching checkpoint folder');
+  }
+
+  #isIgnored(basename: string): boolean {
+    return this.#ignore.some((re) => re.test(basename));
+  }
+
+  /** Bytes of files seen but not yet uploaded in their current version. */
+  pendingBytes(): number {
+    let bytes = 0;
+    for (const entry of this.#entries.values()) if (!isUpToDate(entry)) bytes += entry.size;
+    return bytes;
+  }
+
+  /** The last set written by this sync, if any. */
+  get lastCommitted(): { seq: number; files: number; bytes: number } | undefined {
+    return this.#lastCommitted;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Watching and settling
+
+  #observe(rel: string, size: number, mtimeMs: number): void {
+    if (this.#closing) return;
+    let entry = this.#entries.get(rel);
+    const now = Date.now();
+    if (!entry) {
+      entry = { rel, size, mtimeMs, changedAt: now, timer: undefined, uploaded: undefined, busy: false, again: false, failures: 0, lastError: undefined };
+      this.#entries.set(rel, entry);
+    } else if (entry.size !== size || entry.mtimeMs !== mtimeMs) {
+      entry.size = size;
+      entry.mtimeMs = mtimeMs;
+      entry.changedAt = now;
+      entry.failures = 0;
+    } else if (entry.timer || entry.busy) {
+      // Same stat again: the armed timer, or the upload in progress, already covers it.
+      return;
+    }
+    if (isUpToDate(entry)) {
+      this.#clearTimer(entry);
+      return;
+    }
+    this.#arm(entry, Math.max(0, entry.changedAt + this.#settleMs - now));
+  }
+
+  #arm(entry: Entry, delayMs: number): void {
+    this.#clearTimer(entry);
+    entry.timer = setTimeout(() => {
+      entry.timer = undefined;
+      void this.#checkSettled(entry.rel);
+    }, delayMs);
+    entry.timer.unref();
+  }
+
+  #clearTimer(entry: Entry): void {
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.timer = undefined;
+  }
+
+  async #restat(rel: string): Promise<void> {
+    try {
+      const st = await lstat(path.join(this.dir, rel));
+      if (st.isFile()) this.#observe(rel, st.size, st.mtimeMs);
+    } catch (err) {
+      if (isNotFound(err)) this.#forget(rel);
+    }
+  }
+
+  /** The settle timer fired: upload if the file has not changed since the last event. */
+  async #checkSettled(rel: string): Promise<void> {
+    const entry = this.#entries.get(rel);
+    if (!entry || this.#closing) return;
+    let st: Stats;
+    try {
+      st = await lstat(path.join(this.dir, rel));
+    } catch (err) {
+      if (isNotFound(err)) this.#forget(rel);
+      return;
+    }
+    if (!st.isFile()) return this.#forget(rel);
+    if (st.size !== entry.size || st.mtimeMs !== entry.mtimeMs) {
+      this.#observe(rel, st.size, st.mtimeMs);
+      return;
+    }
+    if (isUpToDate(entry)) {
+      this.#maybeCommit();
+      return;
+    }
+    this.#enqueue(entry);
+  }
+
+  #forget(rel: string): void {
+    const entry = this.#entries.get(rel);
+    if (!entry) return;
+    this.#clearTimer(entry);
+    this.#entries.delete(rel);
+    if (entry.uploaded) this.#changed();
+    this.#maybeCommit();
+  }
+
+  /** The set of uploaded versions changed. */
+  #changed(): void {
+    this.#gen++;
+    this.#uncommittedSince ??= Date.now();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Uploading
+
+  #enqueue(entry: Entry): void {
+    this.#clearTimer(entry);
+    if (entry.busy) {
+      entry.again = true;
+      return;
+    }
+    entry.busy = true;
+    this.#queue.push(entry.rel);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#running.size < this.#concurrency && this.#queue.length > 0 && !this.#closing) {
+      const rel = this.#queue.shift() as string;
+      this.#batchStartedAt ??= Date.now();
+      const run: Promise<void> = this.#syncEntry(rel).finally(() => {
+        this.#running.delete(run);
+        this.#pump();
+      });
+      this.#running.add(run);
+    }
+    if (this.#running.size === 0 && this.#queue.length === 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const wake of waiters) wake();
+      this.#maybeCommit();
+    }
+  }
+
+  async #syncEntry(rel: string): Promise<void> {
+    const entry = this.#entries.get(rel);
+    if (!entry) return;
+    let outcome: SyncOutcome;
+    try {
+      outcome = await this.#uploadFile(entry, this.#closeController.signal);
+    } catch (err) {
+      outcome = 'failed';
+      if (!this.#closeController.signal.aborted) {
+        entry.failures++;
+        entry.lastError = describeError(err);
+        this.#logger.warn({ file: rel, err: entry.lastError, failures: entry.failures }, 'checkpoint upload failed');
+      }
+    } finally {
+      entry.busy = false;
+    }
+    if (this.#entries.get(rel) !== entry || this.#closing) return;
+    const again = entry.again;
+    entry.again = false;
+    if (again && outcome !== 'changed' && outcome !== 'failed') {
+      // Asked for again while busy (a flush, or a newer settled version): queue it now, before the
+      // pump looks for idleness, so a flush waiting for idle also waits for this one.
+      entry.busy = true;
+      this.#queue.push(rel);
+    } else if (outcome === 'changed') {
+      // Written to while we read it: wait for it to settle again.
+      this.#arm(entry, Math.max(0, entry.changedAt + this.#settleMs - Date.now()));
+    } else if (outcome === 'failed') {
+      const backoffMs = Math.min(FAILURE_BACKOFF_MAX_MS, Math.max(1000, this.#settleMs) * 2 ** Math.min(entry.failures - 1, 10));
+      this.#arm(entry, backoffMs);
+    } else if (outcome === 'up-to-date' && !isUpToDate(entry)) {
+      // The file changed after the version we uploaded was read.
+      this.#arm(entry, Math.max(0, entry.changedAt + this.#settleMs - Date.now()));
+    }
+  }
+
+  /**
+   * Hashes the file, uploads it unless the store has that content already, and records the version
+   * as uploaded. The store verifies while uploading that it sends exactly the hashed bytes, so a
+   * version is only ever recorded with the bytes its checksum describes.
+   */
+  async #uploadFile(entry: Entry, signal: AbortSignal): Promise<SyncOutcome> {
+    const file = path.join(this.dir, entry.rel);
+    let before: Stats;
+    try {
+      before = await lstat(file);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.#forget(entry.rel);
+      return 'gone';
+    }
+    if (!before.isFile()) {
+      this.#forget(entry.rel);
+      return 'gone';
+    }
+    if (before.size !== entry.size || before.mtimeMs !== entry.mtimeMs) {
+      // Changed since it was judged settled (or stable, in a final flush): it is being written.
+      this.#observe(entry.rel, before.size, before.mtimeMs);
+      return isUpToDate(entry) ? 'up-to-date' : 'changed';
+    }
+    if (isUpToDate(entry)) return 'up-to-date';
+    let hashed: { sha256: string; size: number };
+    let after: Stats;
+    try {
+      hashed = await hashFile(file, signal);
+      after = await lstat(file);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.#forget(entry.rel);
+      return 'gone';
+    }
+    if (after.size !== before.size || after.mtimeMs !== before.mtimeMs || hashed.size !== before.size) {
+      this.#observe(entry.rel, after.size, after.mtimeMs);
+      return 'changed';
+    }
+    const version: ManifestFile = { path: entry.rel, size: hashed.size, sha256: hashed.sha256, mtimeMs: before.mtimeMs };
+    if (entry.uploaded?.sha256 === version.sha256) {
+      // Touched, not changed: same object, newer mtime. Not worth a new set on its own.
+      entry.uploaded = version;
+      entry.failures = 0;
+      entry.lastError = undefined;
+      return 'up-to-date';
+    }
+    const key = checkpointKeys.object('', this.runId, version.sha256);
+    let sent = 0;
+    if (this.#known.get(version.sha256) !== version.size) {
+      const head = await this.#store.head(key, { signal });
+      if (head?.size !== version.size) {
+        const startedAt = Date.now();
+        try {
+          ({ uploadedBytes: sent } = await this.#store.put(key, file, { sha256: version.sha256, size: version.size, signal }));
+        } catch (err) {
+          if (err instanceof ContentMismatchError) {
+            this.#logger.debug({ file: entry.rel }, 'checkpoint file changed during upload');
+            await this.#restat(entry.rel);
+            return 'changed';
+          }
+          throw err;
+        }
+        const durationMs = Date.now() - startedAt;
+        this.#logger.debug(
+          { file: entry.rel, bytes: sent, durationMs, mbPerS: Math.round((sent / 1e6 / Math.max(durationMs, 1)) * 1000 * 10) / 10 },
+          'checkpoint file uploaded',
+        );
+      }
+      this.#known.set(version.sha256, version.size);
+    }
+    this.#uploadedBytesTotal += sent;
+    // Only a version whose object is confirmed in the store ever gets here.
+    if (this.#entries.get(entry.rel) !== entry) return 'gone';
+    entry.uploaded = version;
+    entry.failures = 0;
+    entry.lastError = undefined;
+    this.#changed();
+    return 'uploaded';
+  }
+
+  #whenIdle(signal: AbortSignal): Promise<void> {
+    if (this.#running.size === 0 && this.#queue.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#idleWaiters = this.#idleWaiters.filter((w) => w !== wake);
+        reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      };
+      const wake = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#idleWaiters.push(wake);
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Committing
+
+  /** Commits in the background once a batch is done (see `maxCommitDelayMs`). */
+  #maybeCommit(): void {
+    if (this.#closing || this.#flushing > 0 || this.#commitTimer) return;
+    if (this.#gen === this.#committedGen) return;
+    if (this.#running.size > 0 || this.#queue.length > 0) return;
+    const settling = [...this.#entries.values()].some((e) => e.timer !== undefined && !isUpToDate(e));
+    const waitedMs = Date.now() - (this.#uncommittedSince ?? Date.now());
+    if (settling && waitedMs < this.#maxCommitDelayMs) {
+      this.#scheduleCommit(this.#maxCommitDelayMs - waitedMs);
+      return;
+    }
+    const controller = new AbortController();
+    this.#backgroundCommit = controller;
+    const signal = AbortSignal.any([this.#closeController.signal, controller.signal]);
+    void this.#serialCommit('settled', signal).then(
+      () => {
+        this.#commitFailures = 0;
+      },
+      (err: unknown) => {
+        if (signal.aborted) return;
+        this.#commitFailures++;
+        this.#logger.warn({ err: describeError(err), failures: this.#commitFailures }, 'checkpoint commit failed; will retry');
+        this.#scheduleCommit(Math.min(FAILURE_BACKOFF_MAX_MS, 1000 * 2 ** Math.min(this.#commitFailures, 10)));
+      },
+    );
+  }
+
+  #serialCommit(reason: string, signal: AbortSignal, startedAt?: number): Promise<void> {
+    const run = this.#commitChain.then(() => this.#commit(reason, signal, startedAt));
+    this.#commitChain = run.catch(() => undefined);
+    return run;
+  }
+
+  #scheduleCommit(delayMs: number): void {
+    clearTimeout(this.#commitTimer);
+    this.#commitTimer = setTimeout(() => {
+      this.#commitTimer = undefined;
+      this.#maybeCommit();
+    }, delayMs);
+    this.#commitTimer.unref();
+  }
+
+  async #latestSeq(signal: AbortSignal): Promise<number> {
+    if (this.#lastSeq === undefined) {
+      const keys = await this.#store.list(checkpointKeys.manifestsPrefix('', this.runId), { signal });
+      let max = 0;
+      for (const key of keys) max = Math.max(max, checkpointKeys.seqOf(key) ?? 0);
+      this.#lastSeq = max;
+    }
+    return this.#lastSeq;
+  }
+
+  /**
+   * Writes a manifest of every current file's latest uploaded version, if that differs from the
+   * last one written. Every object it names is already confirmed in the store.
+   */
+  async #commit(reason: string, signal: AbortSignal, startedAt?: number): Promise<void> {
+    signal.throwIfAborted();
+    const gen = this.#gen;
+    if (gen === this.#committedGen) return;
+    const files = [...this.#entries.values()]
+      .flatMap((e) => (e.uploaded ? [e.uploaded] : []))
+      .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    const uploadedTotal = this.#uploadedBytesTotal;
+    const seq = (await this.#latestSeq(signal)) + 1;
+    const manifest: CheckpointManifest = { version: 1, runId: this.runId, seq, createdAt: Date.now(), reason, files };
+    const body = Buffer.from(`${JSON.stringify(manifest)}\n`);
+    await this.#store.put(checkpointKeys.manifest('', this.runId, seq), body, { sha256: sha256Hex(body), size: body.length, signal });
+    this.#lastSeq = seq;
+    this.#committedGen = gen;
+    if (this.#gen === gen) this.#uncommittedSince = undefined;
+    const bytes = files.reduce((sum, f) => sum + f.size, 0);
+    this.#lastCommitted = { seq, files: files.length, bytes };
+    const event: CheckpointCommittedEvent = {
+      seq,
+      files: files.length,
+      bytes,
+      uploadedBytes: uploadedTotal - this.#uploadedBytesCommitted,
+      reason,
+      durationMs: Date.now() - (startedAt ?? this.#batchStartedAt ?? Date.now()),
+    };
+    this.#uploadedBytesCommitted = uploadedTotal;
+    this.#batchStartedAt = undefined;
+    this.#logger.info({ ...event, store: this.#store.location }, 'checkpoint committed');
+    try {
+      this.#onCommitted?.(event);
+    } catch (err) {
+      this.#logger.error({ err: describeError(err) }, 'onCommitted threw');
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Flushing
+
+  /** Walks the folder: the watcher may lag behind, a flush must not. */
+  async #rescan(signal: AbortSignal): Promise<void> {
+    const seen = new Set<string>();
+    const walk = async (absDir: string, depth: number): Promise<void> => {
+      signal.throwIfAborted();
+      if (depth > 64) return;
+      let names: string[];
+      try {
+        names = await readdir(absDir);
+      } catch (err) {
+        if (isNotFound(err)) return;
+        throw err;
+      }
+      for (const name of names) {
+        if (this.#isIgnored(name)) continue;
+        const abs = path.join(absDir, name);
+        let st: Stats;
+        try {
+          st = await lstat(abs);
+        } catch (err) {
+          if (isNotFound(err)) continue;
+          throw err;
+        }
+        if (st.isDirectory()) await walk(abs, depth + 1);
+        else if (st.isFile()) {
+          const rel = toRel(this.dir, abs);
+          seen.add(rel);
+          this.#observe(rel, st.size, st.mtimeMs);
+        }
+      }
+    };
+    await walk(this.dir, 0);
+    for (const rel of [...this.#entries.keys()]) if (!seen.has(rel)) this.#forget(rel);
+  }
+
+  /** Size and mtime now, or undefined if the file is gone. */
+  async #statOf(rel: string): Promise<{ size: number; mtimeMs: number } | undefined> {
+    try {
+      const st = await lstat(path.join(this.dir, rel));
+      return st.isFile() ? { size: st.size, mtimeMs: st.mtimeMs } : undefined;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Uploads what can be uploaded now and commits a set. Waits for uploads in flight, then uploads
+   * every settled file (for a final flush: every file not being written at this moment), then writes
+   * the manifest. Never throws: failures are reported in `error`, and whatever was uploaded is
+   * still committed (a file that could not be uploaded keeps its previous version in the set).
+   */
+  async flush(reason: string, options: FlushOptions = {}): Promise<FlushResult> {
+    const startedAt = Date.now();
+    const uploadedAtStart = this.#uploadedBytesTotal;
+    const final = options.final ?? (reason === 'interruption' || reason === 'exit');
+    const problems: string[] = [];
+    const result = (): FlushResult => ({
+      committedSeq: this.#lastCommitted?.seq ?? null,
+      files: this.#lastCommitted?.files ?? 0,
+      bytes: this.#lastCommitted?.bytes ?? 0,
+      uploadedBytes: Math.max(0, this.#uploadedBytesTotal - uploadedAtStart),
+      durationMs: Date.now() - startedAt,
+      error: problems.length ? problems.join('; ') : null,
+    });
+    if (this.#closing) {
+      problems.push('checkpoint sync is closed');
+      return result();
+    }
+    // Uploads stop being waited for a little before the deadline, leaving time for the manifest.
+    const remainingMs = options.deadlineAt !== undefined ? options.deadlineAt - startedAt : undefined;
+    const reserveMs = remainingMs !== undefined ? Math.min(3000, Math.max(0, remainingMs) / 4) : 0;
+    const signals = [this.#closeController.signal];
+    if (options.signal) signals.push(options.signal);
+    const commitSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(Math.max(0, remainingMs))] : signals);
+    const uploadSignal = AbortSignal.any(
+      remainingMs !== undefined ? [...signals, AbortSignal.timeout(Math.max(0, remainingMs - reserveMs))] : signals,
+    );
+    this.#flushing++;
+    clearTimeout(this.#commitTimer);
+    this.#commitTimer = undefined;
+    // A background commit stuck in an outage must not hold the flush's own commit back.
+    this.#backgroundCommit?.abort();
+    try {
+      await this.#rescan(uploadSignal);
+      const now = Date.now();
+      let candidates = [...this.#entries.values()].filter((e) => !isUpToDate(e));
+      if (final) {
+        // The job is gone or going: nothing will settle later. Whatever does not change across a
+        // short pause is finished; whatever still changes is being written and must not be sent.
+        const first = new Map(candidates.map((e) => [e.rel, { size: e.size, mtimeMs: e.mtimeMs }]));
+        await sleep(this.#finalRecheckMs, undefined, { signal: uploadSignal });
+        const stable: Entry[] = [];
+        for (const entry of candidates) {
+          const was = first.get(entry.rel);
+          const st = await this.#statOf(entry.rel);
+          if (!st) {
+            this.#forget(entry.rel);
+          } else if (was && st.size === was.size && st.mtimeMs === was.mtimeMs) {
+            stable.push(entry);
+          } else {
+            this.#observe(entry.rel, st.size, st.mtimeMs);
+            this.#logger.warn(
+              { file: entry.rel, keptVersion: entry.uploaded?.sha256 ?? null },
+              'checkpoint file is still being written; not included in the final set',
+            );
+          }
+        }
+        candidates = stable;
+      } else {
+        candidates = candidates.filter((e) => now - e.changedAt >= this.#settleMs);
+      }
+      for (const entry of candidates) this.#enqueue(entry);
+      try {
+        await this.#whenIdle(uploadSignal);
+      } catch {
+        const left = [...this.#entries.values()].filter((e) => e.busy).map((e) => e.rel);
+        problems.push(`uploads unfinished at the deadline: ${left.join(', ') || 'none'}`);
+      }
+      for (const entry of candidates) {
+        if (this.#entries.get(entry.rel) === entry && !isUpToDate(entry) && entry.lastError && !entry.busy) {
+          problems.push(`${entry.rel}: ${entry.lastError}`);
+        }
+      }
+      await this.#serialCommit(reason, commitSignal, startedAt);
+    } catch (err) {
+      problems.push(commitSignal.aborted && !this.#closeController.signal.aborted ? `flush deadline passed: ${describeError(err)}` : describeError(err));
+    } finally {
+      this.#flushing--;
+    }
+    const out = result();
+    this.#logger.info({ reason, ...out }, 'checkpoint flush done');
+    if (!out.error) this.#maybeCommit();
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  /** Stops watching and abandons uploads in flight; idempotent. Call `flush` first to keep work. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      clearTimeout(this.#commitTimer);
+      for (const entry of this.#entries.values()) this.#clearTimer(entry);
+      this.#queue.length = 0;
+      this.#closeController.abort(new Error('checkpoint sync closed'));
+      await this.#watcher?.close().catch(() => undefined);
+      // Aborted uploads end quickly; bounded anyway, closing must not hang the agent.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.#running, this.#commitChain]),
+        new Promise((resolve) => (timer = setTimeout(resolve, 5000))),
+      ]);
+      clearTimeout(timer);
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,23 @@
+export {
+  CheckpointSync,
+  DEFAULT_IGNORE_PATTERNS,
+  type CheckpointCommittedEvent,
+  type CheckpointSyncOptions,
+  type FlushOptions,
+} from './checkpoint-sync.ts';
+export {
+  DirObjectStore,
+  S3ObjectStore,
+  createObjectStore,
+  describeTarget,
+  type CreateObjectStoreOptions,
+  type DirObjectStoreOptions,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutOptions,
+  type S3ObjectStoreOptions,
+  type StoreCallOptions,
+} from './store.ts';
+export { CheckpointIntegrityError, latestSeq, readManifest, restoreLatest, type RestoreOptions, type RestoreResult } from './restore.ts';
+export { ContentMismatchError, hashFile } from './hashing.ts';
+export { isRetryableError, retryWithBackoff, type CheckpointLogger, type RetryOptions } from './retry.ts';
