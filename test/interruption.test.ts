@@ -114,6 +114,29 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
     expect(restored).toBeGreaterThanOrEqual(lastSaved - 1);
   });
 
+  it('rides out an S3 outage that spans the notice: the final set is committed once S3 is back', async () => {
+    imds.emulator.clearInterruption();
+    const cli = watchSpotctl(['run', '--no-install', '--sync', proj.path, '--imds-endpoint', imds.url, '--checkpoint-to', 's3://ckpt/outage', '--', 'ckjob.py'], { home: home.path, env });
+    await cli.until('stdout', /saved step 3\n/, 30_000);
+    await moto.stop('refuse');
+    try {
+      await cli.until('stdout', /saved step 6\n/, 30_000);
+      imds.emulator.scheduleInterruption({ action: 'terminate' });
+      await cli.until('stderr', /spot interruption notice/, 30_000);
+      // S3 stays down a while after the job has gone: the flush must retry, not give up or tear.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    } finally {
+      await moto.start();
+    }
+    const r = await cli.done;
+    expect(r.code, r.stderr).toBe(143);
+    expect(r.stderr).toMatch(/final checkpoint #\d+: 1 files/);
+    const lastSaved = Math.max(...savedSteps(r.stdout));
+    const again = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--restore-from', 'last', '--checkpoint-to', 's3://ckpt/outage', '--', 'ckjob.py', 'once'], { home: home.path, env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`restored step ${lastSaved}\n`);
+  });
+
   it('rehearses an interruption with --simulate-interruption and reports what was saved', async () => {
     const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--simulate-interruption', '2s', '--', 'ckjob.py'], { home: home.path, env, timeoutMs: 60_000 });
     expect(r.code, r.stderr).toBe(143);
