@@ -4,6 +4,7 @@
 // agent can be copied to a host as a single file, and the CLI starts without resolving node_modules).
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -18,6 +19,9 @@ function common(quiet) {
   target: 'node20',
   format: 'esm',
   conditions: ['spotctl-source'],
+  // Prefer ESM builds (the AWS SDK ships both): lazy \`import()\` of a CommonJS chunk loses its
+  // named exports under code splitting, and ESM tree-shakes better.
+  mainFields: ['module', 'main'],
   external: Object.keys(EXTERNALS),
   legalComments: 'none',
   logLevel: quiet ? 'warning' : 'info',
@@ -29,6 +33,8 @@ function common(quiet) {
 /** @param {{ quiet?: boolean }} [options] */
 export async function buildAll(options = {}) {
   const quiet = options.quiet ?? false;
+  // Chunk names carry content hashes: drop the previous build's so they do not pile up.
+  rmSync(path.join(root, 'packages/controller/dist/chunks'), { recursive: true, force: true });
   await Promise.all([
     build({
       ...common(quiet),
@@ -38,9 +44,13 @@ export async function buildAll(options = {}) {
     }),
     build({
       ...common(quiet),
-      entryPoints: [path.join(root, 'packages/controller/src/cli/main.ts')],
-      outfile: path.join(root, 'packages/controller/dist/spotctl.mjs'),
-      splitting: false,
+      // Split so that lazily imported heavy modules (the AWS SDK) become chunks loaded only by the
+      // commands that need them: `spotctl --help` must not parse megabytes of SDK.
+      entryPoints: { spotctl: path.join(root, 'packages/controller/src/cli/main.ts') },
+      outdir: path.join(root, 'packages/controller/dist'),
+      outExtension: { '.js': '.mjs' },
+      chunkNames: 'chunks/[name]-[hash]',
+      splitting: true,
       minify: false,
     }),
   ]);

@@ -38,6 +38,8 @@ export function buildProgram(onExitCode: (code: number) => void): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // The AWS SDK warns on Node < 22 straight to stderr, past our output module; Node 20 is supported here.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   let exitCode = 0;
   const program = buildProgram((code) => {
     exitCode = code;

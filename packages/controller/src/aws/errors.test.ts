@@ -1,0 +1,50 @@
+import { EC2ServiceException } from '@aws-sdk/client-ec2';
+import { UserError, isErrorCode } from '@spotctl/shared';
+import { describe, expect, it } from 'vitest';
+import { AWS_ERRORS, awsErrorName, awsUserError, failureScope } from './errors.ts';
+
+const awsError = (name: string, message = 'message from EC2'): EC2ServiceException =>
+  new EC2ServiceException({ name, $fault: 'client', $metadata: { httpStatusCode: 400 }, message });
+
+describe('the AWS error table', () => {
+  it('gives every entry a valid code, a summary and a remediation', () => {
+    const ctx = { region: 'eu-west-1', az: 'eu-west-1b', instanceType: 'c7a.2xlarge', vcpus: 8, market: 'spot' as const, action: 'RunInstances' };
+    for (const [name, rule] of Object.entries(AWS_ERRORS)) {
+      expect(isErrorCode(rule.code), name).toBe(true);
+      expect(rule.summary(ctx).length, name).toBeGreaterThan(10);
+      expect(rule.remediation(ctx).length, name).toBeGreaterThan(10);
+      expect(rule.remediation({}).length, name).toBeGreaterThan(10);
+    }
+  });
+
+  it('scopes capacity to the pool, quotas to the region, permissions as fatal', () => {
+    expect(failureScope(awsError('InsufficientInstanceCapacity'))).toBe('pool');
+    expect(failureScope(awsError('SpotMaxPriceTooLow'))).toBe('pool');
+    expect(failureScope(awsError('Unsupported'))).toBe('pool');
+    expect(failureScope(awsError('InsufficientFreeAddressesInSubnet'))).toBe('az');
+    expect(failureScope(awsError('VcpuLimitExceeded'))).toBe('region-vcpus');
+    expect(failureScope(awsError('MaxSpotInstanceCountExceeded'))).toBe('region');
+    expect(failureScope(awsError('InstanceLimitExceeded'))).toBe('region');
+    expect(failureScope(awsError('UnauthorizedOperation'))).toBe('fatal');
+    expect(failureScope(awsError('InvalidParameterValue'))).toBe('fatal');
+    expect(failureScope(awsError('SomethingNew'))).toBe('fatal');
+  });
+
+  it('names on-demand quotas by their own quota code', () => {
+    const e = awsUserError(awsError('VcpuLimitExceeded'), { region: 'us-east-2', market: 'on-demand', vcpus: 16, instanceType: 'c6a.4xlarge' });
+    expect(e).toBeInstanceOf(UserError);
+    expect(e.remediation).toMatch(/--quota-code L-1216C47A --desired-value 32 --region us-east-2/);
+  });
+
+  it('reads the error name from SDK errors and plain objects', () => {
+    expect(awsErrorName(awsError('RequestLimitExceeded'))).toBe('RequestLimitExceeded');
+    expect(awsErrorName({ Code: 'AuthFailure' })).toBe('AuthFailure');
+    expect(awsErrorName(new Error('plain'))).toBeUndefined();
+  });
+
+  it('keeps unknown AWS errors as UserErrors with a generic next step', () => {
+    const e = awsUserError(awsError('BrandNewError', 'something'), { action: 'RunInstances', region: 'us-east-1' });
+    expect(e.message).toBe('EC2 RunInstances failed (us-east-1): BrandNewError: something');
+    expect(e.remediation).toMatch(/DEBUG=spotctl:\*/);
+  });
+});

@@ -1,0 +1,117 @@
+import { UserError } from '@spotctl/shared';
+import { defineCommand } from '../cli/define-command.ts';
+import { table } from '../output/output.ts';
+import { Ec2Clients } from '../aws/clients.ts';
+import { findPlacements, type PlacementCandidate } from '../aws/placement.ts';
+import { resolveRegions } from '../aws/pricing.ts';
+import { DEFAULT_WORKERS, parseFamilies, parseInstanceTypes, validateWorkers } from '../aws/sizing.ts';
+
+/** The whole search (every region, with retries) must end; regions have their own shorter timeout. */
+const COMMAND_TIMEOUT_MS = 120_000;
+/** Rows shown without --limit in human output (--json prints every row unless --limit is given). */
+const DEFAULT_ROWS = 20;
+
+export interface PricesOptions extends Record<string, unknown> {
+  workers?: string;
+  arm?: boolean;
+  regions?: string;
+  region?: string;
+  families?: string;
+  instanceType?: string;
+  /** commander's `--no-ht` sets `ht: false`. */
+  ht?: boolean;
+  placementScores?: boolean;
+  limit?: string;
+  json?: boolean;
+}
+
+export function formatPrice(pricePerHour: number): string {
+  return pricePerHour >= 0.0001 ? pricePerHour.toFixed(4) : String(pricePerHour);
+}
+
+function parseCount(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new UserError('SPOTCTL_USAGE', `${flag} must be a whole number ≥ 1, got '${value}'`, { remediation: `for example: spotctl prices ${flag} 8` });
+  }
+  return n;
+}
+
+export default defineCommand<PricesOptions>({
+  name: 'prices',
+  description: 'Show the spot price in effect now for the instance types that fit, per region and Availability Zone, cheapest first',
+  examples: ['spotctl prices', 'spotctl prices -w 16 --arm', 'spotctl prices --regions us-east-1,eu-west-1 --families c7a,m7a --json'],
+  configure: (cmd) =>
+    cmd
+      .option('-w, --workers <n>', `parallel workers the job runs; sizes the machine (x86 with SMT: 2n+2 vCPUs, one thread per core: n+2)`, String(DEFAULT_WORKERS))
+      .option('--arm', 'Graviton (ARM) families instead of x86')
+      .option('--regions <list>', 'comma-separated regions to search (default: 8 common regions)')
+      .option('--region <region>', 'search only this region (AWS_REGION does the same)')
+      .option('--families <list>', 'comma-separated instance families (default: c6a,c7a, or c6g,c7g with --arm)')
+      .option('--instance-type <types>', 'exact instance type(s), comma-separated, instead of families')
+      .option('--no-ht', 'one thread per core (SMT off) where the type allows it')
+      .option('--placement-scores', 'also ask AWS how likely each AZ is to have capacity; breaks price ties')
+      .option('-n, --limit <n>', `show at most this many rows (default ${DEFAULT_ROWS}; all with --json)`)
+      .option('--json', 'one JSON array on stdout'),
+  run: async (_args, options, { out }) => {
+    const workers = validateWorkers(parseCount(options.workers, '--workers', DEFAULT_WORKERS));
+    const families = parseFamilies(options.families);
+    const instanceTypes = parseInstanceTypes(options.instanceType);
+    if (families && instanceTypes) {
+      throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', { remediation: 'use one: --families c7a or --instance-type c7a.2xlarge' });
+    }
+    const limit = options.limit === undefined ? (out.json ? Infinity : DEFAULT_ROWS) : parseCount(options.limit, '--limit', DEFAULT_ROWS);
+    const selection = resolveRegions({
+      ...(options.regions === undefined ? {} : { regions: options.regions }),
+      ...(options.region === undefined ? {} : { region: options.region }),
+    });
+    // In --json mode stdout carries only the array; progress and warnings would corrupt it.
+    const human = !out.json;
+    if (human && selection.pinnedBy) out.info(`searching only ${selection.regions.join(', ')} (from ${selection.pinnedBy}); pass --regions to search more`);
+
+    using clients = new Ec2Clients();
+    const signal = AbortSignal.timeout(COMMAND_TIMEOUT_MS);
+    const plan = await findPlacements({
+      clientFor: clients.forRegion,
+      regions: selection.regions,
+      workers,
+      arm: options.arm === true,
+      noHt: options.ht === false,
+      placementScores: options.placementScores === true,
+      signal,
+      ...(families ? { families } : {}),
+      ...(instanceTypes ? { instanceTypes } : {}),
+    }).catch((error: unknown) => {
+      if (!signal.aborted) throw error;
+      throw new UserError('SPOTCTL_CONFIG', `the price search took longer than ${COMMAND_TIMEOUT_MS / 1000} s`, {
+        cause: error,
+        remediation: 'check the network connection to AWS, or search fewer regions: spotctl prices --regions us-east-1,us-east-2',
+      });
+    });
+
+    if (human) {
+      out.info(`${plan.need}: ${plan.types.map((t) => `${t.instanceType} (${t.vcpus})`).join(', ')}`);
+      for (const note of plan.notes) out.info(note);
+      for (const f of plan.failures) out.warn(`${f.region} skipped: ${f.message}${f.remediation ? ` → ${f.remediation}` : ''}`);
+    }
+
+    const shown = plan.candidates.slice(0, limit);
+    const rows = shown.map((c: PlacementCandidate, i) => ({ ...c, cheapest: i === 0 }));
+    const scores = options.placementScores === true;
+    const headers = ['REGION', 'AZ', 'TYPE', 'VCPUS', '$/HOUR', ...(scores ? ['SCORE'] : []), ''];
+    const body = rows.map((r) => [
+      r.region,
+      r.az,
+      r.instanceType,
+      r.cpuOptions ? `${r.vcpus} (SMT off)` : String(r.vcpus),
+      formatPrice(r.pricePerHour),
+      ...(scores ? [r.placementScore === undefined ? '-' : String(r.placementScore)] : []),
+      r.cheapest ? '← cheapest' : '',
+    ]);
+    const more = plan.candidates.length > shown.length ? `, ${shown.length} of ${plan.candidates.length} shown (--limit)` : '';
+    const footer = `spot prices (Linux, USD per hour) in effect now in ${plan.regionsAnswered.length} region${plan.regionsAnswered.length === 1 ? '' : 's'}${more}`;
+    out.data(rows, `${table(headers, body)}\n\n${footer}`);
+    return 0;
+  },
+});
