@@ -151,7 +151,10 @@ export class CheckpointSync implements AsyncDisposable {
   #commitChain: Promise<unknown> = Promise.resolve();
   /** Aborts the background commit in progress: a flush commits a newer state itself. */
   #backgroundCommit: AbortController | undefined;
-  #commitTimer: NodeJS.Timeout | undefined;
+  /** Waits for files still settling before a background commit (see `maxCommitDelayMs`). */
+  #commitDelayTimer: NodeJS.Timeout | undefined;
+  /** Backoff after a failed background commit. */
+  #commitRetryTimer: NodeJS.Timeout | undefined;
   #commitFailures = 0;
   #flushing = 0;
   /** When the first upload not yet in a committed set finished (for `maxCommitDelayMs`). */
@@ -493,13 +496,23 @@ export class CheckpointSync implements AsyncDisposable {
 
   /** Commits in the background once a batch is done (see `maxCommitDelayMs`). */
   #maybeCommit(): void {
-    if (this.#closing || this.#flushing > 0 || this.#commitTimer) return;
+    if (this.#closing || this.#flushing > 0) return;
+    // One background commit at a time; when it ends it looks again. After a failure, its backoff.
+    if (this.#backgroundCommit || this.#commitRetryTimer) return;
     if (this.#gen === this.#committedGen) return;
     if (this.#running.size > 0 || this.#queue.length > 0) return;
+    clearTimeout(this.#commitDelayTimer);
+    this.#commitDelayTimer = undefined;
     const settling = [...this.#entries.values()].some((e) => e.timer !== undefined && !isUpToDate(e));
     const waitedMs = Date.now() - (this.#uncommittedSince ?? Date.now());
     if (settling && waitedMs < this.#maxCommitDelayMs) {
-      this.#scheduleCommit(this.#maxCommitDelayMs - waitedMs);
+      // Files of the same batch are still settling; their uploads end in another look. This timer
+      // only covers a file that never settles.
+      this.#commitDelayTimer = setTimeout(() => {
+        this.#commitDelayTimer = undefined;
+        this.#maybeCommit();
+      }, this.#maxCommitDelayMs - waitedMs);
+      this.#commitDelayTimer.unref();
       return;
     }
     const controller = new AbortController();
@@ -508,12 +521,23 @@ export class CheckpointSync implements AsyncDisposable {
     void this.#serialCommit('settled', signal).then(
       () => {
         this.#commitFailures = 0;
+        if (this.#backgroundCommit === controller) this.#backgroundCommit = undefined;
+        this.#maybeCommit();
       },
       (err: unknown) => {
-        if (signal.aborted) return;
+        if (this.#backgroundCommit === controller) this.#backgroundCommit = undefined;
+        // Aborted by a flush (which commits itself) or by close.
+        if (signal.aborted) return this.#maybeCommit();
         this.#commitFailures++;
         this.#logger.warn({ err: describeError(err), failures: this.#commitFailures }, 'checkpoint commit failed; will retry');
-        this.#scheduleCommit(Math.min(FAILURE_BACKOFF_MAX_MS, 1000 * 2 ** Math.min(this.#commitFailures, 10)));
+        this.#commitRetryTimer = setTimeout(
+          () => {
+            this.#commitRetryTimer = undefined;
+            this.#maybeCommit();
+          },
+          Math.min(FAILURE_BACKOFF_MAX_MS, 1000 * 2 ** Math.min(this.#commitFailures - 1, 10)),
+        );
+        this.#commitRetryTimer.unref();
       },
     );
   }
@@ -522,15 +546,6 @@ export class CheckpointSync implements AsyncDisposable {
     const run = this.#commitChain.then(() => this.#commit(reason, signal, startedAt));
     this.#commitChain = run.catch(() => undefined);
     return run;
-  }
-
-  #scheduleCommit(delayMs: number): void {
-    clearTimeout(this.#commitTimer);
-    this.#commitTimer = setTimeout(() => {
-      this.#commitTimer = undefined;
-      this.#maybeCommit();
-    }, delayMs);
-    this.#commitTimer.unref();
   }
 
   async #latestSeq(signal: AbortSignal): Promise<number> {
@@ -639,6 +654,22 @@ export class CheckpointSync implements AsyncDisposable {
    */
   async flush(reason: string, options: FlushOptions = {}): Promise<FlushResult> {
     const startedAt = Date.now();
+    try {
+      return await this.#flush(reason, options, startedAt);
+    } catch (err) {
+      // #flush reports its own failures; this only guards the promise never to reject.
+      return {
+        committedSeq: this.#lastCommitted?.seq ?? null,
+        files: this.#lastCommitted?.files ?? 0,
+        bytes: this.#lastCommitted?.bytes ?? 0,
+        uploadedBytes: 0,
+        durationMs: Date.now() - startedAt,
+        error: describeError(err),
+      };
+    }
+  }
+
+  async #flush(reason: string, options: FlushOptions, startedAt: number): Promise<FlushResult> {
     const uploadedAtStart = this.#uploadedBytesTotal;
     const final = options.final ?? (reason === 'interruption' || reason === 'exit');
     const problems: string[] = [];
@@ -655,17 +686,19 @@ export class CheckpointSync implements AsyncDisposable {
       return result();
     }
     // Uploads stop being waited for a little before the deadline, leaving time for the manifest.
-    const remainingMs = options.deadlineAt !== undefined ? options.deadlineAt - startedAt : undefined;
-    const reserveMs = remainingMs !== undefined ? Math.min(3000, Math.max(0, remainingMs) / 4) : 0;
+    // AbortSignal.timeout wants a finite integer; a deadline in the past means "now".
+    const deadlineAt = options.deadlineAt;
+    const remainingMs = deadlineAt !== undefined && Number.isFinite(deadlineAt) ? Math.max(0, Math.floor(deadlineAt - startedAt)) : undefined;
+    const reserveMs = remainingMs !== undefined ? Math.min(3000, Math.floor(remainingMs / 4)) : 0;
     const signals = [this.#closeController.signal];
     if (options.signal) signals.push(options.signal);
-    const commitSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(Math.max(0, remainingMs))] : signals);
-    const uploadSignal = AbortSignal.any(
-      remainingMs !== undefined ? [...signals, AbortSignal.timeout(Math.max(0, remainingMs - reserveMs))] : signals,
-    );
+    const commitSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(remainingMs)] : signals);
+    const uploadSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(remainingMs - reserveMs)] : signals);
     this.#flushing++;
-    clearTimeout(this.#commitTimer);
-    this.#commitTimer = undefined;
+    clearTimeout(this.#commitDelayTimer);
+    this.#commitDelayTimer = undefined;
+    clearTimeout(this.#commitRetryTimer);
+    this.#commitRetryTimer = undefined;
     // A background commit stuck in an outage must not hold the flush's own commit back.
     this.#backgroundCommit?.abort();
     try {
@@ -717,7 +750,7 @@ export class CheckpointSync implements AsyncDisposable {
     }
     const out = result();
     this.#logger.info({ reason, ...out }, 'checkpoint flush done');
-    if (!out.error) this.#maybeCommit();
+    this.#maybeCommit();
     return out;
   }
 
@@ -726,7 +759,8 @@ export class CheckpointSync implements AsyncDisposable {
   /** Stops watching and abandons uploads in flight; idempotent. Call `flush` first to keep work. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      clearTimeout(this.#commitTimer);
+      clearTimeout(this.#commitDelayTimer);
+      clearTimeout(this.#commitRetryTimer);
       for (const entry of this.#entries.values()) this.#clearTimer(entry);
       this.#queue.length = 0;
       this.#closeController.abort(new Error('checkpoint sync closed'));

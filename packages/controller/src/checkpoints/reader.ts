@@ -3,7 +3,6 @@
  * store; the controller must not import the agent, so this is the small read half again. The AWS
  * SDK is imported on first use, so `spotctl --help` never loads it.
  */
-import { createReadStream } from 'node:fs';
 import { open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -97,11 +96,9 @@ function openDirReader(root: string): CheckpointReader {
       return keys;
     },
     async get(key) {
-      const file = fileOf(key);
       // Open first, so a missing key rejects here rather than on the stream.
-      const handle = await open(file, 'r');
-      await handle.close();
-      return createReadStream(file);
+      const handle = await open(fileOf(key), 'r');
+      return handle.createReadStream();
     },
     close() {},
   };
@@ -110,7 +107,7 @@ function openDirReader(root: string): CheckpointReader {
 export async function openCheckpointReader(target: CheckpointTarget): Promise<CheckpointReader> {
   switch (target.kind) {
     case 's3':
-      return openS3Reader(target);
+      return await openS3Reader(target);
     case 'dir':
       return openDirReader(target.path);
     default: {

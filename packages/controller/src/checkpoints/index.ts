@@ -1,0 +1,8 @@
+export {
+  listCheckpointSets,
+  pullCheckpointSet,
+  type CheckpointReadOptions,
+  type CheckpointSetSummary,
+  type PullResult,
+} from './checkpoints.ts';
+export { openCheckpointReader, type CheckpointReader } from './reader.ts';
