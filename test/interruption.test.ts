@@ -3,6 +3,8 @@
  * emulator over IMDSv2, SIGTERMs the job's group, grants the grace, SIGKILLs, flushes the
  * checkpoint folder to S3 (moto_server) or a directory, and the controller reports it all.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { startImds, startImdsInNetns, type TestImds } from './helpers/imds.ts';
@@ -88,6 +90,18 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
     expect(r.stderr).toMatch(/spot interruption \(terminate\): job ended .* after SIGTERM; final checkpoint #\d+: 1 files/);
     expect(r.stderr).toContain('s3://ckpt/runs/');
     const lastSaved = Math.max(...savedSteps(r.stdout));
+
+    // The committed sets are listed, and the latest pulls with its checksum verified.
+    const ls = await runSpotctl(['checkpoints', 'ls', 'last', '--json'], { home: home.path, env });
+    expect(ls.code, ls.stderr).toBe(0);
+    const sets = JSON.parse(ls.stdout) as { seq: number; reason: string; files: number }[];
+    expect(sets.at(-1)).toMatchObject({ reason: 'interruption', files: 1 });
+    await using pulled = await tmpDir();
+    const pull = await runSpotctl(['checkpoints', 'pull', 'last', pulled.path], { home: home.path, env });
+    expect(pull.code, pull.stderr).toBe(0);
+    expect(pull.stderr).toMatch(/pulled checkpoint #\d+ .*checksums verified/);
+    const state = JSON.parse(readFileSync(path.join(pulled.path, 'state.json'), 'utf8')) as { step: number };
+    expect(state.step).toBe(lastSaved);
 
     // A new run restores the newest committed set before the job starts; the job checks its hash.
     const again = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--restore-from', 'last', '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py', 'once'], { home: home.path, env });

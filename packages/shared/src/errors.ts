@@ -19,6 +19,13 @@ export const ERROR_CODES = {
   SPOTCTL_UNAUTHORIZED: 'The bearer token was missing or wrong.',
   SPOTCTL_BAD_REQUEST: 'A request was malformed or named an unknown method.',
   SPOTCTL_JOB_STATE: 'The job is not in a state that allows the request.',
+  SPOTCTL_CHECKPOINT_NOT_FOUND: 'The run has no (such) committed checkpoint set where this machine can read it.',
+  SPOTCTL_CHECKPOINT_CORRUPT: 'A checkpoint file does not match the SHA-256 in its manifest.',
+  SPOTCTL_AWS_CREDENTIALS: 'No usable AWS credentials were found.',
+  SPOTCTL_AWS_PERMISSION: 'AWS refused an operation for lack of permission.',
+  SPOTCTL_AWS_REQUEST: 'AWS rejected a request as invalid.',
+  SPOTCTL_AWS_QUOTA: 'An AWS quota (vCPUs, spot instances) stopped the launch.',
+  SPOTCTL_NO_CAPACITY: 'No candidate instance could be launched (no capacity at the price).',
   SPOTCTL_INTERNAL: 'An unexpected failure; this looks like a bug.',
 } as const;
 

@@ -40,14 +40,13 @@ export interface RestoreResult {
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
 /**
- * A checkpoint object does not match its manifest. Its code is SPOTCTL_INTERNAL until the shared
- * table has a checkpoint code.
+ * A checkpoint object does not match its manifest.
  */
 export class CheckpointIntegrityError extends SpotctlError {
   readonly file: string;
 
   constructor(message: string, file: string, cause?: unknown) {
-    super('SPOTCTL_INTERNAL', message, { cause, remediation: 'Restore an older set, or start the run without restoring.' });
+    super('SPOTCTL_CHECKPOINT_CORRUPT', message, { cause, remediation: 'Restore an older set, or start the run without restoring.' });
     this.name = 'CheckpointIntegrityError';
     this.file = file;
   }

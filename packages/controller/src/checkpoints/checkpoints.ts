@@ -127,7 +127,7 @@ class Verify extends Transform {
     const sha256 = this.#hash.digest('hex');
     if (this.#bytes === this.file.size && sha256 === this.file.sha256) return callback();
     const detail = this.#bytes !== this.file.size ? `${this.#bytes} bytes instead of ${this.file.size}` : `sha256 ${sha256} instead of ${this.file.sha256}`;
-    callback(new SpotctlError('SPOTCTL_PROTOCOL', `checkpoint file ${this.file.path} is corrupt: ${detail}`));
+    callback(new UserError('SPOTCTL_CHECKPOINT_CORRUPT', `checkpoint file ${this.file.path} is corrupt: ${detail}`, { remediation: 'pull an older set with --seq N (see: spotctl checkpoints ls RUN)' }));
   }
 }
 
@@ -151,7 +151,7 @@ export async function pullCheckpointSet(
     const seq = which === 'latest' ? seqs.at(-1) : seqs.includes(which) ? which : undefined;
     if (seq === undefined) {
       const known = seqs.length ? `sets ${seqs[0]}..${seqs.at(-1)} exist` : 'it has no committed set';
-      throw new UserError('SPOTCTL_CONFIG', `no checkpoint set ${which} for run ${runId} in ${reader.location}: ${known}`, {
+      throw new UserError('SPOTCTL_CHECKPOINT_NOT_FOUND', `no checkpoint set ${which} for run ${runId} in ${reader.location}: ${known}`, {
         remediation: `spotctl checkpoints ${runId}`,
       });
     }

@@ -23,7 +23,9 @@ export function buildProgram(onExitCode: (code: number) => void): Command {
   for (const def of commands) {
     const cmd = program.command(def.name).description(def.description).exitOverride().configureOutput({ outputError: () => undefined });
     def.configure(cmd);
-    cmd.passThroughOptions();
+    // Only `run` hands everything after its first operand to the job untouched; other commands
+    // take options anywhere (`spotctl logs RUN -f`).
+    if (def.name === 'run') cmd.passThroughOptions();
     cmd.addHelpText('after', `\nExamples:\n${def.examples.map((e) => `  $ ${e}`).join('\n')}\n`);
     cmd.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs[actionArgs.length - 1] as Command;

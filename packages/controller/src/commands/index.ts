@@ -1,5 +1,6 @@
 import type { CommandDefinition } from '../cli/define-command.ts';
 import attach from './attach.ts';
+import checkpoints from './checkpoints.ts';
 import logs from './logs.ts';
 import prices from './prices.ts';
 import ps from './ps.ts';
@@ -7,4 +8,4 @@ import run from './run.ts';
 import stop from './stop.ts';
 
 /** Every command, in the order --help lists them. */
-export const commands = [run, attach, logs, ps, stop, prices] as unknown as CommandDefinition[];
+export const commands = [run, attach, logs, ps, stop, checkpoints, prices] as unknown as CommandDefinition[];
