@@ -48,7 +48,16 @@ describe('loadAgentConfig', () => {
       shutdownAction: { kind: 'exit' },
       env: {},
       logLevel: 'info',
+      imds: undefined,
+      simulate: undefined,
+      onRebalance: 'checkpoint',
+      checkpoint: undefined,
     });
+  });
+
+  test('resolves the checkpoint folder against the workdir and defaults its settle time', () => {
+    const c = loadAgentConfig(write({ ...minimal, checkpoint: { target: { kind: 'dir', path: '/store' } } }), {});
+    expect(c.checkpoint).toEqual({ target: { kind: 'dir', path: '/store' }, dir: '/w/checkpoints', settleMs: 500 });
   });
 
   test('environment overrides token, port and log level', () => {
