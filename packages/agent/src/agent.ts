@@ -13,8 +13,10 @@ import {
   type InterruptionReport,
   type JobStatus,
 } from '@spotctl/shared';
-import { CheckpointSync, createObjectStore, describeTarget, restoreLatest, type ObjectStore } from './checkpoint/index.ts';
-import { ImdsEmulator, InterruptionHandler, SpotPoller } from './spot/index.ts';
+// Checkpoint sync (AWS SDK, chokidar) and the spot poller load only when a run uses them: most of
+// the agent's idle memory and start time would otherwise go to code a plain run never calls.
+import type { CheckpointSync, ObjectStore } from './checkpoint/index.ts';
+import type { ImdsEmulator, InterruptionHandler, SpotPoller } from './spot/index.ts';
 import type { ResolvedAgentConfig } from './config.ts';
 import { LogStore } from './log-store/index.ts';
 import { createAgentLogger, type AgentLogger, type Logger } from './logger.ts';
@@ -317,6 +319,7 @@ export class Agent implements AsyncDisposable {
     const cfg = this.config.checkpoint;
     if (!cfg) return undefined;
     const log = this.logger.child({ component: 'checkpoint' });
+    const { CheckpointSync, createObjectStore, describeTarget, restoreLatest } = await import('./checkpoint/index.ts');
     this.#checkpointStore = createObjectStore(cfg.target, { logger: log });
     if (cfg.restoreFrom) {
       const source = cfg.restoreTarget ? createObjectStore(cfg.restoreTarget, { logger: log }) : this.#checkpointStore;
@@ -352,6 +355,7 @@ export class Agent implements AsyncDisposable {
     const { imds, simulate } = this.config;
     if (!imds && !simulate) return;
     const log = this.logger.child({ component: 'spot' });
+    const { ImdsEmulator, InterruptionHandler, SpotPoller } = await import('./spot/index.ts');
     let endpoint = imds?.endpoint;
     if (simulate) {
       this.#emulator = new ImdsEmulator();
@@ -365,6 +369,8 @@ export class Agent implements AsyncDisposable {
     }
     const checkpoints = this.#checkpoints;
     const target = this.config.checkpoint?.target;
+    // Already loaded when there are checkpoints; only then is it needed.
+    const describeTarget = checkpoints ? (await import('./checkpoint/index.ts')).describeTarget : undefined;
     this.#interruption = new InterruptionHandler({
       graceMs: this.config.graceMs,
       stopJob: (graceMs) => this.#supervisor.stop({ graceMs, reason: 'spot-interruption' }),
@@ -375,7 +381,7 @@ export class Agent implements AsyncDisposable {
       },
       isJobActive: () => this.#supervisor.active,
       checkpoints:
-        checkpoints && target
+        checkpoints && target && describeTarget
           ? { pendingBytes: () => checkpoints.pendingBytes(), flush: (reason, o) => checkpoints.flush(reason, o), describe: () => describeTarget(target, this.config.runId) }
           : undefined,
       onRebalance: this.config.onRebalance,

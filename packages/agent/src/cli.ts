@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AGENT_FILES, SpotctlError, UserError, parseAgentState, type AgentState } from '@spotctl/shared';
-import { Agent } from './agent.ts';
 import { loadAgentConfig } from './config.ts';
 import { isAgentProcess } from './state-files.ts';
 import { versionInfo } from './version.ts';
@@ -91,6 +90,9 @@ function configFlag(args: readonly string[]): string {
 /** `run`: the agent in this process, until a shutdown request, the watchdog, or a signal. */
 async function runForeground(configPath: string): Promise<number> {
   const config = loadAgentConfig(configPath);
+  // Loaded here, not at the top: `start` and `version` run in a fresh process that never needs
+  // fastify, pino or the AWS SDK, and parsing them would only slow the daemon's start.
+  const { Agent } = await import('./agent.ts');
   const agent = await Agent.start({ config });
   const log = agent.logger;
   // Node would print these to stderr (agent.out) and exit; put them in agent.log first, where
