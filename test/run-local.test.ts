@@ -147,7 +147,8 @@ describe('bad input', () => {
   const cases: [string, string[], number, RegExp][] = [
     ['unknown flag', ['run', '--frobnicate', '--', 'true'], 2, /unknown option '--frobnicate'.*spotctl run --help/],
     ['empty command', ['run'], 2, /no command given.*spotctl run -- python3 train.py/],
-    ['aws not yet', ['run', '--provider', 'aws', '--', 'true'], 1, /aws provider is not available yet/],
+    // Fails on the flags, before any AWS call: a test must never reach real AWS.
+    ['aws with --host', ['run', '--provider', 'aws', '--host', 'root@127.0.0.1', '--', 'true'], 2, /do not apply to --provider aws/],
     ['missing identity file', ['run', '--host', 'root@127.0.0.1', '--identity', '/nonexistent/key', '--', 'true'], 2, /--identity file not found/],
     ['bad host', ['run', '--host', 'root@', '--', 'true'], 2, /host/i],
     ['bad duration', ['run', '--idle-timeout', 'soon', '--', 'true'], 2, /invalid duration for --idle-timeout/],

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
+import { configureAwsRunOptions, launchAws, parseAwsOptions, teardownAwsRun, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws.ts';
 import { launchLocal, localLayout } from '../providers/local.ts';
 import type { LaunchSpec, ProviderSession } from '../providers/provider.ts';
 import { launchSsh } from '../providers/ssh.ts';
@@ -13,7 +14,7 @@ import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
 import { finishRun } from '../session/finish.ts';
 import { tailRun } from '../session/tail.ts';
 
-interface RunOptions extends Record<string, unknown> {
+interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   provider?: string;
   host?: string;
   identity?: string;
@@ -58,9 +59,13 @@ function fileMustExist(file: string, flag: string): string {
 export function resolveProvider(options: RunOptions): ProviderKind {
   const wanted = options.provider ?? (options.host || options.identity ? 'ssh' : 'local');
   if (wanted === 'aws') {
-    throw new UserError('SPOTCTL_NOT_IMPLEMENTED', 'the aws provider is not available yet', {
-      remediation: 'use --provider local, or --host user@host for any SSH machine',
-    });
+    if (options.host || options.identity || options.knownHosts) {
+      throw new UserError('SPOTCTL_USAGE', '--host, --identity and --known-hosts do not apply to --provider aws', {
+        remediation: 'spotctl launches the host and manages its key and host key itself: drop those flags',
+        exitCode: 2,
+      });
+    }
+    return wanted;
   }
   if (wanted !== 'local' && wanted !== 'ssh') {
     throw new UserError('SPOTCTL_USAGE', `unknown provider '${wanted}'`, { remediation: 'use --provider local|ssh|aws', exitCode: 2 });
@@ -114,8 +119,9 @@ export default defineCommand<RunOptions>({
     'spotctl run train.py --epochs 3',
     'spotctl run --host ubuntu@10.0.0.5 --identity ~/.ssh/id_ed25519 -- python3 train.py',
     'spotctl run --detach --idle-timeout 10m -- ./long-job.sh',
+    'spotctl run --provider aws --workers 8 --region us-east-1 train.py',
   ],
-  configure: (cmd) =>
+  configure: (cmd) => {
     cmd
       .argument('[command...]', 'the command to run (a leading .py file runs with python3)')
       .option('--provider <name>', 'where to run: local | ssh | aws (default: ssh with --host, else local)')
@@ -137,9 +143,13 @@ export default defineCommand<RunOptions>({
       .option('--simulate-interruption <duration>', 'rehearse a spot interruption this long after the job starts (emulated metadata service)')
       .option('--imds-endpoint <url>', 'poll this instance metadata endpoint for interruption notices: a URL (an emulator), or default (169.254.169.254, for EC2 hosts)')
       .option('--detach', 'start the job and return; see it later with spotctl attach')
-      .option('--json', 'JSON lines on stdout instead of text'),
+      .option('--json', 'JSON lines on stdout instead of text');
+    configureAwsRunOptions(cmd);
+  },
   run: async (words, options, { out, store }) => {
     const provider = resolveProvider(options);
+    const awsOptions: AwsLaunchOptions | undefined =
+      provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
     const command = jobArgv(words);
     const target: SshTarget | undefined = options.host
       ? {
@@ -182,7 +192,8 @@ export default defineCommand<RunOptions>({
       detached: spec.detached,
     };
     store.save(record);
-    out.info(`run ${runId}: ${command.join(' ')} (${provider === 'ssh' ? `on ${target?.host}` : 'local'})`, { runId, provider });
+    const where = provider === 'ssh' ? `on ${target?.host}` : provider === 'aws' ? 'on a new EC2 instance' : 'local';
+    out.info(`run ${runId}: ${command.join(' ')} (${where})`, { runId, provider });
 
     // Ctrl-C while setting up cancels the setup (and the job, if it already started).
     const setupAbort = new AbortController();
@@ -191,7 +202,7 @@ export default defineCommand<RunOptions>({
     let session: ProviderSession;
     try {
       const ctx = { store, out, record, spec, signal: setupAbort.signal };
-      ({ record, session } = provider === 'ssh' ? await launchSsh(ctx) : await launchLocal(ctx));
+      ({ record, session } = awsOptions ? await launchAws(ctx, awsOptions) : provider === 'ssh' ? await launchSsh(ctx) : await launchLocal(ctx));
     } finally {
       process.off('SIGINT', onSetupSigint);
     }
@@ -201,8 +212,17 @@ export default defineCommand<RunOptions>({
       out.result({ runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${runId}   (or spotctl logs ${runId} -f; stop it with spotctl stop ${runId})`);
       return 0;
     }
-    const { status } = await tailRun({ store, record, session, out, fromSeq: 1 });
-    return await finishRun({ store, record, session, out, status });
+    if (provider !== 'aws') {
+      const { status } = await tailRun({ store, record, session, out, fromSeq: 1 });
+      return await finishRun({ store, record, session, out, status });
+    }
+    // aws: the instance goes when the run ends, however it ends (a detached run's agent ends it).
+    try {
+      const { status } = await tailRun({ store, record, session, out, fromSeq: 1 });
+      return await finishRun({ store, record, session, out, status });
+    } finally {
+      await teardownAwsRun({ store, record, out });
+    }
   },
 });
 

@@ -1,4 +1,5 @@
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
+import { AwsSession } from './aws.ts';
 import { LocalSession } from './local.ts';
 import type { ProviderSession } from './provider.ts';
 import { SshSession } from './ssh.ts';
@@ -10,6 +11,9 @@ export function openSession(record: RunRecord, store: RunStore): ProviderSession
       return new LocalSession(record);
     case 'ssh':
       return new SshSession(record, store.runDir(record.runId));
+    case 'aws':
+      // An SSH run whose host spotctl launched (and terminates when the agent is let go).
+      return new AwsSession(new SshSession(record, store.runDir(record.runId)), store);
     default: {
       const never: never = record.provider;
       throw new Error(`unknown provider ${String(never)}`);

@@ -5,7 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AGENT_FILES, SpotctlError, UserError, parseJobStatus, type JobStatus } from '@spotctl/shared';
+import { AGENT_FILES, SpotctlError, UserError, parseJobStatus, type JobStatus, type ShutdownAction } from '@spotctl/shared';
 import createDebug from 'debug';
 import { AgentConnection } from '../transport/agent-client.ts';
 import { rsyncTo } from '../transport/rsync.ts';
@@ -87,7 +87,12 @@ function requireHost(facts: HostFacts, target: SshTarget): void {
   }
 }
 
-export async function launchSsh(ctx: LaunchContext): Promise<{ record: RunRecord; session: ProviderSession }> {
+export interface SshLaunchOptions {
+  /** What the agent does when it goes idle (the aws provider: shut the instance down). @default { kind: 'exit' } */
+  shutdownAction?: ShutdownAction;
+}
+
+export async function launchSsh(ctx: LaunchContext, options: SshLaunchOptions = {}): Promise<{ record: RunRecord; session: ProviderSession }> {
   const { out, spec, store, signal } = ctx;
   let record = ctx.record;
   const target = record.target as SshTarget;
@@ -143,7 +148,7 @@ export async function launchSsh(ctx: LaunchContext): Promise<{ record: RunRecord
 
     const state = await step(out, 'agent', 'started the agent', async () => {
       const configPath = path.posix.join(layout.stateDir, 'config.json');
-      const config = JSON.stringify(prepareAgentConfig(ctx, record));
+      const config = JSON.stringify({ ...prepareAgentConfig(ctx, record), ...(options.shutdownAction ? { shutdownAction: options.shutdownAction } : {}) });
       const w = await conn.exec(`umask 077 && cat > ${shellQuote(configPath)}`, { input: config, signal });
       if (w.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not write the agent config: ${lastLine(w.stderr)}`);
       return parseStartOutput(await conn.exec(`node ${shellQuote(layout.agentPath)} start --config ${shellQuote(configPath)}`, { signal, timeoutMs: 60_000 }));

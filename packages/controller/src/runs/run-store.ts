@@ -9,7 +9,25 @@ import path from 'node:path';
 import { UserError, type AgentState, type CheckpointTarget, type JobStatus } from '@spotctl/shared';
 import type { SshTarget } from '../transport/ssh.ts';
 
-export type ProviderKind = 'local' | 'ssh';
+export type ProviderKind = 'local' | 'ssh' | 'aws';
+
+/** What an aws run launched; the same facts are on the instance's `spotctl:*` tags. */
+export interface AwsRunInfo {
+  region: string;
+  az: string;
+  instanceId: string;
+  instanceType: string;
+  vcpus: number;
+  market: 'spot' | 'on-demand';
+  /** USD per hour at launch (the spot price ranked by). */
+  pricePerHour: number;
+  imageId: string;
+  keyName: string;
+  securityGroupId: string;
+  launchedAt: number;
+  /** Set once spotctl terminated the instance (teardown). */
+  terminatedAt?: number;
+}
 
 export interface RemoteLayout {
   /** The host's home directory (absolute). */
@@ -39,6 +57,8 @@ export interface RunRecord {
   checkpoint?: { dir: string; target: CheckpointTarget };
   /** Last status seen by this machine. */
   status?: JobStatus;
+  /** aws runs: the instance (the SSH part of the run is in `target`). */
+  aws?: AwsRunInfo;
 }
 
 export function spotctlHome(): string {

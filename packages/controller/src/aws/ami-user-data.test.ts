@@ -1,0 +1,48 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { AGENT_UNIT, INSTALL_SH } from './ami-scripts.ts';
+import { MAX_USER_DATA_BYTES, cloudConfig, generateHostKey, hostKeyFromCloudConfig, knownHostsLine } from './ami-user-data.ts';
+
+const AMI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'ami');
+
+describe('ami scripts', () => {
+  it('the copies the CLI carries match ami/ (run: node ami/sync-scripts.mjs)', () => {
+    expect(INSTALL_SH).toBe(readFileSync(path.join(AMI_DIR, 'install.sh'), 'utf8'));
+    expect(AGENT_UNIT).toBe(readFileSync(path.join(AMI_DIR, 'spotctl-agent@.service'), 'utf8'));
+  });
+
+  it('install.sh installs what the agent and the job need, and verifies the Node.js download', () => {
+    expect(INSTALL_SH).toMatch(/python3-venv/);
+    expect(INSTALL_SH).toMatch(/\brsync\b/);
+    expect(INSTALL_SH).toMatch(/sha256sum -c/);
+    expect(INSTALL_SH).toMatch(/-lt 20/);
+    // Nothing in host setup may power the machine off.
+    expect(INSTALL_SH).not.toMatch(/shutdown|poweroff|halt|reboot/);
+  });
+});
+
+describe('cloud-config', () => {
+  it('carries the generated host key, replaces every other one, and reads back', async () => {
+    const hostKey = await generateHostKey('spotctl-host-test');
+    const text = cloudConfig({ hostKey, install: true, runId: 'r1' });
+    expect(text.startsWith('#cloud-config\n')).toBe(true);
+    expect(text).toContain('ssh_deletekeys: true');
+    expect(text).toContain('ssh_genkeytypes: []');
+    expect(hostKeyFromCloudConfig(text)).toEqual({ privateKey: hostKey.privateKey, publicKey: hostKey.publicKey });
+    expect(text).toContain(Buffer.from(INSTALL_SH).toString('base64'));
+    expect(Buffer.byteLength(text)).toBeLessThan(MAX_USER_DATA_BYTES);
+  });
+
+  it('a baked image gets the host key only', async () => {
+    const text = cloudConfig({ hostKey: await generateHostKey('x'), install: false, runId: 'r1' });
+    expect(text).not.toContain('runcmd');
+    expect(text).not.toContain('write_files');
+  });
+
+  it('known_hosts pins the key for the address (and the port when it is not 22)', () => {
+    expect(knownHostsLine('203.0.113.5', 22, 'ssh-ed25519 AAAAkey spotctl-host')).toBe('203.0.113.5 ssh-ed25519 AAAAkey\n');
+    expect(knownHostsLine('10.0.0.2', 2222, 'ssh-ed25519 AAAAkey c')).toBe('[10.0.0.2]:2222 ssh-ed25519 AAAAkey\n');
+  });
+});

@@ -1,0 +1,266 @@
+/**
+ * `spotctl run --provider aws` end to end against moto, with each launched instance played by a
+ * test host: a network namespace with sshd, where the real agent runs (helpers/aws-test-host.ts).
+ * moto listens on the namespace's host-side veth address, so the agent's shutdown action (a
+ * TerminateInstances call, as AWS would do after `shutdown -h`) reaches it from inside; the
+ * agent's metadata polling goes to an IMDSv2 emulator on 169.254.169.254 inside the namespace.
+ *
+ * Afterwards everything is checked in moto with the SDK: type, market, AZ, tags, shutdown
+ * behaviour, IMDSv2, the security group's /32, the key file's mode, and that nothing spotctl
+ * launched is still running.
+ */
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
+import { loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
+import { startTestInstanceHost, type TestInstanceHost } from './helpers/aws-test-host.ts';
+import { startImdsInNetns, type NetnsImds } from './helpers/imds.ts';
+import { createNetns, type Netns } from './helpers/netns.ts';
+import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { tmpDir, type TmpDir } from './helpers/tmp.ts';
+import { writeProject } from './fixtures.ts';
+
+const REGION = 'us-east-2';
+/** What the fake "what is my IP" service answers: the SG must allow exactly this /32. */
+const CALLER_IP = '203.0.113.9';
+const LIVE = ['pending', 'running', 'stopping', 'stopped'];
+
+function netnsUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'not root';
+  try {
+    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore', timeout: 5000 });
+    execFileSync('which', ['moto_server', 'curl'], { stdio: 'ignore', timeout: 5000 });
+    return undefined;
+  } catch (e) {
+    return `ip netns, moto_server or curl unavailable: ${e instanceof Error ? e.message : String(e)}`;
+  }
+}
+const skipReason = netnsUnavailable();
+if (skipReason) console.warn(`[aws-run] skipped: ${skipReason}`);
+
+interface RunJson {
+  runId: string;
+  provider: string;
+  aws?: { instanceId: string; region: string; az: string; instanceType: string; market: string; securityGroupId: string; keyName: string; terminatedAt?: number };
+}
+
+describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a test host in a netns)', () => {
+  let ns: Netns;
+  let moto: MotoEc2;
+  let imds: NetnsImds;
+  let sshd: Sshd;
+  let host: TestInstanceHost;
+  let home: TmpDir;
+  let proj: TmpDir;
+  let lookup: http.Server;
+  let lookupUrl = '';
+
+  const args = (...extra: string[]): string[] => [
+    'run', '--provider', 'aws', '--region', REGION, '--workers', '1',
+    '--remote-dir', `${home.path}/remote`, '--ssh-config', sshd.configFile, '--sync', proj.path, '--no-install',
+    ...extra,
+  ];
+  const env = (): Record<string, string> => ({ ...moto.env(), ...host.env(), SPOTCTL_IP_LOOKUP_URL: lookupUrl });
+
+  const sdk = () => loadEc2Sdk();
+  async function instances(filters: { Name: string; Values: string[] }[]) {
+    const { DescribeInstancesCommand } = await sdk();
+    using ec2 = await moto.ec2(REGION);
+    const r = await ec2.send(new DescribeInstancesCommand({ Filters: filters }));
+    return (r.Reservations ?? []).flatMap((res) => res.Instances ?? []);
+  }
+  const liveSpotctlInstances = () => instances([{ Name: 'tag:spotctl:managed', Values: ['true'] }, { Name: 'instance-state-name', Values: LIVE }]);
+  const runRecord = (runId: string): RunJson => JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as RunJson;
+  const lastRunId = (): string => readdirSync(path.join(home.path, 'runs')).sort().at(-1)!;
+
+  beforeAll(async () => {
+    ns = await createNetns();
+    moto = await startMotoEc2({ host: ns.hostAddress });
+    imds = await startImdsInNetns(ns);
+    sshd = await startSshd({ netns: ns });
+    host = await startTestInstanceHost({ moto, region: REGION, netns: ns, sshd, keepPids: () => [imds.child.pid] });
+    home = await tmpDir();
+    proj = await tmpDir();
+    writeProject(proj.path, {
+      'hello.py': 'import platform, sys\nprint("hello from", platform.node(), flush=True)\nprint("to stderr", file=sys.stderr)\n',
+      'slow.py': 'import time\nprint("started", flush=True)\ntime.sleep(4)\nprint("finished", flush=True)\n',
+    });
+    lookup = http.createServer((_req, res) => res.end(`${CALLER_IP}\n`));
+    lookup.listen(0, '127.0.0.1');
+    await once(lookup, 'listening');
+    lookupUrl = `http://127.0.0.1:${(lookup.address() as AddressInfo).port}/`;
+  });
+  afterAll(async () => {
+    lookup?.close();
+    await host?.close();
+    await sshd?.close();
+    await imds?.close();
+    await moto?.close();
+    await ns?.close();
+    await proj?.[Symbol.asyncDispose]();
+    await home?.[Symbol.asyncDispose]();
+  });
+  afterEach(async () => {
+    host.resume();
+    // The next test's instance must not find the last one's sshd (and host key) still answering.
+    await host.waitIdle();
+    expect(host.errors).toEqual([]);
+  });
+
+  it('runs the job on a launched spot instance, as asked, and leaves nothing running', async () => {
+    const r = await runSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^hello from /m);
+    expect(r.stderr).toMatch(/to stderr/);
+    expect(r.stderr).toMatch(/test-only setting SPOTCTL_TEST_INSTANCE_HOST in effect/);
+    expect(r.stderr).toMatch(/terminated i-[0-9a-f]+ after/);
+
+    const record = runRecord(lastRunId());
+    expect(record.provider).toBe('aws');
+    const aws = record.aws!;
+    expect(aws.terminatedAt).toBeGreaterThan(0);
+    expect(host.booted).toContain(aws.instanceId);
+
+    // What was launched, read back from "AWS".
+    const [inst] = await instances([{ Name: 'instance-id', Values: [aws.instanceId] }]);
+    expect(inst).toBeDefined();
+    expect(inst!.InstanceType).toBe(aws.instanceType);
+    expect(inst!.InstanceType).toMatch(/^c[67]a\./);
+    expect(inst!.InstanceLifecycle).toBe('spot');
+    expect(inst!.Placement?.AvailabilityZone).toBe(aws.az);
+    expect(aws.az.startsWith(REGION)).toBe(true);
+    expect(inst!.MetadataOptions).toMatchObject({ HttpTokens: 'required', HttpPutResponseHopLimit: 2 });
+    expect(['shutting-down', 'terminated']).toContain(inst!.State?.Name);
+    const tags = Object.fromEntries((inst!.Tags ?? []).map((t) => [t.Key, t.Value]));
+    expect(tags).toMatchObject({
+      'spotctl:managed': 'true',
+      'spotctl:role': 'run',
+      'spotctl:run-id': record.runId,
+      'spotctl:owner': 'arn:aws:sts::123456789012:user/moto',
+      'spotctl:command': 'python3 hello.py',
+      'spotctl:market': 'spot',
+      'spotctl:ssh-user': 'ubuntu',
+    });
+    expect(Date.parse(tags['spotctl:created']!)).toBeGreaterThan(0);
+    // No --max-runtime: once the agent runs, its watchdog owns the instance's end.
+    expect(tags['spotctl:expires-at']).toBe('never');
+
+    const { DescribeInstanceAttributeCommand, DescribeSecurityGroupsCommand } = await sdk();
+    using ec2 = await moto.ec2(REGION);
+    const shutdown = await ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: aws.instanceId, Attribute: 'instanceInitiatedShutdownBehavior' }));
+    expect(shutdown.InstanceInitiatedShutdownBehavior?.Value).toBe('terminate');
+
+    const group = (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [aws.securityGroupId] }))).SecurityGroups![0]!;
+    const inbound = (group.IpPermissions ?? []).flatMap((p) => (p.IpRanges ?? []).map((x) => `${p.IpProtocol}/${p.FromPort}-${p.ToPort}/${x.CidrIp}`));
+    expect(inbound).toEqual([`tcp/22-22/${CALLER_IP}/32`]);
+    expect((group.IpPermissions ?? []).flatMap((p) => p.Ipv6Ranges ?? [])).toEqual([]);
+
+    // The key: only on this machine, owner-only.
+    const keyFile = path.join(home.path, 'keys', aws.keyName);
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    // The host key was pinned, never learned: the run's known_hosts holds exactly one key.
+    const knownHosts = readFileSync(path.join(home.path, 'runs', record.runId, 'known_hosts'), 'utf8').trim().split('\n');
+    expect(knownHosts).toHaveLength(1);
+    expect(knownHosts[0]).toMatch(new RegExp(`^${ns.nsAddress.replace(/\./g, '\\.')} ssh-ed25519 `));
+
+    // The agent polled the metadata service at its real address (inside the namespace).
+    const stats = await imds.stats();
+    expect(stats.requests.tokenPuts).toBeGreaterThan(0);
+    expect(stats.requests.gets).toBeGreaterThan(0);
+
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
+  it('with the controller SIGKILLed mid-run, the agent’s idle watchdog terminates the instance', async () => {
+    const cli = watchSpotctl(args('--idle-timeout', '2s', 'slow.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    await cli.until('stdout', /^started$/m, 150_000);
+    const runId = lastRunId();
+    const instanceId = runRecord(runId).aws!.instanceId;
+    cli.child.kill('SIGKILL');
+    await cli.done;
+    // The job ends after ~4 s, then 2 s idle: the shutdown action calls TerminateInstances.
+    const deadline = Date.now() + 60_000;
+    let state: string | undefined;
+    while (Date.now() < deadline) {
+      state = (await instances([{ Name: 'instance-id', Values: [instanceId] }]))[0]?.State?.Name;
+      if (state === 'terminated' || state === 'shutting-down') break;
+      await sleep(250);
+    }
+    expect(state).toMatch(/terminated|shutting-down/);
+    expect(await liveSpotctlInstances()).toEqual([]);
+    const shutdownRecord = path.join(home.path, 'remote', 'runs', runId, 'agent');
+    expect(existsSync(shutdownRecord)).toBe(true);
+  });
+
+  it('a detached run survives losing its local record: ls --adopt rebuilds it from the tags, attach follows it, teardown ends it', async () => {
+    const d = await runSpotctl(args('--detach', '--idle-timeout', '5m', 'slow.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(d.code, d.stderr).toBe(0);
+    const runId = lastRunId();
+    const instanceId = runRecord(runId).aws!.instanceId;
+    // Lose this machine's record of the run (keys stay: they are this machine's identity).
+    rmSync(path.join(home.path, 'runs', runId), { recursive: true, force: true });
+    const ps0 = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string }[];
+    expect(ps0.some((r) => r.runId === runId)).toBe(false);
+
+    const ls = await runSpotctl(['ls', '--region', REGION, '--adopt', '--ssh-config', sshd.configFile], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(ls.stderr).toContain(`adopted run ${runId} (${instanceId})`);
+    expect(ls.stdout).toContain(instanceId);
+    const ps = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string; provider: string }[];
+    expect(ps.find((r) => r.runId === runId)).toMatchObject({ provider: 'aws' });
+
+    const att = await runSpotctl(['attach', runId], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(att.code, att.stderr).toBe(0);
+    expect(att.stdout).toMatch(/^finished$/m);
+    // Letting the agent go after the job ended also ends the instance (no agent is left to do it).
+    expect(att.stderr).toContain(`terminated ${instanceId}`);
+    expect(await liveSpotctlInstances()).toEqual([]);
+
+    const td = await runSpotctl(['teardown', runId], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(td.code, td.stderr).toBe(0);
+    expect(td.stderr).toMatch(/no live run .* instance/);
+  });
+
+  it('teardown RUN ends a detached run that is still going', async () => {
+    const d = await runSpotctl(args('--detach', '--idle-timeout', '5m', 'slow.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(d.code, d.stderr).toBe(0);
+    const runId = lastRunId();
+    const instanceId = runRecord(runId).aws!.instanceId;
+    const td = await runSpotctl(['teardown', 'last'], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(td.code, td.stderr).toBe(0);
+    expect(td.stderr).toContain(`terminated ${instanceId}`);
+    expect(runRecord(runId).aws!.terminatedAt).toBeGreaterThan(0);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
+  it('an error after RunInstances (a host key that does not match) terminates the instance before the error surfaces', async () => {
+    await using other = await tmpDir();
+    const wrong = path.join(other.path, 'known_hosts');
+    writeFileSync(wrong, `${ns.nsAddress} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu1ydZ6KMVXkmOQ4mZkEj1aRvK5YCz1ttgj0ZK9qSqD\n`);
+    const r = await runSpotctl(args('hello.py'), { home: home.path, env: { ...env(), SPOTCTL_TEST_INSTANCE_KNOWN_HOSTS: wrong }, timeoutMs: 180_000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/host key/i);
+    const terminatedLine = r.stderr.indexOf('because the launch did not complete');
+    expect(terminatedLine).toBeGreaterThan(-1);
+    // The termination is reported before the error.
+    expect(terminatedLine).toBeLessThan(r.stderr.search(/spotctl error|error:/i));
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
+  it('Ctrl-C while waiting for the instance terminates it', async () => {
+    host.pause();
+    const cli = watchSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 120_000 });
+    await cli.until('stderr', /is running/, 60_000);
+    cli.child.kill('SIGINT');
+    const r = await cli.done;
+    expect(r.code).toBe(130);
+    expect(r.stderr).toMatch(/terminated i-[0-9a-f]+ .*because the launch did not complete/);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+});
