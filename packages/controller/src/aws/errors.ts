@@ -37,18 +37,14 @@ interface AwsErrorRule {
   remediation: (ctx: AwsErrorContext) => string;
 }
 
-/*
- * shared's ERROR_CODES has no AWS codes yet; these are the nearest existing ones. Proposed
- * additions (one-line change here): SPOTCTL_AWS_CREDENTIALS, SPOTCTL_AWS_PERMISSION,
- * SPOTCTL_AWS_REQUEST, SPOTCTL_AWS_QUOTA, SPOTCTL_NO_CAPACITY.
- */
+/** The stable code each kind of AWS failure surfaces with (documented in the README's table). */
 export const AWS_ERROR_CODES = {
-  credentials: 'SPOTCTL_CONFIG',
-  permission: 'SPOTCTL_CONFIG',
-  request: 'SPOTCTL_CONFIG',
-  quota: 'SPOTCTL_CONFIG',
-  capacity: 'SPOTCTL_CONFIG',
-  aws: 'SPOTCTL_CONFIG',
+  credentials: 'SPOTCTL_AWS_CREDENTIALS',
+  permission: 'SPOTCTL_AWS_PERMISSION',
+  request: 'SPOTCTL_AWS_REQUEST',
+  quota: 'SPOTCTL_AWS_QUOTA',
+  capacity: 'SPOTCTL_NO_CAPACITY',
+  aws: 'SPOTCTL_AWS_REQUEST',
 } as const satisfies Record<string, ErrorCode>;
 const CODE = AWS_ERROR_CODES;
 

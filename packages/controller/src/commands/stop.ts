@@ -1,4 +1,4 @@
-import { UserError } from '@spotctl/shared';
+import { UserError, type JobStatus } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { openSession } from '../providers/index.ts';
@@ -30,15 +30,29 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
     }
     const graceMs = options.grace ? parseDuration(options.grace, '--grace') : undefined;
     const before = await connection.request('stop', { ...(options.force ? { force: true } : {}), ...(graceMs !== undefined ? { graceMs } : {}) });
-    await connection.close();
     if (before.state === 'running' || before.state === 'starting') out.info(options.force ? 'sent SIGKILL' : `sent SIGTERM; waiting up to ${Math.round((graceMs ?? record.graceMs) / 1000)} s before SIGKILL`);
-    const { status } = await followLogs({
-      connect: (signal) => session.connect(signal),
-      fromSeq: before.lastSeq + 1,
-      onLines: () => true,
-      drain: async () => undefined,
-      reconnectTimeoutMs: 60_000,
-    });
+    // Wait for the end on the connection we already have: another client (an attached `run`)
+    // may let the agent go as soon as the job ends, and a reconnect would then find nobody.
+    let reuse: typeof connection | undefined = connection;
+    let status: JobStatus;
+    try {
+      ({ status } = await followLogs({
+        connect: async (signal) => {
+          const c = reuse;
+          reuse = undefined;
+          return c ?? session.connect(signal);
+        },
+        fromSeq: before.lastSeq + 1,
+        onLines: () => true,
+        drain: async () => undefined,
+        reconnectTimeoutMs: 15_000,
+      }));
+    } catch (error) {
+      // The agent went away: its status file says how the job ended.
+      const stored = await session.readStatus().catch(() => undefined);
+      if (!stored || stored.state === 'running' || stored.state === 'starting') throw error;
+      status = stored;
+    }
     store.update(record.runId, { status });
     const bye = await tryConnect(session, 5000);
     await bye?.request('shutdown', {}, { timeoutMs: 5000 }).catch(() => undefined);
