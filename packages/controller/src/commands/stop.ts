@@ -40,7 +40,7 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
         connect: async (signal) => {
           const c = reuse;
           reuse = undefined;
-          return c ?? session.connect(signal);
+          return await (c ?? session.connect(signal));
         },
         fromSeq: before.lastSeq + 1,
         onLines: () => true,
