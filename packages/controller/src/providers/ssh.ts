@@ -2,7 +2,7 @@
  * The SSH-host provider: any machine you can `ssh` into with Node.js 20+ and python3. One
  * multiplexed OpenSSH master carries every command, the rsync and the tunnel to the agent.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { AGENT_FILES, SpotctlError, UserError, parseJobStatus, type JobStatus, type ShutdownAction } from '@spotctl/shared';
@@ -33,22 +33,46 @@ interface HostFacts {
   python3: boolean;
 }
 
-async function probeHost(conn: SshConnection, signal?: AbortSignal): Promise<HostFacts> {
+/**
+ * One round trip for everything known before the sync: the host's facts, whether this agent
+ * build is installed, and the run's directories (each multiplexed ssh command costs ~0.1 s).
+ */
+async function probeHost(conn: SshConnection, where: { remoteDir: string; runId: string; buildId: string }, signal?: AbortSignal): Promise<HostFacts & { agentInstalled: boolean }> {
+  const base = where.remoteDir.startsWith('/') ? shellQuote(where.remoteDir) : `"$HOME"/${shellQuote(where.remoteDir.replace(/^~\/?/, '') || '.')}`;
   const script = [
+    'umask 077',
+    `base=${base}`,
     'echo "home=$HOME"',
-    'if command -v node >/dev/null 2>&1; then echo "node=$(node -p process.versions.node)"; else echo "node="; fi',
+    // `node --version` answers without booting the JS runtime: far cheaper than `node -p`.
+    'if command -v node >/dev/null 2>&1; then echo "node=$(node --version)"; else echo "node="; fi',
     'command -v rsync >/dev/null 2>&1 && echo rsync=yes || echo rsync=no',
     'command -v python3 >/dev/null 2>&1 && echo python3=yes || echo python3=no',
-  ].join('; ');
+    `test -f "$base/agent/${where.buildId}/agent.mjs" && echo agent=yes || echo agent=no`,
+    `mkdir -p "$base/runs/${where.runId}/work" "$base/runs/${where.runId}/agent" && echo dirs=yes || echo dirs=no`,
+  ].join('\n');
   const result = await conn.exec(script, { signal, timeoutMs: 30_000 });
   const facts = Object.fromEntries(result.stdout.split('\n').map((l) => l.split('=', 2) as [string, string]).filter((kv) => kv.length === 2));
   if (!facts.home) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not read the host's home directory: ${lastLine(result.stderr)}`);
+  if (facts.dirs !== 'yes') throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not create the run's directories under ${where.remoteDir} on the host: ${lastLine(result.stderr)}`);
   return {
     home: facts.home,
-    nodeVersion: facts.node || undefined,
+    nodeVersion: facts.node ? facts.node.replace(/^v/, '') : undefined,
     rsync: facts.rsync === 'yes',
     python3: facts.python3 === 'yes',
+    agentInstalled: facts.agent === 'yes',
   };
+}
+
+/** True when a synced path brings a dependency file to the workdir's top level. */
+export function hasDependencyFiles(syncPaths: string[]): boolean {
+  const names = ['requirements.txt', 'pyproject.toml', 'uv.lock'];
+  return syncPaths.some((p) => {
+    try {
+      return statSync(p).isDirectory() ? names.some((n) => existsSync(path.join(p, n))) : names.includes(path.basename(p));
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** `~/x`, `x` (home-relative) or `/abs/x` on the host → an absolute path. */
@@ -100,14 +124,14 @@ export async function launchSsh(ctx: LaunchContext, options: SshLaunchOptions = 
   const session = new SshSession(record, store.runDir(record.runId));
   try {
     const conn = await step(out, 'connect', `connected to ${target.host}`, () => session.connection(signal));
-    const facts = await probeHost(conn, signal);
+    const remoteDir = spec.remoteDir ?? '~/.spotctl';
+    const facts = await probeHost(conn, { remoteDir, runId: record.runId, buildId: bundle.buildId }, signal);
     requireHost(facts, target);
-    const layout = sshLayout(facts.home, record.runId, bundle.buildId, spec.remoteDir);
+    const layout = sshLayout(facts.home, record.runId, bundle.buildId, remoteDir);
     record = store.update(record.runId, { layout });
     session.record = record;
 
-    const installed = await conn.exec(`test -f ${shellQuote(layout.agentPath)}`, { signal });
-    if (installed.code !== 0) {
+    if (!facts.agentInstalled) {
       await step(out, 'install-agent', `installed agent build ${bundle.buildId} on the host`, async () => {
         const dir = path.posix.dirname(layout.agentPath);
         // Write beside and rename, so a concurrent run never executes a half-written bundle.
@@ -117,14 +141,12 @@ export async function launchSsh(ctx: LaunchContext, options: SshLaunchOptions = 
       });
     }
 
-    const mk = await conn.exec(`umask 077 && mkdir -p ${shellQuote(layout.workdir)} ${shellQuote(layout.stateDir)}`, { signal });
-    if (mk.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not create ${layout.runDir} on the host: ${lastLine(mk.stderr)}`);
-
     await step(out, 'sync', `synced ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${target.host}:${layout.workdir}`, () =>
       rsyncTo(conn, spec.syncPaths, layout.workdir, { signal }),
     );
 
-    if (spec.install) {
+    // Nothing to install: spare the round trip.
+    if (spec.install && hasDependencyFiles(spec.syncPaths)) {
       const started = performance.now();
       let installed = false;
       const r = await conn.exec(depsInstallScript(layout.workdir), {
@@ -149,9 +171,9 @@ export async function launchSsh(ctx: LaunchContext, options: SshLaunchOptions = 
     const state = await step(out, 'agent', 'started the agent', async () => {
       const configPath = path.posix.join(layout.stateDir, 'config.json');
       const config = JSON.stringify({ ...prepareAgentConfig(ctx, record), ...(options.shutdownAction ? { shutdownAction: options.shutdownAction } : {}) });
-      const w = await conn.exec(`umask 077 && cat > ${shellQuote(configPath)}`, { input: config, signal });
-      if (w.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not write the agent config: ${lastLine(w.stderr)}`);
-      return parseStartOutput(await conn.exec(`node ${shellQuote(layout.agentPath)} start --config ${shellQuote(configPath)}`, { signal, timeoutMs: 60_000 }));
+      // The config (it holds the token) arrives on stdin, owner-only, in the same round trip as the start.
+      const cmd = `umask 077 && cat > ${shellQuote(configPath)} && exec node ${shellQuote(layout.agentPath)} start --config ${shellQuote(configPath)}`;
+      return parseStartOutput(await conn.exec(cmd, { input: config, signal, timeoutMs: 60_000 }));
     });
     record = store.update(record.runId, { agent: state });
     session.record = record;
