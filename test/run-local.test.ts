@@ -2,7 +2,7 @@
  * `spotctl run` on the local provider, end to end: the real CLI bundle starts the real agent
  * bundle as a detached process and tails it over a real websocket.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { collect, runSpotctl, spawnSpotctl } from './helpers/cli.ts';
@@ -116,6 +116,25 @@ describe('spotctl run --provider local', () => {
     const merged = [...seenBefore.filter((v) => v < (seenAfter[0] ?? Infinity)), ...seenAfter];
     expect(checkSequence(merged, 30000)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
     expect(overlap).toBeLessThan(15000);
+  });
+
+  it('reaps what the job left running in its process group', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    const marker = `spotctl-orphan-${process.pid}-${Date.now()}`;
+    const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--', 'sh', '-c', `python3 -c "import time; time.sleep(300)" ${marker} & echo started`], { home: home.path });
+    expect(r.code, r.stderr).toBe(0);
+    await waitFor(() => !readdirSync('/proc').some((p) => /^\d+$/.test(p) && (() => { try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker); } catch { return false; } })()), { timeoutMs: 10_000, what: 'the background sleep to be gone' });
+  });
+
+  it('every line arrives even when the agent exits (max runtime) while the controller is behind', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    const r = await runSpotctl(['run', '--no-install', '--idle-timeout', '1s', '--max-runtime', '2s', '--sync', proj.path, '--', 'sh', '-c', 'trap "seq 1 1000000; exit 0" TERM; sleep 30 & wait'], { home: home.path, timeoutMs: 120_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.split('\n').filter(Boolean);
+    expect(lines).toHaveLength(1_000_000);
+    expect(lines[999_999]).toBe('1000000');
   });
 
   it('a job that cannot start reports it and exits 127', async () => {

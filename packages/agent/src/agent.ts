@@ -157,6 +157,11 @@ export class Agent implements AsyncDisposable {
     return this.#exitRequested;
   }
 
+  /** Resolves once the ended job is wrapped up (final checkpoint flush, interruption report). */
+  get jobSettled(): Promise<void> {
+    return this.#supervisor.ended.then(() => this.#wrapUp);
+  }
+
   /** Resolves with the final status once the job has ended. */
   get jobEnded(): Promise<JobStatus> {
     return this.#supervisor.ended.then(() => this.status());
@@ -302,6 +307,8 @@ export class Agent implements AsyncDisposable {
       } else if (this.#checkpoints) {
         const result = await this.#checkpoints.flush('exit', { final: true });
         this.logger.info({ flush: result }, 'final checkpoint flush after the job ended');
+        // A notice that came in during that flush still gets its report before the end.
+        await this.#interruption?.handling;
       }
     } catch (err) {
       this.logger.error({ err }, 'wrapping up the job failed');

@@ -114,7 +114,8 @@ async function runForeground(configPath: string): Promise<number> {
       agent.stopJob({ reason: 'agent-signal' });
       const bound = setTimeout(() => agent.requestExit(1, `${signal}: the job did not end in time`), config.graceMs + 10_000);
       bound.unref();
-      void agent.jobEnded.then(() => {
+      // Settled, not just ended: the final checkpoint flush must finish before we exit.
+      void agent.jobSettled.then(() => {
         clearTimeout(bound);
         agent.requestExit(0, signal);
       });

@@ -256,7 +256,9 @@ class Subscription {
       do {
         this.#again = false;
         while (this.#active && connection.inFlightBytes < MAX_IN_FLIGHT_BYTES) {
-          // Status before the read: once it says "ended", its lastSeq is final and on disk.
+          // Settled, then status, both before the read: once they say "ended and wrapped up", the
+          // lastSeq is final and on disk, and the status carries the interruption report.
+          const settled = job.settled?.() ?? true;
           const status = job.status();
           const chunk = await reader.read({ maxLines: MAX_LINES_PER_BATCH, ...(untilSeq === undefined ? {} : { untilSeq }) });
           if (!this.#active) return;
@@ -264,7 +266,7 @@ class Subscription {
             if (!connection.sendCounted(logsFrame(chunk.raw), () => this.kick())) this.#active = false;
             continue;
           }
-          const endSeq = untilSeq ?? (isJobEnded(status) && (job.settled?.() ?? true) ? status.lastSeq : undefined);
+          const endSeq = untilSeq ?? (isJobEnded(status) && settled ? status.lastSeq : undefined);
           if (endSeq !== undefined && reader.nextSeq > endSeq) {
             this.#active = false;
             connection.send(endFrame(untilSeq === undefined ? status : job.status()));

@@ -90,7 +90,16 @@ export class InterruptionHandler {
     log.warn({ notice, jobWasRunning: wasActive }, 'spot interruption notice: job signalled');
     this.#o.onNotice(notice);
 
-    const ended = wasActive ? await this.#o.jobEnded() : undefined;
+    // A job that even SIGKILL cannot end (stuck in the kernel) must not cost us the flush: stop
+    // waiting when only the upload estimate and the margin are left before the deadline.
+    const flushBy = deadlineAt - (this.#o.checkpoints ? estimateUploadMs(pendingBytes) : 0) - 10_000;
+    const ended = wasActive
+      ? await Promise.race([
+          this.#o.jobEnded(),
+          new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), Math.max(0, flushBy - this.#now())).unref()),
+        ])
+      : undefined;
+    if (wasActive && !ended) log.error({ flushBy }, 'the job did not end in time; flushing checkpoints anyway');
     let flush: FlushResult | null = null;
     if (this.#o.checkpoints) {
       flush = await this.#o.checkpoints.flush('interruption', { deadlineAt: deadlineAt - 2_000, final: true });

@@ -214,6 +214,8 @@ export class Supervisor implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // A stop in progress ends now rather than never: the timer would die with us.
+    if (this.#killTimer && this.active) this.#signal('SIGKILL');
     this.#clearKillTimer();
     if (this.active) this.#options.logger.warn({ jobPid: this.#status.pid }, 'supervisor closed while the job runs; leaving it running');
   }
@@ -267,8 +269,24 @@ export class Supervisor implements AsyncDisposable {
     this.#status.exitCode = this.#exit.code;
     this.#status.signal = this.#exit.signal;
     this.#status.endedAt = this.#now();
+    this.#reapGroup();
     this.#changed();
     this.#resolveEnded(this.status);
+  }
+
+  /**
+   * The job is its group's leader; when it exits, whatever it started in the background (a
+   * `sleep &`, a data loader) would otherwise live on, holding a GPU or the instance's idle clock.
+   */
+  #reapGroup(): void {
+    const pid = this.#child?.pid;
+    if (pid === undefined || !groupAlive(pid)) return;
+    this.#options.logger.warn({ jobPid: pid }, 'the job left processes in its group: SIGTERM, SIGKILL after 2 s');
+    this.#signal('SIGTERM');
+    const timer = setTimeout(() => {
+      if (groupAlive(pid)) this.#signal('SIGKILL');
+    }, 2000);
+    timer.unref();
   }
 
   /** Sends a signal to the job's whole process group (e.g. SIGUSR1: "checkpoint now"). */
@@ -303,6 +321,16 @@ export class Supervisor implements AsyncDisposable {
 
   #changed(): void {
     this.#options.onChange?.(this.status);
+  }
+}
+
+/** True while any process of the group led by `pid` exists. */
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -24,7 +24,7 @@ export default defineCommand<{ follow?: boolean; from?: string; json?: boolean }
       return 0;
     }
     await probe.close();
-    await tailRun({ store, record, session, out, fromSeq, follow: options.follow === true, handleSignals: false });
+    await tailRun({ store, record, session, out, fromSeq, follow: options.follow === true, handleSignals: false, saveCursor: false });
     return 0;
   },
 });

@@ -151,12 +151,19 @@ export function lastLine(text: string): string {
   return (lines[lines.length - 1] ?? '').trim();
 }
 
+/** A run whose setup never got as far as the agent: nothing to reconnect to, ever. */
+export function notStarted(runId: string): UserError {
+  return new UserError('SPOTCTL_AGENT_START', `the setup of run ${runId} did not get as far as starting its agent`, {
+    remediation: 'see its state with: spotctl ps; start the job again with: spotctl run ...',
+  });
+}
+
 export class LocalSession implements ProviderSession {
   constructor(private readonly record: RunRecord) {}
 
   async connect(signal?: AbortSignal): Promise<AgentConnection> {
     const agent = this.currentAgent();
-    if (!agent) throw new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', 'the agent has not written its state file');
+    if (!agent) throw notStarted(this.record.runId);
     return await AgentConnection.connect({ kind: 'tcp', host: '127.0.0.1', port: agent.port, token: this.record.token }, { signal });
   }
 

@@ -13,7 +13,7 @@ import { SshConnection, type SshTarget } from '../transport/ssh.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript, shellQuote } from './deps.ts';
-import { lastLine, parseStartOutput, prepareAgentConfig } from './local.ts';
+import { lastLine, notStarted, parseStartOutput, prepareAgentConfig } from './local.ts';
 import { step, type LaunchContext, type ProviderSession } from './provider.ts';
 
 const debug = createDebug('spotctl:ssh-provider');
@@ -212,7 +212,7 @@ export class SshSession implements ProviderSession {
 
   async connect(signal?: AbortSignal): Promise<AgentConnection> {
     const agent = this.record.agent;
-    if (!agent) throw new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', 'the agent was never started for this run');
+    if (!agent) throw notStarted(this.record.runId);
     const conn = await this.connection(signal);
     if (!this.forwarded) {
       await conn.forwardUnixSocket(this.socketPath, '127.0.0.1', agent.port);

@@ -26,6 +26,12 @@ export interface FollowOptions {
   onDisconnect?: (error: Error, attempt: number) => void;
   onReconnected?: (downForMs: number) => void;
   signal?: AbortSignal;
+  /**
+   * Asked when the agent cannot be reached: the job's final status if it has ended (read from the
+   * host's files), so the follow can finish from the stored log instead of retrying. The agent may
+   * have exited on purpose (another client's shutdown, max runtime) while we were behind.
+   */
+  endedWithoutAgent?: (nextSeq: number) => Promise<FollowResult | undefined>;
   /** Give up when no connection could be made for this long. @default 600000 (10 min) */
   reconnectTimeoutMs?: number;
   /** Ceiling of the reconnect backoff. @default 5000 */
@@ -77,6 +83,8 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
       connection = await options.connect(signal);
     } catch (error) {
       if (isFatal(error) || signal?.aborted) throw error;
+      const finished = await options.endedWithoutAgent?.(next).catch(() => undefined);
+      if (finished) return finished;
       downSince ??= Date.now();
       const downFor = Date.now() - downSince;
       if (downFor > reconnectTimeoutMs) {
@@ -137,6 +145,8 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
         }
       });
       connection.onClose((error) => finish({ error }));
+      // A second Ctrl-C must not wait for an `end` that may never come.
+      signal?.addEventListener('abort', () => finish({ error: signal.reason instanceof Error ? signal.reason : new Error('aborted') }), { once: true });
       connection.request('subscribe', { fromSeq: next, follow: options.follow ?? true }).catch((error: Error) => finish({ error }));
     });
 

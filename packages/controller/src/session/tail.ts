@@ -9,6 +9,7 @@ import type { ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
 import { followLogs } from './follow.ts';
+import { printStoredLog } from './stored-log.ts';
 import { spotEventPrinter } from './spot-events.ts';
 
 export class ForcedExit extends SpotctlError {
@@ -28,6 +29,8 @@ export interface TailOptions {
   /** Install the Ctrl-C handlers. @default true */
   handleSignals?: boolean;
   reconnectTimeoutMs?: number;
+  /** Remember the last line printed so `attach` resumes after it. @default true */
+  saveCursor?: boolean;
 }
 
 export async function tailRun(options: TailOptions): Promise<{ status: JobStatus; lastSeq: number }> {
@@ -38,7 +41,7 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
   let lastSeq = options.fromSeq - 1;
   let savedSeq = lastSeq;
   const saveCursor = () => {
-    if (lastSeq === savedSeq) return;
+    if (lastSeq === savedSeq || options.saveCursor === false) return;
     savedSeq = lastSeq;
     try {
       store.writeCursor(record.runId, lastSeq);
@@ -84,6 +87,14 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
         return ok;
       },
       drain: () => out.drain(),
+      endedWithoutAgent: async (nextSeq) => {
+        const status = await options.session.readStatus();
+        if (!status || status.state === 'running' || status.state === 'starting') return undefined;
+        // The agent is gone but the job had ended: the rest of its lines are in the stored log.
+        const last = await printStoredLog(options.session, out, nextSeq);
+        lastSeq = Math.max(lastSeq, last);
+        return { status, lastSeq };
+      },
       onSpotEvent: spotEventPrinter(out),
       onConnection: (connection) => {
         current = connection;

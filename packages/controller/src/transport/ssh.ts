@@ -392,6 +392,11 @@ export class SshConnection implements AsyncDisposable {
   private readonly controlDirIsHashed: boolean;
   private readonly forwards = new Map<string, UnixForward>();
   private reopening: Promise<void> | undefined;
+  /**
+   * The master was already running when we opened (another spotctl process follows the same run,
+   * e.g. `spotctl ps` while `spotctl run` tails). It is not ours to stop: close() leaves it be.
+   */
+  private adopted = false;
   private closing: Promise<void> | undefined;
 
   private constructor(init: {
@@ -574,6 +579,10 @@ export class SshConnection implements AsyncDisposable {
     this.closing ??= (async () => {
       // A reconnect still under way would otherwise leave a fresh master behind.
       await this.reopening?.catch(() => undefined);
+      if (this.adopted) {
+        debug('leaving the adopted master of %s running', describeTarget(this.target));
+        return;
+      }
       await this.stopMaster();
       for (const socketPath of this.forwards.keys()) await unlink(socketPath).catch(() => undefined);
       await unlink(this.controlPath).catch(() => undefined);
@@ -603,8 +612,10 @@ export class SshConnection implements AsyncDisposable {
     const existing = await this.masterPid();
     if (existing !== undefined) {
       debug('adopting running master pid %d on %s', existing, this.controlPath);
+      this.adopted = true;
       return;
     }
+    this.adopted = false;
     // A master killed with SIGKILL leaves its socket behind, and a new master finding it would
     // run with multiplexing disabled.
     await unlink(this.controlPath).catch(() => undefined);
