@@ -12,6 +12,7 @@ import { newRunId, newToken, type ProviderKind, type RunRecord, type RunStore } 
 import type { CheckpointSpec, SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
 import { finishRun } from '../session/finish.ts';
+import { openSession } from '../providers/index.ts';
 import { tailRun } from '../session/tail.ts';
 
 interface RunOptions extends Record<string, unknown>, AwsCliOptions {
@@ -112,6 +113,22 @@ function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
   };
 }
 
+/** After a cancelled setup: a job that did start must not run on unobserved. */
+async function cancelStartedJob(store: RunStore, runId: string): Promise<void> {
+  const record = store.load(runId);
+  if (!record.agent || record.provider === 'aws') return; // aws: the launch's own cleanup terminated the instance
+  const session = openSession(record, store);
+  try {
+    const connection = await session.connect(AbortSignal.timeout(10_000));
+    await connection.request('stop', { force: true }, { timeoutMs: 5000 }).catch(() => undefined);
+    await connection.close();
+  } catch {
+    // The agent is unreachable: its idle watchdog will end it.
+  } finally {
+    await session.close();
+  }
+}
+
 export default defineCommand<RunOptions>({
   name: 'run',
   description: 'Run a command on a host with its project synced, stream its output, and clean up',
@@ -203,6 +220,11 @@ export default defineCommand<RunOptions>({
     try {
       const ctx = { store, out, record, spec, signal: setupAbort.signal };
       ({ record, session } = awsOptions ? await launchAws(ctx, awsOptions) : provider === 'ssh' ? await launchSsh(ctx) : await launchLocal(ctx));
+    } catch (error) {
+      if (!setupAbort.signal.aborted) throw error;
+      // Cancelled: if the agent got as far as starting the job, stop it; then say so plainly.
+      await cancelStartedJob(store, runId);
+      throw setupAbort.signal.reason;
     } finally {
       process.off('SIGINT', onSetupSigint);
     }

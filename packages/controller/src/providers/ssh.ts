@@ -2,7 +2,7 @@
  * The SSH-host provider: any machine you can `ssh` into with Node.js 20+ and python3. One
  * multiplexed OpenSSH master carries every command, the rsync and the tunnel to the agent.
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { AGENT_FILES, SpotctlError, UserError, parseJobStatus, type JobStatus, type ShutdownAction } from '@spotctl/shared';
@@ -21,8 +21,14 @@ const MIN_NODE_MAJOR = 20;
 
 /** Unix socket paths are limited to ~108 bytes, so the tunnel's socket lives under /tmp. */
 function tunnelSocketPath(runId: string): string {
-  const dir = path.join(os.tmpdir(), `spotctl-${process.getuid?.() ?? 'u'}`);
+  const uid = process.getuid?.();
+  const dir = path.join(os.tmpdir(), `spotctl-${uid ?? 'u'}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // /tmp is shared: a directory another user made first could swap the socket and read the token.
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
+    throw new UserError('SPOTCTL_CONFIG', `${dir} is not a private directory of this user`, { remediation: `remove it (or fix its owner and mode 0700), then retry` });
+  }
   return path.join(dir, `${runId}.sock`);
 }
 

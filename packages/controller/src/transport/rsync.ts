@@ -122,7 +122,9 @@ export async function rsyncTo(
   let destination: string;
   if (conn) {
     // Compression pays off over a network, not for a local copy.
-    args.push('--compress', '-e', conn.sshCommandArgs().map(rsyncShellWord).join(' '));
+    // --protect-args: the remote path reaches the host's rsync as is, never through its shell
+    // (spaces and quotes in --remote-dir or the home directory stay literal).
+    args.push('--compress', '--protect-args', '-e', conn.sshCommandArgs().map(rsyncShellWord).join(' '));
     // rsync creates only the last path component; older remote rsyncs lack --mkpath.
     const mk = await conn.exec(`mkdir -p -- ${shellQuote(remoteDir)}`, { signal, timeoutMs: 30_000 });
     if (mk.code !== 0) {
