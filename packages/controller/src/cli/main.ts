@@ -3,13 +3,25 @@
  * the one top-level error handler and the one exit path.
  */
 import { Command, CommanderError } from 'commander';
-import { SpotctlError, UserError } from '@spotctl/shared';
+import { SpotctlError, UserError, type ErrorCode } from '@spotctl/shared';
 import { Output } from '../output/output.ts';
 import { commands } from '../commands/index.ts';
 import { contextFor } from './define-command.ts';
 import { ForcedExit } from '../session/tail.ts';
 
 export const VERSION = '0.1.0';
+
+const BUG = 'this looks like a bug; re-run with DEBUG=spotctl:* and report the output';
+
+/** What to do about expected failures that carry no remediation of their own. */
+const DEFAULT_REMEDIATION: Partial<Record<ErrorCode, string>> = {
+  SPOTCTL_SSH_UNREACHABLE: 'check that the host is up and reachable, then retry (spotctl attach RUN resumes a running job)',
+  SPOTCTL_SSH_FAILED: 'check disk space and permissions on the host (ssh into it), then retry',
+  SPOTCTL_AGENT_START: "the agent's own log is agent.out in the run's agent/ directory on the host",
+  SPOTCTL_AGENT_UNREACHABLE: 'the job keeps running; once the host is reachable, resume with: spotctl attach RUN',
+  SPOTCTL_SYNC_FAILED: 'check disk space and permissions on the host, then retry',
+  SPOTCTL_JOB_STATE: 'see the run with: spotctl ps',
+};
 
 export function buildProgram(onExitCode: (code: number) => void): Command {
   const program = new Command('spotctl')
@@ -76,7 +88,7 @@ function reportError(error: unknown, out: Output, argv: string[]): number {
   }
   const err = error instanceof Error ? error : new Error(String(error));
   const code = error instanceof SpotctlError ? error.code : 'SPOTCTL_INTERNAL';
-  const remediation = error instanceof SpotctlError && error.remediation ? error.remediation : 'this looks like a bug; re-run with DEBUG=spotctl:* and report the output';
+  const remediation = error instanceof SpotctlError ? (error.remediation ?? DEFAULT_REMEDIATION[error.code] ?? BUG) : BUG;
   out.error(err.message, remediation, code);
   if (process.env.DEBUG) out.debugDetail(String(err.stack));
   return 1;
