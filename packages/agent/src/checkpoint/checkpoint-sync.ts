@@ -705,7 +705,7 @@ export class CheckpointSync implements AsyncDisposable {
       await this.#rescan(uploadSignal);
       const now = Date.now();
       let candidates = [...this.#entries.values()].filter((e) => !isUpToDate(e));
-      if (final) {
+      if (final && candidates.length > 0) {
         // The job is gone or going: nothing will settle later. Whatever does not change across a
         // short pause is finished; whatever still changes is being written and must not be sent.
         const first = new Map(candidates.map((e) => [e.rel, { size: e.size, mtimeMs: e.mtimeMs }]));
@@ -727,7 +727,7 @@ export class CheckpointSync implements AsyncDisposable {
           }
         }
         candidates = stable;
-      } else {
+      } else if (!final) {
         candidates = candidates.filter((e) => now - e.changedAt >= this.#settleMs);
       }
       for (const entry of candidates) this.#enqueue(entry);
