@@ -9,75 +9,17 @@
  * directly (a deliberate deep import); the real-CLI test below runs by itself once `prices` shows
  * up in `spotctl --help`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import https from 'node:https';
-import net from 'node:net';
 import { Writable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from '@spotctl/shared';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import prices from '../packages/controller/src/commands/prices.ts';
 import { Output } from '../packages/controller/src/output/output.ts';
 import { RunStore } from '../packages/controller/src/runs/run-store.ts';
+import { startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
 import { runSpotctl } from './helpers/cli.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 
-const HOST = '127.0.0.1';
-const START_TIMEOUT_MS = 30_000;
-
-interface MotoEc2 extends AsyncDisposable {
-  endpoint: string;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** moto_server on a free loopback port (a few tries: another process may take the port first). */
-async function startMotoEc2(): Promise<MotoEc2> {
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    const port = await freePort();
-    const child = spawn('moto_server', ['-H', HOST, '-p', String(port)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION: 'true', AWS_EC2_METADATA_DISABLED: 'true' },
-    });
-    let output = '';
-    const keep = (chunk: Buffer): void => {
-      output = (output + chunk.toString()).slice(-4000);
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
-    const endpoint = `http://${HOST}:${port}`;
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    while (Date.now() < deadline && child.exitCode === null) {
-      const up = await fetch(`${endpoint}/moto-api/data.json`, { signal: AbortSignal.timeout(1_000) }).then(
-        async (r) => (await r.arrayBuffer(), r.ok),
-        () => false,
-      );
-      if (up) return { endpoint, [Symbol.asyncDispose]: () => stop(child) };
-      await sleep(100);
-    }
-    await stop(child);
-    if (attempt === 3) throw new Error(`moto_server did not start on ${endpoint}:\n${output}`);
-  }
-  throw new Error('unreachable');
-}
 
 function sink(): Writable & { text: () => string } {
   const chunks: string[] = [];
