@@ -45,6 +45,9 @@ export interface AgentStartOptions {
   clock?: Clock;
 }
 
+/** How long the final checkpoint flush after a normal exit may take (retries included). */
+const EXIT_FLUSH_BUDGET_MS = 5 * 60_000;
+
 /** Minimum time between status.json rewrites caused only by new log lines. */
 const STATUS_WRITE_THROTTLE_MS = 1000;
 
@@ -305,7 +308,8 @@ export class Agent implements AsyncDisposable {
       if (handling) {
         await handling;
       } else if (this.#checkpoints) {
-        const result = await this.#checkpoints.flush('exit', { final: true });
+        // Bounded: an S3 outage must not hold every follower's `end` (and the instance) for ever.
+        const result = await this.#checkpoints.flush('exit', { final: true, deadlineAt: Date.now() + EXIT_FLUSH_BUDGET_MS });
         this.logger.info({ flush: result }, 'final checkpoint flush after the job ended');
         // A notice that came in during that flush still gets its report before the end.
         await this.#interruption?.handling;
@@ -389,7 +393,7 @@ export class Agent implements AsyncDisposable {
       isJobActive: () => this.#supervisor.active,
       checkpoints:
         checkpoints && target && describeTarget
-          ? { pendingBytes: () => checkpoints.pendingBytes(), flush: (reason, o) => checkpoints.flush(reason, o), describe: () => describeTarget(target, this.config.runId) }
+          ? { pendingBytes: () => checkpoints.pendingBytes(), lastSetBytes: () => checkpoints.lastCommitted?.bytes ?? 0, flush: (reason, o) => checkpoints.flush(reason, o), describe: () => describeTarget(target, this.config.runId) }
           : undefined,
       onRebalance: this.config.onRebalance,
       simulated: simulate !== undefined,

@@ -11,6 +11,8 @@ import type { SpotLogger } from './spot-poller.ts';
 
 export interface InterruptionCheckpoints {
   pendingBytes(): number;
+  /** Size of the newest committed set: what the job will likely write again when it gets SIGTERM. */
+  lastSetBytes(): number;
   flush(reason: string, options: { deadlineAt?: number; final?: boolean }): Promise<FlushResult>;
   /** Where the sets go, for the report. */
   describe(): string;
@@ -76,11 +78,14 @@ export class InterruptionHandler {
     const { deadlineAt, parsed } = deadlineFromNotice(action.time, noticedAt);
     if (!parsed) log.warn({ time: action.time }, 'unreadable notice time; assuming the usual two minutes');
     const pendingBytes = this.#o.checkpoints?.pendingBytes() ?? 0;
+    // Budget for the larger of what is pending now and what a save on SIGTERM will write (about
+    // a set's worth): the job's last checkpoint is the one that matters most.
+    const uploadBytes = Math.max(pendingBytes, this.#o.checkpoints?.lastSetBytes() ?? 0);
     const graceMs = interruptionGraceMs({
       configuredGraceMs: this.#o.graceMs,
       deadlineAt,
       now: this.#now(),
-      estimatedUploadMs: this.#o.checkpoints ? estimateUploadMs(pendingBytes) : 0,
+      estimatedUploadMs: this.#o.checkpoints ? estimateUploadMs(uploadBytes) : 0,
     });
     const notice: InterruptionNotice = { action: action.action, time: action.time, noticedAt, deadlineAt, graceMs, pendingBytes };
     const wasActive = this.#o.isJobActive();
@@ -92,7 +97,7 @@ export class InterruptionHandler {
 
     // A job that even SIGKILL cannot end (stuck in the kernel) must not cost us the flush: stop
     // waiting when only the upload estimate and the margin are left before the deadline.
-    const flushBy = deadlineAt - (this.#o.checkpoints ? estimateUploadMs(pendingBytes) : 0) - 10_000;
+    const flushBy = deadlineAt - (this.#o.checkpoints ? estimateUploadMs(uploadBytes) : 0) - 10_000;
     const ended = wasActive
       ? await Promise.race([
           this.#o.jobEnded(),
