@@ -1,4 +1,5 @@
 import { UserError } from '@spotctl/shared';
+import type { PlacementCliOptions } from '../aws/cli-options.ts';
 import { defineCommand } from '../cli/define-command.ts';
 import { table } from '../output/output.ts';
 import { Ec2Clients } from '../aws/clients.ts';
@@ -11,16 +12,7 @@ const COMMAND_TIMEOUT_MS = 120_000;
 /** Rows shown without --limit in human output (--json prints every row unless --limit is given). */
 const DEFAULT_ROWS = 20;
 
-export interface PricesOptions extends Record<string, unknown> {
-  workers?: string;
-  arm?: boolean;
-  regions?: string;
-  region?: string;
-  families?: string;
-  instanceType?: string;
-  /** commander's `--no-ht` sets `ht: false`. */
-  ht?: boolean;
-  placementScores?: boolean;
+export interface PricesOptions extends PlacementCliOptions, Record<string, unknown> {
   limit?: string;
   json?: boolean;
 }

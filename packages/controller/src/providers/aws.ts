@@ -16,6 +16,7 @@
  * `{region}` are filled in) replaces the agent's `sudo shutdown -h now`. With the host override
  * and no shutdown override the agent only exits: a test host is never shut down.
  */
+import type { PlacementCliOptions } from '../aws/cli-options.ts';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -65,19 +66,10 @@ export const TEST_ENV = {
 export const EC2_SHUTDOWN_ACTION: ShutdownAction = { kind: 'command', argv: ['sudo', 'shutdown', '-h', 'now'] };
 
 /** The run command's aws options, as commander hands them over. */
-export interface AwsCliOptions {
-  workers?: string;
-  arm?: boolean;
-  regions?: string;
-  region?: string;
-  families?: string;
-  instanceType?: string;
-  /** commander's `--no-ht` sets `ht: false`. */
-  ht?: boolean;
+export interface AwsCliOptions extends PlacementCliOptions {
   onDemand?: boolean;
   spotFallback?: string;
   sshCidr?: string;
-  placementScores?: boolean;
 }
 
 /** Adds the aws provider's options to `spotctl run`. */
