@@ -515,8 +515,8 @@ export class AwsSession implements ProviderSession {
     return this.ssh.readStatus(signal);
   }
 
-  readLog(signal?: AbortSignal): Promise<string> {
-    return this.ssh.readLog(signal);
+  streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void> {
+    return this.ssh.streamLog(onChunk, signal);
   }
 
   close(): Promise<void> {

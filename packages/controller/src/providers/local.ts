@@ -3,7 +3,7 @@
  * this machine in `$SPOTCTL_HOME/runs/<run-id>/`. No cloud account needed; the embedded default.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AGENT_FILES, SpotctlError, UserError, parseAgentState, parseJobStatus, type AgentConfig, type AgentState, type JobStatus } from '@spotctl/shared';
 import { AgentConnection } from '../transport/agent-client.ts';
@@ -185,13 +185,14 @@ export class LocalSession implements ProviderSession {
     }
   }
 
-  async readLog(): Promise<string> {
+  async streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void> {
     try {
-      return readFileSync(path.join(this.record.layout.stateDir, AGENT_FILES.log), 'utf8');
-    } catch {
-      return '';
+      for await (const chunk of createReadStream(path.join(this.record.layout.stateDir, AGENT_FILES.log), { signal })) onChunk(chunk as Buffer);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
   }
+
 
   async close(): Promise<void> {}
 

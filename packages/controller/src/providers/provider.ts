@@ -14,8 +14,8 @@ export interface ProviderSession extends AsyncDisposable {
   connect(signal?: AbortSignal): Promise<AgentConnection>;
   /** The agent's status.json, or undefined when it cannot be read. */
   readStatus(signal?: AbortSignal): Promise<JobStatus | undefined>;
-  /** The whole log.jsonl, for when the agent is gone. */
-  readLog(signal?: AbortSignal): Promise<string>;
+  /** Streams log.jsonl (for when the agent is gone) in chunks, without holding it whole. */
+  streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -235,11 +235,11 @@ export class SshSession implements ProviderSession {
     return parsed.ok ? parsed.value : undefined;
   }
 
-  async readLog(signal?: AbortSignal): Promise<string> {
+  async streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void> {
     const conn = await this.connection(signal);
-    const r = await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.log))}`, { signal, timeoutMs: 600_000 });
-    return r.code === 0 ? r.stdout : '';
+    await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.log))}`, { signal, timeoutMs: 3_600_000, onStdout: onChunk });
   }
+
 
   async close(): Promise<void> {
     const conn = this.conn;

@@ -74,6 +74,7 @@ export interface SshExecOptions {
   signal?: AbortSignal;
   /** Kill the local ssh client after this long and throw SPOTCTL_SSH_FAILED. @default no limit */
   timeoutMs?: number;
+  /** Streams stdout here instead of collecting it (the result's `stdout` is then empty): for output too big to hold. */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
 }
@@ -285,8 +286,8 @@ function runSsh(args: string[], options: RunOptions = {}): Promise<RunResult> {
       signal?.removeEventListener('abort', onAbort);
     };
     child.stdout.on('data', (c: Buffer) => {
-      out.push(c);
-      onStdout?.(c);
+      if (onStdout) onStdout(c);
+      else out.push(c);
     });
     child.stderr.on('data', (c: Buffer) => {
       err.push(c);
