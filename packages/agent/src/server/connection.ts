@@ -54,6 +54,11 @@ export class ClientConnection {
     ws.on('pong', () => (this.#alive = true));
   }
 
+  /** True while this client follows the log and has not had its `end` yet. */
+  get following(): boolean {
+    return this.#subscription?.active ?? false;
+  }
+
   get inFlightBytes(): number {
     return this.#inFlightBytes;
   }
@@ -231,6 +236,10 @@ class Subscription {
 
   constructor(options: SubscriptionOptions) {
     this.#o = options;
+  }
+
+  get active(): boolean {
+    return this.#active;
   }
 
   cancel(): void {

@@ -44,6 +44,8 @@ export interface AgentServerOptions {
 
 /** How long close() lets clients answer the close frame before cutting them off. */
 const CLOSE_GRACE_MS = 1000;
+/** How long a closing agent waits for followers that are still catching up. */
+const FOLLOWER_DRAIN_MS = 5_000;
 
 export class AgentServer implements AsyncDisposable {
   readonly #o: AgentServerOptions;
@@ -128,6 +130,7 @@ export class AgentServer implements AsyncDisposable {
 
   async #close(): Promise<void> {
     if (this.#pingTimer) clearInterval(this.#pingTimer);
+    await this.#letFollowersFinish();
     const sockets = [...this.#clients.keys()];
     for (const ws of sockets) ws.close(1001, 'agent shutting down');
     if (sockets.length > 0) {
@@ -147,6 +150,16 @@ export class AgentServer implements AsyncDisposable {
       for (const ws of sockets) ws.terminate();
     }
     await this.#app.close();
+  }
+
+  /**
+   * A client may still be catching up on the log when the agent is asked to exit (another
+   * client's shutdown, the watchdog): give it a bounded moment to get its last lines and `end`.
+   */
+  async #letFollowersFinish(): Promise<void> {
+    const deadline = Date.now() + FOLLOWER_DRAIN_MS;
+    const behind = () => [...this.#clients.values()].some((c) => c.following);
+    while (behind() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
   }
 
   async #setup(): Promise<void> {
