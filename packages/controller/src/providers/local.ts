@@ -111,7 +111,6 @@ export function agentConfigFor(record: RunRecord, spec: LaunchContext['spec']): 
     stateDir: record.layout.stateDir,
     command: spec.command,
     token: record.token,
-    host: '127.0.0.1',
     port: 0,
     idleTimeoutMs: spec.idleTimeoutMs,
     maxRuntimeMs: spec.maxRuntimeMs,
