@@ -10,35 +10,14 @@
  * up in `spotctl --help`.
  */
 import https from 'node:https';
-import { Writable } from 'node:stream';
 import { UserError } from '@spotctl/shared';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import prices from '../packages/controller/src/commands/prices.ts';
-import { Output } from '../packages/controller/src/output/output.ts';
-import { RunStore } from '../packages/controller/src/runs/run-store.ts';
 import { startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
 import { runSpotctl } from './helpers/cli.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
+import { runPrices } from '../packages/controller/src/commands/prices-testkit.ts';
 
 
-function sink(): Writable & { text: () => string } {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      chunks.push(chunk.toString());
-      done();
-    },
-  });
-  return Object.assign(stream, { text: () => chunks.join('') });
-}
-
-async function runPrices(options: Record<string, unknown>): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = sink();
-  const stderr = sink();
-  const out = new Output({ json: options.json === true, stdout, stderr });
-  const code = await prices.run([], { workers: '4', ht: true, ...options }, { out, store: new RunStore('/nonexistent/spotctl-runs') });
-  return { code, stdout: stdout.text(), stderr: stderr.text() };
-}
 
 interface Row {
   region: string;

@@ -1,12 +1,9 @@
 import { DescribeInstanceTypesCommand, DescribeSpotPriceHistoryCommand, EC2Client, EC2ServiceException, type SpotPrice } from '@aws-sdk/client-ec2';
 import { UserError } from '@spotctl/shared';
 import { mockClient } from 'aws-sdk-client-mock';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { typesOf } from '../aws/ec2-fixtures.ts';
-import { Output } from '../output/output.ts';
-import { RunStore } from '../runs/run-store.ts';
-import prices from './prices.ts';
+import { runPrices } from './prices-testkit.ts';
 
 const ec2 = mockClient(EC2Client);
 let savedRegion: string | undefined;
@@ -49,24 +46,6 @@ afterEach(() => {
   else process.env.AWS_REGION = savedRegion;
 });
 
-function sink(): Writable & { text: () => string } {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      chunks.push(chunk.toString());
-      done();
-    },
-  });
-  return Object.assign(stream, { text: () => chunks.join('') });
-}
-
-async function runPrices(options: Record<string, unknown>): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = sink();
-  const stderr = sink();
-  const out = new Output({ json: options.json === true, stdout, stderr });
-  const code = await prices.run([], { workers: '4', ht: true, ...options }, { out, store: new RunStore('/nonexistent/spotctl-runs') });
-  return { code, stdout: stdout.text(), stderr: stderr.text() };
-}
 
 describe('spotctl prices', () => {
   it('prints a table, cheapest first and marked, and warns about a region it could not read', async () => {
