@@ -189,3 +189,29 @@ test('the final flush gives up at its deadline while S3 is down, without throwin
     store.close();
   }
 });
+
+test('a final flush that starts during an outage keeps trying and commits once S3 is back', async () => {
+  const bucket = await newBucket();
+  await using work = await tmpDir();
+  const dir = path.join(work.path, 'ckpt');
+  // No retries below the flush: the SDK's budget and the store's own retry are spent at once, as
+  // they are after a long outage. Only the flush's retry can bring the set home.
+  const store = new S3ObjectStore({ bucket, prefix: 'ck', endpoint: moto.endpoint, connectionTimeoutMs: 1000, maxAttempts: 1, retryForMs: 0 });
+  try {
+    await using sync = await CheckpointSync.start({ runId: 'run-outage-flush', dir, store, settleMs: 60_000 });
+    await writeRandomFile(path.join(dir, 'state.bin'), 1000);
+    await waitFor(() => sync.pendingBytes() === 1000, { what: 'the watcher to see state.bin' });
+    await moto.stop('refuse');
+    const flushing = sync.flush('interruption', { final: true, deadlineAt: Date.now() + 30_000 });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await moto.start();
+    const result = await flushing;
+    expect(result.error).toBeNull();
+    expect(result.committedSeq).toBe(1);
+    expect(result.files).toBe(1);
+    expect(sync.pendingBytes()).toBe(0);
+  } finally {
+    await moto.start();
+    store.close();
+  }
+});

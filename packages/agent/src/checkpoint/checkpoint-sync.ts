@@ -104,6 +104,9 @@ interface Entry {
 type SyncOutcome = 'uploaded' | 'up-to-date' | 'changed' | 'gone' | 'failed';
 
 const FAILURE_BACKOFF_MAX_MS = 60_000;
+/** A flush with a deadline retries failed uploads from this pause, doubling up to the max. */
+const FLUSH_RETRY_FIRST_MS = 250;
+const FLUSH_RETRY_MAX_MS = 5000;
 
 function toRel(dir: string, file: string): string {
   return path.relative(dir, file).split(path.sep).join('/');
@@ -730,18 +733,29 @@ export class CheckpointSync implements AsyncDisposable {
       } else if (!final) {
         candidates = candidates.filter((e) => now - e.changedAt >= this.#settleMs);
       }
-      for (const entry of candidates) this.#enqueue(entry);
-      try {
-        await this.#whenIdle(uploadSignal);
-      } catch {
-        const left = [...this.#entries.values()].filter((e) => e.busy).map((e) => e.rel);
-        problems.push(`uploads unfinished at the deadline: ${left.join(', ') || 'none'}`);
-      }
-      for (const entry of candidates) {
-        if (this.#entries.get(entry.rel) === entry && !isUpToDate(entry) && entry.lastError && !entry.busy) {
-          problems.push(`${entry.rel}: ${entry.lastError}`);
+      // With a deadline, a failed upload is tried again until the deadline: an outage that spans
+      // the notice (or a retry budget the SDK already spent) must not cost the final set. Without
+      // one, the background retries take over after a single pass.
+      const failed = (): Entry[] =>
+        candidates.filter((e) => this.#entries.get(e.rel) === e && !isUpToDate(e) && e.lastError !== undefined && !e.busy);
+      for (let pass = 0; ; pass++) {
+        for (const entry of pass === 0 ? candidates : failed()) this.#enqueue(entry);
+        try {
+          await this.#whenIdle(uploadSignal);
+        } catch {
+          const left = [...this.#entries.values()].filter((e) => e.busy).map((e) => e.rel);
+          problems.push(`uploads unfinished at the deadline: ${left.join(', ') || 'none'}`);
+          break;
+        }
+        if (remainingMs === undefined || failed().length === 0) break;
+        const delayMs = Math.min(FLUSH_RETRY_MAX_MS, FLUSH_RETRY_FIRST_MS * 2 ** Math.min(pass, 10));
+        try {
+          await sleep(delayMs, undefined, { signal: uploadSignal });
+        } catch {
+          break;
         }
       }
+      for (const entry of failed()) problems.push(`${entry.rel}: ${entry.lastError}`);
       await this.#serialCommit(reason, commitSignal, startedAt);
     } catch (err) {
       problems.push(commitSignal.aborted && !this.#closeController.signal.aborted ? `flush deadline passed: ${describeError(err)}` : describeError(err));
