@@ -15,6 +15,7 @@ import { CANONICAL_OWNER_ID, ensureLocalKey, ensureRegionInfra, securityGroupNam
 import { launchInstance, terminateRun, waitForRunning, type RunTags } from '../packages/controller/src/aws/launch.ts';
 import type { PlacementCandidate } from '../packages/controller/src/aws/placement.ts';
 import { TAG, tagMap } from '../packages/controller/src/aws/tags.ts';
+import { createRunRole, deleteRunRole, listRunRoles, loadIamSdk, runRolePolicy } from '../packages/controller/src/aws/iam.ts';
 import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
 
 const OWNER = 'arn:aws:iam::123456789012:user/moto';
@@ -129,6 +130,38 @@ describe('aws infrastructure and launch against moto', () => {
       new sdk.DescribeInstancesCommand({ Filters: [{ Name: `tag:${TAG.managed}`, Values: ['true'] }, { Name: 'instance-state-name', Values: ['pending', 'running', 'stopping', 'stopped'] }] }),
     );
     expect((live.Reservations ?? []).flatMap((r) => r.Instances ?? [])).toEqual([]);
+  });
+
+  it("a run's IAM role and instance profile: only its own prefix, tagged, found by gc's listing, deleted idempotently", async () => {
+    const { IAMClient, GetRolePolicyCommand, GetInstanceProfileCommand, GetRoleCommand } = await loadIamSdk();
+    const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+    try {
+      const runId = '20260314-093000-ab12';
+      const policy = runRolePolicy({ partition: 'aws', runId, checkpoints: { bucket: 'ck', prefix: 'team/a' }, restoreFrom: { bucket: 'old', prefix: '', runId: '20260301-000000-0000' } });
+      const role = await createRunRole({ iam, runId, owner: OWNER, policy });
+      expect(role.instanceProfileArn).toMatch(/^arn:aws:iam::\d{12}:instance-profile\/spotctl\/spotctl-run-20260314-093000-ab12$/);
+      const profile = (await iam.send(new GetInstanceProfileCommand({ InstanceProfileName: role.instanceProfileName }))).InstanceProfile!;
+      expect(profile.Roles?.map((r) => r.RoleName)).toEqual([role.roleName]);
+      const trust = (await iam.send(new GetRoleCommand({ RoleName: role.roleName }))).Role!;
+      expect(JSON.parse(decodeURIComponent(trust.AssumeRolePolicyDocument!))).toMatchObject({ Statement: [{ Principal: { Service: 'ec2.amazonaws.com' }, Action: 'sts:AssumeRole' }] });
+      const stored = JSON.parse(decodeURIComponent((await iam.send(new GetRolePolicyCommand({ RoleName: role.roleName, PolicyName: 'checkpoints' }))).PolicyDocument!)) as {
+        Statement: { Sid: string; Action: string[]; Resource: string[]; Condition?: unknown }[];
+      };
+      const bySid = Object.fromEntries(stored.Statement.map((st) => [st.Sid, st]));
+      expect(bySid.RunCheckpointsReadWrite!.Resource).toEqual([`arn:aws:s3:::ck/team/a/${runId}/*`]);
+      expect(bySid.RunCheckpointsReadWrite!.Action).not.toContain('s3:DeleteObject');
+      expect(bySid.RunCheckpointsList!.Condition).toEqual({ StringLike: { 's3:prefix': [`team/a/${runId}/*`] } });
+      expect(bySid.RestoreRead).toMatchObject({ Action: ['s3:GetObject'], Resource: ['arn:aws:s3:::old/20260301-000000-0000/*'] });
+      expect(stored.Statement.flatMap((st) => st.Resource).every((r) => r.startsWith('arn:aws:s3:::'))).toBe(true);
+
+      expect(await listRunRoles(iam)).toEqual([expect.objectContaining({ runId, roleName: role.roleName })]);
+      await deleteRunRole(iam, runId);
+      await deleteRunRole(iam, runId);
+      expect(await listRunRoles(iam)).toEqual([]);
+      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: role.instanceProfileName }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+    } finally {
+      iam.destroy();
+    }
   });
 
   it('moto knows no Ubuntu 24.04 of its own: only the fixture provides it', async () => {

@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
-import { loadEc2Sdk, startMotoEc2, type EC2Client, type MotoEc2 } from './helpers/aws-moto.ts';
+import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type EC2Client, type MotoEc2 } from './helpers/aws-moto.ts';
+import { createRunRole, listRunRoles, loadIamSdk, runRolePolicy } from '../packages/controller/src/aws/iam.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 
 const REGION = 'us-east-2';
@@ -141,10 +142,22 @@ describe('spotctl ls / teardown / gc against moto', () => {
     const untagged = await launch({ 'spotctl:expires-at': iso(Date.now() - 10 * HOUR), Name: 'looks expired, is not ours' });
     const bare = await launch(undefined, { KeyName: 'someone-elses' });
 
+    // Run roles: one whose run is gone, one of a live run, one of a run being launched right now.
+    const { IAMClient, CreateRoleCommand } = await loadIamSdk();
+    const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+    const policy = runRolePolicy({ partition: 'aws', runId: 'any', checkpoints: { bucket: 'ck', prefix: '' } });
+    await createRunRole({ iam, runId: 'run-gone', owner: 'o', policy, createdAt: new Date(Date.now() - 2 * HOUR) });
+    await createRunRole({ iam, runId: 'run-live', owner: 'o', policy, createdAt: new Date(Date.now() - 2 * HOUR) });
+    await createRunRole({ iam, runId: 'run-launching', owner: 'o', policy });
+    // Someone's role under the same path, without spotctl's tags: never touched.
+    await iam.send(new CreateRoleCommand({ RoleName: 'spotctl-run-not-ours', Path: '/spotctl/', AssumeRolePolicyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [] }) }));
+
     const dry = await cli(['gc', '--dry-run', '--json']);
     expect(dry.code, dry.stderr).toBe(0);
     const planned = JSON.parse(dry.stdout) as { actions: { kind: string; id: string; done: boolean }[] };
-    expect(planned.actions.map((a) => `${a.kind}:${a.id}`).sort()).toEqual([`instance:${expired}`, 'key-pair:spotctl-unused', `security-group:${unusedGroup}`].sort());
+    expect(planned.actions.map((a) => `${a.kind}:${a.id}`).sort()).toEqual(
+      [`instance:${expired}`, 'key-pair:spotctl-unused', `security-group:${unusedGroup}`, 'iam-role:spotctl-run-run-gone'].sort(),
+    );
     expect(await state(expired)).toBe('running');
 
     const r = await cli(['gc', '--json']);
@@ -156,5 +169,7 @@ describe('spotctl ls / teardown / gc against moto', () => {
     for (const id of [alive, watchdogOwned, untagged, bare]) expect(await state(id)).toBe('running');
     expect(await keyNames()).toEqual(['someone-elses', 'spotctl-fresh', 'spotctl-used']);
     expect(await groupNames()).toEqual(['spotctl-ssh-used', 'their-group']);
+    expect((await listRunRoles(iam)).map((r) => r.runId).sort()).toEqual(['run-launching', 'run-live']);
+    iam.destroy();
   });
 });

@@ -18,7 +18,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
-import { loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
+import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
+import { loadIamSdk } from '../packages/controller/src/aws/iam.ts';
 import { startTestInstanceHost, type TestInstanceHost } from './helpers/aws-test-host.ts';
 import { startImdsInNetns, type NetnsImds } from './helpers/imds.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
@@ -84,11 +85,12 @@ describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a 
     moto = await startMotoEc2({ host: ns.hostAddress });
     imds = await startImdsInNetns(ns);
     sshd = await startSshd({ netns: ns });
-    host = await startTestInstanceHost({ moto, region: REGION, netns: ns, sshd, keepPids: () => [imds.child.pid] });
+    host = await startTestInstanceHost({ moto, region: REGION, netns: ns, sshd, imds, keepPids: () => [imds.child.pid] });
     home = await tmpDir();
     proj = await tmpDir();
     writeProject(proj.path, {
       'hello.py': 'import platform, sys\nprint("hello from", platform.node(), flush=True)\nprint("to stderr", file=sys.stderr)\n',
+      'ckpt.py': 'import os\nos.makedirs("checkpoints", exist_ok=True)\nopen("checkpoints/state.json", "w").write("{\\"step\\": 7}")\nprint("saved", flush=True)\n',
       'slow.py': 'import time\nprint("started", flush=True)\ntime.sleep(4)\nprint("finished", flush=True)\n',
     });
     lookup = http.createServer((_req, res) => res.end(`${CALLER_IP}\n`));
@@ -174,6 +176,36 @@ describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a 
     expect(stats.requests.tokenPuts).toBeGreaterThan(0);
     expect(stats.requests.gets).toBeGreaterThan(0);
 
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
+  it('S3 checkpoints go through a role of the run’s own, scoped to its prefix, that is gone afterwards', async () => {
+    const bucket = 'aws-run-ckpt';
+    const created = await fetch(`${moto.endpoint}/${bucket}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
+    expect(created.ok).toBe(true);
+    const before = (await imds.stats()).requests.credentialsServed;
+    const r = await runSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'ckpt.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const runId = lastRunId();
+    expect(r.stderr).toContain(`IAM role spotctl-run-${runId}: S3 access to s3://${bucket}/team/${runId}/ only`);
+    expect(r.stderr).toMatch(/final checkpoint #1: 1 files|checkpoint #1/);
+
+    // The instance was launched with the run's profile (as the test host saw it at boot)...
+    expect(host.profiles.get(runRecord(runId).aws!.instanceId)).toMatch(new RegExp(`:instance-profile/spotctl/spotctl-run-${runId}$`));
+    // ...and the agent signed its uploads with the credentials the metadata service gave it.
+    expect((await imds.stats()).requests.credentialsServed).toBeGreaterThan(before);
+    const manifests = await (await fetch(`${moto.endpoint}/${bucket}?list-type=2&prefix=team/${runId}/manifests/`, { signal: AbortSignal.timeout(10_000) })).text();
+    expect(manifests).toContain(`team/${runId}/manifests/0000000001.json`);
+
+    // The role, its policy and the profile went with the instance.
+    const { IAMClient, GetRoleCommand, GetInstanceProfileCommand } = await loadIamSdk();
+    const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+    try {
+      await expect(iam.send(new GetRoleCommand({ RoleName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+    } finally {
+      iam.destroy();
+    }
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 

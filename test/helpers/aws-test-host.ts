@@ -20,7 +20,9 @@ import { promisify } from 'node:util';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hostKeyFromCloudConfig } from '../../packages/controller/src/aws/ami-user-data.ts';
-import { loadEc2Sdk, type EC2Client, type MotoEc2 } from './aws-moto.ts';
+import { loadIamSdk } from '../../packages/controller/src/aws/iam.ts';
+import { TEST_CREDENTIALS, loadEc2Sdk, type EC2Client, type MotoEc2 } from './aws-moto.ts';
+import type { NetnsImds } from './imds.ts';
 import type { Netns } from './netns.ts';
 import type { Sshd } from './sshd.ts';
 
@@ -32,6 +34,8 @@ const MAX_LIFETIME_MS = 30 * 60_000;
 export interface TestInstanceHost extends AsyncDisposable {
   /** Instance ids this host has "booted" as, in order. */
   readonly booted: string[];
+  /** The instance profile ARN each booted instance was launched with (moto forgets it at termination). */
+  readonly profiles: ReadonlyMap<string, string | undefined>;
   /** While paused, new instances are not booted (sshd stays down: SSH is refused). */
   pause(): void;
   resume(): void;
@@ -74,7 +78,15 @@ async function killInstanceProcesses(netns: Netns, keep: readonly number[]): Pro
   }
 }
 
-export async function startTestInstanceHost(options: { moto: MotoEc2; region: string; netns: Netns; sshd: Sshd; keepPids?: () => (number | undefined)[] }): Promise<TestInstanceHost> {
+export async function startTestInstanceHost(options: {
+  moto: MotoEc2;
+  region: string;
+  netns: Netns;
+  sshd: Sshd;
+  keepPids?: () => (number | undefined)[];
+  /** The metadata emulator of the namespace: it serves the booted instance's profile credentials. */
+  imds?: Pick<NetnsImds, 'setInstanceProfile'>;
+}): Promise<TestInstanceHost> {
   const { moto, region, netns, sshd } = options;
   const sdk = await loadEc2Sdk();
   const ec2: EC2Client & Disposable = await moto.ec2(region);
@@ -82,13 +94,34 @@ export async function startTestInstanceHost(options: { moto: MotoEc2; region: st
   await sshd.stop();
 
   const booted: string[] = [];
+  const profiles = new Map<string, string | undefined>();
   const errors: string[] = [];
   let paused = false;
   let stopped = false;
   /** The instance sshd currently plays; undefined while sshd is down. */
   let current: string | undefined;
 
-  const boot = async (instanceId: string, keyName: string | undefined): Promise<void> => {
+  /**
+   * What EC2 does for an instance launched with an instance profile: its metadata service serves
+   * the profile's role credentials (moto accepts any keys; these name the role so a test can tell).
+   */
+  const serveProfile = async (profileArn: string | undefined): Promise<void> => {
+    if (!options.imds) return;
+    if (!profileArn) return await options.imds.setInstanceProfile(undefined);
+    const { IAMClient, GetInstanceProfileCommand } = await loadIamSdk();
+    const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS, maxAttempts: 2 });
+    try {
+      const name = profileArn.split('/').at(-1)!;
+      const profile = (await iam.send(new GetInstanceProfileCommand({ InstanceProfileName: name }))).InstanceProfile;
+      const roleName = profile?.Roles?.[0]?.RoleName;
+      if (!roleName) throw new Error(`instance profile ${profileArn} has no role`);
+      await options.imds.setInstanceProfile({ arn: profileArn, roleName, accessKeyId: 'ASIAMOTOINSTANCE', secretAccessKey: 'instance-secret', sessionToken: `session-for-${roleName}` });
+    } finally {
+      iam.destroy();
+    }
+  };
+
+  const boot = async (instanceId: string, keyName: string | undefined, profileArn?: string): Promise<void> => {
     const attr = await ec2.send(new sdk.DescribeInstanceAttributeCommand({ InstanceId: instanceId, Attribute: 'userData' }));
     const hostKey = hostKeyFromCloudConfig(Buffer.from(attr.UserData?.Value ?? '', 'base64').toString());
     if (!hostKey) throw new Error(`${instanceId}: no host key in its user-data`);
@@ -96,11 +129,13 @@ export async function startTestInstanceHost(options: { moto: MotoEc2; region: st
     const pair = (await ec2.send(new sdk.DescribeKeyPairsCommand({ KeyNames: [keyName], IncludePublicKey: true }))).KeyPairs?.[0];
     if (!pair?.PublicKey) throw new Error(`${instanceId}: key pair ${keyName} has no public key in moto`);
     await sshd.stop();
+    await serveProfile(profileArn);
     await writeFile(path.join(sshd.dir, 'host_ed25519_key'), hostKey.privateKey, { mode: 0o600 });
     await writeFile(path.join(sshd.dir, 'host_ed25519_key.pub'), `${hostKey.publicKey}\n`);
     await writeFile(path.join(sshd.dir, 'authorized_keys'), `${pair.PublicKey.trim()}\n`);
     await sshd.start();
     booted.push(instanceId);
+    profiles.set(instanceId, profileArn);
     current = instanceId;
   };
 
@@ -126,7 +161,7 @@ export async function startTestInstanceHost(options: { moto: MotoEc2; region: st
             current = undefined;
           }
           const fresh = live.filter((i) => i.InstanceId && !booted.includes(i.InstanceId));
-          for (const instance of fresh) await boot(instance.InstanceId!, instance.KeyName);
+          for (const instance of fresh) await boot(instance.InstanceId!, instance.KeyName, instance.IamInstanceProfile?.Arn);
         } catch (error) {
           errors.push(error instanceof Error ? error.message : String(error));
         }
@@ -142,6 +177,7 @@ export async function startTestInstanceHost(options: { moto: MotoEc2; region: st
   };
   return {
     booted,
+    profiles,
     errors,
     pause: () => {
       paused = true;

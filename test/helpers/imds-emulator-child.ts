@@ -10,7 +10,7 @@
  * comes first, so it can never outlive a crashed test run for long.
  */
 import readline from 'node:readline';
-import { ImdsEmulator, type ScheduleInterruptionOptions } from '../../packages/agent/src/spot/index.ts';
+import { ImdsEmulator, type EmulatedInstanceProfile, type ScheduleInterruptionOptions } from '../../packages/agent/src/spot/index.ts';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -37,6 +37,7 @@ const ops: Record<string, Handler> = {
   recommendRebalance: (args) => emulator.recommendRebalance(args as { inMs?: number }),
   clearRebalance: () => emulator.clearRebalance(),
   revokeTokens: () => emulator.revokeTokens(),
+  setInstanceProfile: (args) => emulator.setInstanceProfile((args as { profile?: EmulatedInstanceProfile }).profile),
   stats: () => ({
     requests: emulator.requests,
     noticeServedAt: emulator.noticeServedAt ?? null,

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import {
   ImdsEmulator,
+  type EmulatedInstanceProfile,
   type ImdsEmulatorOptions,
   type ImdsRequestCounts,
   type ScheduleInterruptionOptions,
@@ -113,6 +114,8 @@ export interface NetnsImds extends AsyncDisposable {
   clearInterruption(): Promise<void>;
   recommendRebalance(options?: { inMs?: number }): Promise<string>;
   revokeTokens(): Promise<void>;
+  /** What EC2 serves an instance launched with an instance profile (undefined: none). */
+  setInstanceProfile(profile: EmulatedInstanceProfile | undefined): Promise<void>;
   stats(): Promise<NetnsImdsStats>;
   close(): Promise<void>;
 }
@@ -192,6 +195,7 @@ export async function startImdsInNetns(netns: Netns, options: { lifetimeMs?: num
     clearInterruption: () => call<void>('clearInterruption'),
     recommendRebalance: (opts = {}) => call<string>('recommendRebalance', opts),
     revokeTokens: () => call<void>('revokeTokens'),
+    setInstanceProfile: (profile) => call<void>('setInstanceProfile', profile ? { profile } : {}),
     stats: () => call<NetnsImdsStats>('stats'),
     close,
     [Symbol.asyncDispose]: close,

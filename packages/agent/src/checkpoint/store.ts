@@ -122,6 +122,8 @@ export class S3ObjectStore implements ObjectStore {
       region: options.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
       // Custom endpoints (moto, MinIO) rarely have wildcard DNS for virtual-hosted buckets.
       ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+      // On EC2 the region is the instance's, not necessarily the bucket's: follow S3's redirect.
+      followRegionRedirects: true,
       maxAttempts: options.maxAttempts ?? 8,
       retryMode: 'standard',
       requestHandler: {

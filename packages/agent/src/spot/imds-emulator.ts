@@ -92,6 +92,8 @@ export interface ImdsRequestCounts {
   noticesServed: number;
   /** TCP connections accepted: stays at 1 for a keep-alive client. */
   connections: number;
+  /** 200s with a role's credentials (instance profile). */
+  credentialsServed: number;
 }
 
 const DEFAULT_NOTICE_LEAD_MS = 120_000;
@@ -128,6 +130,21 @@ const STATUS_TEXT: Record<number, string> = {
   405: 'Method Not Allowed',
 };
 
+/** The role an instance profile gives the instance, and the credentials served for it. */
+export interface EmulatedInstanceProfile {
+  /** `arn:aws:iam::123456789012:instance-profile/…` */
+  arn: string;
+  roleName: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
+  /** @default six hours from now */
+  expiration?: string;
+}
+
+const IAM_INFO = '/latest/meta-data/iam/info';
+const IAM_CREDENTIALS = ['/latest/meta-data/iam/security-credentials/', '/latest/meta-data/iam/security-credentials-extended/'];
+
 export class ImdsEmulator implements AsyncDisposable {
   readonly #clock: { now(): number };
   readonly #httpTokens: 'required' | 'optional';
@@ -135,11 +152,12 @@ export class ImdsEmulator implements AsyncDisposable {
   /** token → emulator-clock ms it expires at. */
   readonly #tokens = new Map<string, number>();
   readonly #log: ImdsRequestRecord[] = [];
-  readonly #counts: ImdsRequestCounts = { total: 0, tokenPuts: 0, gets: 0, unauthorized: 0, noticesServed: 0, connections: 0 };
+  readonly #counts: ImdsRequestCounts = { total: 0, tokenPuts: 0, gets: 0, unauthorized: 0, noticesServed: 0, connections: 0, credentialsServed: 0 };
   readonly #faults: Array<Required<ImdsFault>> = [];
   readonly #pending = new Set<NodeJS.Timeout>();
   #interruption: ScheduledInterruption | undefined;
   #rebalanceAt: number | undefined;
+  #profile: EmulatedInstanceProfile | undefined;
   #noticeServedAt: number | undefined;
   #server: http.Server | undefined;
   #url: string | undefined;
@@ -262,6 +280,14 @@ export class ImdsEmulator implements AsyncDisposable {
     this.#rebalanceAt = undefined;
   }
 
+  /**
+   * The instance profile whose role's credentials `iam/security-credentials/<role>` serves, as
+   * EC2 does for an instance launched with one; undefined (no profile) makes those paths 404.
+   */
+  setInstanceProfile(profile: EmulatedInstanceProfile | undefined): void {
+    this.#profile = profile ? { ...profile } : undefined;
+  }
+
   /** Answers the next `times` requests to `path` with `status`/`body`, optionally late. */
   injectFault(fault: ImdsFault): void {
     this.#faults.push({
@@ -355,6 +381,34 @@ export class ImdsEmulator implements AsyncDisposable {
       this.#counts.noticesServed++;
       this.#noticeServedAt ??= now;
       return send(200, JSON.stringify({ action: s.action, time: s.time }));
+    }
+
+    const profile = this.#profile;
+    if (path === IAM_INFO || IAM_CREDENTIALS.some((p) => path.startsWith(p) || path === p.slice(0, -1))) {
+      if (!profile) return fail(404);
+      const updated = imdsTime(now);
+      if (path === IAM_INFO) {
+        return send(200, JSON.stringify({ Code: 'Success', LastUpdated: updated, InstanceProfileArn: profile.arn, InstanceProfileId: 'AIPAEMULATOR0000000' }));
+      }
+      const base = IAM_CREDENTIALS.find((p) => path.startsWith(p) || path === p.slice(0, -1)) as string;
+      const name = path.length > base.length ? path.slice(base.length) : '';
+      if (name === '') return send(200, profile.roleName);
+      if (name !== profile.roleName) return fail(404);
+      this.#counts.credentialsServed++;
+      const accountId = /^arn:[^:]+:iam::(\d+):/.exec(profile.arn)?.[1];
+      return send(
+        200,
+        JSON.stringify({
+          Code: 'Success',
+          LastUpdated: updated,
+          Type: 'AWS-HMAC',
+          AccessKeyId: profile.accessKeyId,
+          SecretAccessKey: profile.secretAccessKey,
+          Token: profile.sessionToken,
+          Expiration: profile.expiration ?? imdsTime(now + 6 * 3_600_000),
+          ...(base.includes('extended') && accountId ? { AccountId: accountId } : {}),
+        }),
+      );
     }
 
     if (path === REBALANCE) {

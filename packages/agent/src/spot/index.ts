@@ -40,6 +40,7 @@ export {
 export {
   ImdsEmulator,
   imdsTime,
+  type EmulatedInstanceProfile,
   type ImdsEmulatorOptions,
   type ImdsFault,
   type ImdsRequestCounts,

@@ -158,6 +158,66 @@ describe('launchInstance', () => {
     ]);
     expect(touched).toEqual(['us-east-2', 'us-east-2']);
   });
+
+  it('waits out a new instance profile EC2 does not know yet, in the same placement, with a fresh token', async () => {
+    ec2.on(DescribeSubnetsCommand).resolves({ Subnets: [{ SubnetId: 'subnet-b' }] });
+    const arn = 'arn:aws:iam::111122223333:instance-profile/spotctl/spotctl-run-20260314-093000-ab12';
+    ec2
+      .on(RunInstancesCommand)
+      .rejectsOnce(awsError('InvalidParameterValue', `Value (${arn}) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN`))
+      .resolves({ Instances: [{ InstanceId: 'i-0prof', Placement: { AvailabilityZone: 'us-east-2b' } }] });
+    const result = await launchInstance({
+      candidates: [candidate(), candidate({ az: 'us-east-2c' })],
+      clientFor,
+      infraFor: async (region) => infra(region),
+      userDataFor: () => '#cloud-config\n',
+      tags: TAGS,
+      instanceProfileArn: arn,
+      profileRetryIntervalMs: 10,
+    });
+    expect(result.value).toMatchObject({ instanceId: 'i-0prof', az: 'us-east-2b' });
+    const sent = ec2.commandCalls(RunInstancesCommand).map((c) => c.args[0].input as RunInstancesCommandInput);
+    expect(sent.map((i) => [i.Placement?.AvailabilityZone, i.IamInstanceProfile?.Arn, i.ClientToken])).toEqual([
+      ['us-east-2b', arn, `${TAGS.runId}-1`],
+      ['us-east-2b', arn, `${TAGS.runId}-1-p2`],
+    ]);
+  });
+
+  it('gives up on the profile at its deadline with the error, and never retries that error without a profile', async () => {
+    ec2.on(DescribeSubnetsCommand).resolves({ Subnets: [{ SubnetId: 'subnet-b' }] });
+    ec2.on(RunInstancesCommand).rejects(awsError('InvalidParameterValue', 'Value (x) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name'));
+    const base = { candidates: [candidate()], clientFor, infraFor: async (region: string) => infra(region), userDataFor: () => '#cloud-config\n', tags: TAGS };
+    await expect(launchInstance({ ...base, instanceProfileArn: 'arn:aws:iam::1:instance-profile/x', profileRetryIntervalMs: 10, profilePropagationTimeoutMs: 100 })).rejects.toBeInstanceOf(UserError);
+    const tries = ec2.commandCalls(RunInstancesCommand).length;
+    expect(tries).toBeGreaterThan(2);
+    ec2.resetHistory();
+    await expect(launchInstance(base)).rejects.toBeInstanceOf(UserError);
+    expect(ec2.commandCalls(RunInstancesCommand)).toHaveLength(1);
+  });
+
+  it('skips a region whose infrastructure cannot be set up and launches in the next one', async () => {
+    ec2.on(DescribeSubnetsCommand).resolves({ Subnets: [{ SubnetId: 'subnet-w' }] });
+    ec2.on(RunInstancesCommand).resolves({ Instances: [{ InstanceId: 'i-0west', Placement: { AvailabilityZone: 'us-west-2a' } }] });
+    const noVpc = new UserError('SPOTCTL_AWS_REQUEST', 'us-east-2 has no default VPC', { remediation: 'aws ec2 create-default-vpc --region us-east-2' });
+    const events: string[] = [];
+    const result = await launchInstance({
+      candidates: [candidate(), candidate({ az: 'us-east-2c' }), candidate({ region: 'us-west-2', az: 'us-west-2a', pricePerHour: 0.09 })],
+      clientFor,
+      infraFor: async (region) => {
+        if (region === 'us-east-2') throw noVpc;
+        return infra(region);
+      },
+      userDataFor: () => '#cloud-config\n',
+      tags: TAGS,
+      onAttempt: (e) => events.push(e.type === 'failed' ? `failed ${e.candidate.region} ${e.errorName} +${e.ruledOut}` : e.type === 'fallback' ? e.type : `${e.type} ${e.candidate.region}`),
+    });
+    expect(result.value).toMatchObject({ instanceId: 'i-0west', region: 'us-west-2' });
+    expect(events).toEqual(['trying us-east-2', 'failed us-east-2 RegionSetup +1', 'trying us-west-2', 'launched us-west-2']);
+    // With no other region left, the setup error itself (and its remediation) surfaces.
+    await expect(
+      launchInstance({ candidates: [candidate()], clientFor, infraFor: async () => await Promise.reject(noVpc), userDataFor: () => '', tags: TAGS }),
+    ).rejects.toBe(noVpc);
+  });
 });
 
 describe('waitForRunning', () => {

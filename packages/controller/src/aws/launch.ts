@@ -11,12 +11,15 @@
  * second instance.
  */
 import { SpotctlError, UserError } from '@spotctl/shared';
-import type { EC2Client, Instance, RunInstancesCommandInput } from '@aws-sdk/client-ec2';
+import type { EC2Client, Instance, RunInstancesCommandInput, RunInstancesCommandOutput } from '@aws-sdk/client-ec2';
+import { setTimeout as sleep } from 'node:timers/promises';
 import createDebug from 'debug';
+import { isProfilePropagationError } from './iam.ts';
 import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
 import { awsUserError, type Market } from './errors.ts';
 import { defaultSubnetId, type RegionInfra } from './infra.ts';
-import { launchPlacement, launchWithFailover, type AttemptEvent, type FailoverResult, type PlacementCandidate } from './placement.ts';
+import { isAbort } from './errors.ts';
+import { RegionSetupError, launchPlacement, launchWithFailover, type AttemptEvent, type FailoverResult, type PlacementCandidate } from './placement.ts';
 import { NEVER, TAG, commandTag, tagSpecifications } from './tags.ts';
 
 const debug = createDebug('spotctl:launch');
@@ -81,6 +84,8 @@ export interface RunInstancesParts {
   clientToken: string;
   /** @default DEFAULT_ROOT_VOLUME_GIB */
   rootVolumeGiB?: number;
+  /** The run's instance profile (S3 checkpoints), when it has one. */
+  instanceProfileArn?: string;
 }
 
 /** The whole RunInstances request for one attempt (pure, so tests can check every field). */
@@ -100,6 +105,7 @@ export function runInstancesInput(parts: RunInstancesParts): RunInstancesCommand
     MetadataOptions: { HttpTokens: 'required', HttpPutResponseHopLimit: 2, HttpEndpoint: 'enabled' },
     BlockDeviceMappings: [{ DeviceName: infra.image.rootDeviceName, Ebs: { DeleteOnTermination: true, VolumeType: 'gp3', VolumeSize: size } }],
     UserData: Buffer.from(parts.userData).toString('base64'),
+    ...(parts.instanceProfileArn ? { IamInstanceProfile: { Arn: parts.instanceProfileArn } } : {}),
     TagSpecifications: tagSpecifications(market === 'spot' ? ['instance', 'volume', 'spot-instances-request'] : ['instance', 'volume'], tags),
     ClientToken: parts.clientToken,
   };
@@ -135,9 +141,19 @@ export interface LaunchOptions {
   /** Called with each region before RunInstances is sent there: cleanup must look in it. */
   onRegionTouched?: (region: string) => void;
   rootVolumeGiB?: number;
+  /** The run's instance profile; RunInstances waits (bounded) for IAM to make it known to EC2. */
+  instanceProfileArn?: string;
+  /** @default PROFILE_PROPAGATION_TIMEOUT_MS */
+  profilePropagationTimeoutMs?: number;
+  /** Between RunInstances tries while the profile propagates. @default 2_000 */
+  profileRetryIntervalMs?: number;
   signal?: AbortSignal;
   now?: () => number;
 }
+
+/** How long RunInstances may refuse a new instance profile as unknown (IAM propagates in seconds). @default 60_000 */
+export const PROFILE_PROPAGATION_TIMEOUT_MS = 60_000;
+const PROFILE_RETRY_INTERVAL_MS = 2_000;
 
 /** RunInstances through the failover walk; returns the first instance EC2 accepted. */
 export async function launchInstance(options: LaunchOptions): Promise<FailoverResult<LaunchedInstance>> {
@@ -145,7 +161,14 @@ export async function launchInstance(options: LaunchOptions): Promise<FailoverRe
   return await launchWithFailover<LaunchedInstance>(
     options.candidates,
     async (candidate, attempt) => {
-      const infra = await options.infraFor(candidate.region);
+      let infra: RegionInfra;
+      try {
+        infra = await options.infraFor(candidate.region);
+      } catch (error) {
+        // A region whose key pair, security group or image cannot be set up is skipped, not fatal.
+        if (attempt.signal?.aborted || isAbort(error)) throw error;
+        throw new RegionSetupError(candidate.region, error);
+      }
       const ec2 = await options.clientFor(candidate.region);
       const subnetId = await defaultSubnetId({ ec2, region: candidate.region, ...(attempt.signal ? { signal: attempt.signal } : {}) }, infra.vpcId, candidate.az);
       const input = runInstancesInput({
@@ -157,10 +180,25 @@ export async function launchInstance(options: LaunchOptions): Promise<FailoverRe
         tags: options.tags,
         clientToken: `${options.tags.runId}-${attempt.attempt}`,
         ...(options.rootVolumeGiB ? { rootVolumeGiB: options.rootVolumeGiB } : {}),
+        ...(options.instanceProfileArn ? { instanceProfileArn: options.instanceProfileArn } : {}),
       });
       options.onRegionTouched?.(candidate.region);
       debug('RunInstances %s %s %s', candidate.az, candidate.instanceType, attempt.market);
-      const r = await ec2.send(new RunInstancesCommand(input), sendOptions(attempt.signal));
+      const propagationDeadline = Date.now() + (options.profilePropagationTimeoutMs ?? PROFILE_PROPAGATION_TIMEOUT_MS);
+      const retryMs = options.profileRetryIntervalMs ?? PROFILE_RETRY_INTERVAL_MS;
+      let r: RunInstancesCommandOutput;
+      for (let wait = 1; ; wait++) {
+        try {
+          // A refused request launched nothing; a fresh token keeps EC2 from answering with the refusal again.
+          const token = wait === 1 ? input.ClientToken : `${input.ClientToken}-p${wait}`;
+          r = await ec2.send(new RunInstancesCommand({ ...input, ClientToken: token }), sendOptions(attempt.signal));
+          break;
+        } catch (error) {
+          if (!options.instanceProfileArn || !isProfilePropagationError(error) || Date.now() + retryMs > propagationDeadline) throw error;
+          debug('instance profile not known to EC2 yet (attempt %d); waiting', wait);
+          await sleep(retryMs, undefined, attempt.signal ? { signal: attempt.signal } : {});
+        }
+      }
       const instance = r.Instances?.[0];
       if (!instance?.InstanceId) throw new SpotctlError('SPOTCTL_INTERNAL', 'RunInstances answered without an instance id');
       return {

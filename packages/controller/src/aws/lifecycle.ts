@@ -12,9 +12,11 @@
  * those instances belong to their agent's idle watchdog (and to `spotctl teardown`).
  */
 import type { EC2Client, Instance } from '@aws-sdk/client-ec2';
+import type { IAMClient } from '@aws-sdk/client-iam';
 import createDebug from 'debug';
 import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
 import { awsErrorName, describeAwsError } from './errors.ts';
+import { deleteRunRole, listRunRoles } from './iam.ts';
 import { LIVE_STATES, terminateInstances } from './launch.ts';
 import { mapWithConcurrency, withTimeout } from './pricing.ts';
 import { MANAGED_FILTER, NEVER, TAG, isManaged, parseExpiresAt, tagMap } from './tags.ts';
@@ -186,12 +188,15 @@ export interface GcOptions {
   dryRun?: boolean;
   /** @default GC_MIN_AGE_MS */
   minAgeMs?: number;
+  /** With it, run roles (S3 access) whose run has no instance left in any region are deleted too. */
+  iam?: IAMClient;
   signal?: AbortSignal;
 }
 
 export interface GcAction {
+  /** `global` for IAM. */
   region: string;
-  kind: 'instance' | 'key-pair' | 'security-group';
+  kind: 'instance' | 'key-pair' | 'security-group' | 'iam-role';
   id: string;
   /** Why it goes, or why it could not. */
   reason: string;
@@ -217,7 +222,7 @@ function createdAt(tags: Record<string, string>, fallback: Date | undefined): nu
   return fallback ? new Date(fallback).getTime() : undefined;
 }
 
-async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, signal: AbortSignal): Promise<GcAction[]> {
+async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, signal: AbortSignal, liveRuns: Set<string>): Promise<GcAction[]> {
   const sdk = await loadEc2Sdk();
   const now = (options.now ?? Date.now)();
   const minAge = options.minAgeMs ?? GC_MIN_AGE_MS;
@@ -244,6 +249,10 @@ async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, sign
   }
   // Instances this gc ends (or, in a dry run, would end) no longer count as users.
   const going = new Set(expired.map((i) => i.instanceId));
+  for (const i of live) if (i.runId && !going.has(i.instanceId)) liveRuns.add(i.runId);
+  // One still shutting down holds its role's credentials a moment longer.
+  const shutting = await describeManagedInstances(ec2, region, [{ Name: 'instance-state-name', Values: ['shutting-down'] }], signal);
+  for (const i of shutting) if (i.runId) liveRuns.add(i.runId);
 
   // 2. Key pairs no live instance uses. (Instances of every owner count, tagged or not.)
   const pairs = (await ec2.send(new sdk.DescribeKeyPairsCommand({ Filters: [MANAGED_FILTER] }), sendOptions(signal))).KeyPairs ?? [];
@@ -299,14 +308,51 @@ async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, sign
 /** Garbage-collects spotctl's resources in the regions (see the file comment). */
 export async function gcManaged(options: GcOptions): Promise<GcReport> {
   const errors: RegionError[] = [];
+  const liveRuns = new Set<string>();
   const perRegion = await mapWithConcurrency(options.regions, REGION_CONCURRENCY, async (region) => {
     try {
-      return await withTimeout(options.signal, LIFECYCLE_REGION_TIMEOUT_MS * 2, async (signal) => await gcRegion(region, await options.clientFor(region), options, signal));
+      return await withTimeout(options.signal, LIFECYCLE_REGION_TIMEOUT_MS * 2, async (signal) => await gcRegion(region, await options.clientFor(region), options, signal, liveRuns));
     } catch (error) {
       if (options.signal?.aborted) throw error;
       errors.push({ region, message: describeAwsError(error, { region }) });
       return [];
     }
   });
-  return { actions: perRegion.flat(), errors };
+  const actions = perRegion.flat();
+  // A region we could not see may hold the run's instance: its role must stay until we can.
+  if (options.iam && errors.length === 0) {
+    try {
+      actions.push(...(await gcRunRoles(options.iam, liveRuns, options)));
+    } catch (error) {
+      if (options.signal?.aborted) throw error;
+      errors.push({ region: 'global', message: `IAM: ${describeAwsError(error)}` });
+    }
+  }
+  return { actions, errors };
+}
+
+/**
+ * Run roles whose run has no instance left (in the regions looked at) and that are older than
+ * the minimum age, so a run being launched right now keeps its role.
+ */
+async function gcRunRoles(iam: IAMClient, liveRuns: ReadonlySet<string>, options: GcOptions): Promise<GcAction[]> {
+  const now = (options.now ?? Date.now)();
+  const minAge = options.minAgeMs ?? GC_MIN_AGE_MS;
+  const actions: GcAction[] = [];
+  for (const role of await listRunRoles(iam, options.signal)) {
+    const born = Date.parse(role.created ?? '');
+    if (liveRuns.has(role.runId) || Number.isNaN(born) || now - born < minAge) continue;
+    const action: GcAction = { region: 'global', kind: 'iam-role', id: role.roleName, reason: `run ${role.runId} has no instance left`, done: false };
+    if (!options.dryRun) {
+      try {
+        await deleteRunRole(iam, role.runId, options.signal);
+        action.done = true;
+      } catch (e) {
+        if (options.signal?.aborted) throw e;
+        action.error = describeAwsError(e);
+      }
+    }
+    actions.push(action);
+  }
+  return actions;
 }

@@ -179,6 +179,21 @@ export type AttemptEvent =
     }
   | { type: 'fallback'; from: Market; to: Market; tried: number };
 
+/**
+ * A region whose infrastructure (key pair, security group, image, subnet) could not be set up:
+ * the walk skips the region and goes on elsewhere; only when no other region is left does the
+ * cause surface, with its own remediation.
+ */
+export class RegionSetupError extends Error {
+  constructor(
+    readonly region: string,
+    override readonly cause: unknown,
+  ) {
+    super(`setting up ${region} failed: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'RegionSetupError';
+  }
+}
+
 export interface AttemptRecord {
   candidate: PlacementCandidate;
   market: Market;
@@ -287,6 +302,16 @@ export async function launchWithFailover<T>(
         options.onAttempt?.({ type: 'launched', attempt, candidate, market });
         return { value, candidate, market, attempts };
       } catch (error) {
+        if (error instanceof RegionSetupError && !options.signal?.aborted) {
+          const rule = ruledOutBy(candidate, 'region');
+          const elsewhere = order.filter((c) => !done.has(c) && !rule(c) && !ruledOut.some((r) => r(c)));
+          if (elsewhere.length === 0) throw error.cause;
+          const more = order.filter((c) => !done.has(c) && c !== candidate && rule(c) && !ruledOut.some((r) => r(c))).length;
+          ruledOut.push(rule);
+          attempts.push({ candidate, market, outcome: 'failed', errorName: 'RegionSetup', message: error.message });
+          options.onAttempt?.({ type: 'failed', attempt, candidate, market, errorName: 'RegionSetup', message: error.message, scope: 'region', ruledOut: more });
+          continue;
+        }
         if (options.signal?.aborted || isAbort(error) || error instanceof SpotctlError) throw error;
         const name = awsErrorName(error);
         const known = name !== undefined && AWS_ERRORS[name] !== undefined;

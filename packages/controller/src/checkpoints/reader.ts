@@ -33,6 +33,8 @@ async function openS3Reader(target: Extract<CheckpointTarget, { kind: 's3' }>): 
     region: target.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1',
     // Custom endpoints (moto, MinIO) rarely have wildcard DNS for virtual-hosted buckets.
     ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+    // The bucket may live in another region than AWS_REGION: follow S3's redirect.
+    followRegionRedirects: true,
     maxAttempts: 8,
     retryMode: 'standard',
   });

@@ -1,6 +1,7 @@
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { Ec2Clients } from '../aws/clients.ts';
+import { iamClient } from '../aws/iam.ts';
 import { GC_MIN_AGE_MS, gcManaged } from '../aws/lifecycle.ts';
 import { lifecycleRegions } from '../aws/lifecycle-regions.ts';
 import { table } from '../output/output.ts';
@@ -17,7 +18,7 @@ interface GcOptions extends Record<string, unknown> {
 
 export default defineCommand<GcOptions>({
   name: 'gc',
-  description: 'Terminate spotctl instances past their spotctl:expires-at and delete spotctl key pairs and security groups nothing uses; never touches an untagged resource',
+  description: "Terminate spotctl instances past their spotctl:expires-at and delete spotctl key pairs, security groups and run roles nothing uses; never touches an untagged resource",
   examples: ['spotctl gc --dry-run', 'spotctl gc --region us-east-1', 'spotctl gc --json'],
   configure: (cmd) =>
     cmd
@@ -30,7 +31,8 @@ export default defineCommand<GcOptions>({
     const regions = lifecycleRegions(options, store);
     const minAgeMs = options.minAge ? parseDuration(options.minAge, '--min-age') : GC_MIN_AGE_MS;
     using clients = new Ec2Clients();
-    const report = await gcManaged({ clientFor: clients.forRegion, regions, dryRun: options.dryRun === true, minAgeMs, signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS) });
+    using iam = await iamClient();
+    const report = await gcManaged({ clientFor: clients.forRegion, iam, regions, dryRun: options.dryRun === true, minAgeMs, signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS) });
     if (!out.json) for (const e of report.errors) out.warn(`${e.region} skipped: ${e.message}`);
     const verb = options.dryRun ? 'would remove' : 'removed';
     const done = report.actions.filter((a) => a.done || options.dryRun).length;

@@ -1,6 +1,8 @@
 import { UserError } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { Ec2Clients } from '../aws/clients.ts';
+import { describeAwsError } from '../aws/errors.ts';
+import { deleteRunRole, iamClient } from '../aws/iam.ts';
 import { listManagedInstances, spendOf, terminateManaged, type ManagedInstance } from '../aws/lifecycle.ts';
 import { lifecycleRegions } from '../aws/lifecycle-regions.ts';
 import { TAG } from '../aws/tags.ts';
@@ -66,6 +68,18 @@ export default defineCommand<TeardownOptions>({
       out.info(`terminated ${i.instanceId} (${i.az}, run ${i.runId ?? '?'})${spent === undefined ? '' : `, about $${spent.toFixed(4)} spent`}`, { event: 'terminated', instanceId: i.instanceId, region: i.region, runId: i.runId });
     }
     for (const f of result.failed) out.warn(`could not terminate ${f.instance.instanceId} (${f.instance.region}): ${f.message}`);
+    // The S3 role of each run whose instances are all gone now (only runs started with S3 checkpoints have one).
+    const ended = new Set(result.terminated.flatMap((i) => (i.runId && !result.failed.some((f) => f.instance.runId === i.runId) ? [i.runId] : [])));
+    if (ended.size > 0) {
+      using iam = await iamClient();
+      for (const runId of ended) {
+        try {
+          await deleteRunRole(iam, runId, signal);
+        } catch (error) {
+          out.warn(`could not delete the IAM role of run ${runId}: ${describeAwsError(error)} — spotctl gc deletes it later`);
+        }
+      }
+    }
     out.result(
       { terminated: result.terminated.map((i: ManagedInstance) => i.instanceId), failed: result.failed.map((f) => f.instance.instanceId) },
       `terminated ${result.terminated.length} instance${result.terminated.length === 1 ? '' : 's'}${result.failed.length ? `, ${result.failed.length} failed` : ''}`,

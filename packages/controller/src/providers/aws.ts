@@ -21,12 +21,13 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SpotctlError, UserError, type ShutdownAction } from '@spotctl/shared';
+import { SpotctlError, UserError, parseS3Url, type ShutdownAction } from '@spotctl/shared';
 import type { Command } from 'commander';
 import createDebug from 'debug';
 import { cloudConfig, cloudInitWaitScript, generateHostKey, writeKnownHosts } from '../aws/ami-user-data.ts';
 import { Ec2Clients, loadEc2Sdk, type Ec2ClientFor } from '../aws/clients.ts';
 import { describeAwsError, type Market } from '../aws/errors.ts';
+import { createRunRole, deleteRunRole, iamClient, partitionOf, runRoleName, runRolePolicy, type RunRole } from '../aws/iam.ts';
 import { UBUNTU_USER, callerArn, ensureLocalKey, ensureRegionInfra, resolveSshCidr, type LocalKey, type RegionInfra } from '../aws/infra.ts';
 import { launchInstance, terminateRun, waitForRunning, type LaunchedInstance, type RunTags } from '../aws/launch.ts';
 import { findPlacements, type AttemptEvent, type PlacementCandidate } from '../aws/placement.ts';
@@ -284,6 +285,41 @@ function cleanupFailureError(error: unknown, failed: { region: string; instanceI
   );
 }
 
+/**
+ * The S3 access a run needs: its own checkpoint prefix (and the prefix it restores from), as the
+ * instance role's policy. Undefined when it keeps no checkpoints in S3.
+ */
+export function s3AccessOf(spec: LaunchContext['spec'], runId: string, owner: string): { policy: Record<string, unknown>; label: string } | undefined {
+  const to = spec.spot.checkpoint?.to;
+  const restore = spec.spot.checkpoint?.restoreFrom;
+  const own = to?.startsWith('s3://') ? parseS3Url(to) : undefined;
+  const theirs = restore?.target.kind === 's3' ? { bucket: restore.target.bucket, prefix: restore.target.prefix ?? '', runId: restore.runId } : undefined;
+  if (!own && !theirs) return undefined;
+  if (!own) {
+    throw new UserError('SPOTCTL_USAGE', `--restore-from ${theirs!.runId} reads s3://${theirs!.bucket}, but this run keeps its checkpoints on the instance`, {
+      remediation: `give this run an S3 destination too: --checkpoint-to s3://${theirs!.bucket}/${theirs!.prefix}`,
+      exitCode: 2,
+    });
+  }
+  const url = (bucket: string, p: string, id: string): string => `s3://${bucket}/${p === '' ? '' : `${p}/`}${id}/`;
+  return {
+    policy: runRolePolicy({ partition: partitionOf(owner), runId, checkpoints: own, ...(theirs ? { restoreFrom: theirs } : {}) }),
+    label: `${url(own.bucket, own.prefix, runId)}${theirs ? ` (and reading ${url(theirs.bucket, theirs.prefix, theirs.runId)})` : ''}`,
+  };
+}
+
+/** Deletes the run's role and instance profile after its instance is gone; never throws. */
+async function removeRunRole(out: Output, runId: string): Promise<boolean> {
+  try {
+    using iam = await iamClient();
+    await deleteRunRole(iam, runId, AbortSignal.timeout(60_000));
+    return true;
+  } catch (error) {
+    out.warn(`could not delete the run's IAM role ${runRoleName(runId)}: ${describeAwsError(error)} — spotctl gc deletes it later`, { event: 'iam-cleanup-failed', runId });
+    return false;
+  }
+}
+
 /** Launches the instance and hands over to the SSH provider. */
 export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): Promise<{ record: RunRecord; session: ProviderSession }> {
   const { out, store } = ctx;
@@ -301,6 +337,7 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
   const touched = new Set<string>();
   const known = new Map<string, string>();
   let instance: LaunchedInstance | undefined;
+  let runRole: RunRole | undefined;
   try {
     if (options.pinnedBy) out.info(`searching only ${options.regions.join(', ')} (from ${options.pinnedBy})`);
     const plan = await step(out, 'place', 'priced the fitting instance types', async () => {
@@ -332,6 +369,13 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
       ]);
       return { owner: ownerArn, cidr: cidrInfo, key: localKey, hostKey: generated };
     });
+    const access = s3AccessOf(ctx.spec, runId, owner);
+    if (access) {
+      runRole = await step(out, 'iam', `IAM role ${runRoleName(runId)}: S3 access to ${access.label} only`, async () => {
+        using iam = await iamClient();
+        return await createRunRole({ iam, runId, owner, policy: access.policy, createdAt: now, signal });
+      });
+    }
     if (cidr.cidr === '0.0.0.0/0') out.warn('SSH is open to the whole internet (--ssh-cidr 0.0.0.0/0); the instance accepts only your key, but anyone can knock');
     debug('ssh cidr %s from %s; key %s', cidr.cidr, cidr.source, key.name);
 
@@ -376,6 +420,7 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
         spotFallback: options.spotFallback,
         onAttempt: (event) => printAttempt(out, event),
         onRegionTouched: (region) => touched.add(region),
+        ...(runRole ? { instanceProfileArn: runRole.instanceProfileArn } : {}),
         signal,
       }),
     );
@@ -402,6 +447,7 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
       keyName: instance.keyName,
       securityGroupId: instance.securityGroupId,
       launchedAt: instance.launchedAt,
+      ...(runRole ? { instanceProfile: runRole.instanceProfileName } : {}),
     };
     record = store.update(runId, { aws });
 
@@ -448,8 +494,10 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
       if (instance && terminated.some((t) => t.instanceId === instance!.instanceId)) {
         store.update(runId, { aws: { ...store.load(runId).aws!, terminatedAt: Date.now() } });
       }
+      if (runRole) await removeRunRole(out, runId);
       throw cleanupFailureError(error, failed, runId);
     }
+    if (runRole) await removeRunRole(out, runId);
     throw error;
   } finally {
     process.off('SIGTERM', onSigterm);
@@ -560,6 +608,7 @@ export async function teardownAwsRun(options: { store: RunStore; record: RunReco
   }
   const now = Date.now();
   store.update(options.record.runId, { aws: { ...aws, terminatedAt: now } });
+  if (aws.instanceProfile) await removeRunRole(out, options.record.runId);
   const cost = spendSoFar(aws.pricePerHour, aws.launchedAt, now);
   out.step('teardown', `terminated ${aws.instanceId} after ${formatDuration(now - aws.launchedAt)} (about $${cost.toFixed(4)}${aws.market === 'spot' ? ' at the launch spot price' : ''})${options.reason ? ` — ${options.reason}` : ''}`, performance.now() - started);
   return true;

@@ -25,6 +25,8 @@ export interface AwsRunInfo {
   keyName: string;
   securityGroupId: string;
   launchedAt: number;
+  /** The run's own IAM role and instance profile (S3 checkpoints), deleted after the instance. */
+  instanceProfile?: string;
   /** Set once spotctl terminated the instance (teardown). */
   terminatedAt?: number;
 }
