@@ -48,7 +48,7 @@ if (skipReason) console.warn(`[aws-run] skipped: ${skipReason}`);
 interface RunJson {
   runId: string;
   provider: string;
-  aws?: { instanceId: string; region: string; az: string; instanceType: string; market: string; securityGroupId: string; keyName: string; terminatedAt?: number };
+  aws?: { instanceId: string; region: string; az: string; instanceType: string; market: string; securityGroupId: string; keyName: string; imageId: string; terminatedAt?: number };
 }
 
 describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a test host in a netns)', () => {
@@ -206,6 +206,51 @@ describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a 
     } finally {
       iam.destroy();
     }
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
+  it('ami build bakes an image from stock Ubuntu on a builder it always terminates; runs use the image from then on', async () => {
+    await using bakeRoot = await tmpDir();
+    await using reqDir = await tmpDir();
+    writeFileSync(path.join(reqDir.path, 'requirements.txt'), '# nothing to fetch offline\n');
+    writeFileSync(path.join(reqDir.path, 'broken.txt'), 'this is not === a requirement\n');
+    const { DescribeImagesCommand } = await sdk();
+    using ec2 = await moto.ec2(REGION);
+    const baked = async () => (await ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'tag:spotctl:ami', Values: ['true'] }] }))).Images ?? [];
+    const bakeEnv = { ...env(), SPOTCTL_TEST_BAKE_ROOT: bakeRoot.path };
+
+    // A bake that fails on the builder: a clear error, the builder terminated, no image.
+    const bad = await runSpotctl(['ami', 'build', '--region', REGION, '--ssh-config', sshd.configFile, '--requirements', path.join(reqDir.path, 'broken.txt')], { home: home.path, env: bakeEnv, timeoutMs: 180_000 });
+    expect(bad.code, bad.stderr).toBe(1);
+    expect(bad.stderr).toMatch(/the bake script failed on the builder \(exit \d+\).*check broken\.txt/);
+    expect(bad.stderr).toMatch(/terminated builder i-[0-9a-f]+/);
+    expect(await baked()).toEqual([]);
+    await host.waitIdle();
+
+    const r = await runSpotctl(['ami', 'build', '--region', REGION, '--ssh-config', sshd.configFile, '--requirements', path.join(reqDir.path, 'requirements.txt'), '--json'], { home: home.path, env: bakeEnv, timeoutMs: 180_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const [result] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { imageId: string; agentBuild: string; builderId: string; architecture: string }[];
+    expect(result!.architecture).toBe('x86_64');
+    const images = await baked();
+    expect(images.map((i) => i.ImageId)).toEqual([result!.imageId]);
+    const tags = Object.fromEntries((images[0]!.Tags ?? []).map((t) => [t.Key, t.Value]));
+    expect(tags).toMatchObject({ 'spotctl:managed': 'true', 'spotctl:ami': 'true', 'spotctl:agent-build': result!.agentBuild, 'spotctl:requirements': 'requirements.txt' });
+    // The builder: on-demand, tagged as a builder, and gone.
+    const [builder] = await instances([{ Name: 'instance-id', Values: [result!.builderId] }]);
+    expect(builder!.InstanceLifecycle).toBeUndefined();
+    expect(Object.fromEntries((builder!.Tags ?? []).map((t) => [t.Key, t.Value]))).toMatchObject({ 'spotctl:role': 'ami-builder', 'spotctl:managed': 'true' });
+    expect(['shutting-down', 'terminated']).toContain(builder!.State?.Name);
+    // What the bake script put on the builder (under the test root: never this machine's /).
+    expect(readFileSync(path.join(bakeRoot.path, 'opt/spotctl/agent.mjs')).length).toBeGreaterThan(100_000);
+    expect(readFileSync(path.join(bakeRoot.path, 'etc/systemd/system/spotctl-agent@.service'), 'utf8')).toContain('/opt/spotctl/agent.mjs');
+    expect(readFileSync(path.join(bakeRoot.path, 'var/lib/spotctl/baked'), 'utf8').trim()).toBe(result!.agentBuild);
+    await host.waitIdle();
+
+    const run = await runSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).not.toContain('using stock Ubuntu');
+    const record = runRecord(lastRunId());
+    expect(record.aws!.imageId).toBe(result!.imageId);
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 

@@ -148,7 +148,7 @@ export async function startTestInstanceHost(options: {
             new sdk.DescribeInstancesCommand({
               Filters: [
                 { Name: 'tag:spotctl:managed', Values: ['true'] },
-                { Name: 'tag:spotctl:role', Values: ['run'] },
+                { Name: 'tag:spotctl:role', Values: ['run', 'ami-builder'] },
                 { Name: 'instance-state-name', Values: ['pending', 'running'] },
               ],
             }),

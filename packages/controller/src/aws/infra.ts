@@ -388,10 +388,10 @@ function toResolved(image: Image, baked: boolean): ResolvedImage {
  * A spotctl-baked image of this account (tag `spotctl:ami=true`) for the architecture when one
  * exists, else the newest stock Ubuntu 24.04 from Canonical's account.
  */
-export async function resolveImage(ctx: Pick<InfraContext, 'ec2' | 'region' | 'signal'>, architecture: Architecture): Promise<ResolvedImage> {
+export async function resolveImage(ctx: Pick<InfraContext, 'ec2' | 'region' | 'signal'>, architecture: Architecture, options: { stockOnly?: boolean } = {}): Promise<ResolvedImage> {
   const { DescribeImagesCommand } = await loadEc2Sdk();
   try {
-    const baked = await ctx.ec2.send(
+    const baked = options.stockOnly ? { Images: [] } : await ctx.ec2.send(
       new DescribeImagesCommand({
         Owners: ['self'],
         Filters: [
@@ -440,12 +440,13 @@ export interface RegionInfra {
 }
 
 /** Key pair, security group and image for one region (the subnet is per AZ: `defaultSubnetId`). */
-export async function ensureRegionInfra(ctx: InfraContext & { key: LocalKey; sshCidr: string; architecture: Architecture }): Promise<RegionInfra> {
+export async function ensureRegionInfra(ctx: InfraContext & { key: LocalKey; sshCidr: string; architecture: Architecture; stockImage?: boolean }): Promise<RegionInfra> {
   const vpcId = await defaultVpcId(ctx);
   const [keyName, securityGroupId, image] = await Promise.all([
     ensureKeyPair(ctx, ctx.key),
     ensureSecurityGroup(ctx, vpcId, ctx.sshCidr),
-    resolveImage(ctx, ctx.architecture),
+    // A bake starts from stock Ubuntu, never from an earlier bake.
+    resolveImage(ctx, ctx.architecture, { stockOnly: ctx.stockImage === true }),
   ]);
   return { region: ctx.region, vpcId, keyName, privateKeyPath: ctx.key.privateKeyPath, securityGroupId, sshCidr: ctx.sshCidr, image };
 }

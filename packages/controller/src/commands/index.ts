@@ -1,4 +1,5 @@
 import type { CommandDefinition } from '../cli/define-command.ts';
+import ami from './ami.ts';
 import attach from './attach.ts';
 import checkpoints from './checkpoints.ts';
 import gc from './gc.ts';
@@ -11,4 +12,4 @@ import stop from './stop.ts';
 import teardown from './teardown.ts';
 
 /** Every command, in the order --help lists them. */
-export const commands = [run, attach, logs, ps, stop, checkpoints, prices, ls, teardown, gc] as unknown as CommandDefinition[];
+export const commands = [run, attach, logs, ps, stop, checkpoints, prices, ls, teardown, gc, ami] as unknown as CommandDefinition[];
