@@ -14,6 +14,8 @@ export default defineConfig({
       AWS_ACCESS_KEY_ID: 'testing',
       AWS_SECRET_ACCESS_KEY: 'testing',
       NO_COLOR: '1',
+      // Runs without --provider stay on this machine: the default (aws) must never reach for AWS here.
+      SPOTCTL_PROVIDER: 'local',
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     },
   },

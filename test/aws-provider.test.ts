@@ -1,6 +1,10 @@
 /** The aws provider's option parsing and its test-only settings (no AWS involved). */
 import { UserError } from '@spotctl/shared';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { runSpotctl } from './helpers/cli.ts';
+import { tmpDir } from './helpers/tmp.ts';
 import { EC2_SHUTDOWN_ACTION, TEST_ENV, parseAwsOptions, shutdownActionFor, testHostOverride } from '../packages/controller/src/providers/aws.ts';
 
 const instance = { instanceId: 'i-0abc', region: 'us-east-2' };
@@ -49,5 +53,30 @@ describe('parseAwsOptions', () => {
     for (const bad of [{ workers: '0' }, { spotFallback: 'maybe' }, { families: 'c7a', instanceType: 'c7a.large' }, { region: 'us-east-1', regions: 'us-east-2' }]) {
       expect(() => parseAwsOptions({ region: 'us-east-2', ...bad })).toThrow(UserError);
     }
+  });
+});
+
+describe('aws as the default provider', () => {
+  it('without credentials, `spotctl run` fails before launching anything and says how to run locally instead', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    writeFileSync(path.join(proj.path, 't.py'), 'print(1)\n');
+    // No credentials anywhere the SDK looks (the metadata service stays disabled), no provider chosen.
+    const r = await runSpotctl(['run', '--sync', proj.path, 't.py'], {
+      home: home.path,
+      env: {
+        SPOTCTL_PROVIDER: '',
+        AWS_ACCESS_KEY_ID: '',
+        AWS_SECRET_ACCESS_KEY: '',
+        AWS_PROFILE: '',
+        AWS_CONFIG_FILE: path.join(home.path, 'no-config'),
+        AWS_SHARED_CREDENTIALS_FILE: path.join(home.path, 'no-credentials'),
+        AWS_EC2_METADATA_DISABLED: 'true',
+      },
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/on a new EC2 instance/);
+    expect(r.stderr).toMatch(/spotctl error: .*credentials.*\(aws is the default provider\).*--provider local/);
+    expect(r.stderr).not.toMatch(/priced|launched/);
   });
 });

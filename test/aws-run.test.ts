@@ -284,6 +284,12 @@ describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a 
     rmSync(path.join(home.path, 'runs', runId), { recursive: true, force: true });
     const ps0 = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string }[];
     expect(ps0.some((r) => r.runId === runId)).toBe(false);
+    // The cloud still knows it: ps --cloud reads the run from its instance's tags.
+    const psCloud = await runSpotctl(['ps', '--cloud', '--region', REGION, '--json'], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(psCloud.code, psCloud.stderr).toBe(0);
+    const fromTags = (JSON.parse(psCloud.stdout) as { runId: string; provider: string; host: string; command: string[]; pricePerHour?: number; cloudOnly?: boolean }[]).find((r) => r.runId === runId);
+    expect(fromTags).toMatchObject({ provider: 'aws', host: expect.stringMatching(new RegExp(`^${instanceId} \\(${REGION}[a-z]\\)$`)), command: ['python3 slow.py'], cloudOnly: true });
+    expect(fromTags?.pricePerHour).toBeGreaterThan(0);
 
     const ls = await runSpotctl(['ls', '--region', REGION, '--adopt', '--ssh-config', sshd.configFile], { home: home.path, env: env(), timeoutMs: 60_000 });
     expect(ls.code, ls.stderr).toBe(0);

@@ -1,5 +1,10 @@
 import type { JobStatus } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
+import { Ec2Clients } from '../aws/clients.ts';
+import { listManagedInstances, spendOf } from '../aws/lifecycle.ts';
+import { lifecycleRegions } from '../aws/lifecycle-regions.ts';
+import { TAG } from '../aws/tags.ts';
+import { spendSoFar } from '../providers/aws.ts';
 import { formatDuration, table } from '../output/output.ts';
 import { openSession } from '../providers/index.ts';
 import type { RunRecord } from '../runs/run-store.ts';
@@ -17,38 +22,101 @@ async function freshStatus(record: RunRecord, store: import('../runs/run-store.t
   }
 }
 
-export default defineCommand<{ json?: boolean; limit?: string }>({
+interface PsRow {
+  runId: string;
+  provider: string;
+  host: string;
+  state: string;
+  exitCode: number | null;
+  signal: string | null;
+  createdAt: number;
+  command: string[];
+  /** aws runs: USD per hour at launch, and the spend so far (to termination, or now). */
+  pricePerHour?: number;
+  spend?: number;
+  /** Found only in the cloud's tags (no record on this machine: `spotctl ls --adopt` makes one). */
+  cloudOnly?: boolean;
+}
+
+const CLOUD_TIMEOUT_MS = 60_000;
+
+export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; regions?: string; region?: string }>({
   name: 'ps',
-  description: 'List runs started from this machine, newest first, with their state',
-  examples: ['spotctl ps', 'spotctl ps --json'],
-  configure: (cmd) => cmd.option('--json', 'one JSON array on stdout').option('-n, --limit <n>', 'show at most this many runs', '20'),
+  description: 'List runs started from this machine, newest first, with their state (--cloud: also every live spotctl run in AWS, from its tags)',
+  examples: ['spotctl ps', 'spotctl ps --json', 'spotctl ps --cloud --region us-east-1'],
+  configure: (cmd) =>
+    cmd
+      .option('--json', 'one JSON array on stdout')
+      .option('-n, --limit <n>', 'show at most this many runs', '20')
+      .option('--cloud', "also list live spotctl runs found by their EC2 tags, even with no record here (another machine's, or a lost one)")
+      .option('--regions <list>', '--cloud: comma-separated regions to look in (default: 8 common regions and those of runs started here)')
+      .option('--region <region>', '--cloud: look only in this region'),
   run: async (_args, options, { out, store }) => {
     const limit = Math.max(1, Number.parseInt(options.limit ?? '20', 10) || 20);
     const records = store.list().slice(0, limit);
     const statuses = await Promise.all(records.map((r) => freshStatus(r, store)));
-    const rows = records.map((r, i) => {
+    const now = Date.now();
+    const rows: PsRow[] = records.map((r, i) => {
       const s = statuses[i];
       return {
         runId: r.runId,
         provider: r.provider,
-        host: r.target ? r.target.host : 'localhost',
+        host: r.aws ? `${r.aws.instanceId} (${r.aws.az})` : r.target ? r.target.host : 'localhost',
         state: s?.state ?? (r.agent ? 'unknown' : 'setup'),
         exitCode: s?.exitCode ?? null,
         signal: s?.signal ?? null,
         createdAt: r.createdAt,
         command: r.command,
+        ...(r.aws ? { pricePerHour: r.aws.pricePerHour, spend: spendSoFar(r.aws.pricePerHour, r.aws.launchedAt, r.aws.terminatedAt ?? now) } : {}),
       };
     });
-    const now = Date.now();
+    let failedRegions = 0;
+    if (options.cloud) {
+      const regions = lifecycleRegions(options, store);
+      using clients = new Ec2Clients();
+      const { instances, errors } = await listManagedInstances({ clientFor: clients.forRegion, regions, signal: AbortSignal.timeout(CLOUD_TIMEOUT_MS) });
+      for (const e of errors) out.warn(`${e.region} skipped: ${e.message}`);
+      failedRegions = errors.length;
+      const known = new Set(records.map((r) => r.runId));
+      for (const i of instances) {
+        if (i.tags[TAG.role] !== 'run' || !i.runId || known.has(i.runId)) continue;
+        const spend = spendOf(i, now);
+        rows.push({
+          runId: i.runId,
+          provider: 'aws',
+          host: `${i.instanceId} (${i.az})`,
+          state: `instance ${i.state}`,
+          exitCode: null,
+          signal: null,
+          createdAt: i.launchedAt ?? now,
+          command: i.command ? [i.command] : [],
+          ...(i.pricePerHour !== undefined ? { pricePerHour: i.pricePerHour } : {}),
+          ...(spend !== undefined ? { spend } : {}),
+          cloudOnly: true,
+        });
+      }
+      rows.sort((a, b) => b.createdAt - a.createdAt);
+    }
+    const money = (r: PsRow): string => (r.pricePerHour === undefined ? '-' : `$${r.pricePerHour.toFixed(4)}/h${r.spend === undefined ? '' : `, $${r.spend.toFixed(4)}`}`);
+    const cloudOnly = rows.filter((r) => r.cloudOnly).length;
     out.data(
       rows,
       rows.length === 0
         ? 'no runs yet — start one with: spotctl run -- <command>'
-        : table(
-            ['RUN', 'PROVIDER', 'HOST', 'STATE', 'EXIT', 'AGE', 'COMMAND'],
-            rows.map((r) => [r.runId, r.provider, r.host, r.state, r.signal ?? (r.exitCode === null ? '-' : String(r.exitCode)), formatDuration(now - r.createdAt), r.command.join(' ')]),
-          ),
+        : `${table(
+            ['RUN', 'PROVIDER', 'HOST', 'STATE', 'EXIT', 'AGE', 'COST', 'COMMAND'],
+            rows.map((r) => [
+              `${r.runId}${r.cloudOnly ? '*' : ''}`,
+              r.provider,
+              r.host,
+              r.state,
+              r.signal ?? (r.exitCode === null ? '-' : String(r.exitCode)),
+              formatDuration(now - r.createdAt),
+              money(r),
+              r.command.join(' '),
+            ]),
+          )}${cloudOnly > 0 ? `\n* no record on this machine (found by its tags): spotctl ls --adopt makes one, then attach/logs/stop work` : ''}`,
     );
-    return 0;
+    return failedRegions > 0 ? 1 : 0;
   },
 });

@@ -57,8 +57,15 @@ function fileMustExist(file: string, flag: string): string {
   return abs;
 }
 
-export function resolveProvider(options: RunOptions): ProviderKind {
-  const wanted = options.provider ?? (options.host || options.identity ? 'ssh' : 'local');
+/** Where a run goes without --provider or --host: SPOTCTL_PROVIDER, else a new EC2 spot instance. */
+export const DEFAULT_PROVIDER: ProviderKind = 'aws';
+
+export function resolveProvider(options: Pick<RunOptions, 'provider' | 'host' | 'identity' | 'knownHosts'>, env: NodeJS.ProcessEnv = process.env): ProviderKind {
+  const fromEnv = env.SPOTCTL_PROVIDER?.trim() || undefined;
+  if (options.provider === undefined && !options.host && !options.identity && fromEnv !== undefined && !['local', 'ssh', 'aws'].includes(fromEnv)) {
+    throw new UserError('SPOTCTL_USAGE', `SPOTCTL_PROVIDER: unknown provider '${fromEnv}'`, { remediation: 'set SPOTCTL_PROVIDER to local, ssh or aws (or unset it)', exitCode: 2 });
+  }
+  const wanted = options.provider ?? (options.host || options.identity ? 'ssh' : (fromEnv ?? DEFAULT_PROVIDER));
   if (wanted === 'aws') {
     if (options.host || options.identity || options.knownHosts) {
       throw new UserError('SPOTCTL_USAGE', '--host, --identity and --known-hosts do not apply to --provider aws', {
@@ -134,6 +141,7 @@ export default defineCommand<RunOptions>({
   description: 'Run a command on a host with its project synced, stream its output, and clean up',
   examples: [
     'spotctl run train.py --epochs 3',
+    'spotctl run --provider local -- python3 train.py',
     'spotctl run --host ubuntu@10.0.0.5 --identity ~/.ssh/id_ed25519 -- python3 train.py',
     'spotctl run --detach --idle-timeout 10m -- ./long-job.sh',
     'spotctl run --provider aws --workers 8 --region us-east-1 train.py',
@@ -141,7 +149,7 @@ export default defineCommand<RunOptions>({
   configure: (cmd) => {
     cmd
       .argument('[command...]', 'the command to run (a leading .py file runs with python3)')
-      .option('--provider <name>', 'where to run: local | ssh | aws (default: ssh with --host, else local)')
+      .option('--provider <name>', 'where to run: aws | ssh | local (default: ssh with --host, else $SPOTCTL_PROVIDER, else aws)')
       .option('--host <user@host[:port]>', 'an SSH host to run on (implies --provider ssh)')
       .option('--identity <file>', 'SSH private key for --host')
       .option('--known-hosts <file>', 'known_hosts file to verify the host key against (strict)')
@@ -221,7 +229,16 @@ export default defineCommand<RunOptions>({
       const ctx = { store, out, record, spec, signal: setupAbort.signal };
       ({ record, session } = awsOptions ? await launchAws(ctx, awsOptions) : provider === 'ssh' ? await launchSsh(ctx) : await launchLocal(ctx));
     } catch (error) {
-      if (!setupAbort.signal.aborted) throw error;
+      if (!setupAbort.signal.aborted) {
+        // aws by default, with no credentials: say how to run without an AWS account too.
+        if (error instanceof UserError && error.code === 'SPOTCTL_AWS_CREDENTIALS' && options.provider === undefined && !process.env.SPOTCTL_PROVIDER) {
+          throw new UserError(error.code, `${error.message} (aws is the default provider)`, {
+            remediation: `${error.remediation ? `${error.remediation}; ` : ''}or run on this machine: spotctl run --provider local …`,
+            cause: error,
+          });
+        }
+        throw error;
+      }
       // Cancelled: if the agent got as far as starting the job, stop it; then say so plainly.
       await cancelStartedJob(store, runId);
       throw setupAbort.signal.reason;

@@ -340,6 +340,8 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
   let runRole: RunRole | undefined;
   try {
     if (options.pinnedBy) out.info(`searching only ${options.regions.join(', ')} (from ${options.pinnedBy})`);
+    // The credentials first: without them every region would fail on its own, less clearly.
+    const owner = await step(out, 'credentials', 'AWS credentials work', async () => await callerArn({ region: options.regions[0] ?? 'us-east-1', signal }));
     const plan = await step(out, 'place', 'priced the fitting instance types', async () => {
       const placementSignal = AbortSignal.any([signal, AbortSignal.timeout(PLACEMENT_TIMEOUT_MS)]);
       return await findPlacements({
@@ -360,14 +362,13 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
     out.info(`${plan.need}: cheapest is ${describeCandidate(cheapest, 'spot')} (${plan.candidates.length} placements ranked)`);
 
     const now = new Date();
-    const { owner, cidr, key, hostKey } = await step(out, 'infra', 'checked credentials, SSH key and address', async () => {
-      const [ownerArn, cidrInfo, localKey, generated] = await Promise.all([
-        callerArn({ region: cheapest.region, signal }),
+    const { cidr, key, hostKey } = await step(out, 'infra', 'checked SSH key and address', async () => {
+      const [cidrInfo, localKey, generated] = await Promise.all([
         resolveSshCidr({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), signal }),
         ensureLocalKey(keysDir()),
         generateHostKey(`spotctl-host-${runId}`),
       ]);
-      return { owner: ownerArn, cidr: cidrInfo, key: localKey, hostKey: generated };
+      return { cidr: cidrInfo, key: localKey, hostKey: generated };
     });
     const access = s3AccessOf(ctx.spec, runId, owner);
     if (access) {
