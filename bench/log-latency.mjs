@@ -119,7 +119,7 @@ their median over ${ROUNDS} rounds. Each round runs, in turn: \`spotctl run --ho
         break;
       }
       ssh.push(summary(await readLatencies(process.execPath, [ctx.bin, 'run', ...ctx.hostArgs(sshd, remoteDir), ...common, ...jobArgs], opts), 'spotctl --host'));
-      local.push(summary(await readLatencies(process.execPath, [ctx.bin, 'run', ...common, ...jobArgs], opts), 'spotctl local'));
+      local.push(summary(await readLatencies(process.execPath, [ctx.bin, 'run', '--provider', 'local', ...common, ...jobArgs], opts), 'spotctl local'));
       pipe.push(summary(await readLatencies('python3', [job, String(RATE_PER_S), String(DURATION_S)], opts), 'pipe'));
       const f = (s) => `p50 ${s.p50.toFixed(2)} p99 ${s.p99.toFixed(2)} max ${s.max.toFixed(1)} ms`;
       ctx.log(`round ${round + 1}: ssh ${f(ssh.at(-1))} | local ${f(local.at(-1))} | pipe ${f(pipe.at(-1))}`);
