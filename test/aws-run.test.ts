@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
-import { loadIamSdk } from '../packages/controller/src/aws/iam.ts';
+import { listRunRoles, loadIamSdk } from '../packages/controller/src/aws/iam.ts';
 import { startTestInstanceHost, type TestInstanceHost } from './helpers/aws-test-host.ts';
 import { startImdsInNetns, type NetnsImds } from './helpers/imds.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
@@ -326,9 +326,18 @@ describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a 
     await using other = await tmpDir();
     const wrong = path.join(other.path, 'known_hosts');
     writeFileSync(wrong, `${ns.nsAddress} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu1ydZ6KMVXkmOQ4mZkEj1aRvK5YCz1ttgj0ZK9qSqD\n`);
-    const r = await runSpotctl(args('hello.py'), { home: home.path, env: { ...env(), SPOTCTL_TEST_INSTANCE_KNOWN_HOSTS: wrong }, timeoutMs: 180_000 });
+    // With S3 checkpoints, so the run has an IAM role too: it must go with the instance.
+    const r = await runSpotctl(args('--checkpoint-to', 's3://any-bucket/x', 'hello.py'), { home: home.path, env: { ...env(), SPOTCTL_TEST_INSTANCE_KNOWN_HOSTS: wrong }, timeoutMs: 180_000 });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/host key/i);
+    expect(r.stderr).toMatch(/IAM role spotctl-run-/);
+    const { IAMClient } = await loadIamSdk();
+    const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+    try {
+      expect(await listRunRoles(iam)).toEqual([]);
+    } finally {
+      iam.destroy();
+    }
     const terminatedLine = r.stderr.indexOf('because the launch did not complete');
     expect(terminatedLine).toBeGreaterThan(-1);
     // The termination is reported before the error.
