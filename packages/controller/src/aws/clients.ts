@@ -25,17 +25,21 @@ const debug = createDebug('spotctl:ec2');
 
 export type Ec2Sdk = typeof import('@aws-sdk/client-ec2');
 
-let sdk: Promise<Ec2Sdk> | undefined;
+/** A loader that imports an AWS SDK client package on first use, once. */
+export function lazySdk<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | undefined;
+  return () => {
+    // The SDK prints a NodeVersionSupportWarning on Node < 22 through process.emitWarning, which
+    // would bypass output/output.ts; spotctl supports Node 20 on purpose, so silence it unless the
+    // user chose otherwise.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    loaded ??= load();
+    return loaded;
+  };
+}
 
 /** Loads `@aws-sdk/client-ec2` once. */
-export function loadEc2Sdk(): Promise<Ec2Sdk> {
-  // The SDK prints a NodeVersionSupportWarning on Node < 22 through process.emitWarning, which
-  // would bypass output/output.ts; spotctl supports Node 20 on purpose, so silence it unless the
-  // user chose otherwise.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  sdk ??= import('@aws-sdk/client-ec2');
-  return sdk;
-}
+export const loadEc2Sdk: () => Promise<Ec2Sdk> = lazySdk(() => import('@aws-sdk/client-ec2'));
 
 export interface Ec2ClientsOptions {
   /**

@@ -15,20 +15,16 @@
 import type { IAMClient } from '@aws-sdk/client-iam';
 import { UserError } from '@spotctl/shared';
 import createDebug from 'debug';
-import { sendOptions } from './clients.ts';
+import { lazySdk, sendOptions } from './clients.ts';
 import { describeAwsError } from './errors.ts';
 import { TAG } from './tags.ts';
 
 const debug = createDebug('spotctl:iam');
 
 export type IamSdk = typeof import('@aws-sdk/client-iam');
-let sdk: Promise<IamSdk> | undefined;
 
-export function loadIamSdk(): Promise<IamSdk> {
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  sdk ??= import('@aws-sdk/client-iam');
-  return sdk;
-}
+/** Loads `@aws-sdk/client-iam` once, lazily (see clients.ts for why). */
+export const loadIamSdk: () => Promise<IamSdk> = lazySdk(() => import('@aws-sdk/client-iam'));
 
 /** IAM is global; its endpoint lives in us-east-1 (AWS_ENDPOINT_URL_IAM / AWS_ENDPOINT_URL still apply). */
 export async function iamClient(): Promise<IAMClient & Disposable> {

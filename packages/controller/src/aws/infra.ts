@@ -25,7 +25,7 @@ import { UserError } from '@spotctl/shared';
 import type { EC2Client, Image, SecurityGroup } from '@aws-sdk/client-ec2';
 import type { STSClient } from '@aws-sdk/client-sts';
 import createDebug from 'debug';
-import { loadEc2Sdk, sendOptions } from './clients.ts';
+import { lazySdk, loadEc2Sdk, sendOptions } from './clients.ts';
 import { awsErrorName, awsUserError } from './errors.ts';
 import { TAG, baseTags, isManaged, tagSpecifications } from './tags.ts';
 import type { Architecture } from './sizing.ts';
@@ -45,14 +45,9 @@ export const DEFAULT_IP_LOOKUP_URL = 'https://checkip.amazonaws.com';
 export const IP_LOOKUP_TIMEOUT_MS = 10_000;
 
 export type StsSdk = typeof import('@aws-sdk/client-sts');
-let stsSdk: Promise<StsSdk> | undefined;
 
 /** Loads `@aws-sdk/client-sts` once, lazily (see clients.ts for why). */
-export function loadStsSdk(): Promise<StsSdk> {
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  stsSdk ??= import('@aws-sdk/client-sts');
-  return stsSdk;
-}
+export const loadStsSdk: () => Promise<StsSdk> = lazySdk(() => import('@aws-sdk/client-sts'));
 
 // --- who we are -------------------------------------------------------------------------------
 
