@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readStoredLog } from './helpers/agent-process.ts';
 import { collect, runSpotctl, spawnSpotctl } from './helpers/cli.ts';
 import { readUntil, waitFor } from './helpers/read-until.ts';
 import { tmpDir } from './helpers/tmp.ts';
@@ -153,7 +154,7 @@ describe('spotctl run --provider local', () => {
     expect(r.code, r.stderr).toBe(0);
     const runs = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string }[];
     const stateDir = path.join(home.path, 'runs', runs[0]?.runId as string, 'agent');
-    expect(readFileSync(path.join(stateDir, 'log.jsonl'), 'utf8')).toContain('"text":"hi"');
+    expect(readStoredLog(stateDir).map((l) => l.text)).toEqual(['hi']);
     const agent = JSON.parse(readFileSync(path.join(stateDir, 'agent.json'), 'utf8')) as { pid: number };
     await waitFor(() => !pidAlive(agent.pid), { timeoutMs: 10_000, what: 'the agent to exit after the run' });
     const logs = await runSpotctl(['logs', 'last'], { home: home.path });

@@ -99,11 +99,11 @@ export class Agent implements AsyncDisposable {
       onOutput: (stream, lines) => {
         try {
           // Synchronous write: once this returns, the lines are on disk and readable by cursors.
-          this.#store.append(lines.map((text) => ({ stream, text })));
+          this.#store.appendBlock(stream, lines.data, lines.count);
         } catch (err) {
           // Disk full, most likely (checkpoints fill disks). The job must not die for it, and an
           // exception here would take the agent down: count the lost lines and carry on.
-          this.#droppedLines += lines.length;
+          this.#droppedLines += lines.count;
           const now = Date.now();
           if (now - this.#droppedLoggedAt >= 10_000) {
             this.#droppedLoggedAt = now;

@@ -4,7 +4,6 @@
 import type { WebSocket } from '@fastify/websocket';
 import type { Logger } from 'pino';
 import {
-  MAX_LINES_PER_BATCH,
   SpotctlError,
   explainRequestError,
   parseRequest,
@@ -100,11 +99,11 @@ export class ClientConnection {
     this.#subscription = undefined;
   }
 
-  /** @internal Sends a log frame and accounts for it until the socket has written it. */
+  /** @internal Sends a (binary) log frame and accounts for it until the socket has written it. */
   sendCounted(frame: Buffer, onWritten: () => void): boolean {
     if (!this.#isOpen()) return false;
     this.#inFlightBytes += frame.length;
-    this.#ws.send(frame, { binary: false }, () => {
+    this.#ws.send(frame, { binary: true }, () => {
       this.#inFlightBytes -= frame.length;
       onWritten();
     });
@@ -269,10 +268,11 @@ class Subscription {
           // lastSeq is final and on disk, and the status carries the interruption report.
           const settled = job.settled?.() ?? true;
           const status = job.status();
-          const chunk = await reader.read({ maxLines: MAX_LINES_PER_BATCH, ...(untilSeq === undefined ? {} : { untilSeq }) });
+          const chunk = await reader.read(untilSeq === undefined ? {} : { untilSeq });
           if (!this.#active) return;
           if (chunk) {
-            if (!connection.sendCounted(logsFrame(chunk.raw), () => this.kick())) this.#active = false;
+            // Built (copied) at once: the chunk is a view into the reader's reused buffer.
+            if (!connection.sendCounted(logsFrame(chunk.segments), () => this.kick())) this.#active = false;
             continue;
           }
           const endSeq = untilSeq ?? (isJobEnded(status) && settled ? status.lastSeq : undefined);

@@ -2,11 +2,11 @@
  * What the server needs from the other parts, as structural interfaces: the server does not import
  * the log store or the supervisor; the composition root hands it objects that fit.
  */
-import type { JobStatus } from '@spotctl/shared';
+import type { JobStatus, LogSegment } from '@spotctl/shared';
 
 export interface LogLinesChunk {
-  /** Complete JSON lines as stored, each ending in '\n'. */
-  raw: Buffer;
+  /** Consecutive lines in segments; views valid until the reader's next read(). */
+  segments: LogSegment[];
   count: number;
   lastSeq: number;
 }
@@ -14,7 +14,7 @@ export interface LogLinesChunk {
 export interface LogReader {
   /** Seq of the next line read() returns. */
   readonly nextSeq: number;
-  read(options: { maxLines: number; untilSeq?: number }): Promise<LogLinesChunk | null>;
+  read(options: { untilSeq?: number }): Promise<LogLinesChunk | null>;
 }
 
 export interface LogSource {

@@ -33,7 +33,9 @@ function harness(argv: string[], options: Partial<SupervisorOptions> = {}): Harn
     cwd: dir,
     env: process.env,
     logger,
-    onOutput(stream, texts) {
+    onOutput(stream, block) {
+      const texts = block.data.toString('utf8').slice(0, -1).split('\n');
+      expect(texts.length).toBe(block.count);
       for (const text of texts) {
         lines.push({ stream, text });
         for (const w of waiters.filter((w) => w.regex.test(text))) {

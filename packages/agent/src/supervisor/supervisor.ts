@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_GRACE_MS, MAX_LINE_BYTES, SpotctlError, type JobState } from '@spotctl/shared';
-import { LineSplitter } from './line-splitter.ts';
+import { LineSplitter, type LineBlock } from './line-splitter.ts';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -49,8 +49,11 @@ export interface SupervisorOptions {
    * @default 2000
    */
   pipeDrainMs?: number;
-  /** Lines of one chunk of output, in order. Called synchronously from the stream's data event. */
-  onOutput(stream: OutputStream, lines: string[]): void;
+  /**
+   * Lines of one chunk of output, in order, as bytes (each line ending in '\n'). Called
+   * synchronously from the stream's data event; the block may be a view into the chunk.
+   */
+  onOutput(stream: OutputStream, lines: LineBlock): void;
   /** Any change of the status (state, pid, stopReason, ...). */
   onChange?(status: JobProcessStatus): void;
   logger: Logger;
@@ -157,7 +160,7 @@ export class Supervisor implements AsyncDisposable {
       this.#openPipes.add(pipe);
       pipe.on('data', (chunk: Buffer) => {
         const lines = splitter.push(chunk);
-        if (lines.length > 0) this.#options.onOutput(stream, lines);
+        if (lines) this.#options.onOutput(stream, lines);
       });
       pipe.on('error', (err) => log.warn({ err, stream }, 'job output stream error'));
       pipe.once('close', () => {
@@ -251,7 +254,7 @@ export class Supervisor implements AsyncDisposable {
     const entry = this.#splitters.get(pipe);
     if (!entry) return;
     const rest = entry.splitter.flush();
-    if (rest.length > 0) this.#options.onOutput(entry.stream, rest);
+    if (rest) this.#options.onOutput(entry.stream, rest);
   }
 
   #maybeFinish(): void {
@@ -309,7 +312,8 @@ export class Supervisor implements AsyncDisposable {
     const message = described ?? describeSpawnError(err, this.#options.argv[0] ?? '', this.#options.cwd);
     this.#options.logger.error({ err }, `job failed to start: ${message}`);
     // The user reads the job's log, not the agent's: put the reason there too.
-    this.#options.onOutput('stderr', [`spotctl: ${message}`]);
+    const texts = `spotctl: ${message}`.split('\n');
+    this.#options.onOutput('stderr', { data: Buffer.from(`${texts.join('\n')}\n`), count: texts.length });
     this.#status.state = 'failed-to-start';
     this.#status.error = message;
     // What a shell reports for "command not found".
