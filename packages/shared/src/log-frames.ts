@@ -233,8 +233,11 @@ const frameHeaderCheck = TypeCompiler.Compile(LogFrameHeader);
 /** A header this large cannot be ours: ~60 bytes per segment, and frames carry a few hundred KiB. */
 export const MAX_LOG_FRAME_HEADER_BYTES = 1024 * 1024;
 
-/** Builds a binary `logs` frame from consecutive segments; copies their bytes once. */
-export function encodeLogFrame(segments: readonly LogSegment[]): Buffer {
+/**
+ * Builds a binary `logs` frame from consecutive segments; copies their bytes once, into a buffer
+ * from `alloc` (a pool, say). Returns exactly the frame's bytes (a view when `alloc` gave more).
+ */
+export function encodeLogFrame(segments: readonly LogSegment[], alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const first = segments[0];
   if (!first) throw new RangeError('a logs frame needs at least one segment');
   let header = `{"event":"logs","firstSeq":${first.firstSeq},"segments":[`;
@@ -246,7 +249,10 @@ export function encodeLogFrame(segments: readonly LogSegment[]): Buffer {
   }
   header += ']}';
   const headerBytes = Buffer.byteLength(header, 'latin1');
-  const frame = Buffer.allocUnsafe(4 + headerBytes + payloadBytes);
+  const size = 4 + headerBytes + payloadBytes;
+  const buffer = alloc(size);
+  if (buffer.length < size) throw new RangeError(`frame buffer of ${buffer.length} bytes for a ${size}-byte frame`);
+  const frame = buffer.length === size ? buffer : buffer.subarray(0, size);
   frame.writeUInt32BE(headerBytes, 0);
   frame.write(header, 4, 'latin1');
   let pos = 4 + headerBytes;

@@ -128,16 +128,19 @@ export class LogStore implements AsyncDisposable {
 
   /**
    * Appends `count` lines of one stream given as bytes (each line ending in '\n', none containing
-   * another) as one record, with one synchronous write: when this returns they are in the file
-   * and every cursor can read them.
+   * another; in pieces or not) as one record, with one synchronous writev: when this returns they
+   * are in the file and every cursor can read them.
    */
-  appendBlock(stream: LogStream, data: Buffer, count: number): { firstSeq: number; lastSeq: number } {
+  appendBlock(stream: LogStream, data: Buffer | readonly Buffer[], count: number): { firstSeq: number; lastSeq: number } {
     if (this.#closed) throw new SpotctlError('SPOTCTL_INTERNAL', 'log store is closed');
     const seq = this.#lastSeq + 1;
-    const header = encodeRecordHeader({ seq, count, ts: this.#now(), stream, bytes: data.length });
+    const pieces = Buffer.isBuffer(data) ? [data] : data;
+    let bytes = 0;
+    for (const piece of pieces) bytes += piece.length;
+    const header = encodeRecordHeader({ seq, count, ts: this.#now(), stream, bytes });
     const start = this.#endOffset;
     try {
-      writeAll(this.#fd, header, data);
+      writeAll(this.#fd, [header, ...pieces], header.length + bytes);
     } catch (err) {
       // A short write (disk full) would leave half a record that every later one is glued to.
       try {
@@ -154,7 +157,7 @@ export class LogStore implements AsyncDisposable {
       this.#indexOffset.push(start);
     }
     this.#lastSeq = seq + count - 1;
-    this.#endOffset = start + header.length + data.length;
+    this.#endOffset = start + header.length + bytes;
     for (const listener of this.#listeners) listener(this.#lastSeq);
     return { firstSeq: seq, lastSeq: this.#lastSeq };
   }
@@ -418,12 +421,19 @@ function scanExisting(fd: number, file: string, indexEvery: number): ScanResult 
 }
 
 /** One writev(2) in the normal case; the rare short write finishes with the remaining bytes. */
-function writeAll(fd: number, header: Buffer, data: Buffer): void {
-  const total = header.length + data.length;
-  let done = fs.writevSync(fd, [header, data]);
+function writeAll(fd: number, pieces: Buffer[], total: number): void {
+  let done = fs.writevSync(fd, pieces);
   while (done < total) {
-    done += done < header.length
-      ? fs.writevSync(fd, [header.subarray(done), data])
-      : fs.writeSync(fd, data, done - header.length, total - done);
+    // Drop what was written and write the rest.
+    let skip = done;
+    const rest: Buffer[] = [];
+    for (const piece of pieces) {
+      if (skip >= piece.length) skip -= piece.length;
+      else {
+        rest.push(skip > 0 ? piece.subarray(skip) : piece);
+        skip = 0;
+      }
+    }
+    done += fs.writevSync(fd, rest);
   }
 }

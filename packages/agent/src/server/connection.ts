@@ -9,10 +9,11 @@ import {
   parseRequest,
   type ErrorCode,
   type JobStatus,
+  type LogSegment,
   type Request,
   type ResultOf,
 } from '@spotctl/shared';
-import { endFrame, errorFrame, logsFrame, resultFrame, statusFrame } from './frames.ts';
+import { FramePool, endFrame, errorFrame, logsFrame, resultFrame, statusFrame } from './frames.ts';
 import { isJobEnded, type JobControl, type LogReader, type LogSource } from './types.ts';
 
 /**
@@ -40,6 +41,7 @@ export class ClientConnection {
   readonly #log: Logger;
   #subscription: Subscription | undefined;
   #inFlightBytes = 0;
+  readonly #frames = new FramePool();
   /** Pong seen since the last ping. */
   #alive = true;
   #closed = false;
@@ -99,12 +101,18 @@ export class ClientConnection {
     this.#subscription = undefined;
   }
 
-  /** @internal Sends a (binary) log frame and accounts for it until the socket has written it. */
-  sendCounted(frame: Buffer, onWritten: () => void): boolean {
+  /**
+   * @internal Sends the lines as a binary logs frame (built at once: the segments are views into
+   * the reader's buffer) and accounts for it until the socket has written it.
+   */
+  sendLogs(segments: readonly LogSegment[], onWritten: () => void): boolean {
     if (!this.#isOpen()) return false;
+    const frame = logsFrame(segments, this.#frames);
     this.#inFlightBytes += frame.length;
-    this.#ws.send(frame, { binary: true }, () => {
+    this.#ws.send(frame, { binary: true }, (err) => {
       this.#inFlightBytes -= frame.length;
+      // Only a frame the socket is done with may be written over.
+      if (!err) this.#frames.release(frame);
       onWritten();
     });
     return true;
@@ -271,8 +279,7 @@ class Subscription {
           const chunk = await reader.read(untilSeq === undefined ? {} : { untilSeq });
           if (!this.#active) return;
           if (chunk) {
-            // Built (copied) at once: the chunk is a view into the reader's reused buffer.
-            if (!connection.sendCounted(logsFrame(chunk.segments), () => this.kick())) this.#active = false;
+            if (!connection.sendLogs(chunk.segments, () => this.kick())) this.#active = false;
             continue;
           }
           const endSeq = untilSeq ?? (isJobEnded(status) && settled ? status.lastSeq : undefined);

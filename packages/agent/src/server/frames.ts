@@ -3,10 +3,35 @@ import { encodeLogFrame, type JobStatus, type LogSegment } from '@spotctl/shared
 
 /**
  * A binary `logs` frame from the segments a cursor read: one small header and the lines' bytes as
- * they are on disk, so nothing is done per line.
+ * they are on disk, so nothing is done per line. Built in a buffer from `pool`.
  */
-export function logsFrame(segments: readonly LogSegment[]): Buffer {
-  return encodeLogFrame(segments);
+export function logsFrame(segments: readonly LogSegment[], pool: FramePool): Buffer {
+  return encodeLogFrame(segments, (size) => pool.acquire(size));
+}
+
+/** Frames are about one cursor read (256 KiB) plus their header; pooled buffers have this size. */
+const POOLED_FRAME_BYTES = 256 * 1024 + 16 * 1024;
+/** More than the in-flight window holds (1 MiB / 256 KiB, plus one being built). */
+const MAX_POOLED_FRAMES = 6;
+
+/**
+ * Reuses frame buffers once the socket has written them. Under a log flood a fresh 256 KiB
+ * buffer per frame was garbage that only a GC gave back, and the agent's peak RSS carried it.
+ */
+export class FramePool {
+  readonly #free: Buffer[] = [];
+
+  acquire(size: number): Buffer {
+    if (size > POOLED_FRAME_BYTES) return Buffer.allocUnsafe(size);
+    // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool.
+    return this.#free.pop() ?? Buffer.allocUnsafeSlow(POOLED_FRAME_BYTES);
+  }
+
+  /** Gives back a frame (or a view of one) that the socket no longer needs. */
+  release(frame: Buffer): void {
+    const whole = frame.byteOffset === 0 && frame.buffer.byteLength === POOLED_FRAME_BYTES ? Buffer.from(frame.buffer, 0, POOLED_FRAME_BYTES) : undefined;
+    if (whole && this.#free.length < MAX_POOLED_FRAMES) this.#free.push(whole);
+  }
 }
 
 export function statusFrame(status: JobStatus): string {

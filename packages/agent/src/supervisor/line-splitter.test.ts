@@ -4,7 +4,7 @@ import { LineSplitter, type LineBlock } from './line-splitter.ts';
 /** The block's lines as strings, checking that its count matches its newlines. */
 function texts(block: LineBlock | undefined): string[] {
   if (!block) return [];
-  const text = block.data.toString('utf8');
+  const text = Buffer.concat(block.data).toString('utf8');
   expect(text.endsWith('\n')).toBe(true);
   const lines = text.slice(0, -1).split('\n');
   expect(lines.length).toBe(block.count);
@@ -48,11 +48,20 @@ describe('LineSplitter', () => {
     expect(feed(new LineSplitter(10), [Buffer.from('0123456789\n')])).toEqual(['0123456789']);
   });
 
-  test('a chunk of whole lines is handed on as it is, without a copy', () => {
+  test('a chunk of whole lines is handed on as a view, without a copy', () => {
     const chunk = Buffer.from('one\ntwo\n');
-    const block = new LineSplitter(1024).push(chunk);
+    const splitter = new LineSplitter(1024);
+    const block = splitter.push(chunk);
     expect(block?.count).toBe(2);
-    expect(block?.data.buffer).toBe(chunk.buffer);
+    expect(block?.data).toHaveLength(1);
+    expect(block?.data[0]?.buffer).toBe(chunk.buffer);
+    // After a partial line, only the line that straddles the chunks is a copy.
+    expect(splitter.push(Buffer.from('thr'))).toBeUndefined();
+    const next = Buffer.from('ee\nfour\nfive\n');
+    const after = splitter.push(next);
+    expect(after?.count).toBe(3);
+    expect(after?.data.map((b) => b.toString())).toEqual(['three\n', 'four\nfive\n']);
+    expect(after?.data[1]?.buffer).toBe(next.buffer);
   });
 
   test('cutting a long line never splits a UTF-8 character', () => {

@@ -9,7 +9,12 @@ const NEWLINE_BUFFER = Buffer.from([NEWLINE]);
 
 /** Complete lines: `count` lines, each ending in '\n' (a '\r' before it is kept). */
 export interface LineBlock {
-  data: Buffer;
+  /**
+   * The lines' bytes in order, in pieces (write them with one writev): usually a view of the
+   * chunk, after the line that started in the previous chunk. Not copied into one buffer, since
+   * under a log flood every copy is garbage the agent's memory has to hold until the next GC.
+   */
+  data: Buffer[];
   count: number;
 }
 
@@ -25,16 +30,31 @@ export class LineSplitter {
   }
 
   /**
-   * Feeds a chunk; returns the lines it completed, or undefined. The block may be a view into
-   * `chunk`: use it before the chunk's memory is reused.
+   * Feeds a chunk; returns the lines it completed, or undefined. The pieces may be views into
+   * `chunk`: use them before the chunk's memory is reused.
    */
   push(chunk: Buffer): LineBlock | undefined {
-    const data = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
-    this.#pending = undefined;
     const max = this.maxLineBytes;
-    // Pieces of output; the common case is one view of `data` up to its last newline.
     const pieces: Buffer[] = [];
     let count = 0;
+    let data = chunk;
+    const pending = this.#pending;
+    this.#pending = undefined;
+    if (pending) {
+      const nl = chunk.indexOf(NEWLINE);
+      if (nl === -1) {
+        data = Buffer.concat([pending, chunk]);
+      } else {
+        // Only the line that straddles the chunks is copied; the rest stays a view.
+        const head = Buffer.concat([pending, chunk.subarray(0, nl + 1)]);
+        if (head.length - 1 > max) count += cutLongLine(head.subarray(0, head.length - 1), max, pieces, true);
+        else {
+          pieces.push(head);
+          count += 1;
+        }
+        data = chunk.subarray(nl + 1);
+      }
+    }
     let runStart = 0;
     let start = 0;
     for (;;) {
@@ -59,7 +79,7 @@ export class LineSplitter {
     }
     if (rest.length > 0) this.#pending = Buffer.from(rest);
     if (count === 0) return undefined;
-    return { data: pieces.length === 1 ? (pieces[0] as Buffer) : Buffer.concat(pieces), count };
+    return { data: pieces, count };
   }
 
   /** The trailing partial line, if any (call when the stream ends). */
@@ -67,7 +87,7 @@ export class LineSplitter {
     const rest = this.#pending;
     this.#pending = undefined;
     if (!rest) return undefined;
-    return { data: Buffer.concat([rest, NEWLINE_BUFFER]), count: 1 };
+    return { data: [rest, NEWLINE_BUFFER], count: 1 };
   }
 }
 
