@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_GRACE_MS, MAX_LINE_BYTES, SpotctlError, type JobState } from '@spotctl/shared';
 import { LineSplitter, type LineBlock } from './line-splitter.ts';
+import { openOutputPipe, type OutputPipe } from './output-pipe.ts';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -114,6 +115,7 @@ export class Supervisor implements AsyncDisposable {
     const [file, ...args] = this.#options.argv as [string, ...string[]];
     const log = this.#options.logger;
     let child: ChildProcess;
+    const pipes = this.#outputPipes();
     try {
       child = spawn(file, args, {
         cwd: this.#options.cwd,
@@ -121,12 +123,16 @@ export class Supervisor implements AsyncDisposable {
         // Own process group: stop() signals the whole group, and a Ctrl-C or SIGHUP aimed at the
         // agent's group (the ssh session that started it) does not reach the job.
         detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: pipes ? ['ignore', pipes[0][1].writeFd, pipes[1][1].writeFd] : ['ignore', 'pipe', 'pipe'],
       });
     } catch (err) {
       // spawn throws synchronously for bad arguments (e.g. a NUL byte in argv).
+      for (const [, p] of pipes ?? []) p.socket.destroy();
       this.#failToStart(err as Error);
       return;
+    } finally {
+      // The job has its copies; ours would keep the pipes from ever reaching end-of-file.
+      for (const [, p] of pipes ?? []) fs.closeSync(p.writeFd);
     }
     this.#child = child;
     child.once('spawn', () => {
@@ -153,15 +159,19 @@ export class Supervisor implements AsyncDisposable {
       }
       this.#maybeFinish();
     });
-    for (const [stream, pipe] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+    const readers: (readonly [OutputStream, Readable | null])[] = pipes
+      ? pipes.map(([stream, p]) => [stream, p.socket] as const)
+      : [['stdout', child.stdout], ['stderr', child.stderr]];
+    for (const [stream, pipe] of readers) {
       if (!pipe) continue;
-      const splitter = new LineSplitter(this.#options.maxLineBytes ?? MAX_LINE_BYTES);
-      this.#splitters.set(pipe, { stream, splitter });
+      if (!pipes) {
+        const splitter = this.#splitter(stream, pipe);
+        pipe.on('data', (chunk: Buffer) => {
+          const lines = splitter.push(chunk);
+          if (lines) this.#options.onOutput(stream, lines);
+        });
+      }
       this.#openPipes.add(pipe);
-      pipe.on('data', (chunk: Buffer) => {
-        const lines = splitter.push(chunk);
-        if (lines) this.#options.onOutput(stream, lines);
-      });
       pipe.on('error', (err) => log.warn({ err, stream }, 'job output stream error'));
       pipe.once('close', () => {
         this.#flushPipe(pipe);
@@ -249,6 +259,41 @@ export class Supervisor implements AsyncDisposable {
     this.#killDeadline = Number.POSITIVE_INFINITY;
   }
 
+  /**
+   * The job's stdout and stderr pipes, read into reused buffers, their chunks split into lines and
+   * handed on at once. Undefined when they cannot be made (no mkfifo, no writable temp dir): the
+   * job then gets Node's ordinary pipes, which cost more memory under a flood but work the same.
+   */
+  #outputPipes(): [[OutputStream, OutputPipe], [OutputStream, OutputPipe]] | undefined {
+    const made: OutputPipe[] = [];
+    try {
+      for (const stream of ['stdout', 'stderr'] as const) {
+        let splitter: LineSplitter | undefined;
+        // Synchronous all the way to the log file: the chunk is a view into the pipe's reused buffer.
+        const pipe = openOutputPipe((chunk) => {
+          const lines = splitter?.push(chunk);
+          if (lines) this.#options.onOutput(stream, lines);
+        });
+        made.push(pipe);
+        splitter = this.#splitter(stream, pipe.socket);
+      }
+    } catch (err) {
+      for (const p of made) {
+        p.socket.destroy();
+        fs.closeSync(p.writeFd);
+      }
+      this.#options.logger.warn({ err }, 'cannot make the job output pipes; using ordinary ones');
+      return undefined;
+    }
+    return [['stdout', made[0] as OutputPipe], ['stderr', made[1] as OutputPipe]];
+  }
+
+  #splitter(stream: OutputStream, pipe: Readable): LineSplitter {
+    const splitter = new LineSplitter(this.#options.maxLineBytes ?? MAX_LINE_BYTES);
+    this.#splitters.set(pipe, { stream, splitter });
+    return splitter;
+  }
+
   #flushPipe(pipe: Readable): void {
     if (!this.#openPipes.delete(pipe)) return;
     const entry = this.#splitters.get(pipe);
@@ -313,7 +358,7 @@ export class Supervisor implements AsyncDisposable {
     this.#options.logger.error({ err }, `job failed to start: ${message}`);
     // The user reads the job's log, not the agent's: put the reason there too.
     const texts = `spotctl: ${message}`.split('\n');
-    this.#options.onOutput('stderr', { data: Buffer.from(`${texts.join('\n')}\n`), count: texts.length });
+    this.#options.onOutput('stderr', { data: [Buffer.from(`${texts.join('\n')}\n`)], count: texts.length });
     this.#status.state = 'failed-to-start';
     this.#status.error = message;
     // What a shell reports for "command not found".
