@@ -133,6 +133,11 @@ export interface LogsEvent {
   batch: LogBatch;
 }
 
+/** A segment whose bytes may still be in pieces (as the agent's line splitter hands them on). */
+export interface LogSegmentPieces extends Omit<LogSegment, 'data'> {
+  data: Buffer | readonly Buffer[];
+}
+
 /** Consecutive lines, `firstSeq..lastSeq`, in segments. */
 export interface LogBatch {
   firstSeq: number;
@@ -237,15 +242,18 @@ export const MAX_LOG_FRAME_HEADER_BYTES = 1024 * 1024;
  * Builds a binary `logs` frame from consecutive segments; copies their bytes once, into a buffer
  * from `alloc` (a pool, say). Returns exactly the frame's bytes (a view when `alloc` gave more).
  */
-export function encodeLogFrame(segments: readonly LogSegment[], alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
+export function encodeLogFrame(segments: readonly LogSegmentPieces[], alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const first = segments[0];
   if (!first) throw new RangeError('a logs frame needs at least one segment');
   let header = `{"event":"logs","firstSeq":${first.firstSeq},"segments":[`;
   let payloadBytes = 0;
   for (let i = 0; i < segments.length; i++) {
-    const s = segments[i] as LogSegment;
-    header += `${i ? ',' : ''}{"stream":"${s.stream}","ts":${s.ts},"count":${s.count},"bytes":${s.data.length}}`;
-    payloadBytes += s.data.length;
+    const s = segments[i] as LogSegmentPieces;
+    let bytes = 0;
+    if (Buffer.isBuffer(s.data)) bytes = s.data.length;
+    else for (const piece of s.data) bytes += piece.length;
+    header += `${i ? ',' : ''}{"stream":"${s.stream}","ts":${s.ts},"count":${s.count},"bytes":${bytes}}`;
+    payloadBytes += bytes;
   }
   header += ']}';
   const headerBytes = Buffer.byteLength(header, 'latin1');
@@ -256,7 +264,10 @@ export function encodeLogFrame(segments: readonly LogSegment[], alloc: (size: nu
   frame.writeUInt32BE(headerBytes, 0);
   frame.write(header, 4, 'latin1');
   let pos = 4 + headerBytes;
-  for (const s of segments) pos += s.data.copy(frame, pos);
+  for (const s of segments) {
+    if (Buffer.isBuffer(s.data)) pos += s.data.copy(frame, pos);
+    else for (const piece of s.data) pos += piece.copy(frame, pos);
+  }
   return frame;
 }
 

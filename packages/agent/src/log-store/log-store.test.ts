@@ -64,7 +64,8 @@ describe('LogStore', () => {
 
   test('appendBlock stores a chunk of lines as one record; a text with a newline becomes two lines', async () => {
     await using store = LogStore.open({ path: file, now: () => 7 });
-    expect(store.appendBlock('stdout', Buffer.from('one\ntwo\r\n\nfour\n'), 4)).toEqual({ firstSeq: 1, lastSeq: 4 });
+    const block = Buffer.from('one\ntwo\r\n\nfour\n');
+    expect(store.appendBlock('stdout', [block.subarray(0, 5), block.subarray(5)], 4)).toMatchObject({ firstSeq: 1, lastSeq: 4, count: 4, ts: 7, startOffset: 0, endOffset: store.endOffset });
     const written = store.append([{ stream: 'system', text: 'x\ny' }]);
     expect(written.map((l) => [l.seq, l.text])).toEqual([[5, 'x'], [6, 'y']]);
     const expected = ['one', 'two\r', '', 'four', 'x', 'y'];
@@ -154,6 +155,23 @@ describe('LogStore', () => {
     expect(await cursor.read()).toBeNull();
     store.append(lines(2, 'late'));
     expect((await drain(cursor)).map((l) => l.text)).toEqual(['late 1', 'late 2']);
+  });
+
+  test('skip moves a cursor past a record just appended only when it is exactly at its start', async () => {
+    await using store = LogStore.open({ path: file });
+    store.append(lines(3));
+    // A follower that has read everything sits at the end of the file.
+    const live = store.cursor(3);
+    expect((await drain(live)).map((l) => l.seq)).toEqual([3]);
+    const behind = store.cursor(3);
+    const record = store.appendBlock('stdout', Buffer.from('x\ny\n'), 2);
+    expect(behind.skip(record)).toBe(false);
+    expect(live.skip(record)).toBe(true);
+    expect(live.nextSeq).toBe(6);
+    expect(await live.read()).toBeNull();
+    store.append(lines(1, 'after'));
+    expect((await drain(live)).map((l) => [l.seq, l.text])).toEqual([[6, 'after 1']]);
+    expect((await drain(behind)).map((l) => l.text)).toEqual(['line 3', 'x', 'y', 'after 1']);
   });
 
   test('a cursor created before the lines exist waits for them', async () => {

@@ -61,6 +61,22 @@ export interface ReadOptions {
 
 type AppendListener = (lastSeq: number) => void;
 
+/**
+ * A record just appended. `data` are the caller's buffers: valid only as long as the caller
+ * keeps them (the supervisor's pipe buffer is reused after the call returns).
+ */
+export interface AppendedRecord {
+  firstSeq: number;
+  lastSeq: number;
+  count: number;
+  ts: number;
+  stream: LogStream;
+  data: readonly Buffer[];
+  /** Byte offsets of the record in the file. */
+  startOffset: number;
+  endOffset: number;
+}
+
 export class LogStore implements AsyncDisposable {
   readonly path: string;
   readonly indexEvery: number;
@@ -131,13 +147,14 @@ export class LogStore implements AsyncDisposable {
    * another; in pieces or not) as one record, with one synchronous writev: when this returns they
    * are in the file and every cursor can read them.
    */
-  appendBlock(stream: LogStream, data: Buffer | readonly Buffer[], count: number): { firstSeq: number; lastSeq: number } {
+  appendBlock(stream: LogStream, data: Buffer | readonly Buffer[], count: number): AppendedRecord {
     if (this.#closed) throw new SpotctlError('SPOTCTL_INTERNAL', 'log store is closed');
     const seq = this.#lastSeq + 1;
     const pieces = Buffer.isBuffer(data) ? [data] : data;
     let bytes = 0;
     for (const piece of pieces) bytes += piece.length;
-    const header = encodeRecordHeader({ seq, count, ts: this.#now(), stream, bytes });
+    const ts = this.#now();
+    const header = encodeRecordHeader({ seq, count, ts, stream, bytes });
     const start = this.#endOffset;
     try {
       writeAll(this.#fd, [header, ...pieces], header.length + bytes);
@@ -159,7 +176,7 @@ export class LogStore implements AsyncDisposable {
     this.#lastSeq = seq + count - 1;
     this.#endOffset = start + header.length + bytes;
     for (const listener of this.#listeners) listener(this.#lastSeq);
-    return { firstSeq: seq, lastSeq: this.#lastSeq };
+    return { firstSeq: seq, lastSeq: this.#lastSeq, count, ts, stream, data: pieces, startOffset: start, endOffset: this.#endOffset };
   }
 
   /**
@@ -336,6 +353,19 @@ export class LogCursor {
         size = Math.max(size * 2, needBytes);
       }
     }
+  }
+
+  /**
+   * Moves past a record that was just appended, when this cursor is exactly at its start: the
+   * caller has its lines in memory and sends them without reading them back. False (and no
+   * move) otherwise.
+   */
+  skip(record: AppendedRecord): boolean {
+    if (this.#offset !== record.startOffset || this.#wantSeq !== record.firstSeq || this.#recordSeq !== record.firstSeq) return false;
+    this.#offset = record.endOffset;
+    this.#recordSeq = record.lastSeq + 1;
+    this.#wantSeq = record.lastSeq + 1;
+    return true;
   }
 
   #bufferFor(length: number): Buffer {

@@ -9,12 +9,12 @@ import {
   parseRequest,
   type ErrorCode,
   type JobStatus,
-  type LogSegment,
+  type LogSegmentPieces,
   type Request,
   type ResultOf,
 } from '@spotctl/shared';
 import { FramePool, endFrame, errorFrame, logsFrame, resultFrame, statusFrame } from './frames.ts';
-import { isJobEnded, type JobControl, type LogReader, type LogSource } from './types.ts';
+import { isJobEnded, type AppendedLines, type JobControl, type LogReader, type LogSource } from './types.ts';
 
 /**
  * Log bytes handed to the socket but not yet written out, per client. Above this the subscription
@@ -70,9 +70,10 @@ export class ClientConnection {
     this.#subscription?.kick();
   }
 
-  /** New lines are on disk. */
-  notifyLogs(): void {
-    this.#subscription?.kick();
+  /** New lines are on disk; `appended` are they, while still in memory. */
+  notifyLogs(appended?: AppendedLines): void {
+    if (appended) this.#subscription?.offer(appended);
+    else this.#subscription?.kick();
   }
 
   /**
@@ -105,7 +106,7 @@ export class ClientConnection {
    * @internal Sends the lines as a binary logs frame (built at once: the segments are views into
    * the reader's buffer) and accounts for it until the socket has written it.
    */
-  sendLogs(segments: readonly LogSegment[], onWritten: () => void): boolean {
+  sendLogs(segments: readonly LogSegmentPieces[], onWritten: () => void): boolean {
     if (!this.#isOpen()) return false;
     const frame = logsFrame(segments, this.#frames);
     this.#inFlightBytes += frame.length;
@@ -251,6 +252,20 @@ class Subscription {
 
   cancel(): void {
     this.#active = false;
+  }
+
+  /**
+   * Lines just appended: a follower that has sent everything before them gets them from memory,
+   * without reading them back from the file (the common case of a live tail). Anyone else reads
+   * on from the file as usual.
+   */
+  offer(appended: AppendedLines): void {
+    const { connection, reader, untilSeq } = this.#o;
+    if (this.#active && !this.#pumping && untilSeq === undefined && connection.inFlightBytes < MAX_IN_FLIGHT_BYTES && reader.skip(appended)) {
+      if (!connection.sendLogs([appended], () => this.kick())) this.#active = false;
+      return;
+    }
+    this.kick();
   }
 
   kick(): void {

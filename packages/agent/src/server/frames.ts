@@ -1,11 +1,12 @@
 /** Builds outgoing messages: JSON text frames, and binary frames for log lines. */
-import { encodeLogFrame, type JobStatus, type LogSegment } from '@spotctl/shared';
+import { encodeLogFrame, type JobStatus, type LogSegmentPieces } from '@spotctl/shared';
 
 /**
- * A binary `logs` frame from the segments a cursor read: one small header and the lines' bytes as
- * they are on disk, so nothing is done per line. Built in a buffer from `pool`.
+ * A binary `logs` frame from the segments a cursor read (or lines just appended): one small header
+ * and the lines' bytes as they are on disk, so nothing is done per line. Built in a buffer from
+ * `pool`.
  */
-export function logsFrame(segments: readonly LogSegment[], pool: FramePool): Buffer {
+export function logsFrame(segments: readonly LogSegmentPieces[], pool: FramePool): Buffer {
   return encodeLogFrame(segments, (size) => pool.acquire(size));
 }
 
