@@ -25,41 +25,53 @@ export interface OutputPipe {
 }
 
 /**
- * Makes a pipe whose chunks are handed to `onChunk` as views into one reused buffer: the view is
- * valid only during the call.
+ * Makes one pipe per handler (one mkfifo process for all of them: it is the costly part); each
+ * pipe's chunks are handed to its handler as views into one reused buffer, valid only during the
+ * call.
  */
-export function openOutputPipe(onChunk: (chunk: Buffer) => void): OutputPipe {
+export function openOutputPipes(handlers: readonly ((chunk: Buffer) => void)[]): OutputPipe[] {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spotctl-job-'));
-  const fifo = path.join(dir, 'pipe');
-  let readFd: number | undefined;
-  let writeFd: number | undefined;
+  const fifos = handlers.map((_, i) => path.join(dir, `pipe${i}`));
+  const fds: { readFd: number; writeFd: number }[] = [];
   try {
-    execFileSync('mkfifo', ['-m', '600', fifo], { stdio: 'ignore' });
-    // Read end first and non-blocking (opening a FIFO blocks until the other end is open); the
-    // write end is a plain blocking one, as the job's end of an ordinary pipe would be.
-    readFd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-    writeFd = fs.openSync(fifo, fs.constants.O_WRONLY);
+    execFileSync('mkfifo', ['-m', '600', ...fifos], { stdio: 'ignore' });
+    for (const fifo of fifos) {
+      // Read end first and non-blocking (opening a FIFO blocks until the other end is open); the
+      // write end is a plain blocking one, as the job's end of an ordinary pipe would be.
+      const readFd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      try {
+        fds.push({ readFd, writeFd: fs.openSync(fifo, fs.constants.O_WRONLY) });
+      } catch (err) {
+        fs.closeSync(readFd);
+        throw err;
+      }
+    }
   } catch (err) {
-    if (readFd !== undefined) fs.closeSync(readFd);
+    for (const { readFd, writeFd } of fds) {
+      fs.closeSync(readFd);
+      fs.closeSync(writeFd);
+    }
     throw err;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const buffer = Buffer.allocUnsafe(PIPE_READ_BYTES);
-  // `onread` is honoured by the constructor (Node ≥ 12; it is how socket.connect() passes it on),
-  // though @types/node only declares it for connect().
-  const options: net.SocketConstructorOpts & { onread: net.OnReadOpts } = {
-    fd: readFd,
-    readable: true,
-    writable: false,
-    onread: {
-      buffer,
-      callback: (bytes: number, buf: Uint8Array) => {
-        onChunk(Buffer.from(buf.buffer, buf.byteOffset, bytes));
-        return true;
+  return fds.map(({ readFd, writeFd }, i) => {
+    const onChunk = handlers[i] as (chunk: Buffer) => void;
+    const buffer = Buffer.allocUnsafe(PIPE_READ_BYTES);
+    // `onread` is honoured by the constructor (Node ≥ 12; it is how socket.connect() passes it
+    // on), though @types/node only declares it for connect().
+    const options: net.SocketConstructorOpts & { onread: net.OnReadOpts } = {
+      fd: readFd,
+      readable: true,
+      writable: false,
+      onread: {
+        buffer,
+        callback: (bytes: number, buf: Uint8Array) => {
+          onChunk(Buffer.from(buf.buffer, buf.byteOffset, bytes));
+          return true;
+        },
       },
-    },
-  };
-  const socket = new net.Socket(options);
-  return { writeFd, socket };
+    };
+    return { writeFd, socket: new net.Socket(options) };
+  });
 }

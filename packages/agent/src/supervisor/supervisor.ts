@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_GRACE_MS, MAX_LINE_BYTES, SpotctlError, type JobState } from '@spotctl/shared';
 import { LineSplitter, type LineBlock } from './line-splitter.ts';
-import { openOutputPipe, type OutputPipe } from './output-pipe.ts';
+import { openOutputPipes, type OutputPipe } from './output-pipe.ts';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -265,27 +265,27 @@ export class Supervisor implements AsyncDisposable {
    * job then gets Node's ordinary pipes, which cost more memory under a flood but work the same.
    */
   #outputPipes(): [[OutputStream, OutputPipe], [OutputStream, OutputPipe]] | undefined {
-    const made: OutputPipe[] = [];
+    const streams = ['stdout', 'stderr'] as const;
+    const splitters: LineSplitter[] = [];
+    let made: OutputPipe[];
     try {
-      for (const stream of ['stdout', 'stderr'] as const) {
-        let splitter: LineSplitter | undefined;
-        // Synchronous all the way to the log file: the chunk is a view into the pipe's reused buffer.
-        const pipe = openOutputPipe((chunk) => {
-          const lines = splitter?.push(chunk);
+      // Synchronous all the way to the log file: the chunk is a view into the pipe's reused buffer.
+      made = openOutputPipes(
+        streams.map((stream, i) => (chunk: Buffer) => {
+          const lines = splitters[i]?.push(chunk);
           if (lines) this.#options.onOutput(stream, lines);
-        });
-        made.push(pipe);
-        splitter = this.#splitter(stream, pipe.socket);
-      }
+        }),
+      );
     } catch (err) {
-      for (const p of made) {
-        p.socket.destroy();
-        fs.closeSync(p.writeFd);
-      }
       this.#options.logger.warn({ err }, 'cannot make the job output pipes; using ordinary ones');
       return undefined;
     }
-    return [['stdout', made[0] as OutputPipe], ['stderr', made[1] as OutputPipe]];
+    const [stdout, stderr] = made as [OutputPipe, OutputPipe];
+    splitters.push(this.#splitter('stdout', stdout.socket), this.#splitter('stderr', stderr.socket));
+    return [
+      ['stdout', stdout],
+      ['stderr', stderr],
+    ];
   }
 
   #splitter(stream: OutputStream, pipe: Readable): LineSplitter {
