@@ -88,7 +88,7 @@ Memory is in MB of 10⁶ bytes (/proc reports KiB), the stricter reading of the 
       });
       const states = JSON.stringify(ctx.agentStates(remoteDir));
       rmSync(out, { force: true });
-      // The run's log.jsonl is 1.6 GB; its agent has exited.
+      // The run's log (1 GB of lines) is on disk; its agent has exited.
       rmSync(path.join(remoteDir, 'runs'), { recursive: true, force: true });
       if (r.code !== 0 || r.bytes !== FLOOD_BYTES) throw new Error(`flood run exited ${r.code ?? r.signal} after ${r.bytes} bytes: ${r.stderr.slice(-1500)}`);
       if (!agentHwm) throw new Error(`never saw the agent process in /proc (${samples} samples; agent.json: ${states}; ${seen.slice(0, 5).join('; ')})`);

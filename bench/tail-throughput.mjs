@@ -76,7 +76,7 @@ line numbers are checked for losses, repeats and order.`,
       const identical = statSync(out).size === bytes && (await fileHash(out)) === expectedHash;
       checks.push({ ...lines, identical });
       rmSync(out, { force: true });
-      // The run's log.jsonl is bigger than the data; drop it before the next run (its agent has exited).
+      // The run's log is as big as the data; drop it before the next run (its agent has exited).
       rmSync(path.join(remoteDir, 'runs'), { recursive: true, force: true });
       const streamMs = r.lastByteMs - r.firstByteMs;
       ctx.log(`spotctl: ${(bytes / MB / (streamMs / 1000)).toFixed(1)} MB/s streaming, ${(r.wallMs / 1000).toFixed(2)} s whole; lost ${lines.lost}, identical ${identical}`);

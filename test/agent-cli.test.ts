@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { parseAgentState, type JobStatus, type LogLine } from '@spotctl/shared';
+import { PROTOCOL_VERSION, parseAgentState, type JobStatus } from '@spotctl/shared';
 import {
   AGENT_BUNDLE,
   connectClient,
@@ -16,6 +16,7 @@ import {
   expectUpgradeRefused,
   isProcessAlive,
   pollUntil,
+  readStoredLog,
   runAgentCli,
   startAgent,
   waitForJobEnd,
@@ -47,7 +48,7 @@ describe('version', () => {
     const result = await runAgentCli(['version']);
     expect(result.code).toBe(0);
     const hash = createHash('sha256').update(readFileSync(AGENT_BUNDLE)).digest('hex').slice(0, 16);
-    expect(result.stdout).toBe(`{"agentVersion":"0.1.0","buildId":"${hash}","protocolVersion":1}\n`);
+    expect(result.stdout).toBe(`{"agentVersion":"0.1.0","buildId":"${hash}","protocolVersion":${PROTOCOL_VERSION}}\n`);
   });
 });
 
@@ -124,7 +125,7 @@ describe('start', () => {
     expect(state.value.pid).not.toBe(first.pid);
     try {
       await pollUntil(() => first.readStatus()?.state === 'exited' && first.readStatus()?.lastSeq === 4, 'the second job to end', 10_000);
-      const lines = readFileSync(path.join(first.stateDir, 'log.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as LogLine);
+      const lines = readStoredLog(first.stateDir);
       expect(lines.map((l) => [l.seq, l.text])).toEqual([
         [1, 'one'],
         [2, 'two'],
@@ -175,8 +176,9 @@ describe('environment', () => {
     expect(refused.statusCode).toBe(401);
     await using client = await connectClient(agent);
     await waitForJobEnd(client);
-    const line = JSON.parse(readFileSync(path.join(agent.stateDir, 'log.jsonl'), 'utf8').trim()) as LogLine;
-    expect(line.text).toBe(`${agent.config.runId}|${agent.config.heartbeatPath}|1|unset|bar`);
+    const [line, ...more] = readStoredLog(agent.stateDir);
+    expect(more).toEqual([]);
+    expect(line?.text).toBe(`${agent.config.runId}|${agent.config.heartbeatPath}|1|unset|bar`);
   });
 });
 

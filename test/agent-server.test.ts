@@ -7,15 +7,14 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import {
+  AGENT_FILES,
   HEALTH_PATH,
-  MAX_LINES_PER_BATCH,
   PROTOCOL_VERSION,
   WS_PATH,
   WS_SUBPROTOCOL,
   checkResult,
   type JobStatus,
   type LogLine,
-  type ServerMessage,
 } from '@spotctl/shared';
 import {
   AGENT_BUNDLE,
@@ -27,20 +26,27 @@ import {
   startAgent,
   waitForJobEnd,
   type TestClient,
+  type TestMessage,
 } from './helpers/agent-process.ts';
 
 beforeAll(async () => {
   await ensureAgentBundle();
 });
 
-type EndEvent = Extract<ServerMessage, { event: 'end' }>;
+type EndEvent = Extract<TestMessage, { event: 'end' }>;
+
+/**
+ * A logs frame carries at most one read chunk of the agent's log (256 KiB), or one record when a
+ * record is bigger (a pipe chunk plus a partial line: well under 256 KiB more).
+ */
+const MAX_FRAME_BYTES = 512 * 1024;
 
 /**
  * Collects the logs events that follow `after` (the subscribe response) up to the end event, and
  * checks each batch's size. Indexes, not "messages since now": several frames can arrive in one
  * read and be recorded before the caller's await resumes.
  */
-async function collectUntilEnd(client: TestClient, after: ServerMessage, timeoutMs = 30_000): Promise<{ lines: LogLine[]; end: EndEvent }> {
+async function collectUntilEnd(client: TestClient, after: TestMessage, timeoutMs = 30_000): Promise<{ lines: LogLine[]; end: EndEvent }> {
   const startIndex = client.messages.indexOf(after) + 1;
   if (startIndex === 0) throw new Error('collectUntilEnd: the subscribe response is not among the received messages');
   const end = await client.nextEvent('end', { timeoutMs, where: (m) => client.messages.indexOf(m) >= startIndex });
@@ -49,7 +55,7 @@ async function collectUntilEnd(client: TestClient, after: ServerMessage, timeout
   for (const m of window) {
     if ('event' in m && m.event === 'logs') {
       expect(m.lines.length).toBeGreaterThan(0);
-      expect(m.lines.length).toBeLessThanOrEqual(MAX_LINES_PER_BATCH);
+      expect(m.frameBytes).toBeLessThanOrEqual(MAX_FRAME_BYTES);
       lines.push(...m.lines);
     }
   }
@@ -342,7 +348,7 @@ describe('flow control', () => {
       expect(final).toMatchObject({ state: 'exited', exitCode: 0, lastSeq: 200_000 });
       // Keep measuring a little after the end: the paused subscriber still has 200 MB to go.
       await new Promise((r) => setTimeout(r, 500));
-      expect(statSync(path.join(agent.stateDir, 'log.jsonl')).size).toBeGreaterThan(200_000_000);
+      expect(statSync(path.join(agent.stateDir, AGENT_FILES.log)).size).toBeGreaterThan(200_000_000);
       const health = (await observer.call('health', {})) as { clients: number; rssBytes: number };
       expect(health.clients).toBe(2);
       slow.ws.resume();

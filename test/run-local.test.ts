@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readStoredLog } from './helpers/agent-process.ts';
 import { collect, runSpotctl, spawnSpotctl } from './helpers/cli.ts';
 import { readUntil, waitFor } from './helpers/read-until.ts';
 import { tmpDir } from './helpers/tmp.ts';
@@ -30,6 +31,29 @@ describe('spotctl run --provider local', () => {
     expect(r.stdout.split('\n').filter(Boolean)).toHaveLength(20000);
     expect(r.stderr).toContain('progress 20000');
     expect(r.stderr).toMatch(/job exited with code 3/);
+  });
+
+  it('--json prints every line as a JSON object with its seq, stream and text, live and from the stored log', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    writeProject(proj.path, { 'lines.py': 'import sys\nfor i in range(1, 3001):\n    print(f"out {i} ü")\nsys.stdout.flush()\nprint("err", file=sys.stderr)\n' });
+    const r = await runSpotctl(['run', '--json', '--no-install', '--sync', proj.path, '--', 'python3', 'lines.py'], { home: home.path });
+    expect(r.code, r.stderr).toBe(0);
+    type LogEvent = { type: string; seq: number; ts: number; stream: string; text: string };
+    const logs = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as LogEvent).filter((e) => e.type === 'log');
+    const live = logs(r.stdout);
+    expect(live.map((l) => l.seq)).toEqual(Array.from({ length: 3001 }, (_, i) => i + 1));
+    // The two pipes are read independently, so only each stream's own order is given.
+    expect(live.filter((l) => l.stream === 'stdout').map((l) => l.text)).toEqual(Array.from({ length: 3000 }, (_, i) => `out ${i + 1} ü`));
+    expect(live.filter((l) => l.stream === 'stderr').map((l) => l.text)).toEqual(['err']);
+    expect(live.every((l) => Number.isInteger(l.ts) && l.ts > 0)).toBe(true);
+    // Once the agent has gone, `logs` reads the stored log: the same lines from any seq.
+    const runs = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string }[];
+    const agent = JSON.parse(readFileSync(path.join(home.path, 'runs', runs[0]?.runId as string, 'agent', 'agent.json'), 'utf8')) as { pid: number };
+    await waitFor(() => !pidAlive(agent.pid), { timeoutMs: 10_000, what: 'the agent to exit after the run' });
+    const stored = await runSpotctl(['logs', 'last', '--json', '--from', '2999'], { home: home.path });
+    expect(stored.code, stored.stderr).toBe(0);
+    expect(logs(stored.stdout)).toEqual(live.slice(2998));
   });
 
   it('honours .gitignore when syncing and activates the project venv after installing requirements', async () => {
@@ -153,7 +177,7 @@ describe('spotctl run --provider local', () => {
     expect(r.code, r.stderr).toBe(0);
     const runs = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string }[];
     const stateDir = path.join(home.path, 'runs', runs[0]?.runId as string, 'agent');
-    expect(readFileSync(path.join(stateDir, 'log.jsonl'), 'utf8')).toContain('"text":"hi"');
+    expect(readStoredLog(stateDir).map((l) => l.text)).toEqual(['hi']);
     const agent = JSON.parse(readFileSync(path.join(stateDir, 'agent.json'), 'utf8')) as { pid: number };
     await waitFor(() => !pidAlive(agent.pid), { timeoutMs: 10_000, what: 'the agent to exit after the run' });
     const logs = await runSpotctl(['logs', 'last'], { home: home.path });

@@ -168,8 +168,36 @@ export function readJsonLines(file) {
 
 /** The agent's pino log entries (`agent.log`, with `time` in epoch ms and `msg`). */
 export const agentLog = (agent) => readJsonLines(path.join(agent.stateDir, 'agent.log'));
-/** The job's output lines as the agent stored them (`log.jsonl`). */
-export const jobLines = (agent) => readJsonLines(path.join(agent.stateDir, 'log.jsonl')).map((l) => l.text);
+/**
+ * The job's output lines as the agent stored them (`log.records`: a JSON header line per record,
+ * `{seq, count, ts, stream, bytes}`, then `bytes` bytes of lines). A record still being written is
+ * left out.
+ */
+export function jobLines(agent) {
+  let data;
+  try {
+    data = readFileSync(path.join(agent.stateDir, 'log.records'));
+  } catch {
+    return [];
+  }
+  const out = [];
+  let pos = 0;
+  while (pos < data.length) {
+    const nl = data.indexOf(10, pos);
+    if (nl === -1) break;
+    let header;
+    try {
+      header = JSON.parse(data.toString('utf8', pos, nl));
+    } catch {
+      break;
+    }
+    const end = nl + 1 + header.bytes;
+    if (end > data.length) break;
+    out.push(...data.toString('utf8', nl + 1, end - 1).split('\n'));
+    pos = end;
+  }
+  return out;
+}
 
 /** The agent's status.json, or undefined. */
 export function readStatus(agent) {

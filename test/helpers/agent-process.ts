@@ -16,8 +16,12 @@ import {
   WS_SUBPROTOCOL,
   parseAgentState,
   parseJobStatus,
+  LogRecordReader,
+  batchLines,
+  parseLogFrame,
   parseServerMessage,
   type AgentConfig,
+  type LogLine,
   type AgentState,
   type JobStatus,
   type Method,
@@ -309,6 +313,21 @@ function authHeaders(agent: Pick<AgentProcess, 'token'>, options: ConnectOptions
   return token === null ? {} : { authorization: `Bearer ${token}` };
 }
 
+/**
+ * A binary `logs` frame, validated by the shared parser and expanded into lines, so tests read
+ * lines the way the controller's `--json` mode does.
+ */
+export interface LogsMessage {
+  type: 'event';
+  event: 'logs';
+  lines: LogLine[];
+  /** Size of the binary frame on the wire. */
+  frameBytes: number;
+}
+
+/** What the test client keeps: JSON messages and expanded log frames. */
+export type TestMessage = ServerMessage | LogsMessage;
+
 type Response = Extract<ServerMessage, { id: unknown }>;
 
 /**
@@ -318,7 +337,7 @@ type Response = Extract<ServerMessage, { id: unknown }>;
 export class TestClient implements AsyncDisposable {
   readonly ws: WebSocket;
   /** Every valid message received, in order (the hello first). */
-  readonly messages: ServerMessage[] = [];
+  readonly messages: TestMessage[] = [];
   /** Messages that broke the protocol schema; a test should expect none. */
   readonly invalid: string[] = [];
   /** Resolves when the socket closes. */
@@ -331,10 +350,17 @@ export class TestClient implements AsyncDisposable {
   private constructor(ws: WebSocket) {
     this.ws = ws;
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
-      const text = isBinary ? '<binary>' : data.toString();
-      const parsed = parseServerMessage(text);
-      if (parsed.ok) this.messages.push(parsed.value);
-      else this.invalid.push(`${parsed.error}: ${text.slice(0, 200)}`);
+      if (isBinary) {
+        const frame = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+        const parsed = parseLogFrame(frame);
+        if (parsed.ok) this.messages.push({ type: 'event', event: 'logs', lines: batchLines(parsed.value), frameBytes: frame.length });
+        else this.invalid.push(`${parsed.error}: <binary ${frame.length} bytes>`);
+      } else {
+        const text = data.toString();
+        const parsed = parseServerMessage(text);
+        if (parsed.ok) this.messages.push(parsed.value);
+        else this.invalid.push(`${parsed.error}: ${text.slice(0, 200)}`);
+      }
       for (const wake of [...this.#waiters]) wake();
     });
     this.closed = new Promise((resolve) => {
@@ -404,8 +430,8 @@ export class TestClient implements AsyncDisposable {
    * Resolves with the first message (after the previous match, unless fromStart) that matches,
    * advancing past it. On timeout or close, the error lists what did arrive.
    */
-  waitFor<T extends ServerMessage>(
-    predicate: ((m: ServerMessage) => m is T) | ((m: ServerMessage) => boolean),
+  waitFor<T extends TestMessage>(
+    predicate: ((m: TestMessage) => m is T) | ((m: TestMessage) => boolean),
     options: { timeoutMs?: number; what?: string; fromStart?: boolean } = {},
   ): Promise<T> {
     const timeoutMs = options.timeoutMs ?? 10_000;
@@ -447,10 +473,10 @@ export class TestClient implements AsyncDisposable {
   /** Waits for the next event of a kind (after the previous match). */
   nextEvent<E extends 'hello' | 'logs' | 'status' | 'end'>(
     event: E,
-    options: { timeoutMs?: number; where?: (m: Extract<ServerMessage, { event: E }>) => boolean } = {},
-  ): Promise<Extract<ServerMessage, { event: E }>> {
+    options: { timeoutMs?: number; where?: (m: Extract<TestMessage, { event: E }>) => boolean } = {},
+  ): Promise<Extract<TestMessage, { event: E }>> {
     const where = options.where ?? (() => true);
-    return this.waitFor((m): m is Extract<ServerMessage, { event: E }> => 'event' in m && m.event === event && where(m as Extract<ServerMessage, { event: E }>), {
+    return this.waitFor((m): m is Extract<TestMessage, { event: E }> => 'event' in m && m.event === event && where(m as Extract<TestMessage, { event: E }>), {
       timeoutMs: options.timeoutMs ?? 10_000,
       what: `event ${event}`,
     });
@@ -475,6 +501,14 @@ export class TestClient implements AsyncDisposable {
   }
 }
 
+/** The job's lines as stored in the agent's log file, read the way the controller's `logs` does. */
+export function readStoredLog(stateDir: string): LogLine[] {
+  const lines: LogLine[] = [];
+  const reader = new LogRecordReader(1, (batch) => lines.push(...batchLines(batch)));
+  reader.push(readFileSync(path.join(stateDir, AGENT_FILES.log)));
+  return lines;
+}
+
 /** Connects and returns a client (an `await using` resource). */
 export function connectClient(agent: Pick<AgentProcess, 'url' | 'token'>, options: ConnectOptions = {}): Promise<TestClient> {
   return TestClient.connect(agent, options);
@@ -486,7 +520,7 @@ export async function waitForJobEnd(client: TestClient, timeoutMs = 30_000): Pro
   const status = (await client.call('status', {})) as JobStatus;
   if (isEnded(status)) return status;
   const event = await client.waitFor(
-    (m): m is Extract<ServerMessage, { event: 'status' }> => 'event' in m && m.event === 'status' && isEnded(m.status),
+    (m): m is Extract<TestMessage, { event: 'status' }> => 'event' in m && m.event === 'status' && isEnded(m.status),
     { timeoutMs, what: 'a status event with the job ended', fromStart: true },
   );
   return event.status;

@@ -18,7 +18,7 @@ import {
 import type { CheckpointSync, ObjectStore } from './checkpoint/index.ts';
 import type { ImdsEmulator, InterruptionHandler, SpotPoller } from './spot/index.ts';
 import type { ResolvedAgentConfig } from './config.ts';
-import { LogStore } from './log-store/index.ts';
+import { LogStore, type AppendedRecord } from './log-store/index.ts';
 import { createAgentLogger, type AgentLogger, type Logger } from './logger.ts';
 import { AgentServer } from './server/index.ts';
 import { writeJsonAtomic } from './state-files.ts';
@@ -97,13 +97,14 @@ export class Agent implements AsyncDisposable {
       graceMs: config.graceMs,
       logger: this.logger.child({ component: 'supervisor' }),
       onOutput: (stream, lines) => {
+        let appended: AppendedRecord;
         try {
           // Synchronous write: once this returns, the lines are on disk and readable by cursors.
-          this.#store.append(lines.map((text) => ({ stream, text })));
+          appended = this.#store.appendBlock(stream, lines.data, lines.count);
         } catch (err) {
           // Disk full, most likely (checkpoints fill disks). The job must not die for it, and an
           // exception here would take the agent down: count the lost lines and carry on.
-          this.#droppedLines += lines.length;
+          this.#droppedLines += lines.count;
           const now = Date.now();
           if (now - this.#droppedLoggedAt >= 10_000) {
             this.#droppedLoggedAt = now;
@@ -111,7 +112,8 @@ export class Agent implements AsyncDisposable {
           }
           return;
         }
-        this.#server?.notifyLogs();
+        // Live followers take the lines from memory (they are valid until this call returns).
+        this.#server?.notifyLogs(appended);
         this.#scheduleStatusWrite();
       },
       onChange: () => this.#onJobChange(),

@@ -1,5 +1,8 @@
-/** Version of the agent⇄controller wire protocol. Bump on any incompatible change. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Version of the agent⇄controller wire protocol. Bump on any incompatible change.
+ * v2: log lines travel as binary `logs` frames (a header and the lines' raw bytes), not JSON.
+ */
+export const PROTOCOL_VERSION = 2;
 /** Websocket subprotocol both sides must agree on; it carries the protocol version. */
 export const WS_SUBPROTOCOL = `spotctl.v${PROTOCOL_VERSION}`;
 /** Path of the agent's websocket endpoint. */
@@ -9,8 +12,8 @@ export const HEALTH_PATH = '/v1/health';
 
 /** Files the agent keeps in its state directory; the controller reads them when the agent is gone. */
 export const AGENT_FILES = {
-  /** Append-only job log, one JSON {@link LogLine} per line. */
-  log: 'log.jsonl',
+  /** Append-only job log: records of a JSON header line and raw lines (log-frames.ts). */
+  log: 'log.records',
   /** Latest {@link JobStatus}, rewritten atomically on every change. */
   status: 'status.json',
   /** {@link AgentState}: pid and bound port, written once the server listens. */
@@ -27,7 +30,5 @@ export const DEFAULT_GRACE_MS = 90_000;
 export const DEFAULT_HEARTBEAT_PATH = '/tmp/spotctl-heartbeat';
 /** Server → client websocket ping interval. */
 export const PING_INTERVAL_MS = 10_000;
-/** Maximum number of log lines in one `logs` event. */
-export const MAX_LINES_PER_BATCH = 2_000;
 /** A line longer than this is split into several records so one record stays small. */
 export const MAX_LINE_BYTES = 64 * 1024;

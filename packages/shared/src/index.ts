@@ -3,3 +3,4 @@ export * from './errors.ts';
 export * from './protocol.ts';
 export * from './config.ts';
 export * from './spot.ts';
+export * from './log-frames.ts';

@@ -4,7 +4,8 @@
  *
  * Envelopes:
  * - client → agent: a request `{ id, method, params }`;
- * - agent → client: a response `{ id, result }` or `{ id, error }`, or a push `{ type: 'event', ... }`.
+ * - agent → client: a response `{ id, result }` or `{ id, error }`, or a push `{ type: 'event', ... }`,
+ *   all JSON text frames; log lines alone come as binary `logs` frames (log-frames.ts).
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
@@ -16,7 +17,10 @@ const EpochMs = Type.Integer({ minimum: 0 });
 export const LogStream = Type.Union([Type.Literal('stdout'), Type.Literal('stderr'), Type.Literal('system')]);
 export type LogStream = Static<typeof LogStream>;
 
-/** One line of the job's output. `seq` starts at 1 and grows by exactly 1 per line, per run. */
+/**
+ * One line of the job's output. `seq` starts at 1 and grows by exactly 1 per line, per run. On the
+ * wire lines travel in bulk, as binary `logs` frames (see log-frames.ts), not as these objects.
+ */
 export const LogLine = Type.Object(
   {
     seq: Type.Integer({ minimum: 1 }),
@@ -175,10 +179,6 @@ export const HelloEvent = Type.Object(
   },
   { additionalProperties: false },
 );
-export const LogsEvent = Type.Object(
-  { type: Type.Literal('event'), event: Type.Literal('logs'), lines: Type.Array(LogLine) },
-  { additionalProperties: false },
-);
 export const StatusEvent = Type.Object(
   { type: Type.Literal('event'), event: Type.Literal('status'), status: JobStatus },
   { additionalProperties: false },
@@ -189,12 +189,11 @@ export const EndEvent = Type.Object(
   { additionalProperties: false },
 );
 
-export const ServerEvent = Type.Union([HelloEvent, LogsEvent, StatusEvent, EndEvent, InterruptionEvent, RebalanceEvent, CheckpointEvent, InterruptionReportEvent]);
+export const ServerEvent = Type.Union([HelloEvent, StatusEvent, EndEvent, InterruptionEvent, RebalanceEvent, CheckpointEvent, InterruptionReportEvent]);
 export type ServerEvent = Static<typeof ServerEvent>;
 export const ServerMessage = Type.Union([ResponseOk, ResponseError, ...ServerEvent.anyOf]);
 export type ServerMessage = Static<typeof ServerMessage>;
 export type HelloEvent = Static<typeof HelloEvent>;
-export type LogsEvent = Static<typeof LogsEvent>;
 export type EndEvent = Static<typeof EndEvent>;
 
 // ---------------------------------------------------------------------------------------------

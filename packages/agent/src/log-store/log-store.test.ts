@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { LogLine } from '@spotctl/shared';
+import { LogRecordReader, batchLines, batchOf, type LogLine } from '@spotctl/shared';
 import { LogStore, type LogCursor } from './log-store.ts';
 
 let dir: string;
@@ -10,7 +10,7 @@ let file: string;
 
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spotctl-log-store-'));
-  file = path.join(dir, 'log.jsonl');
+  file = path.join(dir, 'log.records');
 });
 afterEach(() => {
   fs.rmSync(dir, { recursive: true, force: true });
@@ -20,15 +20,14 @@ function lines(n: number, prefix = 'line'): { stream: 'stdout'; text: string }[]
   return Array.from({ length: n }, (_, i) => ({ stream: 'stdout' as const, text: `${prefix} ${i + 1}` }));
 }
 
-/** Reads everything the cursor has, parsing the raw bytes the way a client would. */
+/** Reads everything the cursor has, expanding the segments the way a client would. */
 async function drain(cursor: LogCursor, options: { maxLines?: number; untilSeq?: number } = {}): Promise<LogLine[]> {
   const out: LogLine[] = [];
   for (;;) {
     const chunk = await cursor.read(options);
     if (!chunk) return out;
-    const text = chunk.raw.toString('utf8');
-    expect(text.endsWith('\n')).toBe(true);
-    const parsed = text.trimEnd().split('\n').map((l) => JSON.parse(l) as LogLine);
+    for (const s of chunk.segments) expect(s.data.at(-1)).toBe(0x0a);
+    const parsed = batchLines(batchOf(chunk.segments));
     expect(parsed).toHaveLength(chunk.count);
     expect(parsed[0]?.seq).toBe(chunk.firstSeq);
     expect(parsed.at(-1)?.seq).toBe(chunk.lastSeq);
@@ -37,34 +36,59 @@ async function drain(cursor: LogCursor, options: { maxLines?: number; untilSeq?:
   }
 }
 
+/** The file as the controller's stored-log reader sees it. */
+function readStored(fromSeq = 1): LogLine[] {
+  const out: LogLine[] = [];
+  const reader = new LogRecordReader(fromSeq, (batch) => out.push(...batchLines(batch)));
+  reader.push(fs.readFileSync(file));
+  return out;
+}
+
 describe('LogStore', () => {
-  test('appends JSON lines with seq from 1 and reads them back through a cursor', async () => {
+  test('appends records with seq from 1 and reads them back through a cursor', async () => {
     await using store = LogStore.open({ path: file, now: () => 1234 });
     expect(store.lastSeq).toBe(0);
     const written = store.append([{ stream: 'stdout', text: 'a' }, { stream: 'stderr', text: 'b "quoted" \u0001' }]);
     expect(written.map((l) => l.seq)).toEqual([1, 2]);
     expect(store.lastSeq).toBe(2);
-    // On disk synchronously, one JSON object per line, seq first.
+    // On disk synchronously: a header line per record (seq first), then the lines as they are.
     const onDisk = fs.readFileSync(file, 'utf8');
     expect(onDisk).toBe(
-      '{"seq":1,"ts":1234,"stream":"stdout","text":"a"}\n{"seq":2,"ts":1234,"stream":"stderr","text":"b \\"quoted\\" \\u0001"}\n',
+      '{"seq":1,"count":1,"ts":1234,"stream":"stdout","bytes":2}\na\n{"seq":2,"count":1,"ts":1234,"stream":"stderr","bytes":13}\nb "quoted" \u0001\n',
     );
     expect(store.endOffset).toBe(Buffer.byteLength(onDisk));
     const read = await drain(store.cursor(0));
     expect(read).toEqual(written);
+    expect(readStored()).toEqual(written);
+  });
+
+  test('appendBlock stores a chunk of lines as one record; a text with a newline becomes two lines', async () => {
+    await using store = LogStore.open({ path: file, now: () => 7 });
+    const block = Buffer.from('one\ntwo\r\n\nfour\n');
+    expect(store.appendBlock('stdout', [block.subarray(0, 5), block.subarray(5)], 4)).toMatchObject({ firstSeq: 1, lastSeq: 4, count: 4, ts: 7, startOffset: 0, endOffset: store.endOffset });
+    const written = store.append([{ stream: 'system', text: 'x\ny' }]);
+    expect(written.map((l) => [l.seq, l.text])).toEqual([[5, 'x'], [6, 'y']]);
+    const expected = ['one', 'two\r', '', 'four', 'x', 'y'];
+    expect((await drain(store.cursor(1))).map((l) => l.text)).toEqual(expected);
+    expect(readStored().map((l) => l.text)).toEqual(expected);
+    expect(readStored(3).map((l) => l.seq)).toEqual([3, 4, 5, 6]);
+    // A cursor can start inside a record.
+    expect((await drain(store.cursor(2))).map((l) => l.seq)).toEqual([2, 3, 4, 5, 6]);
   });
 
   test('continues seq after a reopen and rebuilds the index', async () => {
     {
       await using store = LogStore.open({ path: file, indexEvery: 4 });
-      store.append(lines(10));
+      for (let i = 0; i < 5; i++) store.append(lines(2));
     }
     await using store = LogStore.open({ path: file, indexEvery: 4 });
     expect(store.lastSeq).toBe(10);
+    // Records start at 1, 3, 5, 7, 9: entries at 1, 5, 9.
     expect(store.indexSize).toBe(3);
     store.append(lines(3, 'again'));
     expect(store.lastSeq).toBe(13);
-    expect(store.indexSize).toBe(4);
+    // The new record (seq 11) is only 2 lines past the last entry (9): no entry of its own.
+    expect(store.indexSize).toBe(3);
     const read = await drain(store.cursor(1));
     expect(read.map((l) => l.seq)).toEqual(Array.from({ length: 13 }, (_, i) => i + 1));
     expect(read.at(-1)?.text).toBe('again 3');
@@ -72,28 +96,36 @@ describe('LogStore', () => {
     expect((await drain(store.cursor(9))).map((l) => l.seq)).toEqual([9, 10, 11, 12, 13]);
   });
 
-  test('a torn last line (crash mid-write) is cut off on reopen', async () => {
-    {
+  test('a torn last record (crash mid-write) is cut off on reopen, header or lines', async () => {
+    for (const torn of ['{"seq":3,"count":1,"ts":1,"str', '{"seq":3,"count":2,"ts":1,"stream":"stdout","bytes":8}\nabc\nd']) {
+      fs.rmSync(file, { force: true });
+      {
+        await using store = LogStore.open({ path: file });
+        store.append(lines(2));
+      }
+      fs.appendFileSync(file, torn);
+      // The controller's reader leaves a torn record out too.
+      expect(readStored().map((l) => l.seq)).toEqual([1, 2]);
       await using store = LogStore.open({ path: file });
-      store.append(lines(2));
+      expect(store.lastSeq).toBe(2);
+      store.append(lines(1, 'next'));
+      expect(readStored().map((l) => [l.seq, l.text])).toEqual([[1, 'line 1'], [2, 'line 2'], [3, 'next 1']]);
     }
-    fs.appendFileSync(file, '{"seq":3,"ts":1,"str');
-    await using store = LogStore.open({ path: file });
-    expect(store.lastSeq).toBe(2);
-    store.append(lines(1, 'next'));
-    const text = fs.readFileSync(file, 'utf8');
-    expect(text.trimEnd().split('\n').map((l) => (JSON.parse(l) as LogLine).seq)).toEqual([1, 2, 3]);
   });
 
-  test('refuses a file whose seqs do not match its line numbers', () => {
-    fs.writeFileSync(file, '{"seq":5,"ts":1,"stream":"stdout","text":"x"}\n');
-    expect(() => LogStore.open({ path: file })).toThrow(/seqs run 5\.\.5/);
+  test('refuses a file that is not a log of records numbered from 1', () => {
+    fs.writeFileSync(file, '{"seq":5,"count":1,"ts":1,"stream":"stdout","bytes":2}\nx\n');
+    expect(() => LogStore.open({ path: file })).toThrow(/starts at seq 5, expected 1/);
+    fs.writeFileSync(file, '{"seq":1,"ts":1,"stream":"stdout","text":"x"}\n');
+    expect(() => LogStore.open({ path: file })).toThrow(/not a spotctl log/);
+    expect(() => readStored()).toThrow(/not a log record header/);
   });
 
   test('cursor seeks to every fromSeq via the sparse index, across small chunks', async () => {
     await using store = LogStore.open({ path: file, indexEvery: 8, readChunkBytes: 200 });
-    store.append(lines(100));
-    expect(store.indexSize).toBe(13);
+    for (let i = 0; i < 20; i++) store.append(lines(5));
+    // One entry per record that starts ≥ 8 lines after the last entry: seqs 1, 11, 21, ... 91.
+    expect(store.indexSize).toBe(10);
     for (const from of [0, 1, 2, 7, 8, 9, 16, 17, 50, 99, 100]) {
       const read = await drain(store.cursor(from));
       const first = Math.max(1, from);
@@ -102,11 +134,15 @@ describe('LogStore', () => {
     expect(await drain(store.cursor(101))).toEqual([]);
   });
 
-  test('the index stays sparse: one entry per indexEvery lines', async () => {
+  test('the index stays sparse: at most one entry per indexEvery lines, whatever the record size', async () => {
     await using store = LogStore.open({ path: file });
     for (let i = 0; i < 50; i++) store.append(lines(1000));
-    expect(store.lastSeq).toBe(50_000);
-    expect(store.indexSize).toBe(Math.ceil(50_000 / 1024));
+    for (let i = 0; i < 5000; i++) store.append(lines(1));
+    expect(store.lastSeq).toBe(55_000);
+    expect(store.indexSize).toBeLessThanOrEqual(Math.ceil(55_000 / 1024));
+    expect(store.indexSize).toBeGreaterThan(20);
+    await using reopened = LogStore.open({ path: `${file}` });
+    expect(reopened.indexSize).toBe(store.indexSize);
   });
 
   test('cursor respects maxLines and untilSeq, then picks up lines appended later', async () => {
@@ -119,6 +155,23 @@ describe('LogStore', () => {
     expect(await cursor.read()).toBeNull();
     store.append(lines(2, 'late'));
     expect((await drain(cursor)).map((l) => l.text)).toEqual(['late 1', 'late 2']);
+  });
+
+  test('skip moves a cursor past a record just appended only when it is exactly at its start', async () => {
+    await using store = LogStore.open({ path: file });
+    store.append(lines(3));
+    // A follower that has read everything sits at the end of the file.
+    const live = store.cursor(3);
+    expect((await drain(live)).map((l) => l.seq)).toEqual([3]);
+    const behind = store.cursor(3);
+    const record = store.appendBlock('stdout', Buffer.from('x\ny\n'), 2);
+    expect(behind.skip(record)).toBe(false);
+    expect(live.skip(record)).toBe(true);
+    expect(live.nextSeq).toBe(6);
+    expect(await live.read()).toBeNull();
+    store.append(lines(1, 'after'));
+    expect((await drain(live)).map((l) => [l.seq, l.text])).toEqual([[6, 'after 1']]);
+    expect((await drain(behind)).map((l) => l.text)).toEqual(['line 3', 'x', 'y', 'after 1']);
   });
 
   test('a cursor created before the lines exist waits for them', async () => {

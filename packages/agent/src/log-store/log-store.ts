@@ -1,14 +1,28 @@
 /**
- * The job's log: an append-only JSON-lines file (one {@link LogLine} per line) plus a sparse
- * in-memory index, read back through cursors.
+ * The job's log: an append-only file of records plus a sparse in-memory index, read back through
+ * cursors.
  *
- * The file is the buffer. Readers never get a queue of their own: each cursor remembers a seq and a
- * byte offset and reads the committed part of the file in chunks, so a slow or paused client costs
- * one chunk of memory, however far behind it is, and a multi-GB log costs one index entry per
- * `indexEvery` lines.
+ * A record is one chunk of the job's output as it came from the pipe: a one-line JSON header
+ * (`{"seq":..,"count":..,"ts":..,"stream":..,"bytes":..}`, see `@spotctl/shared` log-frames) and
+ * then the lines' bytes untouched, each ending in '\n'. Per-line JSON cost the agent a
+ * JSON.stringify and a string per line; a record costs one header and one write(2) per chunk.
+ *
+ * The file is the buffer. Readers never get a queue of their own: each cursor remembers a seq and
+ * a byte offset and reads the committed part of the file in chunks into one reused buffer, so a
+ * slow or paused client costs one chunk of memory, however far behind it is, and a multi-GB log
+ * costs one index entry per `indexEvery` lines at most.
  */
 import fs from 'node:fs';
-import { SpotctlError, type LogLine, type LogStream } from '@spotctl/shared';
+import {
+  MAX_RECORD_HEADER_BYTES,
+  SpotctlError,
+  encodeRecordHeader,
+  linesData,
+  parseRecordHeader,
+  type LogLine,
+  type LogSegment,
+  type LogStream,
+} from '@spotctl/shared';
 
 const NEWLINE = 0x0a;
 
@@ -19,20 +33,20 @@ export interface NewLogLine {
 }
 
 export interface LogStoreOptions {
-  /** The JSON-lines file; created if missing, continued if it has lines. */
+  /** The log file; created if missing, continued if it has records. */
   path: string;
-  /** One index entry per this many lines. @default 1024 */
+  /** At most one index entry per this many lines (entries point at record starts). @default 1024 */
   indexEvery?: number;
-  /** Bytes a cursor reads from the file at once. @default 262144 (256 KiB) */
+  /** Bytes a cursor reads from the file at once (its reused buffer). @default 262144 (256 KiB) */
   readChunkBytes?: number;
   /** Clock for `ts`. @default Date.now */
   now?: () => number;
 }
 
-/** Lines a cursor read: complete, newline-terminated JSON lines exactly as they are on disk. */
+/** Lines a cursor read, in segments whose `data` are views into the cursor's buffer. */
 export interface LogChunk {
-  /** `{"seq":..}\n{"seq":..}\n`: `count` lines, each ending in 0x0A. A view into the read buffer. */
-  raw: Buffer;
+  /** Valid until the cursor's next read(): copy (e.g. into a frame) before reading again. */
+  segments: LogSegment[];
   count: number;
   firstSeq: number;
   lastSeq: number;
@@ -47,6 +61,22 @@ export interface ReadOptions {
 
 type AppendListener = (lastSeq: number) => void;
 
+/**
+ * A record just appended. `data` are the caller's buffers: valid only as long as the caller
+ * keeps them (the supervisor's pipe buffer is reused after the call returns).
+ */
+export interface AppendedRecord {
+  firstSeq: number;
+  lastSeq: number;
+  count: number;
+  ts: number;
+  stream: LogStream;
+  data: readonly Buffer[];
+  /** Byte offsets of the record in the file. */
+  startOffset: number;
+  endOffset: number;
+}
+
 export class LogStore implements AsyncDisposable {
   readonly path: string;
   readonly indexEvery: number;
@@ -55,10 +85,11 @@ export class LogStore implements AsyncDisposable {
   // Opened 'a+': writes always append (O_APPEND), positional reads serve the cursors.
   readonly #fd: number;
   #lastSeq: number;
-  /** Byte length of the committed (fully written) lines. */
+  /** Byte length of the committed (fully written) records. */
   #endOffset: number;
-  /** #index[k] = byte offset of the line with seq k * indexEvery + 1. */
-  readonly #index: number[];
+  /** Parallel arrays: record k of the index starts at byte #indexOffset[k] with seq #indexSeq[k]. */
+  readonly #indexSeq: number[];
+  readonly #indexOffset: number[];
   readonly #listeners = new Set<AppendListener>();
   #closed = false;
   #readsInFlight = 0;
@@ -70,14 +101,15 @@ export class LogStore implements AsyncDisposable {
     this.readChunkBytes = options.readChunkBytes;
     this.#now = options.now;
     this.#fd = fd;
-    this.#lastSeq = scan.lineCount;
+    this.#lastSeq = scan.lastSeq;
     this.#endOffset = scan.endOffset;
-    this.#index = scan.index;
+    this.#indexSeq = scan.indexSeq;
+    this.#indexOffset = scan.indexOffset;
   }
 
   /**
-   * Opens (or creates) the log. An existing log is scanned once to rebuild the index and find the
-   * last seq, so an agent restarted for the same run continues the numbering.
+   * Opens (or creates) the log. An existing log is scanned once (record headers only) to rebuild
+   * the index and find the last seq, so an agent restarted for the same run continues the numbering.
    */
   static open(options: LogStoreOptions): LogStore {
     const full: Required<LogStoreOptions> = {
@@ -88,7 +120,7 @@ export class LogStore implements AsyncDisposable {
     };
     const fd = fs.openSync(full.path, 'a+');
     try {
-      const scan = scanExisting(fd, full.indexEvery);
+      const scan = scanExisting(fd, full.path, full.indexEvery);
       return new LogStore(full, fd, scan);
     } catch (err) {
       fs.closeSync(fd);
@@ -100,58 +132,70 @@ export class LogStore implements AsyncDisposable {
     return this.#lastSeq;
   }
 
-  /** Bytes of committed lines. */
+  /** Bytes of committed records. */
   get endOffset(): number {
     return this.#endOffset;
   }
 
   /** Number of index entries held in memory (for tests and health). */
   get indexSize(): number {
-    return this.#index.length;
+    return this.#indexSeq.length;
   }
 
   /**
-   * Appends lines with one synchronous write, so when this returns they are in the file and every
-   * cursor can read them. Returns the records as written.
+   * Appends `count` lines of one stream given as bytes (each line ending in '\n', none containing
+   * another; in pieces or not) as one record, with one synchronous writev: when this returns they
+   * are in the file and every cursor can read them.
    */
-  append(lines: readonly NewLogLine[]): LogLine[] {
+  appendBlock(stream: LogStream, data: Buffer | readonly Buffer[], count: number): AppendedRecord {
     if (this.#closed) throw new SpotctlError('SPOTCTL_INTERNAL', 'log store is closed');
-    if (lines.length === 0) return [];
+    const seq = this.#lastSeq + 1;
+    const pieces = Buffer.isBuffer(data) ? [data] : data;
+    let bytes = 0;
+    for (const piece of pieces) bytes += piece.length;
     const ts = this.#now();
-    const records: LogLine[] = [];
-    const parts: string[] = [];
-    let offset = this.#endOffset;
-    let seq = this.#lastSeq;
-    const newIndex: number[] = [];
-    for (const line of lines) {
-      seq += 1;
-      const record: LogLine = { seq, ts, stream: line.stream, text: line.text };
-      // Key order matters: `seq` first lets a scan read it without parsing the whole line. Built
-      // by hand (only the text needs escaping): stringifying a whole object per line was a
-      // quarter of the agent's time under a log flood.
-      const json = `{"seq":${seq},"ts":${ts},"stream":"${line.stream}","text":${JSON.stringify(line.text)}}\n`;
-      if ((seq - 1) % this.indexEvery === 0) newIndex.push(offset);
-      offset += Buffer.byteLength(json);
-      parts.push(json);
-      records.push(record);
-    }
+    const header = encodeRecordHeader({ seq, count, ts, stream, bytes });
+    const start = this.#endOffset;
     try {
-      writeAll(this.#fd, parts.join(''), offset - this.#endOffset);
+      writeAll(this.#fd, [header, ...pieces], header.length + bytes);
     } catch (err) {
-      // A short write (disk full) would leave half a line that every later line is glued to.
+      // A short write (disk full) would leave half a record that every later one is glued to.
       try {
-        fs.ftruncateSync(this.#fd, this.#endOffset);
+        fs.ftruncateSync(this.#fd, start);
       } catch {
-        // Nothing more to do; the scan on the next open cuts a torn line too.
+        // Nothing more to do; the scan on the next open cuts a torn record too.
       }
       throw err;
     }
     // Only after the write succeeded do readers get to see the lines.
-    this.#index.push(...newIndex);
-    this.#lastSeq = seq;
-    this.#endOffset = offset;
-    for (const listener of this.#listeners) listener(seq);
-    return records;
+    const lastIndexed = this.#indexSeq[this.#indexSeq.length - 1];
+    if (lastIndexed === undefined || seq - lastIndexed >= this.indexEvery) {
+      this.#indexSeq.push(seq);
+      this.#indexOffset.push(start);
+    }
+    this.#lastSeq = seq + count - 1;
+    this.#endOffset = start + header.length + bytes;
+    for (const listener of this.#listeners) listener(this.#lastSeq);
+    return { firstSeq: seq, lastSeq: this.#lastSeq, count, ts, stream, data: pieces, startOffset: start, endOffset: this.#endOffset };
+  }
+
+  /**
+   * Appends text lines (spotctl's own `system` lines, tests), one record per run of one stream.
+   * A text holding a newline becomes several lines. Returns the lines as stored.
+   */
+  append(lines: readonly NewLogLine[]): LogLine[] {
+    if (this.#closed) throw new SpotctlError('SPOTCTL_INTERNAL', 'log store is closed');
+    const written: LogLine[] = [];
+    const ts = this.#now();
+    let i = 0;
+    while (i < lines.length) {
+      const stream = (lines[i] as NewLogLine).stream;
+      const texts: string[] = [];
+      for (; i < lines.length && (lines[i] as NewLogLine).stream === stream; i++) texts.push(...(lines[i] as NewLogLine).text.split('\n'));
+      const { firstSeq } = this.appendBlock(stream, linesData(texts), texts.length);
+      texts.forEach((text, k) => written.push({ seq: firstSeq + k, ts, stream, text }));
+    }
+    return written;
   }
 
   /** Calls `listener` after every append. Returns the unsubscribe function. */
@@ -163,9 +207,21 @@ export class LogStore implements AsyncDisposable {
   /** A reader positioned at `fromSeq` (0 and 1 both mean the first line). */
   cursor(fromSeq: number): LogCursor {
     const target = Math.max(1, Math.floor(fromSeq));
-    const k = Math.min(Math.floor((target - 1) / this.indexEvery), this.#index.length - 1);
+    // Last index entry at or before target (binary search; the seqs are increasing).
+    let lo = 0;
+    let hi = this.#indexSeq.length - 1;
+    let k = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.#indexSeq[mid] as number) <= target) {
+        k = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
     if (k < 0) return new LogCursor(this, target, 1, 0);
-    return new LogCursor(this, target, k * this.indexEvery + 1, this.#index[k] ?? 0);
+    return new LogCursor(this, target, this.#indexSeq[k] as number, this.#indexOffset[k] as number);
   }
 
   /** @internal Positional read used by cursors; returns the bytes read. */
@@ -203,22 +259,24 @@ export class LogStore implements AsyncDisposable {
 }
 
 /**
- * A position in the log. Reads only committed lines, so it never sees half a line; a line longer
- * than the read chunk is read with a larger buffer.
+ * A position in the log. Reads only committed records, so it never sees half a line; a record
+ * larger than the read chunk is read with a larger (temporary) buffer.
  */
 export class LogCursor {
   readonly #store: LogStore;
   /** Seq of the first line the caller still wants. */
   #wantSeq: number;
-  /** Seq of the line that starts at #offset (≤ #wantSeq: the index is sparse). */
-  #seqAtOffset: number;
+  /** Seq of the first line of the record that starts at #offset (≤ #wantSeq: the index is sparse). */
+  #recordSeq: number;
   #offset: number;
+  /** The read buffer, reused from read to read: a follower makes no garbage per chunk. */
+  #buffer: Buffer | undefined;
 
   /** @internal use {@link LogStore.cursor} */
-  constructor(store: LogStore, wantSeq: number, seqAtOffset: number, offset: number) {
+  constructor(store: LogStore, wantSeq: number, recordSeq: number, offset: number) {
     this.#store = store;
     this.#wantSeq = wantSeq;
-    this.#seqAtOffset = seqAtOffset;
+    this.#recordSeq = recordSeq;
     this.#offset = offset;
   }
 
@@ -228,129 +286,184 @@ export class LogCursor {
   }
 
   /**
-   * Reads the next lines, at most one chunk's worth. Resolves null when there is nothing (yet) up
-   * to `untilSeq`.
+   * Reads the next lines, at most one chunk's worth (or the one record that starts it). Resolves
+   * null when there is nothing (yet) up to `untilSeq`. The segments are views into this cursor's
+   * buffer, valid until the next call.
    */
   async read(options: ReadOptions = {}): Promise<LogChunk | null> {
     const maxLines = options.maxLines ?? Number.POSITIVE_INFINITY;
     if (maxLines < 1) return null;
+    let size = this.#store.readChunkBytes;
     for (;;) {
-      // Snapshot: lines and bytes are committed together, synchronously, in append().
+      // Snapshot: lines and bytes are committed together, synchronously, in appendBlock().
       const limitSeq = Math.min(options.untilSeq ?? Number.POSITIVE_INFINITY, this.#store.lastSeq);
       const endOffset = this.#store.endOffset;
       if (this.#wantSeq > limitSeq || this.#offset >= endOffset) return null;
-      const chunk = await this.#readLines(endOffset);
-      // Walk the lines; skip those before #wantSeq (the index points up to indexEvery-1 lines early).
+      const length = Math.min(size, endOffset - this.#offset);
+      const buffer = this.#bufferFor(length);
+      const n = await this.#store.readAt(buffer, length, this.#offset);
+      const data = buffer.subarray(0, n);
+      const segments: LogSegment[] = [];
+      let taken = 0;
       let pos = 0;
-      let firstStart = -1;
-      let lastEnd = -1;
-      let count = 0;
-      let firstSeq = 0;
-      while (pos < chunk.length) {
-        const nl = chunk.indexOf(NEWLINE, pos);
-        if (nl === -1) break;
-        const seq = this.#seqAtOffset;
-        if (seq > limitSeq || count >= maxLines) break;
-        if (seq >= this.#wantSeq) {
-          if (firstStart === -1) {
-            firstStart = pos;
-            firstSeq = seq;
+      let needBytes = 0;
+      while (pos < data.length && taken < maxLines && this.#wantSeq <= limitSeq) {
+        const nl = data.indexOf(NEWLINE, pos);
+        if (nl === -1 || nl - pos > MAX_RECORD_HEADER_BYTES) {
+          if (nl === -1 && data.length - pos <= MAX_RECORD_HEADER_BYTES) {
+            // The header is cut by the end of what was read.
+            needBytes = data.length - pos + MAX_RECORD_HEADER_BYTES + 1;
+            break;
           }
-          lastEnd = nl + 1;
-          count += 1;
-          this.#wantSeq = seq + 1;
+          throw this.#corrupt(`no record header at byte ${this.#offset}`);
         }
-        this.#seqAtOffset += 1;
-        this.#offset += nl + 1 - pos;
-        pos = nl + 1;
+        const header = parseRecordHeader(data.subarray(pos, nl));
+        if (!header || header.seq !== this.#recordSeq) throw this.#corrupt(`no record header for seq ${this.#recordSeq} at byte ${this.#offset}`);
+        const recordEnd = nl + 1 + header.bytes;
+        if (recordEnd > data.length) {
+          needBytes = recordEnd - pos;
+          break;
+        }
+        const recordLast = header.seq + header.count - 1;
+        if (recordLast >= this.#wantSeq) {
+          const payload = data.subarray(nl + 1, recordEnd);
+          const from = this.#wantSeq;
+          const to = Math.min(recordLast, limitSeq, from + (maxLines - taken) - 1);
+          const startByte = from === header.seq ? 0 : afterLine(payload, from - header.seq);
+          const endByte = to === recordLast ? payload.length : afterLine(payload, to - header.seq + 1);
+          if (startByte < 0 || endByte < 0) throw this.#corrupt(`record at seq ${header.seq} holds fewer than ${header.count} lines`);
+          segments.push({ firstSeq: from, count: to - from + 1, ts: header.ts, stream: header.stream, data: payload.subarray(startByte, endByte) });
+          taken += to - from + 1;
+          this.#wantSeq = to + 1;
+          // A record taken in part: stay on it, the next read skips what was taken.
+          if (to < recordLast) break;
+        }
+        this.#offset += recordEnd - pos;
+        this.#recordSeq = recordLast + 1;
+        pos = recordEnd;
       }
-      if (count > 0) {
-        // A view, not a copy: the server copies it into a frame at once, so one chunk-sized
-        // buffer per read is all the garbage a subscriber makes.
-        return { raw: chunk.subarray(firstStart, lastEnd), count, firstSeq, lastSeq: this.#wantSeq - 1 };
+      if (segments.length > 0) {
+        const first = segments[0] as LogSegment;
+        return { segments, count: taken, firstSeq: first.firstSeq, lastSeq: this.#wantSeq - 1 };
       }
-      // Only skipped lines in this chunk: read on.
+      // Nothing taken: either only skipped records (read on from the new offset), or the record
+      // at the offset is bigger than what was read (read it whole).
+      if (needBytes > 0 && pos === 0) {
+        if (n >= endOffset - this.#offset) throw this.#corrupt(`record at byte ${this.#offset} runs past the committed end`);
+        size = Math.max(size * 2, needBytes);
+      }
     }
   }
 
-  /** Reads from #offset to at most endOffset, growing the buffer until it holds a whole line. */
-  async #readLines(endOffset: number): Promise<Buffer> {
-    let size = Math.min(this.#store.readChunkBytes, endOffset - this.#offset);
-    for (;;) {
-      const buffer = Buffer.allocUnsafe(size);
-      const n = await this.#store.readAt(buffer, size, this.#offset);
-      const data = buffer.subarray(0, n);
-      const lastNl = data.lastIndexOf(NEWLINE);
-      if (lastNl !== -1) return data.subarray(0, lastNl + 1);
-      if (this.#offset + n >= endOffset) {
-        // Cannot happen while the committed region ends in a newline; fail loudly instead of looping.
-        throw new SpotctlError('SPOTCTL_INTERNAL', `log ${this.#store.path}: no line end after offset ${this.#offset}`);
-      }
-      size = Math.min(size * 2, endOffset - this.#offset);
-    }
+  /**
+   * Moves past a record that was just appended, when this cursor is exactly at its start: the
+   * caller has its lines in memory and sends them without reading them back. False (and no
+   * move) otherwise.
+   */
+  skip(record: AppendedRecord): boolean {
+    if (this.#offset !== record.startOffset || this.#wantSeq !== record.firstSeq || this.#recordSeq !== record.firstSeq) return false;
+    this.#offset = record.endOffset;
+    this.#recordSeq = record.lastSeq + 1;
+    this.#wantSeq = record.lastSeq + 1;
+    return true;
   }
+
+  #bufferFor(length: number): Buffer {
+    // Only the usual chunk size is kept; a rare larger record gets a buffer of its own.
+    if (length > this.#store.readChunkBytes) return Buffer.allocUnsafe(length);
+    this.#buffer ??= Buffer.allocUnsafe(this.#store.readChunkBytes);
+    return this.#buffer;
+  }
+
+  #corrupt(detail: string): SpotctlError {
+    return new SpotctlError('SPOTCTL_INTERNAL', `log ${this.#store.path}: ${detail}`);
+  }
+}
+
+/** Byte offset just past the `n`-th newline of `data` (n ≥ 1), or -1 when there are fewer. */
+function afterLine(data: Buffer, n: number): number {
+  let pos = 0;
+  for (let i = 0; i < n; i++) {
+    const nl = data.indexOf(NEWLINE, pos);
+    if (nl === -1) return -1;
+    pos = nl + 1;
+  }
+  return pos;
 }
 
 interface ScanResult {
-  lineCount: number;
+  lastSeq: number;
   endOffset: number;
-  index: number[];
+  indexSeq: number[];
+  indexOffset: number[];
 }
 
 /**
- * Counts the lines of an existing log and rebuilds the index. A torn last line (the agent died in
- * the middle of a write) is cut off, so appending continues on a clean line boundary.
+ * Walks the record headers of an existing log (skipping the lines themselves) and rebuilds the
+ * index. A torn last record (the agent died in the middle of a write) is cut off, so appending
+ * continues on a record boundary. Anything else that is not a record refuses the file.
  */
-function scanExisting(fd: number, indexEvery: number): ScanResult {
+function scanExisting(fd: number, file: string, indexEvery: number): ScanResult {
   const size = fs.fstatSync(fd).size;
-  const index: number[] = [];
+  const result: ScanResult = { lastSeq: 0, endOffset: 0, indexSeq: [], indexOffset: [] };
   const buffer = Buffer.allocUnsafe(1024 * 1024);
-  let lineCount = 0;
-  let lineStart = 0;
-  let position = 0;
-  let lastLineStart = -1;
-  while (position < size) {
-    const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, size - position), position);
-    if (n === 0) break;
-    let pos = 0;
-    for (;;) {
-      const nl = buffer.indexOf(NEWLINE, pos);
-      if (nl === -1 || nl >= n) break;
-      if (lineCount % indexEvery === 0) index.push(lineStart);
-      lastLineStart = lineStart;
-      lineCount += 1;
-      lineStart = position + nl + 1;
-      pos = nl + 1;
+  let bufferStart = 0;
+  let bufferEnd = 0;
+  /** Makes [at, at + want) (or up to the file's end) present in the buffer; returns its index there. */
+  const ensure = (at: number, want: number): number => {
+    if (at < bufferStart || at + Math.min(want, size - at) > bufferEnd) {
+      const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, size - at), at);
+      bufferStart = at;
+      bufferEnd = at + n;
     }
-    position += n;
-  }
-  if (lineStart < size) fs.ftruncateSync(fd, lineStart);
-  if (lineCount > 0) {
-    // seq must equal the line number; anything else means the file is not ours or was edited.
-    const first = readSeqAt(fd, 0);
-    const last = readSeqAt(fd, lastLineStart);
-    if (first !== 1 || last !== lineCount) {
-      throw new SpotctlError(
-        'SPOTCTL_INTERNAL',
-        `log file has ${lineCount} lines but its seqs run ${first ?? '?'}..${last ?? '?'}; move it away to start a fresh log`,
-      );
+    return at - bufferStart;
+  };
+  const refuse = (detail: string) =>
+    new SpotctlError('SPOTCTL_INTERNAL', `log file ${file} is not a spotctl log (${detail}); move it away to start a fresh log`);
+  let pos = 0;
+  let seq = 1;
+  while (pos < size) {
+    const i = ensure(pos, MAX_RECORD_HEADER_BYTES + 1);
+    const nl = buffer.indexOf(NEWLINE, i);
+    const headerEnd = nl === -1 || nl >= bufferEnd - bufferStart ? -1 : nl;
+    if (headerEnd === -1 || headerEnd - i > MAX_RECORD_HEADER_BYTES) {
+      if (headerEnd === -1 && size - pos <= MAX_RECORD_HEADER_BYTES) break; // torn header
+      throw refuse(`no record header at byte ${pos}`);
     }
+    const header = parseRecordHeader(buffer.subarray(i, headerEnd));
+    if (!header) throw refuse(`no record header at byte ${pos}`);
+    if (header.seq !== seq) throw refuse(`record at byte ${pos} starts at seq ${header.seq}, expected ${seq}`);
+    const recordEnd = pos + (headerEnd - i) + 1 + header.bytes;
+    if (recordEnd > size) break; // torn lines
+    if (buffer[ensure(recordEnd - 1, 1)] !== NEWLINE) throw refuse(`record at seq ${seq} does not end with a line end`);
+    const lastIndexed = result.indexSeq[result.indexSeq.length - 1];
+    if (lastIndexed === undefined || seq - lastIndexed >= indexEvery) {
+      result.indexSeq.push(seq);
+      result.indexOffset.push(pos);
+    }
+    seq += header.count;
+    pos = recordEnd;
   }
-  return { lineCount, endOffset: lineStart, index };
+  if (pos < size) fs.ftruncateSync(fd, pos);
+  result.lastSeq = seq - 1;
+  result.endOffset = pos;
+  return result;
 }
 
-function readSeqAt(fd: number, offset: number): number | undefined {
-  const buffer = Buffer.alloc(32);
-  const n = fs.readSync(fd, buffer, 0, buffer.length, offset);
-  const m = /^\{"seq":(\d+),/.exec(buffer.subarray(0, n).toString('latin1'));
-  return m?.[1] === undefined ? undefined : Number(m[1]);
-}
-
-/** One write(2) in the normal case; the rare short write finishes with the remaining bytes. */
-function writeAll(fd: number, text: string, byteLength: number): void {
-  const written = fs.writeSync(fd, text);
-  if (written === byteLength) return;
-  const data = Buffer.from(text, 'utf8');
-  let done = written;
-  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done);
+/** One writev(2) in the normal case; the rare short write finishes with the remaining bytes. */
+function writeAll(fd: number, pieces: Buffer[], total: number): void {
+  let done = fs.writevSync(fd, pieces);
+  while (done < total) {
+    // Drop what was written and write the rest.
+    let skip = done;
+    const rest: Buffer[] = [];
+    for (const piece of pieces) {
+      if (skip >= piece.length) skip -= piece.length;
+      else {
+        rest.push(skip > 0 ? piece.subarray(skip) : piece);
+        skip = 0;
+      }
+    }
+    done += fs.writevSync(fd, rest);
+  }
 }

@@ -4,17 +4,17 @@
 import type { WebSocket } from '@fastify/websocket';
 import type { Logger } from 'pino';
 import {
-  MAX_LINES_PER_BATCH,
   SpotctlError,
   explainRequestError,
   parseRequest,
   type ErrorCode,
   type JobStatus,
+  type LogSegmentPieces,
   type Request,
   type ResultOf,
 } from '@spotctl/shared';
-import { endFrame, errorFrame, logsFrame, resultFrame, statusFrame } from './frames.ts';
-import { isJobEnded, type JobControl, type LogReader, type LogSource } from './types.ts';
+import { FramePool, endFrame, errorFrame, logsFrame, resultFrame, statusFrame } from './frames.ts';
+import { isJobEnded, type AppendedLines, type JobControl, type LogReader, type LogSource } from './types.ts';
 
 /**
  * Log bytes handed to the socket but not yet written out, per client. Above this the subscription
@@ -41,6 +41,7 @@ export class ClientConnection {
   readonly #log: Logger;
   #subscription: Subscription | undefined;
   #inFlightBytes = 0;
+  readonly #frames = new FramePool();
   /** Pong seen since the last ping. */
   #alive = true;
   #closed = false;
@@ -69,9 +70,10 @@ export class ClientConnection {
     this.#subscription?.kick();
   }
 
-  /** New lines are on disk. */
-  notifyLogs(): void {
-    this.#subscription?.kick();
+  /** New lines are on disk; `appended` are they, while still in memory. */
+  notifyLogs(appended?: AppendedLines): void {
+    if (appended) this.#subscription?.offer(appended);
+    else this.#subscription?.kick();
   }
 
   /**
@@ -100,12 +102,18 @@ export class ClientConnection {
     this.#subscription = undefined;
   }
 
-  /** @internal Sends a log frame and accounts for it until the socket has written it. */
-  sendCounted(frame: Buffer, onWritten: () => void): boolean {
+  /**
+   * @internal Sends the lines as a binary logs frame (built at once: the segments are views into
+   * the reader's buffer) and accounts for it until the socket has written it.
+   */
+  sendLogs(segments: readonly LogSegmentPieces[], onWritten: () => void): boolean {
     if (!this.#isOpen()) return false;
+    const frame = logsFrame(segments, this.#frames);
     this.#inFlightBytes += frame.length;
-    this.#ws.send(frame, { binary: false }, () => {
+    this.#ws.send(frame, { binary: true }, (err) => {
       this.#inFlightBytes -= frame.length;
+      // Only a frame the socket is done with may be written over.
+      if (!err) this.#frames.release(frame);
       onWritten();
     });
     return true;
@@ -246,6 +254,20 @@ class Subscription {
     this.#active = false;
   }
 
+  /**
+   * Lines just appended: a follower that has sent everything before them gets them from memory,
+   * without reading them back from the file (the common case of a live tail). Anyone else reads
+   * on from the file as usual.
+   */
+  offer(appended: AppendedLines): void {
+    const { connection, reader, untilSeq } = this.#o;
+    if (this.#active && !this.#pumping && untilSeq === undefined && connection.inFlightBytes < MAX_IN_FLIGHT_BYTES && reader.skip(appended)) {
+      if (!connection.sendLogs([appended], () => this.kick())) this.#active = false;
+      return;
+    }
+    this.kick();
+  }
+
   kick(): void {
     if (!this.#active) return;
     if (this.#pumping) {
@@ -269,10 +291,10 @@ class Subscription {
           // lastSeq is final and on disk, and the status carries the interruption report.
           const settled = job.settled?.() ?? true;
           const status = job.status();
-          const chunk = await reader.read({ maxLines: MAX_LINES_PER_BATCH, ...(untilSeq === undefined ? {} : { untilSeq }) });
+          const chunk = await reader.read(untilSeq === undefined ? {} : { untilSeq });
           if (!this.#active) return;
           if (chunk) {
-            if (!connection.sendCounted(logsFrame(chunk.raw), () => this.kick())) this.#active = false;
+            if (!connection.sendLogs(chunk.segments, () => this.kick())) this.#active = false;
             continue;
           }
           const endSeq = untilSeq ?? (isJobEnded(status) && settled ? status.lastSeq : undefined);

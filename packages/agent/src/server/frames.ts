@@ -1,29 +1,38 @@
-/** Builds outgoing messages. Log lines go out as the bytes on disk, without a parse/stringify. */
-import type { JobStatus } from '@spotctl/shared';
-
-const LOGS_PREFIX = Buffer.from('{"type":"event","event":"logs","lines":[');
-const LOGS_SUFFIX = Buffer.from(']}');
-const NEWLINE = 0x0a;
-const COMMA = 0x2c;
+/** Builds outgoing messages: JSON text frames, and binary frames for log lines. */
+import { encodeLogFrame, type JobStatus, type LogSegmentPieces } from '@spotctl/shared';
 
 /**
- * `{"type":"event","event":"logs","lines":[<line>,<line>]}` from newline-terminated JSON lines.
- * A raw 0x0A can only be a line end: JSON escapes newlines in strings and UTF-8 never uses 0x0A
- * inside a multibyte character, so replacing each with a comma is exact.
+ * A binary `logs` frame from the segments a cursor read (or lines just appended): one small header
+ * and the lines' bytes as they are on disk, so nothing is done per line. Built in a buffer from
+ * `pool`.
  */
-export function logsFrame(raw: Buffer): Buffer {
-  const body = raw.length > 0 && raw[raw.length - 1] === NEWLINE ? raw.length - 1 : raw.length;
-  const out = Buffer.allocUnsafe(LOGS_PREFIX.length + body + LOGS_SUFFIX.length);
-  LOGS_PREFIX.copy(out, 0);
-  raw.copy(out, LOGS_PREFIX.length, 0, body);
-  const start = LOGS_PREFIX.length;
-  let i = out.indexOf(NEWLINE, start);
-  while (i !== -1 && i < start + body) {
-    out[i] = COMMA;
-    i = out.indexOf(NEWLINE, i + 1);
+export function logsFrame(segments: readonly LogSegmentPieces[], pool: FramePool): Buffer {
+  return encodeLogFrame(segments, (size) => pool.acquire(size));
+}
+
+/** Frames are about one cursor read (256 KiB) plus their header; pooled buffers have this size. */
+const POOLED_FRAME_BYTES = 256 * 1024 + 16 * 1024;
+/** More than the in-flight window holds (1 MiB / 256 KiB, plus one being built). */
+const MAX_POOLED_FRAMES = 6;
+
+/**
+ * Reuses frame buffers once the socket has written them. Under a log flood a fresh 256 KiB
+ * buffer per frame was garbage that only a GC gave back, and the agent's peak RSS carried it.
+ */
+export class FramePool {
+  readonly #free: Buffer[] = [];
+
+  acquire(size: number): Buffer {
+    if (size > POOLED_FRAME_BYTES) return Buffer.allocUnsafe(size);
+    // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool.
+    return this.#free.pop() ?? Buffer.allocUnsafeSlow(POOLED_FRAME_BYTES);
   }
-  LOGS_SUFFIX.copy(out, start + body);
-  return out;
+
+  /** Gives back a frame (or a view of one) that the socket no longer needs. */
+  release(frame: Buffer): void {
+    const whole = frame.byteOffset === 0 && frame.buffer.byteLength === POOLED_FRAME_BYTES ? Buffer.from(frame.buffer, 0, POOLED_FRAME_BYTES) : undefined;
+    if (whole && this.#free.length < MAX_POOLED_FRAMES) this.#free.push(whole);
+  }
 }
 
 export function statusFrame(status: JobStatus): string {

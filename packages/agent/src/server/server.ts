@@ -18,7 +18,7 @@ import {
 } from '@spotctl/shared';
 import { createTokenCheck } from './auth.ts';
 import { ClientConnection } from './connection.ts';
-import type { JobControl, LogSource } from './types.ts';
+import type { AppendedLines, JobControl, LogSource } from './types.ts';
 
 export interface AgentServerOptions {
   /** Address to bind. */
@@ -103,8 +103,8 @@ export class AgentServer implements AsyncDisposable {
   }
 
   /** New log lines were appended. */
-  notifyLogs(): void {
-    for (const client of this.#clients.values()) client.notifyLogs();
+  notifyLogs(appended?: AppendedLines): void {
+    for (const client of this.#clients.values()) client.notifyLogs(appended);
   }
 
   /** A push for every client (interruption notices, checkpoints). */

@@ -2,19 +2,28 @@
  * What the server needs from the other parts, as structural interfaces: the server does not import
  * the log store or the supervisor; the composition root hands it objects that fit.
  */
-import type { JobStatus } from '@spotctl/shared';
+import type { JobStatus, LogSegment, LogSegmentPieces } from '@spotctl/shared';
 
 export interface LogLinesChunk {
-  /** Complete JSON lines as stored, each ending in '\n'. */
-  raw: Buffer;
+  /** Consecutive lines in segments; views valid until the reader's next read(). */
+  segments: LogSegment[];
   count: number;
   lastSeq: number;
+}
+
+/** Lines just appended to the log, still in memory, and where they are in the file. */
+export interface AppendedLines extends LogSegmentPieces {
+  lastSeq: number;
+  startOffset: number;
+  endOffset: number;
 }
 
 export interface LogReader {
   /** Seq of the next line read() returns. */
   readonly nextSeq: number;
-  read(options: { maxLines: number; untilSeq?: number }): Promise<LogLinesChunk | null>;
+  read(options: { untilSeq?: number }): Promise<LogLinesChunk | null>;
+  /** Moves past `lines` if the reader is exactly at their start; false (and no move) otherwise. */
+  skip(lines: AppendedLines): boolean;
 }
 
 export interface LogSource {

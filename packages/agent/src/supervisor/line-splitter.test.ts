@@ -1,10 +1,20 @@
 import { describe, expect, test } from 'vitest';
-import { LineSplitter } from './line-splitter.ts';
+import { LineSplitter, type LineBlock } from './line-splitter.ts';
+
+/** The block's lines as strings, checking that its count matches its newlines. */
+function texts(block: LineBlock | undefined): string[] {
+  if (!block) return [];
+  const text = Buffer.concat(block.data).toString('utf8');
+  expect(text.endsWith('\n')).toBe(true);
+  const lines = text.slice(0, -1).split('\n');
+  expect(lines.length).toBe(block.count);
+  return lines;
+}
 
 function feed(splitter: LineSplitter, chunks: Buffer[]): string[] {
   const out: string[] = [];
-  for (const chunk of chunks) out.push(...splitter.push(chunk));
-  out.push(...splitter.flush());
+  for (const chunk of chunks) out.push(...texts(splitter.push(chunk)));
+  out.push(...texts(splitter.flush()));
   return out;
 }
 
@@ -17,7 +27,7 @@ describe('LineSplitter', () => {
   test('splits on \\n, keeps \\r and empty lines, flushes a trailing partial line', () => {
     const s = new LineSplitter(1024);
     expect(feed(s, [Buffer.from('a\r\n\nb\nparti'), Buffer.from('al')])).toEqual(['a\r', '', 'b', 'partial']);
-    expect(s.flush()).toEqual([]);
+    expect(s.flush()).toBeUndefined();
   });
 
   test('a multibyte character cut by a chunk boundary survives, wherever the cut falls', () => {
@@ -36,6 +46,22 @@ describe('LineSplitter', () => {
     expect(out).toEqual(['0123456789', 'abcdefghij', 'XYZ', 'short']);
     // Exactly maxLineBytes is not cut.
     expect(feed(new LineSplitter(10), [Buffer.from('0123456789\n')])).toEqual(['0123456789']);
+  });
+
+  test('a chunk of whole lines is handed on as a view, without a copy', () => {
+    const chunk = Buffer.from('one\ntwo\n');
+    const splitter = new LineSplitter(1024);
+    const block = splitter.push(chunk);
+    expect(block?.count).toBe(2);
+    expect(block?.data).toHaveLength(1);
+    expect(block?.data[0]?.buffer).toBe(chunk.buffer);
+    // After a partial line, only the line that straddles the chunks is a copy.
+    expect(splitter.push(Buffer.from('thr'))).toBeUndefined();
+    const next = Buffer.from('ee\nfour\nfive\n');
+    const after = splitter.push(next);
+    expect(after?.count).toBe(3);
+    expect(after?.data.map((b) => b.toString())).toEqual(['three\n', 'four\nfive\n']);
+    expect(after?.data[1]?.buffer).toBe(next.buffer);
   });
 
   test('cutting a long line never splits a UTF-8 character', () => {

@@ -1,13 +1,27 @@
 /**
- * Splits a byte stream into lines. Works on bytes, not strings: a chunk boundary can fall inside a
- * multibyte UTF-8 character, and decoding each chunk separately would turn it into two U+FFFD.
+ * Splits a byte stream into lines, handing them on as bytes: a block of complete lines, each
+ * ending in '\n', and how many there are. No string is made per line: under a log flood the agent's
+ * cost is one indexOf (memchr) per line. Bytes, not strings, also because a chunk boundary can fall
+ * inside a multibyte UTF-8 character.
  */
 const NEWLINE = 0x0a;
+const NEWLINE_BUFFER = Buffer.from([NEWLINE]);
+
+/** Complete lines: `count` lines, each ending in '\n' (a '\r' before it is kept). */
+export interface LineBlock {
+  /**
+   * The lines' bytes in order, in pieces (write them with one writev): usually a view of the
+   * chunk, after the line that started in the previous chunk. Not copied into one buffer, since
+   * under a log flood every copy is garbage the agent's memory has to hold until the next GC.
+   */
+  data: Buffer[];
+  count: number;
+}
 
 export class LineSplitter {
   readonly maxLineBytes: number;
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
+  /** The partial line after the last '\n' seen, at most maxLineBytes (a copy, never a view). */
+  #pending: Buffer | undefined;
 
   /** @param maxLineBytes a longer line is cut into records of at most this many bytes. */
   constructor(maxLineBytes: number) {
@@ -15,49 +29,89 @@ export class LineSplitter {
     this.maxLineBytes = maxLineBytes;
   }
 
-  /** Feeds a chunk; returns the lines it completed, without their '\n' (a '\r' is kept). */
-  push(chunk: Buffer): string[] {
-    const lines: string[] = [];
+  /**
+   * Feeds a chunk; returns the lines it completed, or undefined. The pieces may be views into
+   * `chunk`: use them before the chunk's memory is reused.
+   */
+  push(chunk: Buffer): LineBlock | undefined {
+    const max = this.maxLineBytes;
+    const pieces: Buffer[] = [];
+    let count = 0;
+    let data = chunk;
+    const pending = this.#pending;
+    this.#pending = undefined;
+    if (pending) {
+      const nl = chunk.indexOf(NEWLINE);
+      if (nl === -1) {
+        data = Buffer.concat([pending, chunk]);
+      } else {
+        // Only the line that straddles the chunks is copied; the rest stays a view.
+        const head = Buffer.concat([pending, chunk.subarray(0, nl + 1)]);
+        if (head.length - 1 > max) count += cutLongLine(head.subarray(0, head.length - 1), max, pieces, true);
+        else {
+          pieces.push(head);
+          count += 1;
+        }
+        data = chunk.subarray(nl + 1);
+      }
+    }
+    let runStart = 0;
     let start = 0;
     for (;;) {
-      const nl = chunk.indexOf(NEWLINE, start);
+      const nl = data.indexOf(NEWLINE, start);
       if (nl === -1) break;
-      this.#add(chunk.subarray(start, nl), lines);
-      lines.push(this.#take());
+      if (nl - start > max) {
+        if (start > runStart) pieces.push(data.subarray(runStart, start));
+        count += cutLongLine(data.subarray(start, nl), max, pieces, true);
+        runStart = nl + 1;
+      } else {
+        count += 1;
+      }
       start = nl + 1;
     }
-    if (start < chunk.length) this.#add(chunk.subarray(start), lines);
-    return lines;
+    if (start > runStart) pieces.push(data.subarray(runStart, start));
+    let rest = data.subarray(start);
+    if (rest.length > max) {
+      // Certainly too long already: emit full records now so memory stays bounded per line.
+      count += cutLongLine(rest, max, pieces, false);
+      // The last piece is the remainder (≤ max) that waits for its line end.
+      rest = pieces.pop() as Buffer;
+    }
+    if (rest.length > 0) this.#pending = Buffer.from(rest);
+    if (count === 0) return undefined;
+    return { data: pieces, count };
   }
 
   /** The trailing partial line, if any (call when the stream ends). */
-  flush(): string[] {
-    return this.#pendingBytes > 0 ? [this.#take()] : [];
+  flush(): LineBlock | undefined {
+    const rest = this.#pending;
+    this.#pending = undefined;
+    if (!rest) return undefined;
+    return { data: [rest, NEWLINE_BUFFER], count: 1 };
   }
+}
 
-  #add(piece: Buffer, lines: string[]): void {
-    if (piece.length === 0) return;
-    this.#pending.push(piece);
-    this.#pendingBytes += piece.length;
-    if (this.#pendingBytes <= this.maxLineBytes) return;
-    // The line is certainly too long: emit full records now so memory stays bounded per line.
-    let buffered = Buffer.concat(this.#pending, this.#pendingBytes);
-    while (buffered.length > this.maxLineBytes) {
-      const cut = utf8Boundary(buffered, this.maxLineBytes);
-      lines.push(buffered.subarray(0, cut).toString('utf8'));
-      buffered = buffered.subarray(cut);
-    }
-    // Copy the rest so the big concatenated buffer can be freed.
-    this.#pending = buffered.length > 0 ? [Buffer.from(buffered)] : [];
-    this.#pendingBytes = buffered.length;
+/**
+ * Cuts `line` (no newline in it) into records of at most `max` bytes at UTF-8 boundaries, each
+ * pushed with its '\n'. With `terminated` false the last piece is pushed without one (and not
+ * counted): it is the start of a line still being written. Returns the records counted.
+ */
+function cutLongLine(line: Buffer, max: number, pieces: Buffer[], terminated: boolean): number {
+  let count = 0;
+  let rest = line;
+  while (rest.length > max) {
+    const cut = utf8Boundary(rest, max);
+    pieces.push(rest.subarray(0, cut), NEWLINE_BUFFER);
+    count += 1;
+    rest = rest.subarray(cut);
   }
-
-  #take(): string {
-    const line = this.#pending.length === 1 ? this.#pending[0]!.toString('utf8') : Buffer.concat(this.#pending, this.#pendingBytes).toString('utf8');
-    this.#pending = [];
-    this.#pendingBytes = 0;
-    return line;
+  if (terminated) {
+    pieces.push(rest, NEWLINE_BUFFER);
+    count += 1;
+  } else {
+    pieces.push(rest);
   }
+  return count;
 }
 
 /** Largest cut ≤ `at` that does not split a UTF-8 sequence (continuation bytes are 10xxxxxx). */

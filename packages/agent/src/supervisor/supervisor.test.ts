@@ -33,7 +33,9 @@ function harness(argv: string[], options: Partial<SupervisorOptions> = {}): Harn
     cwd: dir,
     env: process.env,
     logger,
-    onOutput(stream, texts) {
+    onOutput(stream, block) {
+      const texts = Buffer.concat(block.data).toString('utf8').slice(0, -1).split('\n');
+      expect(texts.length).toBe(block.count);
       for (const text of texts) {
         lines.push({ stream, text });
         for (const w of waiters.filter((w) => w.regex.test(text))) {
@@ -111,6 +113,33 @@ describe('Supervisor', () => {
     raw.supervisor.start();
     await raw.supervisor.ended;
     expect(raw.lines.map((l) => l.text)).toEqual(['a b', '*']);
+  });
+
+  test("the job's stdout and stderr are pipes; a flood arrives whole and in order", async () => {
+    const h = harness(['sh', '-c', 'test -p /dev/stdout && test -p /dev/stderr && echo pipes; seq 1 200000; echo done >&2']);
+    h.supervisor.start();
+    expect(await h.supervisor.ended).toMatchObject({ state: 'exited', exitCode: 0 });
+    const out = h.lines.filter((l) => l.stream === 'stdout').map((l) => l.text);
+    expect(out[0]).toBe('pipes');
+    expect(out.slice(1)).toEqual(Array.from({ length: 200_000 }, (_, i) => String(i + 1)));
+    expect(h.lines.filter((l) => l.stream === 'stderr').map((l) => l.text)).toEqual(['done']);
+  });
+
+  test('without mkfifo the job still runs, on ordinary pipes', async () => {
+    const logged: string[] = [];
+    const warnings = pino({ level: 'warn' }, { write: (line: string) => void logged.push(line) });
+    const h = harness(['/bin/sh', '-c', 'echo out; echo err >&2; printf "no newline"'], { env: { ...process.env }, logger: warnings });
+    const searchPath = process.env.PATH;
+    process.env.PATH = dir;
+    try {
+      h.supervisor.start();
+    } finally {
+      process.env.PATH = searchPath;
+    }
+    expect(await h.supervisor.ended).toMatchObject({ state: 'exited', exitCode: 0 });
+    expect(logged.join('')).toMatch(/cannot make the job output pipes; using ordinary ones/);
+    expect(h.lines.filter((l) => l.stream === 'stdout').map((l) => l.text)).toEqual(['out', 'no newline']);
+    expect(h.lines.filter((l) => l.stream === 'stderr').map((l) => l.text)).toEqual(['err']);
   });
 
   test('reports the signal that ended the job', async () => {

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_GRACE_MS, MAX_LINE_BYTES, SpotctlError, type JobState } from '@spotctl/shared';
-import { LineSplitter } from './line-splitter.ts';
+import { LineSplitter, type LineBlock } from './line-splitter.ts';
+import { openOutputPipes, type OutputPipe } from './output-pipe.ts';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -49,8 +50,11 @@ export interface SupervisorOptions {
    * @default 2000
    */
   pipeDrainMs?: number;
-  /** Lines of one chunk of output, in order. Called synchronously from the stream's data event. */
-  onOutput(stream: OutputStream, lines: string[]): void;
+  /**
+   * Lines of one chunk of output, in order, as bytes (each line ending in '\n'). Called
+   * synchronously from the stream's data event; the block may be a view into the chunk.
+   */
+  onOutput(stream: OutputStream, lines: LineBlock): void;
   /** Any change of the status (state, pid, stopReason, ...). */
   onChange?(status: JobProcessStatus): void;
   logger: Logger;
@@ -111,6 +115,7 @@ export class Supervisor implements AsyncDisposable {
     const [file, ...args] = this.#options.argv as [string, ...string[]];
     const log = this.#options.logger;
     let child: ChildProcess;
+    const pipes = this.#outputPipes();
     try {
       child = spawn(file, args, {
         cwd: this.#options.cwd,
@@ -118,12 +123,16 @@ export class Supervisor implements AsyncDisposable {
         // Own process group: stop() signals the whole group, and a Ctrl-C or SIGHUP aimed at the
         // agent's group (the ssh session that started it) does not reach the job.
         detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: pipes ? ['ignore', pipes[0][1].writeFd, pipes[1][1].writeFd] : ['ignore', 'pipe', 'pipe'],
       });
     } catch (err) {
       // spawn throws synchronously for bad arguments (e.g. a NUL byte in argv).
+      for (const [, p] of pipes ?? []) p.socket.destroy();
       this.#failToStart(err as Error);
       return;
+    } finally {
+      // The job has its copies; ours would keep the pipes from ever reaching end-of-file.
+      for (const [, p] of pipes ?? []) fs.closeSync(p.writeFd);
     }
     this.#child = child;
     child.once('spawn', () => {
@@ -150,15 +159,19 @@ export class Supervisor implements AsyncDisposable {
       }
       this.#maybeFinish();
     });
-    for (const [stream, pipe] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+    const readers: (readonly [OutputStream, Readable | null])[] = pipes
+      ? pipes.map(([stream, p]) => [stream, p.socket] as const)
+      : [['stdout', child.stdout], ['stderr', child.stderr]];
+    for (const [stream, pipe] of readers) {
       if (!pipe) continue;
-      const splitter = new LineSplitter(this.#options.maxLineBytes ?? MAX_LINE_BYTES);
-      this.#splitters.set(pipe, { stream, splitter });
+      if (!pipes) {
+        const splitter = this.#splitter(stream, pipe);
+        pipe.on('data', (chunk: Buffer) => {
+          const lines = splitter.push(chunk);
+          if (lines) this.#options.onOutput(stream, lines);
+        });
+      }
       this.#openPipes.add(pipe);
-      pipe.on('data', (chunk: Buffer) => {
-        const lines = splitter.push(chunk);
-        if (lines.length > 0) this.#options.onOutput(stream, lines);
-      });
       pipe.on('error', (err) => log.warn({ err, stream }, 'job output stream error'));
       pipe.once('close', () => {
         this.#flushPipe(pipe);
@@ -246,12 +259,47 @@ export class Supervisor implements AsyncDisposable {
     this.#killDeadline = Number.POSITIVE_INFINITY;
   }
 
+  /**
+   * The job's stdout and stderr pipes, read into reused buffers, their chunks split into lines and
+   * handed on at once. Undefined when they cannot be made (no mkfifo, no writable temp dir): the
+   * job then gets Node's ordinary pipes, which cost more memory under a flood but work the same.
+   */
+  #outputPipes(): [[OutputStream, OutputPipe], [OutputStream, OutputPipe]] | undefined {
+    const streams = ['stdout', 'stderr'] as const;
+    const splitters: LineSplitter[] = [];
+    let made: OutputPipe[];
+    try {
+      // Synchronous all the way to the log file: the chunk is a view into the pipe's reused buffer.
+      made = openOutputPipes(
+        streams.map((stream, i) => (chunk: Buffer) => {
+          const lines = splitters[i]?.push(chunk);
+          if (lines) this.#options.onOutput(stream, lines);
+        }),
+      );
+    } catch (err) {
+      this.#options.logger.warn({ err }, 'cannot make the job output pipes; using ordinary ones');
+      return undefined;
+    }
+    const [stdout, stderr] = made as [OutputPipe, OutputPipe];
+    splitters.push(this.#splitter('stdout', stdout.socket), this.#splitter('stderr', stderr.socket));
+    return [
+      ['stdout', stdout],
+      ['stderr', stderr],
+    ];
+  }
+
+  #splitter(stream: OutputStream, pipe: Readable): LineSplitter {
+    const splitter = new LineSplitter(this.#options.maxLineBytes ?? MAX_LINE_BYTES);
+    this.#splitters.set(pipe, { stream, splitter });
+    return splitter;
+  }
+
   #flushPipe(pipe: Readable): void {
     if (!this.#openPipes.delete(pipe)) return;
     const entry = this.#splitters.get(pipe);
     if (!entry) return;
     const rest = entry.splitter.flush();
-    if (rest.length > 0) this.#options.onOutput(entry.stream, rest);
+    if (rest) this.#options.onOutput(entry.stream, rest);
   }
 
   #maybeFinish(): void {
@@ -309,7 +357,8 @@ export class Supervisor implements AsyncDisposable {
     const message = described ?? describeSpawnError(err, this.#options.argv[0] ?? '', this.#options.cwd);
     this.#options.logger.error({ err }, `job failed to start: ${message}`);
     // The user reads the job's log, not the agent's: put the reason there too.
-    this.#options.onOutput('stderr', [`spotctl: ${message}`]);
+    const texts = `spotctl: ${message}`.split('\n');
+    this.#options.onOutput('stderr', { data: [Buffer.from(`${texts.join('\n')}\n`)], count: texts.length });
     this.#status.state = 'failed-to-start';
     this.#status.error = message;
     // What a shell reports for "command not found".

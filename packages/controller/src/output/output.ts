@@ -2,7 +2,7 @@
  * The only module that prints. Job output goes to stdout/stderr untouched; spotctl's own
  * progress goes to stderr (pretty on a TTY), or everything becomes JSON lines on stdout with --json.
  */
-import type { LogLine } from '@spotctl/shared';
+import { batchLines, type LogBatch, type LogLine } from '@spotctl/shared';
 
 export interface OutputOptions {
   /** Emit JSON lines on stdout instead of human text. @default false */
@@ -87,6 +87,19 @@ export class Output {
       run += `${l.text}\n`;
     }
     flush();
+    return ok;
+  }
+
+  /**
+   * A batch of job lines, in seq order: each segment goes out as its bytes, stdout's to stdout and
+   * everything else to stderr (JSON lines with --json). Segments are written one by one rather
+   * than concatenated: a copy per batch cost more than the extra writes. Returns false when a
+   * stream is full, so the caller can pause until `drain`.
+   */
+  batch(batch: LogBatch): boolean {
+    if (this.json) return this.lines(batchLines(batch));
+    let ok = true;
+    for (const s of batch.segments) ok = (s.stream === 'stdout' ? this.out : this.err).write(s.data) && ok;
     return ok;
   }
 

@@ -14,7 +14,7 @@ export interface ProviderSession extends AsyncDisposable {
   connect(signal?: AbortSignal): Promise<AgentConnection>;
   /** The agent's status.json, or undefined when it cannot be read. */
   readStatus(signal?: AbortSignal): Promise<JobStatus | undefined>;
-  /** Streams log.jsonl (for when the agent is gone) in chunks, without holding it whole. */
+  /** Streams the stored log (for when the agent is gone) in chunks, without holding it whole. */
   streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }

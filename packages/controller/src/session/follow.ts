@@ -2,7 +2,7 @@
  * Follows a run's log across any number of connection drops: every line exactly once, in order.
  * The agent numbers lines; we remember the next seq we want and resubscribe from it.
  */
-import { SpotctlError, type JobStatus, type LogLine, type ServerEvent } from '@spotctl/shared';
+import { SpotctlError, sliceBatch, type JobStatus, type LogBatch, type ServerEvent } from '@spotctl/shared';
 import createDebug from 'debug';
 import type { AgentConnection } from '../transport/agent-client.ts';
 
@@ -15,8 +15,11 @@ export interface FollowOptions {
   fromSeq?: number;
   /** Keep following live output; false prints what is there and returns. @default true */
   follow?: boolean;
-  /** Delivers lines in order; return false when the sink is full (the socket is paused until `drain`). */
-  onLines: (lines: LogLine[]) => boolean;
+  /**
+   * Delivers lines in order, a batch at a time, each line exactly once; return false when the
+   * sink is full (the socket is paused until `drain`).
+   */
+  onLines: (batch: LogBatch) => boolean;
   drain: () => Promise<void>;
   onStatus?: (status: JobStatus) => void;
   /** Interruption notices, rebalance recommendations, committed checkpoints, the final report. */
@@ -110,14 +113,13 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
       connection.onEvent((event) => {
         switch (event.event) {
           case 'logs': {
-            const fresh = event.lines.filter((l) => l.seq >= next);
-            const first = fresh[0];
-            if (!first) return;
-            if (first.seq !== next) {
-              finish({ error: new SpotctlError('SPOTCTL_PROTOCOL', `log lines ${next}..${first.seq - 1} are missing from the agent's stream`) });
+            const fresh = sliceBatch(event.batch, next);
+            if (!fresh) return;
+            if (fresh.firstSeq !== next) {
+              finish({ error: new SpotctlError('SPOTCTL_PROTOCOL', `log lines ${next}..${fresh.firstSeq - 1} are missing from the agent's stream`) });
               return;
             }
-            next = (fresh[fresh.length - 1] as LogLine).seq + 1;
+            next = fresh.lastSeq + 1;
             if (!options.onLines(fresh)) {
               connection.pause();
               void options.drain().then(() => connection.resume());

@@ -1,41 +1,27 @@
-import { StringDecoder } from 'node:string_decoder';
-import type { LogLine } from '@spotctl/shared';
+import { LogRecordReader, SpotctlError } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
 import type { ProviderSession } from '../providers/provider.ts';
 
 /**
- * Prints a run's log.jsonl as stored on the host, for when the agent has exited. Streamed: a log
- * can be far larger than memory (or than the longest string V8 allows).
+ * Prints a run's log as stored on the host, for when the agent has exited. Streamed: a log can be
+ * far larger than memory (or than the longest string V8 allows). Returns the last seq printed
+ * (0 if none). A torn record at the end (the agent died mid-write) is left out.
  */
 export async function printStoredLog(session: ProviderSession, out: Output, fromSeq: number): Promise<number> {
-  let batch: LogLine[] = [];
   let last = 0;
-  let rest = '';
-  // Chunks split anywhere, even inside a multibyte character.
-  const decoder = new StringDecoder('utf8');
-  const take = (raw: string) => {
-    if (!raw) return;
-    let line: LogLine;
-    try {
-      line = JSON.parse(raw) as LogLine;
-    } catch {
-      return; // a torn last line from a crash
-    }
-    if (line.seq < fromSeq) return;
-    batch.push(line);
-    last = line.seq;
-  };
+  let broken: Error | undefined;
+  const reader = new LogRecordReader(fromSeq, (batch) => {
+    out.batch(batch);
+    last = batch.lastSeq;
+  });
   await session.streamLog((chunk) => {
-    const text = rest + decoder.write(chunk);
-    const lines = text.split('\n');
-    rest = lines.pop() ?? '';
-    for (const raw of lines) take(raw);
-    if (batch.length >= 2000) {
-      out.lines(batch);
-      batch = [];
+    if (broken) return;
+    try {
+      reader.push(chunk);
+    } catch (error) {
+      broken = error as Error;
     }
   });
-  take(rest + decoder.end());
-  if (batch.length) out.lines(batch);
+  if (broken) throw new SpotctlError('SPOTCTL_PROTOCOL', `the run's stored log cannot be read after line ${reader.nextSeq - 1}: ${broken.message}`, { cause: broken });
   return last;
 }

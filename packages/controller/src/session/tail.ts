@@ -81,9 +81,9 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
       follow: options.follow ?? true,
       signal: abort.signal,
       reconnectTimeoutMs: options.reconnectTimeoutMs,
-      onLines: (lines) => {
-        const ok = out.lines(lines);
-        lastSeq = (lines[lines.length - 1] ?? { seq: lastSeq }).seq;
+      onLines: (batch) => {
+        const ok = out.batch(batch);
+        lastSeq = batch.lastSeq;
         return ok;
       },
       drain: () => out.drain(),

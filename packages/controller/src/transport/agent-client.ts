@@ -13,8 +13,10 @@ import {
   checkResult,
   errorFromWire,
   isEvent,
+  parseLogFrame,
   parseServerMessage,
   type HelloEvent,
+  type LogsEvent,
   type Method,
   type ParamsOf,
   type ResultOf,
@@ -22,6 +24,11 @@ import {
 } from '@spotctl/shared';
 
 const debug = createDebug('spotctl:agent-client');
+
+function toBuffer(data: WebSocket.RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  return Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+}
 
 export type AgentEndpoint =
   | { kind: 'tcp'; host: string; port: number; token: string }
@@ -50,7 +57,7 @@ export class AgentConnection implements AsyncDisposable {
   private readonly ws: WebSocket;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly eventListeners = new Set<(event: ServerEvent) => void>();
+  private readonly eventListeners = new Set<(event: ServerEvent | LogsEvent) => void>();
   private readonly closeListeners = new Set<(error: Error) => void>();
   private closedError: Error | undefined;
   private silenceTimer: NodeJS.Timeout | undefined;
@@ -97,8 +104,36 @@ export class AgentConnection implements AsyncDisposable {
       };
       ws.once('unexpected-response', (_req, res) => {
         const status = res.statusCode ?? 0;
-        if (status === 401) fail(new UserError('SPOTCTL_UNAUTHORIZED', 'the agent refused our token', { remediation: 'the run record may belong to another run; check with: spotctl ps' }));
-        else fail(new SpotctlError(status === 400 ? 'SPOTCTL_AGENT_VERSION' : 'SPOTCTL_AGENT_UNREACHABLE', `the agent answered the upgrade with HTTP ${status}`));
+        if (status === 401) {
+          fail(new UserError('SPOTCTL_UNAUTHORIZED', 'the agent refused our token', { remediation: 'the run record may belong to another run; check with: spotctl ps' }));
+          return;
+        }
+        if (status !== 400) {
+          fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `the agent answered the upgrade with HTTP ${status}`));
+          return;
+        }
+        // 400 is the agent refusing our subprotocol: an agent of another protocol version. Its
+        // body says which one it speaks.
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body = (body + chunk).slice(0, 4096)));
+        res.on('error', () => undefined);
+        const refuse = () => {
+          let detail = '';
+          try {
+            const message = (JSON.parse(body) as { message?: unknown }).message;
+            if (typeof message === 'string') detail = `: ${message}`;
+          } catch {
+            // not the agent's JSON error; say what we know
+          }
+          fail(
+            new UserError('SPOTCTL_AGENT_VERSION', `the agent refused websocket subprotocol ${WS_SUBPROTOCOL} (this spotctl speaks protocol v${PROTOCOL_VERSION})${detail}`, {
+              remediation: 're-run so spotctl installs its own agent build, or use the spotctl version that started this run',
+            }),
+          );
+        };
+        res.once('end', refuse);
+        setTimeout(refuse, 1000).unref();
       });
       ws.once('error', (err) => fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent: ${err.message}`, { cause: err })));
       ws.once('close', () => fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', 'the agent closed the connection during the handshake')));
@@ -129,7 +164,8 @@ export class AgentConnection implements AsyncDisposable {
     return this.closedError !== undefined;
   }
 
-  onEvent(listener: (event: ServerEvent) => void): () => void {
+  /** JSON events, and `logs` events made from the binary log frames (validated once per frame). */
+  onEvent(listener: (event: ServerEvent | LogsEvent) => void): () => void {
     this.eventListeners.add(listener);
     return () => this.eventListeners.delete(listener);
   }
@@ -186,7 +222,13 @@ export class AgentConnection implements AsyncDisposable {
 
   private onMessage(data: WebSocket.RawData, isBinary: boolean): void {
     this.touch();
-    if (isBinary) return this.protocolError('binary frame from the agent');
+    if (isBinary) {
+      const frame = parseLogFrame(toBuffer(data));
+      if (!frame.ok) return this.protocolError(frame.error);
+      const event: LogsEvent = { type: 'event', event: 'logs', batch: frame.value };
+      for (const l of this.eventListeners) l(event);
+      return;
+    }
     const parsed = parseServerMessage(data.toString());
     if (!parsed.ok) return this.protocolError(parsed.error);
     const msg = parsed.value;
