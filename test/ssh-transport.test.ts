@@ -165,6 +165,24 @@ describe('SshConnection against a loopback sshd', () => {
     await expect(conn.exec('true')).rejects.toBeInstanceOf(SpotctlError);
   });
 
+  test('a master left behind (its controller killed) exits by itself once idle; one in use stays', async () => {
+    await using ctl = await tmpDir('spotctl-cm-');
+    // Never closed: what a SIGKILLed controller leaves. A later connection adopts it.
+    const left = await SshConnection.open(sshd, { controlDir: ctl.path, masterIdleExitS: 2 });
+    const pid = (await left.masterPid())!;
+    const adopter = await SshConnection.open(sshd, { controlDir: ctl.path, masterIdleExitS: 2 });
+    expect(await adopter.masterPid()).toBe(pid);
+    // A command that runs longer than the idle time keeps it alive...
+    expect((await adopter.exec('sleep 3; echo still')).stdout).toBe('still\n');
+    expect(isRunning(pid)).toBe(true);
+    // ...and with nothing open it goes, without anyone calling close().
+    const deadline = Date.now() + 15_000;
+    while (isRunning(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(isRunning(pid)).toBe(false);
+    await adopter.close();
+    await left.close();
+  });
+
   test('a closed port fails fast with SPOTCTL_SSH_UNREACHABLE on one line', async () => {
     await using ctl = await tmpDir('spotctl-cm-');
     const port = await freePort();

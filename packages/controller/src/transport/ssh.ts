@@ -66,7 +66,17 @@ export interface SshOpenOptions {
    * interval × (countMax + 1) seconds. @default 3
    */
   serverAliveCountMax?: number;
+  /**
+   * A master with no open channel (no command, no forwarded connection) for this long exits by
+   * itself (ssh's ControlPersist). `close()` stops ours at once; this bounds the life of one left
+   * behind by a controller that was killed, or adopted by a later one that leaves it running.
+   * @default MASTER_IDLE_EXIT_S
+   */
+  masterIdleExitS?: number;
 }
+
+/** @default 900 (15 min): longer than any gap between a follower's reconnects. */
+export const MASTER_IDLE_EXIT_S = 900;
 
 export interface SshExecOptions {
   /** Written to the remote command's stdin, which is then closed. @default stdin is /dev/null */
@@ -458,7 +468,7 @@ export class SshConnection implements AsyncDisposable {
     if (target.port !== undefined) common.push('-p', String(target.port));
     if (target.user !== undefined) common.push('-l', target.user);
 
-    const master = ['-o', 'ControlMaster=yes', '-o', 'ControlPersist=no', '-o', 'ExitOnForwardFailure=yes'];
+    const master = ['-o', 'ControlMaster=yes', '-o', `ControlPersist=${Math.max(1, Math.round(opts.masterIdleExitS ?? MASTER_IDLE_EXIT_S))}s`, '-o', 'ExitOnForwardFailure=yes'];
     const client = [
       '-o', 'ControlMaster=no',
       // If the master is gone, ssh would silently open a second, direct connection; a proxy
