@@ -8,7 +8,7 @@
  * objects of a set always exist before the set does. The job never waits for any of this.
  */
 import type { Stats } from 'node:fs';
-import { lstat, mkdir, readdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { watch, type FSWatcher } from 'chokidar';
@@ -50,7 +50,10 @@ export interface CheckpointSyncOptions {
   onCommitted?: (event: CheckpointCommittedEvent) => void;
   /** Basename patterns never uploaded (files and folders). @default DEFAULT_IGNORE_PATTERNS */
   ignore?: readonly RegExp[];
-  /** Files uploaded at the same time; a large file also has its parts in flight. @default 4 */
+  /**
+   * Files uploaded at the same time; a large file also has its parts in flight (the S3 store
+   * bounds how many large files send parts at once). @default 8
+   */
   uploadConcurrency?: number;
   /**
    * The final flush uploads any file that has not changed for this long, settled or not: it waits
@@ -113,6 +116,12 @@ interface Entry {
 type SyncOutcome = 'uploaded' | 'up-to-date' | 'changed' | 'gone' | 'failed';
 
 const FAILURE_BACKOFF_MAX_MS = 60_000;
+/**
+ * Files up to this size are read into memory once, hashed, and that buffer is what the store
+ * sends (instead of hashing a stream of the file, then reading it again to send it). The S3
+ * store's own limit for a single PUT is the same by default.
+ */
+const SMALL_FILE_BYTES = 8 * 1024 * 1024;
 /** File timestamps come from the kernel's coarse clock, a tick or so behind `Date.now()`. */
 const MTIME_SLACK_MS = 20;
 /** A flush with a deadline retries failed uploads from this pause, doubling up to the max. */
@@ -187,7 +196,7 @@ export class CheckpointSync implements AsyncDisposable {
     this.#logger = options.logger ?? silentLogger;
     this.#onCommitted = options.onCommitted;
     this.#ignore = options.ignore ?? DEFAULT_IGNORE_PATTERNS;
-    this.#concurrency = Math.max(1, options.uploadConcurrency ?? 4);
+    this.#concurrency = Math.max(1, options.uploadConcurrency ?? 8);
     this.#finalRecheckMs = options.finalRecheckMs ?? 300;
     this.#maxCommitDelayMs = options.maxCommitDelayMs ?? 30_000;
     this.#readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
@@ -434,12 +443,19 @@ export class CheckpointSync implements AsyncDisposable {
     if (isUpToDate(entry)) return 'up-to-date';
     if (entry.hashing) await entry.hashing;
     let hashed: { sha256: string; size: number };
+    /** A small file's bytes, read once: hashed here and handed to the store as they are. */
+    let data: Buffer | undefined;
     if (entry.hashed?.size === before.size && entry.hashed.mtimeMs === before.mtimeMs) {
       hashed = entry.hashed;
     } else {
       let after: Stats;
       try {
-        hashed = await hashFile(file, signal);
+        if (before.size <= SMALL_FILE_BYTES) {
+          data = await readFile(file, { signal });
+          hashed = { sha256: sha256Hex(data), size: data.length };
+        } else {
+          hashed = await hashFile(file, signal);
+        }
         after = await lstat(file);
       } catch (err) {
         if (!isNotFound(err)) throw err;
@@ -466,7 +482,7 @@ export class CheckpointSync implements AsyncDisposable {
       if (head?.size !== version.size) {
         const startedAt = Date.now();
         try {
-          ({ uploadedBytes: sent } = await this.#store.put(key, file, { sha256: version.sha256, size: version.size, signal }));
+          ({ uploadedBytes: sent } = await this.#store.put(key, data ?? file, { sha256: version.sha256, size: version.size, signal }));
         } catch (err) {
           if (err instanceof ContentMismatchError) {
             // Changed without a new size or mtime: the digest taken ahead is worthless now.

@@ -79,6 +79,12 @@ export interface S3ObjectStoreOptions {
   partSizeBytes?: number;
   /** Parts in flight per multipart upload; each holds a buffer of partSize. @default 4 */
   queueSize?: number;
+  /**
+   * Multipart uploads at the same time (others wait for a slot), so the part buffers stay at
+   * most multipartUploads × queueSize × partSize (64 MiB by default) however many files are
+   * uploaded at once. @default 2
+   */
+  multipartUploads?: number;
   /** The SDK's attempts per request (standard retry strategy). @default 8 */
   maxAttempts?: number;
   /** How long our retry around a whole upload keeps trying through an outage. @default 600000 */
@@ -158,6 +164,9 @@ export class S3ObjectStore implements ObjectStore {
   readonly #prefix: string;
   readonly #partSize: number;
   readonly #queueSize: number;
+  readonly #multipartUploads: number;
+  #multipartRunning = 0;
+  #multipartWaiters: Array<() => void> = [];
   readonly #retryForMs: number;
   readonly #logger: CheckpointLogger;
 
@@ -167,6 +176,7 @@ export class S3ObjectStore implements ObjectStore {
     this.#prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
     this.#partSize = Math.max(5 * MIB, options.partSizeBytes ?? 8 * MIB);
     this.#queueSize = options.queueSize ?? 4;
+    this.#multipartUploads = Math.max(1, options.multipartUploads ?? 2);
     this.#retryForMs = options.retryForMs ?? 600_000;
     this.#logger = options.logger ?? silentLogger;
     this.location = `s3://${this.#bucket}/${this.#prefix === '' ? '' : `${this.#prefix}/`}`;
@@ -203,7 +213,7 @@ export class S3ObjectStore implements ObjectStore {
           const data = await readFile(body, options.signal ? { signal: options.signal } : {});
           await this.#putBuffer(fullKey, data, options, body);
         } else {
-          await this.#putMultipart(fullKey, body, options);
+          await this.#withMultipartSlot(async () => await this.#putMultipart(fullKey, body, options));
         }
         return { uploadedBytes: options.size };
       },
@@ -226,6 +236,18 @@ export class S3ObjectStore implements ObjectStore {
       }),
       options.signal ? { abortSignal: options.signal } : {},
     );
+  }
+
+  async #withMultipartSlot<T>(run: () => Promise<T>): Promise<T> {
+    // Bounded: each pass either takes a slot or waits for one to be released.
+    while (this.#multipartRunning >= this.#multipartUploads) await new Promise<void>((resolve) => this.#multipartWaiters.push(resolve));
+    this.#multipartRunning++;
+    try {
+      return await run();
+    } finally {
+      this.#multipartRunning--;
+      this.#multipartWaiters.shift()?.();
+    }
   }
 
   /**
