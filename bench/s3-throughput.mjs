@@ -80,7 +80,7 @@ Two sets of random files on local disk: ${SETS.map((s) => s.label).join(' and ')
 moto_server (moto itself, no proxy in between; dummy credentials, \`AWS_EC2_METADATA_DISABLED=true\`), which is reset
 before every upload. **Ours** is the agent's uploader through a minimal agent run, not a bundled \`S3ObjectStore\`: a bare
 agent (\`node agent.mjs start\`) whose checkpoint folder is the pre-filled set and whose job is \`true\`; the job's exit
-triggers the final flush (hash, HEAD, PutObject or lib-storage multipart in 8 MiB parts with SHA-256 checksums, then
+triggers the final flush (hash, HEAD, PutObject or multipart in 8 MiB parts with SHA-256 checksums, then
 the manifest), timed from the "job started" to the "checkpoint committed" lines of \`agent.log\` (the agent is already
 running, as it is during a real job). **Baseline**: \`aws s3 cp --recursive\` (AWS CLI v1, default 10 threads, 8 MB
 multipart chunks) of the same folder to the same moto, timed from spawn to exit, so it includes the CLI's start-up
@@ -122,7 +122,7 @@ on this machine, so moto_server is the only S3 endpoint measured.`,
       });
       const med = (xs) => summarize(xs).median;
       notes.push(
-        `${set.label}, agent (medians): ${med(breakdown.map((r) => r.beforeFirstPutMs)).toFixed(0)} ms from job start to the first byte sent (the exit flush's 300 ms re-check, then SHA-256 of the file and a HEAD), ${med(breakdown.map((r) => r.putSpanMs)).toFixed(0)} ms of uploads (${med(breakdown.map((r) => total / MB / (r.putSpanMs / 1000))).toFixed(0)} MB/s while sending), ${med(breakdown.map((r) => r.afterLastPutMs)).toFixed(0)} ms for the manifest.`,
+        `${set.label}, agent (medians): ${med(breakdown.map((r) => r.beforeFirstPutMs)).toFixed(0)} ms from job start to the first byte sent (the exit flush's re-check, which waits out what is left of 300 ms since the newest mtime: nothing here, the files are older; then SHA-256 of the file and a HEAD), ${med(breakdown.map((r) => r.putSpanMs)).toFixed(0)} ms of uploads (${med(breakdown.map((r) => total / MB / (r.putSpanMs / 1000))).toFixed(0)} MB/s while sending), ${med(breakdown.map((r) => r.afterLastPutMs)).toFixed(0)} ms for the manifest.`,
       );
       measures.push(measure({ key: set.key, label: `${set.label}: agent uploader`, unit: 'MB/s', figure: a, baseline: b, baselineLabel: 'aws s3 cp --recursive (CLI v1)' }));
     }

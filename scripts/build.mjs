@@ -5,12 +5,61 @@
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 import { rmSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import path from 'node:path';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
 /** @type {Record<string, string>} external module → why it is not bundled */
 const EXTERNALS = {};
+
+const BUILTIN = new RegExp(`^(node:)?(${builtinModules.map((m) => m.replace(/[/]/g, '\\/')).join('|')})$`);
+
+/**
+ * `import … from 'node:crypto'` (any built-in) becomes a `require()` behind esbuild's CommonJS
+ * interop. An ESM import of a built-in makes Node build its ESM facade when the bundle links,
+ * which reads every export of the module: for node:crypto that loads WebCrypto, 13 ms of each
+ * agent process's start in a CPU profile, for an API the agent never uses. Through require, a
+ * built-in also loads only when the module importing it is first evaluated (lazy parts stay lazy).
+ * Only static imports are rewritten; `require()` and `import()` are left as they are.
+ */
+const builtinsViaRequire = {
+  name: 'builtins-via-require',
+  setup(b) {
+    b.onResolve({ filter: BUILTIN }, (args) =>
+      args.kind === 'import-statement' ? { path: args.path, namespace: 'builtin-via-require' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'builtin-via-require' }, (args) => ({
+      contents: `module.exports = require(${JSON.stringify(args.path)});`,
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * Modules left out of the agent bundle although a dependency names them, each with its reason.
+ * They become a module that throws if it is ever loaded.
+ */
+const AGENT_LEFT_OUT = {
+  // fastify's default JSON-schema compilers (ajv, fast-json-stringify, fast-uri: about 260 kB, a
+  // sixth of the bundle, compiled by both agent processes at every start). The agent's routes
+  // have no schemas and its server passes its own compilersFactory (server.ts), so fastify never
+  // loads them.
+  '@fastify/ajv-compiler': 'the agent server has no JSON schemas',
+  '@fastify/fast-json-stringify-compiler': 'the agent server has no JSON schemas',
+};
+
+const leaveOut = (modules) => ({
+  name: 'leave-out',
+  setup(b) {
+    const filter = new RegExp(`^(${Object.keys(modules).map((m) => m.replace(/[/]/g, '\\/')).join('|')})$`);
+    b.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'left-out' }));
+    b.onLoad({ filter: /.*/, namespace: 'left-out' }, (args) => ({
+      contents: `throw new Error(${JSON.stringify(`${args.path} is not in the agent bundle: ${modules[args.path]}`)});`,
+      loader: 'js',
+    }));
+  },
+});
 
 function common(quiet) {
   return {
@@ -41,6 +90,7 @@ export async function buildAll(options = {}) {
       entryPoints: [path.join(root, 'packages/agent/src/main.ts')],
       outfile: path.join(root, 'packages/agent/dist/agent.mjs'),
       minify: true,
+      plugins: [builtinsViaRequire, leaveOut(AGENT_LEFT_OUT)],
     }),
     build({
       ...common(quiet),

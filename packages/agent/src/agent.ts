@@ -43,6 +43,11 @@ export interface AgentStartOptions {
   logToStdout?: boolean;
   /** The watchdog's clock. @default the system clock */
   clock?: Clock;
+  /**
+   * Called once agent.json is written, before the job starts (so a file descriptor it closes is
+   * not inherited by the job). Must not throw.
+   */
+  onReady?: (state: AgentState) => void;
 }
 
 /** How long the final checkpoint flush after a normal exit may take (retries included). */
@@ -265,6 +270,7 @@ export class Agent implements AsyncDisposable {
     this.#writeStatus();
     writeJsonAtomic(path.join(config.stateDir, AGENT_FILES.state), this.#state);
     log.info({ host, port, buildId }, 'agent listening');
+    options.onReady?.(this.#state);
 
     // The job starts only once its checkpoint is back: running from scratch would discard work.
     const restoreError = await this.#prepareCheckpoints();

@@ -1,7 +1,7 @@
 /** The agent's configuration: written by the controller, read and validated by the agent. */
 import { Type, type Static } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Parsed } from './protocol.ts';
+import { Value } from '@sinclair/typebox/value';
 
 export const ShutdownAction = Type.Union([
   /** Stop the agent process only (local and SSH-host runs). */
@@ -115,10 +115,12 @@ export const AgentConfig = Type.Object(
 );
 export type AgentConfig = Static<typeof AgentConfig>;
 
-const check = TypeCompiler.Compile(AgentConfig);
-
+/**
+ * Checked once per process, so the schema is interpreted (`Value.Check`) rather than compiled to a
+ * validator first, which costs 2–3 ms more, on the way to the agent's ready.
+ */
 export function parseAgentConfig(value: unknown): Parsed<AgentConfig> {
-  if (check.Check(value)) return { ok: true, value };
-  const e = check.Errors(value).First();
+  if (Value.Check(AgentConfig, value)) return { ok: true, value };
+  const e = Value.Errors(AgentConfig, value).First();
   return { ok: false, error: e ? `${e.path || '/'}: ${e.message}` : 'invalid' };
 }

@@ -9,6 +9,8 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { Value } from '@sinclair/typebox/value';
+import { lazyCompile } from './lazy-check.ts';
 import { CheckpointEvent, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
 
 const Seq = Type.Integer({ minimum: 0 });
@@ -199,14 +201,19 @@ export type EndEvent = Static<typeof EndEvent>;
 // ---------------------------------------------------------------------------------------------
 // Validation
 
-const requestCheck = TypeCompiler.Compile(Request);
-const serverMessageCheck = TypeCompiler.Compile(ServerMessage);
+const requestCheck = lazyCompile(Request);
+const serverMessageCheck = lazyCompile(ServerMessage);
 type AnyCheck = { Check(value: unknown): boolean; Errors(value: unknown): { First(): { path: string; message: string } | undefined } };
-const resultChecks = Object.fromEntries(
-  Object.entries(ResultSchemas).map(([m, s]) => [m, TypeCompiler.Compile(s as TSchema)]),
-) as unknown as Record<Method, AnyCheck>;
-const jobStatusCheck = TypeCompiler.Compile(JobStatus);
-const agentStateCheck = TypeCompiler.Compile(AgentState);
+const resultChecks = new Map<Method, AnyCheck>();
+function resultCheck(method: Method): AnyCheck {
+  let check = resultChecks.get(method);
+  if (!check) {
+    check = TypeCompiler.Compile(ResultSchemas[method] as TSchema) as AnyCheck;
+    resultChecks.set(method, check);
+  }
+  return check;
+}
+const jobStatusCheck = lazyCompile(JobStatus);
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
 
@@ -227,22 +234,22 @@ function parseJson(raw: string): Parsed<unknown> {
 export function parseRequest(raw: string): Parsed<Request> & { id?: number | null } {
   const json = parseJson(raw);
   if (!json.ok) return { ...json, id: null };
-  if (requestCheck.Check(json.value)) return { ok: true, value: json.value };
+  if (requestCheck().Check(json.value)) return { ok: true, value: json.value };
   const v = json.value as { id?: unknown } | null;
   const id = v && typeof v === 'object' && Number.isInteger(v.id) ? (v.id as number) : null;
-  return { ok: false, error: firstError(requestCheck, json.value), id };
+  return { ok: false, error: firstError(requestCheck(), json.value), id };
 }
 
 /** Parses and validates an agent → client message. */
 export function parseServerMessage(raw: string): Parsed<ServerMessage> {
   const json = parseJson(raw);
   if (!json.ok) return json;
-  if (serverMessageCheck.Check(json.value)) return { ok: true, value: json.value };
-  return { ok: false, error: firstError(serverMessageCheck, json.value) };
+  if (serverMessageCheck().Check(json.value)) return { ok: true, value: json.value };
+  return { ok: false, error: firstError(serverMessageCheck(), json.value) };
 }
 
 export function checkResult<M extends Method>(method: M, value: unknown): Parsed<ResultOf<M>> {
-  const check = resultChecks[method];
+  const check = resultCheck(method);
   if (check.Check(value)) return { ok: true, value: value as ResultOf<M> };
   return { ok: false, error: firstError(check, value) };
 }
@@ -250,15 +257,17 @@ export function checkResult<M extends Method>(method: M, value: unknown): Parsed
 export function parseJobStatus(raw: string): Parsed<JobStatus> {
   const json = parseJson(raw);
   if (!json.ok) return json;
-  if (jobStatusCheck.Check(json.value)) return { ok: true, value: json.value };
-  return { ok: false, error: firstError(jobStatusCheck, json.value) };
+  if (jobStatusCheck().Check(json.value)) return { ok: true, value: json.value };
+  return { ok: false, error: firstError(jobStatusCheck(), json.value) };
 }
 
+/** Read a few times per process (agent.json): interpreted, not compiled, like the agent config. */
 export function parseAgentState(raw: string): Parsed<AgentState> {
   const json = parseJson(raw);
   if (!json.ok) return json;
-  if (agentStateCheck.Check(json.value)) return { ok: true, value: json.value };
-  return { ok: false, error: firstError(agentStateCheck, json.value) };
+  if (Value.Check(AgentState, json.value)) return { ok: true, value: json.value };
+  const e = Value.Errors(AgentState, json.value).First();
+  return { ok: false, error: e ? `${e.path || '/'}: ${e.message}` : 'invalid' };
 }
 
 export function isEvent(msg: ServerMessage): msg is ServerEvent {
@@ -272,9 +281,7 @@ export function exitCodeOf(status: Pick<JobStatus, 'exitCode' | 'signal' | 'stat
   return status.state === 'failed-to-start' ? 127 : 1;
 }
 
-const methodChecks = new Map<string, AnyCheck>(
-  Request.anyOf.map((schema) => [schema.properties.method.const, TypeCompiler.Compile(schema as TSchema) as AnyCheck]),
-);
+let methodChecks: Map<string, AnyCheck> | undefined;
 
 /**
  * Why a parsed JSON value is not a valid request, in words a client can act on. The union's own
@@ -285,6 +292,9 @@ export function explainRequestError(value: unknown): string {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return 'a request must be a JSON object {id, method, params}';
   const method = (value as { method?: unknown }).method;
   if (typeof method !== 'string') return '/method: expected a string naming the method';
+  methodChecks ??= new Map<string, AnyCheck>(
+    Request.anyOf.map((schema) => [schema.properties.method.const, TypeCompiler.Compile(schema as TSchema) as AnyCheck]),
+  );
   const check = methodChecks.get(method);
   if (!check) return `unknown method ${JSON.stringify(method)}; known: ${[...methodChecks.keys()].join(', ')}`;
   return firstError(check, value);

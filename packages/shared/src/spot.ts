@@ -3,8 +3,8 @@
  * layout in S3 (or a directory), shared so the controller can list and pull what the agent wrote.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Parsed } from './protocol.ts';
+import { lazyCompile } from './lazy-check.ts';
 
 const EpochMs = Type.Integer({ minimum: 0 });
 
@@ -125,7 +125,7 @@ export const CheckpointManifest = Type.Object(
 );
 export type CheckpointManifest = Static<typeof CheckpointManifest>;
 
-const manifestCheck = TypeCompiler.Compile(CheckpointManifest);
+const manifestCheck = lazyCompile(CheckpointManifest);
 
 export function parseManifest(raw: string): Parsed<CheckpointManifest> {
   let value: unknown;
@@ -134,8 +134,8 @@ export function parseManifest(raw: string): Parsed<CheckpointManifest> {
   } catch {
     return { ok: false, error: 'manifest is not valid JSON' };
   }
-  if (manifestCheck.Check(value)) return { ok: true, value };
-  const e = manifestCheck.Errors(value).First();
+  if (manifestCheck().Check(value)) return { ok: true, value };
+  const e = manifestCheck().Errors(value).First();
   return { ok: false, error: e ? `${e.path || '/'}: ${e.message}` : 'invalid manifest' };
 }
 

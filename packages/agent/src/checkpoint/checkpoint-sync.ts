@@ -8,7 +8,7 @@
  * objects of a set always exist before the set does. The job never waits for any of this.
  */
 import type { Stats } from 'node:fs';
-import { lstat, mkdir, readdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { watch, type FSWatcher } from 'chokidar';
@@ -50,11 +50,15 @@ export interface CheckpointSyncOptions {
   onCommitted?: (event: CheckpointCommittedEvent) => void;
   /** Basename patterns never uploaded (files and folders). @default DEFAULT_IGNORE_PATTERNS */
   ignore?: readonly RegExp[];
-  /** Files uploaded at the same time; a large file also has its parts in flight. @default 2 */
+  /**
+   * Files uploaded at the same time; a large file also has its parts in flight (the S3 store
+   * bounds how many large files send parts at once). @default 8
+   */
   uploadConcurrency?: number;
   /**
-   * The final flush uploads any file whose size and mtime do not change across this pause, settled
-   * or not; a file still changing is skipped (its previous version stays in the set). @default 300
+   * The final flush uploads any file that has not changed for this long, settled or not: it waits
+   * out whatever is left of this window since the newest file's mtime, then skips any file whose
+   * size or mtime changed meanwhile (its previous version stays in the set). @default 300
    */
   finalRecheckMs?: number;
   /**
@@ -99,11 +103,27 @@ interface Entry {
   again: boolean;
   failures: number;
   lastError: string | undefined;
+  /**
+   * A digest taken ahead of the upload (during a final flush's re-check pause), valid while the
+   * file's size and mtime are these. Only saves re-hashing: the upload still verifies that the bytes
+   * it sends are the ones this digest describes.
+   */
+  hashed: { sha256: string; size: number; mtimeMs: number } | undefined;
+  /** That hashing while it runs, so an upload waits for it instead of hashing the file again. */
+  hashing: Promise<void> | undefined;
 }
 
 type SyncOutcome = 'uploaded' | 'up-to-date' | 'changed' | 'gone' | 'failed';
 
 const FAILURE_BACKOFF_MAX_MS = 60_000;
+/**
+ * Files up to this size are read into memory once, hashed, and that buffer is what the store
+ * sends (instead of hashing a stream of the file, then reading it again to send it). The S3
+ * store's own limit for a single PUT is the same by default.
+ */
+const SMALL_FILE_BYTES = 8 * 1024 * 1024;
+/** File timestamps come from the kernel's coarse clock, a tick or so behind `Date.now()`. */
+const MTIME_SLACK_MS = 20;
 /** A flush with a deadline retries failed uploads from this pause, doubling up to the max. */
 const FLUSH_RETRY_FIRST_MS = 250;
 const FLUSH_RETRY_MAX_MS = 5000;
@@ -176,7 +196,7 @@ export class CheckpointSync implements AsyncDisposable {
     this.#logger = options.logger ?? silentLogger;
     this.#onCommitted = options.onCommitted;
     this.#ignore = options.ignore ?? DEFAULT_IGNORE_PATTERNS;
-    this.#concurrency = Math.max(1, options.uploadConcurrency ?? 2);
+    this.#concurrency = Math.max(1, options.uploadConcurrency ?? 8);
     this.#finalRecheckMs = options.finalRecheckMs ?? 300;
     this.#maxCommitDelayMs = options.maxCommitDelayMs ?? 30_000;
     this.#readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
@@ -249,7 +269,7 @@ export class CheckpointSync implements AsyncDisposable {
     let entry = this.#entries.get(rel);
     const now = Date.now();
     if (!entry) {
-      entry = { rel, size, mtimeMs, changedAt: now, timer: undefined, uploaded: undefined, busy: false, again: false, failures: 0, lastError: undefined };
+      entry = { rel, size, mtimeMs, changedAt: now, timer: undefined, uploaded: undefined, busy: false, again: false, failures: 0, lastError: undefined, hashed: undefined, hashing: undefined };
       this.#entries.set(rel, entry);
     } else if (entry.size !== size || entry.mtimeMs !== mtimeMs) {
       entry.size = size;
@@ -421,19 +441,31 @@ export class CheckpointSync implements AsyncDisposable {
       return isUpToDate(entry) ? 'up-to-date' : 'changed';
     }
     if (isUpToDate(entry)) return 'up-to-date';
+    if (entry.hashing) await entry.hashing;
     let hashed: { sha256: string; size: number };
-    let after: Stats;
-    try {
-      hashed = await hashFile(file, signal);
-      after = await lstat(file);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      this.#forget(entry.rel);
-      return 'gone';
-    }
-    if (after.size !== before.size || after.mtimeMs !== before.mtimeMs || hashed.size !== before.size) {
-      this.#observe(entry.rel, after.size, after.mtimeMs);
-      return 'changed';
+    /** A small file's bytes, read once: hashed here and handed to the store as they are. */
+    let data: Buffer | undefined;
+    if (entry.hashed?.size === before.size && entry.hashed.mtimeMs === before.mtimeMs) {
+      hashed = entry.hashed;
+    } else {
+      let after: Stats;
+      try {
+        if (before.size <= SMALL_FILE_BYTES) {
+          data = await readFile(file, { signal });
+          hashed = { sha256: sha256Hex(data), size: data.length };
+        } else {
+          hashed = await hashFile(file, signal);
+        }
+        after = await lstat(file);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        this.#forget(entry.rel);
+        return 'gone';
+      }
+      if (after.size !== before.size || after.mtimeMs !== before.mtimeMs || hashed.size !== before.size) {
+        this.#observe(entry.rel, after.size, after.mtimeMs);
+        return 'changed';
+      }
     }
     const version: ManifestFile = { path: entry.rel, size: hashed.size, sha256: hashed.sha256, mtimeMs: before.mtimeMs };
     if (entry.uploaded?.sha256 === version.sha256) {
@@ -450,9 +482,11 @@ export class CheckpointSync implements AsyncDisposable {
       if (head?.size !== version.size) {
         const startedAt = Date.now();
         try {
-          ({ uploadedBytes: sent } = await this.#store.put(key, file, { sha256: version.sha256, size: version.size, signal }));
+          ({ uploadedBytes: sent } = await this.#store.put(key, data ?? file, { sha256: version.sha256, size: version.size, signal }));
         } catch (err) {
           if (err instanceof ContentMismatchError) {
+            // Changed without a new size or mtime: the digest taken ahead is worthless now.
+            entry.hashed = undefined;
             this.#logger.debug({ file: entry.rel }, 'checkpoint file changed during upload');
             await this.#restat(entry.rel);
             return 'changed';
@@ -638,6 +672,41 @@ export class CheckpointSync implements AsyncDisposable {
     for (const rel of [...this.#entries.keys()]) if (!seen.has(rel)) this.#forget(rel);
   }
 
+  /**
+   * Hashes `entries` one after the other until `untilAt` (the one in progress then finishes), for
+   * `#uploadFile` to use if the file's size and mtime are still the same then. In the background;
+   * a failure only means the upload hashes the file itself.
+   */
+  #hashAhead(entries: readonly Entry[], untilAt: number, signal: AbortSignal): void {
+    const run = async (): Promise<void> => {
+      for (const entry of entries) {
+        if (Date.now() >= untilAt || signal.aborted) return;
+        if (entry.busy || entry.hashing) continue;
+        const hashing = this.#hashEntry(entry, signal).finally(() => {
+          if (entry.hashing === hashing) entry.hashing = undefined;
+        });
+        entry.hashing = hashing;
+        await hashing;
+      }
+    };
+    void run();
+  }
+
+  async #hashEntry(entry: Entry, signal: AbortSignal): Promise<void> {
+    const file = path.join(this.dir, entry.rel);
+    try {
+      const before = await lstat(file);
+      if (entry.hashed?.size === before.size && entry.hashed.mtimeMs === before.mtimeMs) return;
+      const hashed = await hashFile(file, signal);
+      const after = await lstat(file);
+      if (after.size === before.size && after.mtimeMs === before.mtimeMs && hashed.size === before.size) {
+        entry.hashed = { ...hashed, mtimeMs: before.mtimeMs };
+      }
+    } catch {
+      // Gone, unreadable or aborted: the upload finds out for itself.
+    }
+  }
+
   /** Size and mtime now, or undefined if the file is gone. */
   async #statOf(rel: string): Promise<{ size: number; mtimeMs: number } | undefined> {
     try {
@@ -712,7 +781,17 @@ export class CheckpointSync implements AsyncDisposable {
         // The job is gone or going: nothing will settle later. Whatever does not change across a
         // short pause is finished; whatever still changes is being written and must not be sent.
         const first = new Map(candidates.map((e) => [e.rel, { size: e.size, mtimeMs: e.mtimeMs }]));
-        await sleep(this.#finalRecheckMs, undefined, { signal: uploadSignal });
+        // What counts is a quiet window of finalRecheckMs; the time since the last write (the
+        // newest mtime, fresh from the rescan) already is one, so only the rest of it is waited
+        // for. A job that saved long before it ended is uploaded at once. The slack covers the
+        // kernel's coarse timestamp clock; an mtime in the future gets the whole pause.
+        const newestMtimeMs = Math.max(...candidates.map((e) => e.mtimeMs));
+        const pauseMs = Math.min(this.#finalRecheckMs, Math.max(0, Math.ceil(newestMtimeMs + this.#finalRecheckMs + MTIME_SLACK_MS - Date.now())));
+        if (pauseMs > 0) {
+          // The pause is idle time: hash what we can meanwhile, so the uploads start right after it.
+          this.#hashAhead(candidates, Date.now() + pauseMs, uploadSignal);
+          await sleep(pauseMs, undefined, { signal: uploadSignal });
+        }
         const stable: Entry[] = [];
         for (const entry of candidates) {
           const was = first.get(entry.rel);

@@ -3,21 +3,25 @@
  * the same layout. Keys are relative to the store's root (the S3 prefix, or the directory), so the
  * sync code builds them with `checkpointKeys.*('', runId, ...)`.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
+  type CompletedPart,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import type { CheckpointTarget } from '@spotctl/shared';
 import { ContentMismatchError, VerifyingStream, sha256Base64, sha256Hex } from './hashing.ts';
 import { describeError, retryWithBackoff, silentLogger, type CheckpointLogger } from './retry.ts';
@@ -73,8 +77,14 @@ export interface S3ObjectStoreOptions {
   endpoint?: string | undefined;
   /** Files larger than this go multipart, in parts of this size. @default 8 MiB */
   partSizeBytes?: number;
-  /** Parts in flight per multipart upload; memory is about (queueSize + 1) × partSize. @default 4 */
+  /** Parts in flight per multipart upload; each holds a buffer of partSize. @default 4 */
   queueSize?: number;
+  /**
+   * Multipart uploads at the same time (others wait for a slot), so the part buffers stay at
+   * most multipartUploads × queueSize × partSize (64 MiB by default) however many files are
+   * uploaded at once. @default 2
+   */
+  multipartUploads?: number;
   /** The SDK's attempts per request (standard retry strategy). @default 8 */
   maxAttempts?: number;
   /** How long our retry around a whole upload keeps trying through an outage. @default 600000 */
@@ -88,8 +98,57 @@ export interface S3ObjectStoreOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** Reads until `buffer` is full or the file ends; resolves with the bytes read. */
+async function readFully(handle: FileHandle, buffer: Buffer, position: number): Promise<number> {
+  let got = 0;
+  // Bounded: every pass reads at least one byte, or the loop ends.
+  while (got < buffer.length) {
+    const { bytesRead } = await handle.read(buffer, got, buffer.length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
 function joinKey(prefix: string, key: string): string {
   return prefix === '' ? key : `${prefix}/${key}`;
+}
+
+const CHECKSUM_HEADER = 'x-amz-checksum-sha256';
+const CONTENT_SHA256_HEADER = 'x-amz-content-sha256';
+
+interface BuildRequest {
+  headers: Record<string, string>;
+  body?: unknown;
+}
+
+function isBuildRequest(request: unknown): request is BuildRequest {
+  return typeof request === 'object' && request !== null && typeof (request as { headers?: unknown }).headers === 'object';
+}
+
+function headerOf(headers: Record<string, string>, name: string): string | undefined {
+  for (const key of Object.keys(headers)) if (key.toLowerCase() === name) return headers[key];
+  return undefined;
+}
+
+/**
+ * One SHA-256 per request body instead of two. Left alone, the SDK hashes every in-memory body
+ * twice: once for its `x-amz-checksum-sha256` (flexible checksums, on multipart parts) and once
+ * more for the SigV4 payload hash (`x-amz-content-sha256`). Both are the same digest, hex and
+ * base64: this computes it once (or takes the checksum the caller already gave, for PutObject) and
+ * sets both headers before either step runs, and each step then uses the header it finds. In a
+ * CPU profile of 256 MiB uploads to moto, these two hashes were a quarter of the agent's CPU.
+ */
+function hashBodyOnce(request: unknown): void {
+  if (!isBuildRequest(request) || !Buffer.isBuffer(request.body) || headerOf(request.headers, CONTENT_SHA256_HEADER) !== undefined) return;
+  const given = headerOf(request.headers, CHECKSUM_HEADER);
+  if (given !== undefined) {
+    request.headers[CONTENT_SHA256_HEADER] = Buffer.from(given, 'base64').toString('hex');
+  } else if (headerOf(request.headers, 'x-amz-sdk-checksum-algorithm')?.toUpperCase() === 'SHA256') {
+    const hex = sha256Hex(request.body);
+    request.headers[CHECKSUM_HEADER] = sha256Base64(hex);
+    request.headers[CONTENT_SHA256_HEADER] = hex;
+  }
 }
 
 function isNotFound(err: unknown): boolean {
@@ -97,7 +156,7 @@ function isNotFound(err: unknown): boolean {
   return e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404;
 }
 
-/** S3 through the SDK: single PutObject for small files, lib-storage multipart for large ones. */
+/** S3 through the SDK: single PutObject for small files, multipart (see `#putMultipart`) for large ones. */
 export class S3ObjectStore implements ObjectStore {
   readonly location: string;
   readonly client: S3Client;
@@ -105,6 +164,9 @@ export class S3ObjectStore implements ObjectStore {
   readonly #prefix: string;
   readonly #partSize: number;
   readonly #queueSize: number;
+  readonly #multipartUploads: number;
+  #multipartRunning = 0;
+  #multipartWaiters: Array<() => void> = [];
   readonly #retryForMs: number;
   readonly #logger: CheckpointLogger;
 
@@ -114,6 +176,7 @@ export class S3ObjectStore implements ObjectStore {
     this.#prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
     this.#partSize = Math.max(5 * MIB, options.partSizeBytes ?? 8 * MIB);
     this.#queueSize = options.queueSize ?? 4;
+    this.#multipartUploads = Math.max(1, options.multipartUploads ?? 2);
     this.#retryForMs = options.retryForMs ?? 600_000;
     this.#logger = options.logger ?? silentLogger;
     this.location = `s3://${this.#bucket}/${this.#prefix === '' ? '' : `${this.#prefix}/`}`;
@@ -131,6 +194,13 @@ export class S3ObjectStore implements ObjectStore {
         requestTimeout: options.requestTimeoutMs ?? 60_000,
       },
     });
+    this.client.middlewareStack.add(
+      (next) => async (args) => {
+        hashBodyOnce(args.request);
+        return await next(args);
+      },
+      { step: 'build', priority: 'high', name: 'spotctlSha256Once' },
+    );
   }
 
   async put(key: string, body: string | Buffer, options: PutOptions): Promise<{ uploadedBytes: number }> {
@@ -145,7 +215,7 @@ export class S3ObjectStore implements ObjectStore {
           const data = await readFile(body, options.signal ? { signal: options.signal } : {});
           await this.#putBuffer(fullKey, data, options, body);
         } else {
-          await this.#putMultipart(fullKey, body, options);
+          await this.#withMultipartSlot(async () => await this.#putMultipart(fullKey, body, options));
         }
         return { uploadedBytes: options.size };
       },
@@ -170,44 +240,115 @@ export class S3ObjectStore implements ObjectStore {
     );
   }
 
-  async #putMultipart(fullKey: string, file: string, options: PutOptions): Promise<void> {
-    const source = createReadStream(file, { highWaterMark: MIB });
-    // The verifier fails the stream before its end reaches lib-storage, so a file that changed since
-    // it was hashed never completes the multipart upload (lib-storage aborts it instead).
-    const verifier = new VerifyingStream(file, options);
-    source.on('error', (err) => verifier.destroy(err));
-    source.pipe(verifier);
-    const abortController = new AbortController();
-    const onAbort = (): void => {
-      abortController.abort();
-      source.destroy();
-    };
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+  async #withMultipartSlot<T>(run: () => Promise<T>): Promise<T> {
+    // Bounded: each pass either takes a slot or waits for one to be released.
+    while (this.#multipartRunning >= this.#multipartUploads) await new Promise<void>((resolve) => this.#multipartWaiters.push(resolve));
+    this.#multipartRunning++;
     try {
-      const upload = new Upload({
-        client: this.client,
-        params: {
-          Bucket: this.#bucket,
-          Key: fullKey,
-          Body: verifier,
-          ContentLength: options.size,
-          // lib-storage asks the SDK for a SHA-256 of every part; S3 combines them into the object's
-          // (composite) checksum and rejects a part whose bytes do not match.
-          ChecksumAlgorithm: 'SHA256',
-        },
-        partSize: this.#partSize,
-        queueSize: this.#queueSize,
-        leavePartsOnError: false,
-        abortController,
-      });
-      await upload.done();
-    } catch (err) {
-      // lib-storage reports the first part's failure; the verifier's own verdict is the clearer one.
-      if (verifier.errored instanceof ContentMismatchError) throw verifier.errored;
-      throw err;
+      return await run();
     } finally {
-      options.signal?.removeEventListener('abort', onAbort);
-      source.destroy();
+      this.#multipartRunning--;
+      this.#multipartWaiters.shift()?.();
+    }
+  }
+
+  /**
+   * Multipart by hand rather than through lib-storage's `Upload`, for CPU: lib-storage re-chunks a
+   * stream by concatenating its reads into a new buffer per part (a copy of every byte, and
+   * garbage that kept V8's collector busy: a quarter of the agent's CPU in a profile of 256 MiB
+   * uploads), and needs a second pass over the stream to verify it. Here each of `queueSize` workers
+   * reads its part straight into a buffer of its own, reused for its next part; the reads run in
+   * file order, so the whole-file SHA-256 is updated as they go, and the last read checks it (and
+   * that the file did not grow) before its part is sent. The object only exists once
+   * CompleteMultipartUpload runs, after every part: a file that changed since it was hashed never
+   * completes, the upload is aborted instead. Each part's own SHA-256 is its checksum (S3 combines
+   * them into the object's composite checksum and rejects a part that does not match). Measured
+   * on a 256 MiB file to moto: the agent's CPU for the upload went from 1.15 s to 0.55 s.
+   */
+  async #putMultipart(fullKey: string, file: string, options: PutOptions): Promise<void> {
+    const partSize = this.#partSize;
+    const partCount = Math.ceil(options.size / partSize);
+    const failed = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, failed.signal]) : failed.signal;
+    const handle = await open(file, 'r');
+    let uploadId: string | undefined;
+    try {
+      const created = await this.client.send(
+        new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, ChecksumAlgorithm: 'SHA256' }),
+        { abortSignal: signal },
+      );
+      uploadId = created.UploadId;
+      if (!uploadId) throw new Error(`CreateMultipartUpload ${fullKey}: the answer has no UploadId`);
+      const id = uploadId;
+      const whole = createHash('sha256');
+      let nextIndex = 0;
+      let readTurn: Promise<unknown> = Promise.resolve();
+      /** The next part, read into `buffer`; undefined once every part is taken. One read at a time. */
+      const readPart = (buffer: Buffer): Promise<{ partNumber: number; body: Buffer } | undefined> => {
+        const read = readTurn.then(async () => {
+          signal.throwIfAborted();
+          if (nextIndex >= partCount) return undefined;
+          const index = nextIndex++;
+          const offset = index * partSize;
+          const body = buffer.subarray(0, Math.min(partSize, options.size - offset));
+          const got = await readFully(handle, body, offset);
+          if (got !== body.length) throw new ContentMismatchError(file, options, { sha256: undefined, size: offset + got });
+          whole.update(body);
+          if (index === partCount - 1) {
+            const { bytesRead } = await handle.read(Buffer.alloc(1), 0, 1, options.size);
+            const sha256 = bytesRead === 0 ? whole.digest('hex') : undefined;
+            if (sha256 !== options.sha256) throw new ContentMismatchError(file, options, { sha256, size: options.size + bytesRead });
+          }
+          return { partNumber: index + 1, body };
+        });
+        readTurn = read.catch(() => undefined);
+        return read;
+      };
+      const parts: CompletedPart[] = [];
+      let firstError: unknown;
+      const worker = async (): Promise<void> => {
+        const buffer = Buffer.allocUnsafe(Math.min(partSize, options.size));
+        try {
+          for (let part = await readPart(buffer); part; part = await readPart(buffer)) {
+            const checksum = sha256Base64(sha256Hex(part.body));
+            const out = await this.client.send(
+              new UploadPartCommand({
+                Bucket: this.#bucket,
+                Key: fullKey,
+                UploadId: id,
+                PartNumber: part.partNumber,
+                Body: part.body,
+                ContentLength: part.body.length,
+                ChecksumSHA256: checksum,
+              }),
+              { abortSignal: signal },
+            );
+            parts[part.partNumber - 1] = { PartNumber: part.partNumber, ETag: out.ETag, ChecksumSHA256: out.ChecksumSHA256 ?? checksum };
+          }
+        } catch (err) {
+          // The first failure stops the other workers; theirs are only its echo.
+          if (firstError === undefined) {
+            firstError = err;
+            failed.abort(err);
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.max(1, Math.min(this.#queueSize, partCount)) }, worker));
+      if (firstError !== undefined) throw firstError;
+      await this.client.send(
+        new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: id, MultipartUpload: { Parts: parts } }),
+        { abortSignal: signal },
+      );
+      uploadId = undefined;
+    } finally {
+      await handle.close();
+      if (uploadId !== undefined) {
+        // No part is in flight any more (every worker has returned); bounded, best effort: a
+        // lifecycle rule cleans up what this cannot.
+        await this.client
+          .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(10_000) })
+          .catch((err: unknown) => this.#logger.warn({ key: fullKey, err: describeError(err) }, 'could not abort an unfinished multipart upload'));
+      }
     }
   }
 

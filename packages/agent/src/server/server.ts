@@ -42,6 +42,13 @@ export interface AgentServerOptions {
   startedAt?: number;
 }
 
+/** Stands in for fastify's schema compilers: a route with a schema is a mistake here. */
+function noSchemaCompiler(): () => never {
+  return () => {
+    throw new Error('agent routes take no JSON schema (fastify schema compilers are not loaded)');
+  };
+}
+
 /** How long close() lets clients answer the close frame before cutting them off. */
 const CLOSE_GRACE_MS = 1000;
 /** How long a closing agent waits for followers that are still catching up. */
@@ -66,6 +73,10 @@ export class AgentServer implements AsyncDisposable {
       loggerInstance: options.logger,
       // Upgraded sockets are ours to close; keep-alive HTTP ones must not hold close() up.
       forceCloseConnections: true,
+      // No route has a JSON schema (messages are validated by the shared protocol schemas), so
+      // fastify's default compilers would only load ajv and fast-json-stringify at start-up, for
+      // nothing: about 8 ms of the agent's start-to-ready in a CPU profile.
+      schemaController: { compilersFactory: { buildValidator: noSchemaCompiler, buildSerializer: noSchemaCompiler } },
     }) as unknown as FastifyInstance;
   }
 
