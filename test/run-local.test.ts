@@ -33,6 +33,21 @@ describe('spotctl run --provider local', () => {
     expect(r.stderr).toMatch(/job exited with code 3/);
   });
 
+  it('a reader that falls behind still gets every line: spotctl waits for its output to drain before it exits', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    writeProject(proj.path, { 'gen.py': NUMBERED });
+    const r = await runSpotctl(['run', '--sync', proj.path, '--', 'gen.py', '30000', '0'], { home: home.path });
+    expect(r.code, r.stderr).toBe(0);
+    // Nobody reads stdout for a while (`spotctl logs last | less`): the pipe fills, writes queue up
+    // in spotctl, and it has all its lines long before the reader wants them.
+    const child = spawnSpotctl(['logs', 'last'], { home: home.path });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const logs = await collect(child);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(checkSequence(numberedLines(logs.stdout), 30000)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
+  });
+
   it('--json prints every line as a JSON object with its seq, stream and text, live and from the stored log', async () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();

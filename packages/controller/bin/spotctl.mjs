@@ -40,6 +40,13 @@ if (process.env.npm_lifecycle_event === 'spotctl' && process.env.INIT_CWD) proce
 
 const { main } = await import(pathToFileURL(dist).href);
 const code = await main(process.argv.slice(2));
-// Pending sockets or timers must not keep a finished command alive; stdout to a pipe or file is
-// written synchronously on Linux, so nothing printed is lost by exiting here.
+// Pending sockets or timers must not keep a finished command alive, but what was printed must
+// get out first: a pipe that was full (a slow reader, `spotctl logs | less`) leaves writes queued
+// in Node, and exiting would drop them. A write callback runs once everything before it is
+// written (or the reader is gone: then there is nothing left to wait for).
+await Promise.all(
+  [process.stdout, process.stderr].map(
+    (stream) => new Promise((resolve) => (stream.writableLength === 0 || stream.destroyed ? resolve() : stream.write('', () => resolve()))),
+  ),
+);
 process.exit(code);
