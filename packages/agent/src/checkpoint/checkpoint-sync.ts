@@ -857,11 +857,11 @@ export class CheckpointSync implements AsyncDisposable {
       for (const entry of this.#entries.values()) this.#clearTimer(entry);
       this.#queue.length = 0;
       this.#closeController.abort(new Error('checkpoint sync closed'));
-      await this.#watcher?.close().catch(() => undefined);
-      // Aborted uploads end quickly; bounded anyway, closing must not hang the agent.
+      // Aborted uploads end quickly and the watcher closes at once; bounded anyway (a loaded
+      // machine, a stuck file system): closing must not hang the agent.
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        Promise.allSettled([...this.#running, this.#commitChain]),
+        Promise.allSettled([this.#watcher?.close(), ...this.#running, this.#commitChain]),
         new Promise((resolve) => (timer = setTimeout(resolve, 5000))),
       ]);
       clearTimeout(timer);
