@@ -164,8 +164,8 @@ export function countLines(data: Buffer): number {
   }
 }
 
-/** Byte offset just past the `n`-th newline (n ≥ 1), or -1 when there are fewer. */
-function afterLine(data: Buffer, n: number): number {
+/** Byte offset just past the `n`-th newline of `data` (n ≥ 1), or -1 when there are fewer. */
+export function afterLine(data: Buffer, n: number): number {
   let pos = 0;
   for (let i = 0; i < n; i++) {
     const nl = data.indexOf(NEWLINE, pos);

@@ -15,6 +15,7 @@
 import fs from 'node:fs';
 import {
   MAX_RECORD_HEADER_BYTES,
+  afterLine,
   SpotctlError,
   encodeRecordHeader,
   linesData,
@@ -378,17 +379,6 @@ export class LogCursor {
   #corrupt(detail: string): SpotctlError {
     return new SpotctlError('SPOTCTL_INTERNAL', `log ${this.#store.path}: ${detail}`);
   }
-}
-
-/** Byte offset just past the `n`-th newline of `data` (n ≥ 1), or -1 when there are fewer. */
-function afterLine(data: Buffer, n: number): number {
-  let pos = 0;
-  for (let i = 0; i < n; i++) {
-    const nl = data.indexOf(NEWLINE, pos);
-    if (nl === -1) return -1;
-    pos = nl + 1;
-  }
-  return pos;
 }
 
 interface ScanResult {
