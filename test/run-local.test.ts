@@ -2,11 +2,11 @@
  * `spotctl run` on the local provider, end to end: the real CLI bundle starts the real agent
  * bundle as a detached process and tails it over a real websocket.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readStoredLog } from './helpers/agent-process.ts';
-import { collect, runSpotctl, spawnSpotctl } from './helpers/cli.ts';
+import { collect, runSpotctl, spawnSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { readUntil, waitFor } from './helpers/read-until.ts';
 import { tmpDir } from './helpers/tmp.ts';
 import { NUMBERED, checkSequence, numberedLines, writeProject } from './fixtures.ts';
@@ -46,6 +46,30 @@ describe('spotctl run --provider local', () => {
     const logs = await collect(child);
     expect(logs.code, logs.stderr).toBe(0);
     expect(checkSequence(numberedLines(logs.stdout), 30000)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
+  });
+
+  it('a progress bar redrawn with \\r shows live, before its line ends', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    const go = path.join(proj.path, 'go');
+    writeProject(proj.path, {
+      'bar.py': [
+        'import os, sys, time',
+        'sys.stderr.write(" 50%|#####     |\\r"); sys.stderr.flush()',
+        'deadline = time.time() + 30',
+        `while not os.path.exists(${JSON.stringify(go)}) and time.time() < deadline: time.sleep(0.05)`,
+        'sys.stderr.write("100%|##########|\\n"); print("done", flush=True)',
+        '',
+      ].join('\n'),
+    });
+    const cli = watchSpotctl(['run', '--no-install', '--sync', proj.path, '--', 'bar.py'], { home: home.path });
+    // The bar's first state arrives while the job still waits: no newline has been written yet.
+    await cli.until('stderr', / 50%\|#####     \|\r/, 20_000);
+    writeFileSync(go, '');
+    const r = await cli.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('done\n');
+    expect(r.stderr).toContain(' 50%|#####     |\r\n100%|##########|\n');
   });
 
   it('--json prints every line as a JSON object with its seq, stream and text, live and from the stored log', async () => {

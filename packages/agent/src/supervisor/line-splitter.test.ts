@@ -30,6 +30,19 @@ describe('LineSplitter', () => {
     expect(s.flush()).toBeUndefined();
   });
 
+  test('a lone \\r ends a line at once (progress bars are live), \\r\\n stays one line break, wherever the chunks are cut', () => {
+    const bar = new LineSplitter(1024);
+    expect(texts(bar.push(Buffer.from(' 10%|#   |\r')))).toEqual([' 10%|#   |\r']);
+    expect(texts(bar.push(Buffer.from(' 20%|##  |\r 30%')))).toEqual([' 20%|##  |\r']);
+    expect(feed(bar, [Buffer.from('|### |\r100%|####|\n')])).toEqual([' 30%|### |\r', '100%|####|']);
+    const data = Buffer.from('a\r\nb\rc\r\r\nd\n');
+    for (const chunks of allSplits(data)) {
+      expect(feed(new LineSplitter(1024), chunks)).toEqual(['a\r', 'b\r', 'c\r', '\r', 'd']);
+    }
+    const bytes = [...data].map((b) => Buffer.from([b]));
+    expect(feed(new LineSplitter(1024), bytes)).toEqual(['a\r', 'b\r', 'c\r', '\r', 'd']);
+  });
+
   test('a multibyte character cut by a chunk boundary survives, wherever the cut falls', () => {
     const data = Buffer.from('日本🙂é\nzweite Zeile ü\n');
     for (const chunks of allSplits(data)) {

@@ -5,6 +5,7 @@
  * inside a multibyte UTF-8 character.
  */
 const NEWLINE = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
 const NEWLINE_BUFFER = Buffer.from([NEWLINE]);
 
 /** Complete lines: `count` lines, each ending in '\n' (a '\r' before it is kept). */
@@ -22,6 +23,8 @@ export class LineSplitter {
   readonly maxLineBytes: number;
   /** The partial line after the last '\n' seen, at most maxLineBytes (a copy, never a view). */
   #pending: Buffer | undefined;
+  /** The last chunk ended in a '\r' that was given its own '\n': a '\n' right after it is that one. */
+  #crEnded = false;
 
   /** @param maxLineBytes a longer line is cut into records of at most this many bytes. */
   constructor(maxLineBytes: number) {
@@ -33,7 +36,15 @@ export class LineSplitter {
    * Feeds a chunk; returns the lines it completed, or undefined. The pieces may be views into
    * `chunk`: use them before the chunk's memory is reused.
    */
-  push(chunk: Buffer): LineBlock | undefined {
+  push(input: Buffer): LineBlock | undefined {
+    let chunk = input;
+    if (this.#crEnded) {
+      this.#crEnded = false;
+      if (chunk[0] === NEWLINE) chunk = chunk.subarray(1);
+      if (chunk.length === 0) return undefined;
+    }
+    // memchr: output without '\r' (nearly all of it) pays nothing more.
+    if (chunk.indexOf(CARRIAGE_RETURN) !== -1) chunk = this.#endLinesAtCarriageReturns(chunk);
     const max = this.maxLineBytes;
     const pieces: Buffer[] = [];
     let count = 0;
@@ -80,6 +91,28 @@ export class LineSplitter {
     if (rest.length > 0) this.#pending = Buffer.from(rest);
     if (count === 0) return undefined;
     return { data: pieces, count };
+  }
+
+  /**
+   * A '\r' not followed by '\n' ends a line too, and keeps its place in it ("50%\r" is a line
+   * whose text ends in '\r'). Progress bars (tqdm, keras) redraw themselves with '\r' and write
+   * no '\n' until they are done: without this, nothing of them would show until the end. Each
+   * state of the bar becomes a line; a terminal that prints them goes back to the line start and
+   * then to a new line. A '\r' ending the chunk counts as lone (the next chunk is not here yet);
+   * a '\n' starting the next chunk is then taken as its partner.
+   */
+  #endLinesAtCarriageReturns(chunk: Buffer): Buffer {
+    const parts: Buffer[] = [];
+    let from = 0;
+    for (let cr = chunk.indexOf(CARRIAGE_RETURN); cr !== -1; cr = chunk.indexOf(CARRIAGE_RETURN, cr + 1)) {
+      if (cr + 1 < chunk.length && chunk[cr + 1] === NEWLINE) continue;
+      parts.push(chunk.subarray(from, cr + 1), NEWLINE_BUFFER);
+      from = cr + 1;
+      if (cr + 1 === chunk.length) this.#crEnded = true;
+    }
+    if (parts.length === 0) return chunk;
+    parts.push(chunk.subarray(from));
+    return Buffer.concat(parts);
   }
 
   /** The trailing partial line, if any (call when the stream ends). */
