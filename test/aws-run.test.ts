@@ -221,14 +221,14 @@ describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a 
 
     // A bake that fails on the builder: a clear error, the builder terminated, no image.
     const bad = await runSpotctl(['ami', 'build', '--region', REGION, '--ssh-config', sshd.configFile, '--requirements', path.join(reqDir.path, 'broken.txt')], { home: home.path, env: bakeEnv, timeoutMs: 180_000 });
-    expect(bad.code, bad.stderr).toBe(1);
+    expect(bad.code, `${bad.stdout}\n${bad.stderr}`).toBe(1);
     expect(bad.stderr).toMatch(/the bake script failed on the builder \(exit \d+\).*check broken\.txt/);
     expect(bad.stderr).toMatch(/terminated builder i-[0-9a-f]+/);
     expect(await baked()).toEqual([]);
     await host.waitIdle();
 
     const r = await runSpotctl(['ami', 'build', '--region', REGION, '--ssh-config', sshd.configFile, '--requirements', path.join(reqDir.path, 'requirements.txt'), '--json'], { home: home.path, env: bakeEnv, timeoutMs: 180_000 });
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     const [result] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { imageId: string; agentBuild: string; builderId: string; architecture: string }[];
     expect(result!.architecture).toBe('x86_64');
     const images = await baked();
