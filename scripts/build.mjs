@@ -4,7 +4,7 @@
 // agent can be copied to a host as a single file, and the CLI starts without resolving node_modules).
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 
@@ -82,9 +82,9 @@ function common(quiet) {
 /** @param {{ quiet?: boolean }} [options] */
 export async function buildAll(options = {}) {
   const quiet = options.quiet ?? false;
-  // Chunk names carry content hashes: drop the previous build's so they do not pile up.
-  rmSync(path.join(root, 'packages/controller/dist/chunks'), { recursive: true, force: true });
-  await Promise.all([
+  const chunksDir = path.join(root, 'packages/controller/dist/chunks');
+  const builtAt = Date.now();
+  const [, cli] = await Promise.all([
     build({
       ...common(quiet),
       entryPoints: [path.join(root, 'packages/agent/src/main.ts')],
@@ -102,8 +102,29 @@ export async function buildAll(options = {}) {
       chunkNames: 'chunks/[name]-[hash]',
       splitting: true,
       minify: false,
+      metafile: true,
     }),
   ]);
+  // Chunk names carry content hashes, so earlier builds' chunks pile up. They are not removed at
+  // once: a spotctl started before this build (a long aws run) may still import one lazily (its
+  // teardown), and must find it. What this build did not write and is a day old goes.
+  const written = new Set(Object.keys(cli.metafile?.outputs ?? {}).map((out) => path.resolve(root, out)));
+  for (const name of safeReaddir(chunksDir)) {
+    const file = path.join(chunksDir, name);
+    if (written.has(file)) continue;
+    if (statSync(file).mtimeMs < builtAt - STALE_CHUNK_MS) rmSync(file, { force: true });
+  }
+}
+
+/** Chunks of earlier builds are kept this long (see buildAll). */
+const STALE_CHUNK_MS = 24 * 3_600_000;
+
+function safeReaddir(dir) {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
