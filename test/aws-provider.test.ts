@@ -72,6 +72,8 @@ describe('aws as the default provider', () => {
         AWS_CONFIG_FILE: path.join(home.path, 'no-config'),
         AWS_SHARED_CREDENTIALS_FILE: path.join(home.path, 'no-credentials'),
         AWS_EC2_METADATA_DISABLED: 'true',
+        // Nothing is sent without credentials; should that ever change, it goes to loopback, not AWS.
+        AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
       },
     });
     expect(r.code).toBe(1);

@@ -22,20 +22,20 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SpotctlError, UserError } from '@spotctl/shared';
 import createDebug from 'debug';
-import { cloudConfig, generateHostKey, writeKnownHosts } from '../aws/ami-user-data.ts';
+import { cloudConfig } from '../aws/ami-user-data.ts';
 import { AGENT_UNIT, INSTALL_SH } from '../aws/ami-scripts.ts';
 import { Ec2Clients, loadEc2Sdk, sendOptions } from '../aws/clients.ts';
 import { awsErrorName, awsUserError, describeAwsError, isAbort } from '../aws/errors.ts';
-import { UBUNTU_USER, callerArn, defaultSubnetId, ensureLocalKey, ensureRegionInfra, resolveSshCidr } from '../aws/infra.ts';
+import { UBUNTU_USER, callerArn, defaultSubnetId, ensureRegionInfra } from '../aws/infra.ts';
 import { runInstancesInput, terminateRun, waitForRunning } from '../aws/launch.ts';
 import type { Architecture } from '../aws/sizing.ts';
 import { TAG, tagSpecifications, toTags } from '../aws/tags.ts';
 import type { Output } from '../output/output.ts';
 import { spotctlHome } from '../runs/run-store.ts';
-import { SshConnection, type SshTarget } from '../transport/ssh.ts';
+import { SshConnection } from '../transport/ssh.ts';
 import { shellQuote } from './deps.ts';
 import { agentBundle } from './agent-bundle.ts';
-import { TEST_ENV, shielded, testHostOverride, waitForSsh } from './aws.ts';
+import { TEST_ENV, pinnedTarget, shielded, sshIdentity, testHostOverride, waitForSsh } from './aws.ts';
 import { step } from './provider.ts';
 
 const debug = createDebug('spotctl:ami');
@@ -178,13 +178,11 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
   let available = false;
   try {
     const { owner, cidr, key, hostKey } = await step(out, 'infra', 'checked credentials, SSH key and address', async () => {
-      const [ownerArn, cidrInfo, localKey, generated] = await Promise.all([
+      const [ownerArn, identity] = await Promise.all([
         callerArn({ region, signal }),
-        resolveSshCidr({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), signal }),
-        ensureLocalKey(path.join(spotctlHome(), 'keys')),
-        generateHostKey(`spotctl-host-${bakeId}`),
+        sshIdentity({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), hostKeyComment: `spotctl-host-${bakeId}`, signal }),
       ]);
-      return { owner: ownerArn, cidr: cidrInfo, key: localKey, hostKey: generated };
+      return { owner: ownerArn, ...identity };
     });
     const ec2 = await clients.forRegion(region);
     const infra = await step(out, 'infra', `${region}: key pair, security group, stock Ubuntu 24.04 (${architecture})`, async () =>
@@ -246,14 +244,15 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
     out.info(`builder ${builderId} in ${builder.az}`, { event: 'builder', instanceId: builderId, region, az: builder.az });
 
     const running = await step(out, 'boot', `${builderId} is running`, async () => await waitForRunning(ec2, builderId!, { signal }));
-    const knownHostsFile = path.join(workDir, 'known_hosts');
-    let target: SshTarget = { user: UBUNTU_USER, host: running.address, identityFile: key.privateKeyPath, knownHostsFile };
-    if (override) {
-      target = { ...target, ...override.target };
-      out.warn(`test-only setting ${TEST_ENV.host} in effect: connecting to ${override.target.host} instead of ${running.address}`);
-    }
-    if (options.sshConfig) target.configFile = options.sshConfig;
-    if (target.knownHostsFile === knownHostsFile) await writeKnownHosts(knownHostsFile, target.host, target.port, hostKey.publicKey);
+    const target = await pinnedTarget({
+      address: running.address,
+      key,
+      hostPublicKey: hostKey.publicKey,
+      knownHostsFile: path.join(workDir, 'known_hosts'),
+      override,
+      sshConfig: options.sshConfig,
+      out,
+    });
     await step(out, 'ssh', `SSH to ${target.host} works`, async () => await waitForSsh(target, { controlDir: workDir, signal, out }));
 
     await step(out, 'bake', `installed Node.js, python3, the agent (build ${bundle.buildId})${options.requirements ? ` and warmed pip with ${options.requirements.name}` : ''}`, async () => {

@@ -320,6 +320,40 @@ async function removeRunRole(out: Output, runId: string): Promise<boolean> {
   }
 }
 
+/** What every launch needs before its first RunInstances: the SSH address range, this machine's key, a host key. */
+export async function sshIdentity(options: { sshCidr?: string; hostKeyComment: string; signal: AbortSignal }) {
+  const [cidr, key, hostKey] = await Promise.all([
+    resolveSshCidr({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), signal: options.signal }),
+    ensureLocalKey(keysDir()),
+    generateHostKey(options.hostKeyComment),
+  ]);
+  return { cidr, key, hostKey };
+}
+
+/**
+ * How to reach a launched instance: its address with this machine's key, and a known_hosts that
+ * pins exactly the host key we generated (written here); the test-only host override wins.
+ */
+export async function pinnedTarget(options: {
+  address: string;
+  key: LocalKey;
+  hostPublicKey: string;
+  knownHostsFile: string;
+  override: TestHostOverride | undefined;
+  sshConfig: string | undefined;
+  out: Output;
+}): Promise<SshTarget> {
+  const { address, override, knownHostsFile } = options;
+  let target: SshTarget = { user: UBUNTU_USER, host: address, identityFile: options.key.privateKeyPath, knownHostsFile };
+  if (override) {
+    target = { ...target, ...override.target };
+    options.out.warn(`test-only setting ${TEST_ENV.host} in effect: connecting to ${override.target.host}${override.target.port ? `:${override.target.port}` : ''} instead of ${address}`);
+  }
+  if (options.sshConfig) target.configFile = options.sshConfig;
+  if (target.knownHostsFile === knownHostsFile) await writeKnownHosts(knownHostsFile, target.host, target.port, options.hostPublicKey);
+  return target;
+}
+
 /** Launches the instance and hands over to the SSH provider. */
 export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): Promise<{ record: RunRecord; session: ProviderSession }> {
   const { out, store } = ctx;
@@ -362,14 +396,9 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
     out.info(`${plan.need}: cheapest is ${describeCandidate(cheapest, 'spot')} (${plan.candidates.length} placements ranked)`);
 
     const now = new Date();
-    const { cidr, key, hostKey } = await step(out, 'infra', 'checked SSH key and address', async () => {
-      const [cidrInfo, localKey, generated] = await Promise.all([
-        resolveSshCidr({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), signal }),
-        ensureLocalKey(keysDir()),
-        generateHostKey(`spotctl-host-${runId}`),
-      ]);
-      return { cidr: cidrInfo, key: localKey, hostKey: generated };
-    });
+    const { cidr, key, hostKey } = await step(out, 'infra', 'checked SSH key and address', async () =>
+      await sshIdentity({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), hostKeyComment: `spotctl-host-${runId}`, signal }),
+    );
     const access = s3AccessOf(ctx.spec, runId, owner);
     if (access) {
       runRole = await step(out, 'iam', `IAM role ${runRoleName(runId)}: S3 access to ${access.label} only`, async () => {
@@ -455,14 +484,15 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
     const running = await step(out, 'boot', `${instance.instanceId} is running`, async () => await waitForRunning(await clients.forRegion(instance!.region), instance!.instanceId, { signal }));
 
     // The run's own known_hosts: exactly the key we generated, for exactly this address.
-    const knownHostsFile = path.join(store.runDir(runId), 'known_hosts');
-    let target: SshTarget = { user: UBUNTU_USER, host: running.address, identityFile: key.privateKeyPath, knownHostsFile };
-    if (override) {
-      target = { ...target, ...override.target };
-      out.warn(`test-only setting ${TEST_ENV.host} in effect: connecting to ${override.target.host}${override.target.port ? `:${override.target.port}` : ''} instead of ${running.address}`);
-    }
-    if (options.sshConfig) target.configFile = options.sshConfig;
-    if (target.knownHostsFile === knownHostsFile) await writeKnownHosts(knownHostsFile, target.host, target.port, hostKey.publicKey);
+    const target = await pinnedTarget({
+      address: running.address,
+      key,
+      hostPublicKey: hostKey.publicKey,
+      knownHostsFile: path.join(store.runDir(runId), 'known_hosts'),
+      override,
+      sshConfig: options.sshConfig,
+      out,
+    });
     if (target.identityFile && !existsSync(target.identityFile)) throw new SpotctlError('SPOTCTL_INTERNAL', `the SSH key ${target.identityFile} vanished`);
     record = store.update(runId, { target });
 
