@@ -9,15 +9,12 @@
  * (`AWS_EC2_METADATA_DISABLED=true`), points any stray metadata lookup at a closed loopback port and
  * carries dummy credentials only. Nothing here ever contacts 169.254.169.254.
  */
-import { build } from 'esbuild';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { stopAgent, writeAgentConfig } from './agent.mjs';
-import { REPO } from './harness.mjs';
+import { bundleHarness } from './harness.mjs';
 import { expectOk, runCommand } from './proc.mjs';
 
-const CACHE_DIR = path.join(REPO, 'bench', '.cache');
 /** The emulator's instance-action path (what the agent polls every second). */
 export const INSTANCE_ACTION_PATH = '/latest/meta-data/spot/instance-action';
 
@@ -30,34 +27,10 @@ let loading;
  * @returns {Promise<{ ImdsEmulator: new (options?: object) => any, startMoto: () => Promise<any> }>}
  */
 export function loadSpotHarness() {
-  loading ??= (async () => {
-    mkdirSync(CACHE_DIR, { recursive: true });
-    const outfile = path.join(CACHE_DIR, `spot-harness-${process.pid}.mjs`);
-    await build({
-      stdin: {
-        contents: [
-          "export { ImdsEmulator } from '../../packages/agent/src/spot/imds-emulator.ts';",
-          "export { startMoto } from './moto.ts';",
-        ].join('\n'),
-        resolveDir: path.join(REPO, 'test', 'helpers'),
-        sourcefile: 'bench-spot-harness.ts',
-        loader: 'ts',
-      },
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      format: 'esm',
-      conditions: ['spotctl-source'],
-      outfile,
-      logLevel: 'warning',
-      banner: { js: "import { createRequire as __benchCreateRequire } from 'node:module'; const require = __benchCreateRequire(import.meta.url);" },
-    });
-    try {
-      return await import(pathToFileURL(outfile).href);
-    } finally {
-      rmSync(outfile, { force: true });
-    }
-  })();
+  loading ??= bundleHarness('spot-harness', [
+    "export { ImdsEmulator } from '../../packages/agent/src/spot/imds-emulator.ts';",
+    "export { startMoto } from './moto.ts';",
+  ]);
   return loading;
 }
 
