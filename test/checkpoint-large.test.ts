@@ -177,12 +177,11 @@ test('the final flush gives up at its deadline while S3 is down, without throwin
     await writeRandomFile(path.join(dir, 'state.bin'), 1000);
     await waitFor(() => sync.pendingBytes() === 1000, { what: 'the watcher to see state.bin' });
     await moto.stop('refuse');
-    const startedAt = Date.now();
+    // The store would retry for 10 minutes (its default), far past the test's timeout: only the
+    // flush's own deadline can end this call, so its returning at all shows the deadline fired.
     const result = await sync.flush('interruption', { deadlineAt: Date.now() + 3000 });
-    const tookMs = Date.now() - startedAt;
     expect(result.committedSeq).toBeNull();
-    expect(result.error).toMatch(/deadline|state\.bin/);
-    expect(tookMs).toBeLessThan(6000);
+    expect(result.error).toMatch(/deadline/);
     expect(sync.pendingBytes()).toBe(1000);
   } finally {
     await moto.start();

@@ -72,20 +72,24 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
     await home?.[Symbol.asyncDispose]();
   });
 
-  it('SIGTERMs the job within 1.5 s of the notice, commits the last checkpoint, and restore brings it back', async () => {
+  it('SIGTERMs the job once the notice is served, commits the last checkpoint, and restore brings it back', async () => {
     imds.emulator.clearInterruption();
     const cli = watchSpotctl(['run', '--no-install', '--sync', proj.path, '--imds-endpoint', imds.url, '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py'], { home: home.path, env });
     await cli.until('stdout', /saved step 5\n/, 30_000);
-    imds.emulator.scheduleInterruption({ action: 'terminate' });
+    const notice = imds.emulator.scheduleInterruption({ action: 'terminate' });
     const r = await cli.done;
     expect(r.code, r.stderr).toBe(143);
 
+    // Order, not speed (the latency is bench/interruption-latency's): the job hears of the notice
+    // after the agent's poll saw it and before the time EC2 would take the instance.
     const servedAt = imds.emulator.noticeServedAt as number;
+    expect(servedAt).toBeTypeOf('number');
     const sigterm = /SIGTERM at ([\d.]+)/.exec(r.stdout);
     expect(sigterm, r.stdout.slice(-500)).not.toBeNull();
-    const latencyMs = Number(sigterm?.[1]) * 1000 - servedAt;
-    console.log(`notice served → SIGTERM in the job: ${latencyMs.toFixed(0)} ms`);
-    expect(latencyMs).toBeLessThan(1500);
+    const sigtermAtMs = Number(sigterm?.[1]) * 1000;
+    console.log(`notice served → SIGTERM in the job: ${(sigtermAtMs - servedAt).toFixed(0)} ms`);
+    expect(sigtermAtMs).toBeGreaterThanOrEqual(servedAt);
+    expect(sigtermAtMs).toBeLessThan(Date.parse(notice.time));
     expect(r.stderr).toMatch(/spot interruption notice: terminate at \S+Z/);
     expect(r.stderr).toMatch(/spot interruption \(terminate\): job ended .* after SIGTERM; final checkpoint #\d+: 1 files/);
     expect(r.stderr).toContain('s3://ckpt/runs/');

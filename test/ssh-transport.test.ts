@@ -121,8 +121,8 @@ describe('SshConnection against a loopback sshd', () => {
     await conn.exec('printf a; sleep 0.1; printf b', { onStdout: (c) => chunks.push(c.toString()) });
     expect(chunks.join('')).toBe('ab');
 
+    // Each of these would run for 10 s and resolve if the abort did nothing: rejecting is the proof.
     const reason = new Error('user pressed Ctrl-C');
-    const t0 = performance.now();
     await expect(conn.exec('sleep 10', { signal: AbortSignal.timeout(200) })).rejects.toMatchObject({ name: 'TimeoutError' });
     const controller = new AbortController();
     const aborted = conn.exec('sleep 10', { signal: controller.signal });
@@ -130,7 +130,6 @@ describe('SshConnection against a loopback sshd', () => {
     await expect(aborted).rejects.toBe(reason);
     const timedOut = await rejection(conn.exec('sleep 10', { timeoutMs: 200 }));
     expect(timedOut.code).toBe('SPOTCTL_SSH_FAILED');
-    expect(performance.now() - t0).toBeLessThan(5_000);
   });
 
   test('one master connection carries every command', async () => {
@@ -375,17 +374,16 @@ describe.skipIf(!isRoot)('SshConnection to an sshd inside a network namespace', 
 
     await ns.linkDown();
     try {
-      const t0 = performance.now();
       const err = await rejection(inflight);
-      const elapsedS = (performance.now() - t0) / 1000;
       expect(err.code).toBe('SPOTCTL_SSH_UNREACHABLE');
-      // interval × (countMax + 1) plus scheduling slack.
-      expect(elapsedS).toBeLessThan(aliveS * (countMax + 1) + 4);
+      // Only ssh's ServerAlive check can end it this side of the test's timeout: TCP alone
+      // retransmits for many minutes. How fast it does so is not a test's business.
       expect(await conn.check()).toBe(false);
       // The master is gone: a new command fails at once instead of dialling a second connection.
-      const t1 = performance.now();
-      expect((await rejection(conn.exec('true'))).code).toBe('SPOTCTL_SSH_UNREACHABLE');
-      expect(performance.now() - t1).toBeLessThan(2_000);
+      // The refusing proxy command shows in ssh's words; a dial would time out or find no route.
+      const again = await rejection(conn.exec('true'));
+      expect(again.code).toBe('SPOTCTL_SSH_UNREACHABLE');
+      expect((again.cause as Error | undefined)?.message).toMatch(/kex_exchange_identification: Connection closed/);
       // Reconnecting while the link is still down fails within the connect timeout.
       const reErr = await rejection(conn.reopen());
       expect(reErr.code).toBe('SPOTCTL_SSH_UNREACHABLE');

@@ -212,12 +212,11 @@ describe('Supervisor', () => {
   });
 
   test('a grandchild holding the pipes open does not keep the job running', async () => {
-    const h = harness(['sh', '-c', 'sleep 30 & echo "grandchild $!"; echo leader done'], { pipeDrainMs: 300 });
+    // The grandchild would hold the pipes past the test's timeout: only the drain can end the job.
+    const h = harness(['sh', '-c', 'sleep 300 & echo "grandchild $!"; echo leader done'], { pipeDrainMs: 300 });
     h.supervisor.start();
-    const started = Date.now();
     const status = await h.supervisor.ended;
     expect(status).toMatchObject({ state: 'exited', exitCode: 0 });
-    expect(Date.now() - started).toBeLessThan(5000);
     expect(h.lines.map((l) => l.text)).toContain('leader done');
   });
 

@@ -139,9 +139,8 @@ describe('priceRegions', () => {
 
 describe('withTimeout', () => {
   it('settles on the timeout even when the work ignores its signal', async () => {
-    const started = Date.now();
+    // The work never settles: only the timeout can end this.
     await expect(withTimeout(undefined, 50, () => new Promise(() => undefined))).rejects.toMatchObject({ name: 'TimeoutError' });
-    expect(Date.now() - started).toBeLessThan(5_000);
   });
 });
 
