@@ -23,6 +23,7 @@ import { listRunRoles, loadIamSdk } from '../packages/controller/src/aws/iam.ts'
 import { startTestInstanceHost, type TestInstanceHost } from './helpers/aws-test-host.ts';
 import { startImdsInNetns, type NetnsImds } from './helpers/imds.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
+import { skipUnlessCi } from './helpers/prerequisites.ts';
 import { startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { writeProject } from './fixtures.ts';
@@ -42,8 +43,7 @@ function netnsUnavailable(): string | undefined {
     return `ip netns, moto_server or curl unavailable: ${e instanceof Error ? e.message : String(e)}`;
   }
 }
-const skipReason = netnsUnavailable();
-if (skipReason) console.warn(`[aws-run] skipped: ${skipReason}`);
+const skip = skipUnlessCi('aws-run', netnsUnavailable());
 
 interface RunJson {
   runId: string;
@@ -51,7 +51,7 @@ interface RunJson {
   aws?: { instanceId: string; region: string; az: string; instanceType: string; market: string; securityGroupId: string; keyName: string; imageId: string; terminatedAt?: number };
 }
 
-describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a test host in a netns)', () => {
+describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns)', () => {
   let ns: Netns;
   let moto: MotoEc2;
   let imds: NetnsImds;

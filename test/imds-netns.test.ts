@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { bundleHelper, startImdsInNetns, type NetnsImds } from './helpers/imds.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
+import { skipUnlessCi } from './helpers/prerequisites.ts';
 import { readUntil, tapStream } from './helpers/read-until.ts';
 
 function netnsUnavailable(): string | undefined {
@@ -21,8 +22,7 @@ function netnsUnavailable(): string | undefined {
   }
 }
 
-const skipReason = netnsUnavailable();
-if (skipReason) console.warn(`[imds-netns] skipped: network namespaces are needed (${skipReason})`);
+const skip = skipUnlessCi('imds-netns', netnsUnavailable());
 
 /**
  * Runs the probe in the namespace with a clean metadata environment: no endpoint variable, and
@@ -34,7 +34,7 @@ function probeArgv(script: string, args: string[], options: { disabled?: boolean
   return [...env, process.execPath, script, ...args];
 }
 
-describe.skipIf(skipReason !== undefined)('IMDS at 169.254.169.254 inside a network namespace', () => {
+describe.skipIf(skip)('IMDS at 169.254.169.254 inside a network namespace', () => {
   let ns: Netns;
   let imds: NetnsImds;
   let probe: string;

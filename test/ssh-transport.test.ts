@@ -15,12 +15,14 @@ import { SpotctlError, UserError } from '@spotctl/shared';
 import { SshConnection, parseHostSpec } from '../packages/controller/src/transport/ssh.ts';
 import { rsyncTo } from '../packages/controller/src/transport/rsync.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
+import { skipUnlessCi } from './helpers/prerequisites.ts';
 import { readUntil, waitFor } from './helpers/read-until.ts';
 import { startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir } from './helpers/tmp.ts';
 
 const execFileAsync = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
+const skipNetns = skipUnlessCi('ssh-transport netns', isRoot ? undefined : 'not root (network namespaces need it)');
 
 async function freePort(): Promise<number> {
   return await new Promise((resolve, reject) => {
@@ -312,7 +314,7 @@ describe('SshConnection against a loopback sshd', () => {
   });
 });
 
-describe.skipIf(!isRoot)('SshConnection to an sshd inside a network namespace', () => {
+describe.skipIf(skipNetns)('SshConnection to an sshd inside a network namespace', () => {
   const ECHO_PORT = 7777;
   let ns: Netns;
   let sshd: Sshd;
