@@ -15,7 +15,8 @@ export default defineBenchmark({
   title: 'Agent bundle size and start-to-ready',
   target: {
     'bundle-size': target.atMost(5, 'MB'),
-    'start-to-ready': target.atMost(300, 'ms'),
+    // A ratio to the same-run `node -e 0`: absolute milliseconds flip with the machine and its load.
+    'start-to-ready': target.ratioAtMost(4),
   },
   timeoutMs: 120_000,
   budgetMs: 60_000,
@@ -25,7 +26,8 @@ a file size is not noisy, so it has no baseline. Start-to-ready: wall time from 
 \`node agent.mjs start --config FILE\` (a fresh state dir each time, job \`true\`) until it prints its state line on stdout —
 \`start\` spawns the daemon (\`agent.mjs run\`), which loads the bundle again, starts the server and writes agent.json, which
 \`start\` polls every 25 ms. The agent is stopped (SIGTERM) before the next sample. Baseline: spawn to exit of \`node -e 0\`,
-interleaved (${RUNS} each, after one warm-up of each).`,
+interleaved (${RUNS} each, after one warm-up of each). Target: at most 4× \`node -e 0\` (median of the per-pair ratios;
+two Node.js processes start in a row, so 2× is the floor); it replaces an absolute 300 ms, which flipped with the machine.`,
   async run(ctx) {
     const size = statSync(ctx.agentBundle).size / MB;
     let n = 0;

@@ -31,7 +31,8 @@ export default defineBenchmark({
   row: '5.7',
   title: '`spotctl --help` wall time',
   target: {
-    help: target.atMost(150, 'ms'),
+    // A ratio to the same-run `node -e 0`: absolute milliseconds flip with the machine and its load.
+    help: target.ratioAtMost(1.6),
   },
   timeoutMs: 120_000,
   budgetMs: 60_000,
@@ -40,7 +41,8 @@ Wall time from spawn to exit of \`node packages/controller/bin/spotctl.mjs --hel
 which first checks that its bundles are newer than every source file and then imports
 \`packages/controller/dist/spotctl.mjs\`. The bundles are rebuilt (outside the timing) whenever a source is newer, so no
 sample includes a rebuild (a sample during which a bundle changed anyway is taken again). Baseline: \`node -e 0\`,
-interleaved (${RUNS} each, after one warm-up of each).`,
+interleaved (${RUNS} each, after one warm-up of each). Target: at most 1.6× \`node -e 0\` (the median of the per-pair
+ratios); it replaces an absolute 150 ms, which passed or failed with the machine's load rather than with spotctl.`,
   async run(ctx) {
     let retakes = 0;
     const help = async () => {
