@@ -7,6 +7,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, renameSync } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { checkpointKeys, parseManifest, type CheckpointManifest } from '@spotctl/shared';
@@ -17,6 +19,12 @@ import { waitFor } from './helpers/read-until.ts';
 import { tmpDir } from './helpers/tmp.ts';
 
 const MIB = 1024 * 1024;
+
+/** A full garbage collection on demand, without starting vitest with --expose-gc. */
+function forcedGc(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
 
 let moto: Moto;
 let buckets = 0;
@@ -179,7 +187,17 @@ test('the final flush gives up at its deadline while S3 is down, without throwin
     await moto.stop('refuse');
     // The store would retry for 10 minutes (its default), far past the test's timeout: only the
     // flush's own deadline can end this call, so its returning at all shows the deadline fired.
-    const result = await sync.flush('interruption', { deadlineAt: Date.now() + 3000 });
+    // Full GCs meanwhile: on Node 20 a deadline that only an AbortSignal.any() reaches can be
+    // collected and never fire (this test timed out under load that way).
+    const flushing = sync.flush('interruption', { deadlineAt: Date.now() + 3000 });
+    let settled = false;
+    void flushing.finally(() => (settled = true));
+    const gc = forcedGc();
+    for (let i = 0; i < 100 && !settled; i++) {
+      gc();
+      await sleep(50);
+    }
+    const result = await flushing;
     expect(result.committedSeq).toBeNull();
     expect(result.error).toMatch(/deadline/);
     expect(sync.pendingBytes()).toBe(1000);

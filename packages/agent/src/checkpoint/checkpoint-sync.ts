@@ -758,14 +758,26 @@ export class CheckpointSync implements AsyncDisposable {
       return result();
     }
     // Uploads stop being waited for a little before the deadline, leaving time for the manifest.
-    // AbortSignal.timeout wants a finite integer; a deadline in the past means "now".
+    // A deadline in the past means "now".
     const deadlineAt = options.deadlineAt;
     const remainingMs = deadlineAt !== undefined && Number.isFinite(deadlineAt) ? Math.max(0, Math.floor(deadlineAt - startedAt)) : undefined;
     const reserveMs = remainingMs !== undefined ? Math.min(3000, Math.floor(remainingMs / 4)) : 0;
     const signals = [this.#closeController.signal];
     if (options.signal) signals.push(options.signal);
-    const commitSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(remainingMs)] : signals);
-    const uploadSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(remainingMs - reserveMs)] : signals);
+    // The deadlines are our own timers, cleared when the flush ends. Not AbortSignal.timeout():
+    // on Node 20 one that only an AbortSignal.any() reaches can be garbage-collected and never
+    // fire, and this flush then waits out an outage past its deadline (a forced GC shows it).
+    const commitDeadline = new AbortController();
+    const uploadDeadline = new AbortController();
+    const deadlineTimers =
+      remainingMs === undefined
+        ? []
+        : [
+            setTimeout(() => commitDeadline.abort(new DOMException('the flush deadline passed', 'TimeoutError')), remainingMs),
+            setTimeout(() => uploadDeadline.abort(new DOMException('the flush deadline for uploads passed', 'TimeoutError')), remainingMs - reserveMs),
+          ];
+    const commitSignal = AbortSignal.any([...signals, commitDeadline.signal]);
+    const uploadSignal = AbortSignal.any([...signals, uploadDeadline.signal]);
     this.#flushing++;
     clearTimeout(this.#commitDelayTimer);
     this.#commitDelayTimer = undefined;
@@ -839,6 +851,7 @@ export class CheckpointSync implements AsyncDisposable {
     } catch (err) {
       problems.push(commitSignal.aborted && !this.#closeController.signal.aborted ? `flush deadline passed: ${describeError(err)}` : describeError(err));
     } finally {
+      for (const timer of deadlineTimers) clearTimeout(timer);
       this.#flushing--;
     }
     const out = result();
