@@ -252,7 +252,10 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     const record = runRecord(lastRunId());
     expect(record.aws!.imageId).toBe(result!.imageId);
     expect(await liveSpotctlInstances()).toEqual([]);
-  });
+    // Three spotctl commands (two bakes, one run), each bounded at 180 s: it took 58 s alone on a
+    // loaded 2-core machine, against vitest's default of 60 s for the whole test (the "good bake
+    // failed under load" flake was this test's timeout firing in the middle of the second bake).
+  }, 3 * 180_000);
 
   it('with the controller SIGKILLed mid-run, the agent’s idle watchdog terminates the instance', async () => {
     const cli = watchSpotctl(args('--idle-timeout', '2s', 'slow.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
