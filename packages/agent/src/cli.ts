@@ -19,6 +19,8 @@ export const AGENT_OUT_FILE = 'agent.out';
 const START_TIMEOUT_MS = 15_000;
 /** `run` waits at most this long for close() on the way out; then it exits anyway. */
 const CLOSE_TIMEOUT_MS = 10_000;
+/** V8 flag the daemon runs with (see the spawn in `start`). */
+const NO_MEMORY_REDUCER = '--no-memory-reducer';
 
 const USAGE = `usage: agent.mjs <command>
 
@@ -207,9 +209,13 @@ async function startDaemon(configPath: string, io: CliIo): Promise<number> {
   try {
     // fd 3 is a pipe on which the daemon says it is ready: no polling interval on the way to
     // ready (polling every 25 ms cost 12 ms on average). agent.json stays the source of truth.
-    // No V8 heap flags: --max-semi-space-size=2 took the 1 GB flood's peak RSS from 89 to 85 MB
+    // No V8 heap-size flags: --max-semi-space-size=2 took the 1 GB flood's peak RSS from 89 to 85 MB
     // (target 100) but added 35 ms to start-to-ready (285 → 320 ms, target 300); 4 was 87 MB / 305 ms.
-    child = spawn(process.execPath, [...process.execArgv, bundle, 'run', '--config', path.resolve(configPath), '--ready-fd', '3'], {
+    // --no-memory-reducer: V8's memory reducer runs one to three full GCs ("Mark-Compact (reduce)"
+    // in --trace-gc) 8 s after start-up, 12–37 ms of CPU for 2–3 MB of a 10 MB heap: most of an
+    // idle agent's CPU in its first minute (BENCHMARKS.md, agent-idle). Ordinary GCs still run.
+    const v8Flags = process.execArgv.includes(NO_MEMORY_REDUCER) ? [] : [NO_MEMORY_REDUCER];
+    child = spawn(process.execPath, [...process.execArgv, ...v8Flags, bundle, 'run', '--config', path.resolve(configPath), '--ready-fd', '3'], {
       detached: true,
       stdio: ['ignore', outFd, outFd, 'pipe'],
     });
