@@ -27,7 +27,13 @@ a file size is not noisy, so it has no baseline. Start-to-ready: wall time from 
 \`start\` spawns the daemon (\`agent.mjs run\`), which loads the bundle again, starts the server and writes agent.json, which
 \`start\` polls every 25 ms. The agent is stopped (SIGTERM) before the next sample. Baseline: spawn to exit of \`node -e 0\`,
 interleaved (${RUNS} each, after one warm-up of each). Target: at most 4× \`node -e 0\` (median of the per-pair ratios;
-two Node.js processes start in a row, so 2× is the floor); it replaces an absolute 300 ms, which flipped with the machine.`,
+two Node.js processes start in a row, so 2× is the floor); it replaces an absolute 300 ms, which flipped with the machine.
+
+**Why it misses (4.80× quiet, 5.08× loaded, against 4×).** CPU profiles of both processes (\`--cpu-prof\`, which \`start\`
+passes on to the daemon; machine loaded, so only the shares count): \`start\` compiles the whole 1.34 MB bundle although it
+only reads the config and spawns; the daemon spends about equal parts compiling the bundle and evaluating its top level
+(fastify, pino, the schemas), then writes its state files with fsync. A small entry for \`start\` that leaves the daemon's
+modules out, and V8's compile cache (Node 22's \`module.enableCompileCache()\`, not in Node 20), are the candidates.`,
   async run(ctx) {
     const size = statSync(ctx.agentBundle).size / MB;
     let n = 0;
