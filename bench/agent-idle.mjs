@@ -52,15 +52,17 @@ sum \`/proc/<pid>/task/*/schedstat\` (ns) over the same windows: finer than the 
 
 **What ran in the first window (one run measured 0.30 %).** One agent as above, started with \`--trace-gc\` (\`start\` passes
 its V8 flags to the daemon) and its CPU read from schedstat once a second for 45 s after ready: every second cost 0–1.3 ms
-except the 9th, which cost 29.9 ms. \`--trace-gc\` put two \`Mark-Compact (reduce)\` collections there, at 8.5 s and 9.2 s
-after the isolate started (11.9 ms and 25.4 ms, heap 10.8 → 9.0 MB, committed 14.4 → 10.4 MB): V8's memory reducer, which
-starts \`--gc-memory-reducer-start-delay-ms\` (8000) after start-up and runs one to three full GCs to shrink the heap once
-allocation goes quiet (a second run: one, 28.5 ms). 30 ms in a 20 s window is 0.15 % of a core, most of the 0.2–0.3 %
-measured. No timer of ours, no chokidar (no checkpoint folder here) and no pino flush showed up: what is left is the
-idle watchdog's check every 5 s (about 0.2 ms) and the websocket ping every 10 s (about 1 ms), about 0.012 % together.
-The daemon now runs with \`--no-memory-reducer\` (agent \`start\` adds it): the same 45 s with it showed no full GC at all
-and no spike; ordinary GCs still run when the heap grows. Its price is the 2–4 MB of committed heap the reducer would
-have returned, well inside the RSS target.`,
+except the 9th, which cost 30–35 ms. \`--trace-gc\` put two \`Mark-Compact (reduce)\` collections there, about 8.5 s and 9.2 s
+after the isolate started: V8's memory reducer, which starts \`--gc-memory-reducer-start-delay-ms\` (8000) after start-up
+and runs up to three full GCs once allocation goes quiet. The first (12–30 ms) took the heap from 10.8 to 9.0 MB and
+committed memory from 14.4 to 11.4 MB; the second (17–25 ms) freed nothing (9.0 → 9.0 MB). No timer of ours, no chokidar
+(no checkpoint folder here) and no pino flush showed up: what is left is the idle watchdog's check every 5 s (about
+0.2 ms) and the websocket ping every 10 s (about 1 ms), about 0.012 % of a core together.
+Three daemons side by side over the same 45 s (\`agent.mjs run\` with each flag; CPU ms in total, RSS at the end):
+default 44.0 ms, 57.1 MB (two reduce GCs); \`--memory-reducer-single-gc\` 25.2 ms, 58.7 MB (one); \`--no-memory-reducer\`
+5.9 ms, 72.5 MB (none: the reducer's GC is what takes RSS from about 72 to 54 MB, seen in the "40 s later" note).
+Switching the reducer off meets the CPU target by keeping 14–18 MB for good, a bad trade for a one-off; the daemon now runs
+with \`--memory-reducer-single-gc\` (agent \`start\` adds it), which drops only the GC that freed nothing.`,
   async run(ctx) {
     const { connectClient } = await ctx.harness();
     const agents = [];

@@ -20,7 +20,7 @@ const START_TIMEOUT_MS = 15_000;
 /** `run` waits at most this long for close() on the way out; then it exits anyway. */
 const CLOSE_TIMEOUT_MS = 10_000;
 /** V8 flag the daemon runs with (see the spawn in `start`). */
-const NO_MEMORY_REDUCER = '--no-memory-reducer';
+const MEMORY_REDUCER_SINGLE_GC = '--memory-reducer-single-gc';
 
 const USAGE = `usage: agent.mjs <command>
 
@@ -211,10 +211,10 @@ async function startDaemon(configPath: string, io: CliIo): Promise<number> {
     // ready (polling every 25 ms cost 12 ms on average). agent.json stays the source of truth.
     // No V8 heap-size flags: --max-semi-space-size=2 took the 1 GB flood's peak RSS from 89 to 85 MB
     // (target 100) but added 35 ms to start-to-ready (285 → 320 ms, target 300); 4 was 87 MB / 305 ms.
-    // --no-memory-reducer: V8's memory reducer runs one to three full GCs ("Mark-Compact (reduce)"
-    // in --trace-gc) 8 s after start-up, 12–37 ms of CPU for 2–3 MB of a 10 MB heap: most of an
-    // idle agent's CPU in its first minute (BENCHMARKS.md, agent-idle). Ordinary GCs still run.
-    const v8Flags = process.execArgv.includes(NO_MEMORY_REDUCER) ? [] : [NO_MEMORY_REDUCER];
+    // V8's memory reducer runs full GCs ("Mark-Compact (reduce)" in --trace-gc) 8 s after start-up:
+    // most of an idle agent's CPU in its first minute. The first returns 14–18 MB of RSS; the
+    // second freed nothing and cost 17–25 ms (BENCHMARKS.md, agent-idle): one is enough.
+    const v8Flags = process.execArgv.includes(MEMORY_REDUCER_SINGLE_GC) ? [] : [MEMORY_REDUCER_SINGLE_GC];
     child = spawn(process.execPath, [...process.execArgv, ...v8Flags, bundle, 'run', '--config', path.resolve(configPath), '--ready-fd', '3'], {
       detached: true,
       stdio: ['ignore', outFd, outFd, 'pipe'],
