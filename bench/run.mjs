@@ -21,6 +21,10 @@ import { buildAll } from '../scripts/build.mjs';
 import { createContext, REPO, SharedSshd, snapshotBundles } from './lib/context.mjs';
 import { judge, renderMarkdown, fmtStat } from './lib/report.mjs';
 
+// Benchmarks talk to loopback only: an AWS SDK in this process (or a child that keeps this
+// environment) must never fall back to the instance metadata service for credentials.
+process.env.AWS_EC2_METADATA_DISABLED = 'true';
+
 const BENCH_DIR = path.join(REPO, 'bench');
 const RESULTS_FILE = path.join(BENCH_DIR, 'results', 'latest.json');
 const MARKDOWN_FILE = path.join(REPO, 'BENCHMARKS.md');
