@@ -7,11 +7,15 @@ describe('suites with machine prerequisites', () => {
     expect(() => skipUnlessCi('aws-run', 'not root', { CI: '1' })).toThrow(/not root/);
   });
 
-  it('skip with a reason outside CI, and run when nothing is missing', () => {
-    expect(skipUnlessCi('aws-run', 'not root', {})).toBe(true);
-    expect(skipUnlessCi('aws-run', 'not root', { CI: 'false' })).toBe(true);
-    expect(skipUnlessCi('aws-run', undefined, { CI: 'true' })).toBe(false);
-    expect(skipUnlessCi('aws-run', undefined, {})).toBe(false);
+  it('skip with a printed reason outside CI, and run when nothing is missing', () => {
+    const printed: string[] = [];
+    const warn = (line: string): void => void printed.push(line);
+    expect(skipUnlessCi('aws-run', 'not root', {}, warn)).toBe(true);
+    expect(skipUnlessCi('aws-run', 'not root', { CI: 'false' }, warn)).toBe(true);
+    expect(printed).toEqual(['[aws-run] skipped: not root (under CI=true this fails instead)', '[aws-run] skipped: not root (under CI=true this fails instead)']);
+    expect(skipUnlessCi('aws-run', undefined, { CI: 'true' }, warn)).toBe(false);
+    expect(skipUnlessCi('aws-run', undefined, {}, warn)).toBe(false);
+    expect(printed).toHaveLength(2);
   });
 
   it('read CI as CI services set it', () => {

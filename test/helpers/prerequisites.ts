@@ -14,13 +14,18 @@ export function isCi(env: NodeJS.ProcessEnv = process.env): boolean {
  * Decides what a suite does about a missing prerequisite (`missing` is why, or undefined when
  * nothing is missing). Returns whether to skip; prints the reason when it does. Throws under CI.
  */
-export function skipUnlessCi(suite: string, missing: string | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
+export function skipUnlessCi(
+  suite: string,
+  missing: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  warn: (line: string) => void = console.warn,
+): boolean {
   if (missing === undefined) return false;
   if (isCi(env)) {
     throw new Error(
       `[${suite}] cannot run under CI: ${missing}. CI must not skip it: run as root with iproute2, openssh-server, curl and moto_server installed (bash .ci/run installs them)`,
     );
   }
-  console.warn(`[${suite}] skipped: ${missing} (under CI=true this fails instead)`);
+  warn(`[${suite}] skipped: ${missing} (under CI=true this fails instead)`);
   return true;
 }
