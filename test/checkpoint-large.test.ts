@@ -149,7 +149,9 @@ test('an S3 outage mid-upload delays the set; no torn set is ever the latest', a
     await sleep(2500);
     await moto.stop('503');
     await sleep(1000);
-    expect(polls - pollsBefore).toBeGreaterThan(5);
+    // At least one check ran wholly inside the outage (the first may have begun before it). How
+    // many fit in 3.5 s depends on the machine's load, not on the code under test.
+    expect(polls - pollsBefore).toBeGreaterThanOrEqual(2);
     // No set with the new file could have been committed while S3 was unreachable.
     expect(events.every((e) => e.files === 1)).toBe(true);
     expect(sync.pendingBytes()).toBe(size);
