@@ -1,6 +1,8 @@
 import { DescribeSpotPriceHistoryCommand, EC2Client, EC2ServiceException, type SpotPrice } from '@aws-sdk/client-ec2';
 import { UserError } from '@spotctl/shared';
 import { mockClient } from 'aws-sdk-client-mock';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_REGIONS, fetchSpotPrices, priceRegions, resolveRegions, withTimeout } from './pricing.ts';
 
@@ -141,6 +143,21 @@ describe('withTimeout', () => {
   it('settles on the timeout even when the work ignores its signal', async () => {
     // The work never settles: only the timeout can end this.
     await expect(withTimeout(undefined, 50, () => new Promise(() => undefined))).rejects.toMatchObject({ name: 'TimeoutError' });
+  });
+
+  it('keeps its deadline under a parent signal through full GCs', async () => {
+    // On Node 20 an AbortSignal.timeout() that only an AbortSignal.any() reaches can be collected
+    // and never fire: the search would then wait for a stuck region for good.
+    v8.setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    let settled = false;
+    const racing = withTimeout(new AbortController().signal, 200, () => new Promise(() => undefined)).finally(() => (settled = true));
+    racing.catch(() => undefined);
+    for (let i = 0; i < 100 && !settled; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await expect(racing).rejects.toMatchObject({ name: 'TimeoutError' });
   });
 });
 

@@ -176,6 +176,8 @@ export async function mapWithConcurrency<T, R>(items: readonly T[], limit: numbe
  * that signal fires even if `fn` ignores it (so a stuck region can't hold the whole search).
  */
 export async function withTimeout<T>(parent: AbortSignal | undefined, timeoutMs: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  // A local, alive while this function awaits: on Node 20 a timeout signal that only an
+  // AbortSignal.any() reaches can be garbage-collected and never fire (the GC test next door).
   const timeout = AbortSignal.timeout(timeoutMs);
   const signal = parent ? AbortSignal.any([parent, timeout]) : timeout;
   signal.throwIfAborted();
