@@ -5,7 +5,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
 import { tmpDir } from './helpers/tmp.ts';
-import { EC2_SHUTDOWN_ACTION, TEST_ENV, parseAwsOptions, shutdownActionFor, testHostOverride } from '../packages/controller/src/providers/aws.ts';
+import { EC2_SHUTDOWN_ACTION, shutdownActionFor } from '../packages/controller/src/providers/aws.ts';
+import { parseAwsOptions } from '../packages/controller/src/providers/aws-options.ts';
+import { TEST_ENV, testHostOverride } from '../packages/controller/src/providers/test-overrides.ts';
 
 const instance = { instanceId: 'i-0abc', region: 'us-east-2' };
 
