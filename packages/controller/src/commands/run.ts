@@ -13,7 +13,7 @@ import type { Attempt, LaunchSpec, Provider } from '../providers/provider.ts';
 import { newRunId, newToken, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
 import { parseCheckpointTo, type CheckpointSpec, type SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
-import { finishRun, letAgentGo } from '../session/finish.ts';
+import { finishRun } from '../session/finish.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
 import { tailRun } from '../session/tail.ts';
 
@@ -310,7 +310,6 @@ async function stopStartedJob(provider: Provider, record: RunRecord): Promise<vo
   } catch {
     // The agent is unreachable: its idle watchdog will end it.
   }
-  await letAgentGo(session).catch(() => false);
 }
 
 /** The terminal went away (SIGHUP): nothing is told to stop; the job runs on and `attach` resumes it. */
