@@ -7,7 +7,7 @@ import { runSpotctl } from './helpers/cli.ts';
 import { tmpDir } from './helpers/tmp.ts';
 import { EC2_SHUTDOWN_ACTION, shutdownActionFor } from '../packages/controller/src/providers/aws.ts';
 import { parseAwsOptions } from '../packages/controller/src/providers/aws-options.ts';
-import { TEST_ENV, testHostOverride } from '../packages/controller/src/providers/test-overrides.ts';
+import { TEST_ENV, readTestOverrides, testHostOverride } from '../packages/controller/src/providers/test-overrides.ts';
 
 const instance = { instanceId: 'i-0abc', region: 'us-east-2' };
 
@@ -34,6 +34,11 @@ describe('test host override', () => {
       target: { user: 'root', host: '10.213.0.2', port: 2222, identityFile: '/k/id', knownHostsFile: '/k/kh' },
     });
     expect(() => testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.shutdownArgv]: '"sudo shutdown"' })).toThrow(/JSON array/);
+  });
+  it('is read once into one object with the bake root, which also needs the host', () => {
+    expect(readTestOverrides({})).toEqual({});
+    expect(readTestOverrides({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.bakeRoot]: '/tmp/bake' })).toEqual({ host: { target: { user: 'root', host: '10.213.0.2' } }, bakeRoot: '/tmp/bake' });
+    expect(() => readTestOverrides({ [TEST_ENV.bakeRoot]: '/tmp/bake' })).toThrow(UserError);
   });
 });
 
@@ -82,5 +87,8 @@ describe('aws as the default provider', () => {
     expect(r.stderr).toMatch(/on a new EC2 instance/);
     expect(r.stderr).toMatch(/spotctl error: .*credentials.*\(aws is the default provider\).*--provider local/);
     expect(r.stderr).not.toMatch(/priced|launched/);
+    // The run's setup failed, and ps says so (with the reason) instead of `setup` forever.
+    const ps = await runSpotctl(['ps', '--json'], { home: home.path });
+    expect(JSON.parse(ps.stdout)).toMatchObject([{ provider: 'aws', state: 'failed', reason: expect.stringMatching(/credentials/) }]);
   });
 });
