@@ -57,7 +57,7 @@ describe('parseAwsOptions', () => {
     });
   });
   it('rejects nonsense as a UserError', () => {
-    for (const bad of [{ workers: '0' }, { spotFallback: 'maybe' }, { families: 'c7a', instanceType: 'c7a.large' }, { region: 'us-east-1', regions: 'us-east-2' }]) {
+    for (const bad of [{ workers: '0' }, { spotFallback: 'maybe' }, { families: 'c7a', instanceType: 'c7a.large' }, { region: 'us-east-1', regions: 'us-east-2' }, { sshCidr: '10.0.0.1/8' }]) {
       expect(() => parseAwsOptions({ region: 'us-east-2', ...bad })).toThrow(UserError);
     }
   });

@@ -3,6 +3,7 @@ import { UserError } from '@spotctl/shared';
 import type { Command } from 'commander';
 import type { PlacementCliOptions } from '../aws/cli-options.ts';
 import type { Market } from '../aws/errors.ts';
+import { parseSshCidr } from '../aws/infra.ts';
 import { resolveRegions } from '../aws/pricing.ts';
 import { DEFAULT_WORKERS, parseFamilies, parseInstanceTypes, validateWorkers, type Architecture } from '../aws/sizing.ts';
 
@@ -78,7 +79,8 @@ export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string })
     noHt: options.ht === false,
     market: options.onDemand ? 'on-demand' : 'spot',
     spotFallback: fallback,
-    ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}),
+    // Checked here, before the run exists, not when the launch gets to it.
+    ...(options.sshCidr !== undefined ? { sshCidr: parseSshCidr(options.sshCidr) } : {}),
     placementScores: options.placementScores === true,
     ...(options.sshConfig ? { sshConfig: options.sshConfig } : {}),
   };
