@@ -127,4 +127,30 @@ describe('SIGHUP (the terminal closed)', () => {
     expect(a.code, a.stderr).toBe(0);
     expect(a.stdout).toMatch(/released\n/);
   });
+
+  it('during setup, lets the setup finish and then detaches instead of following', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    await using flags = await tmpDir();
+    const release = path.join(flags.path, 'release');
+    // A requirements file makes the setup build a venv: seconds, so the hangup arrives during it.
+    writeProject(proj.path, { 'wait.py': WAIT_FOR_RELEASE, 'requirements.txt': '# nothing to install\n' });
+    const ctl = spawnSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--', 'wait.py', release], { home: home.path });
+    const done = collect(ctl, 120_000);
+    await readUntil(ctl.stderr, /run \S+: /, 20_000);
+    ctl.kill('SIGHUP');
+    const r = await done;
+    expect(r.code, r.stderr).toBe(129);
+    expect(r.stderr).toMatch(/started the agent/);
+    // Detached before following: not one line of the job was printed here.
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/detached: .*spotctl attach \S+/);
+    const [row] = await ps(home.path);
+    expect(row?.state).toBe('running');
+    expect(runRecord(home.path, row!.runId).detached).toBe(true);
+    writeFileSync(release, '');
+    const a = await runSpotctl(['attach', 'last'], { home: home.path, timeoutMs: 60_000 });
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stdout).toMatch(/released\n/);
+  });
 });
