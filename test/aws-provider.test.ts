@@ -5,7 +5,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
 import { tmpDir } from './helpers/tmp.ts';
-import { EC2_SHUTDOWN_ACTION, TEST_ENV, parseAwsOptions, shutdownActionFor, testHostOverride } from '../packages/controller/src/providers/aws.ts';
+import { EC2_SHUTDOWN_ACTION, shutdownActionFor } from '../packages/controller/src/providers/aws.ts';
+import { parseAwsOptions } from '../packages/controller/src/providers/aws-options.ts';
+import { TEST_ENV, readTestOverrides, testHostOverride } from '../packages/controller/src/providers/test-overrides.ts';
 
 const instance = { instanceId: 'i-0abc', region: 'us-east-2' };
 
@@ -33,6 +35,11 @@ describe('test host override', () => {
     });
     expect(() => testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.shutdownArgv]: '"sudo shutdown"' })).toThrow(/JSON array/);
   });
+  it('is read once into one object with the bake root, which also needs the host', () => {
+    expect(readTestOverrides({})).toEqual({});
+    expect(readTestOverrides({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.bakeRoot]: '/tmp/bake' })).toEqual({ host: { target: { user: 'root', host: '10.213.0.2' } }, bakeRoot: '/tmp/bake' });
+    expect(() => readTestOverrides({ [TEST_ENV.bakeRoot]: '/tmp/bake' })).toThrow(UserError);
+  });
 });
 
 describe('parseAwsOptions', () => {
@@ -50,7 +57,7 @@ describe('parseAwsOptions', () => {
     });
   });
   it('rejects nonsense as a UserError', () => {
-    for (const bad of [{ workers: '0' }, { spotFallback: 'maybe' }, { families: 'c7a', instanceType: 'c7a.large' }, { region: 'us-east-1', regions: 'us-east-2' }]) {
+    for (const bad of [{ workers: '0' }, { spotFallback: 'maybe' }, { families: 'c7a', instanceType: 'c7a.large' }, { region: 'us-east-1', regions: 'us-east-2' }, { sshCidr: '10.0.0.1/8' }]) {
       expect(() => parseAwsOptions({ region: 'us-east-2', ...bad })).toThrow(UserError);
     }
   });
@@ -80,5 +87,8 @@ describe('aws as the default provider', () => {
     expect(r.stderr).toMatch(/on a new EC2 instance/);
     expect(r.stderr).toMatch(/spotctl error: .*credentials.*\(aws is the default provider\).*--provider local/);
     expect(r.stderr).not.toMatch(/priced|launched/);
+    // The run's setup failed, and ps says so (with the reason) instead of `setup` forever.
+    const ps = await runSpotctl(['ps', '--json'], { home: home.path });
+    expect(JSON.parse(ps.stdout)).toMatchObject([{ provider: 'aws', state: 'failed', reason: expect.stringMatching(/credentials/) }]);
   });
 });

@@ -5,10 +5,13 @@
 import type { Command } from 'commander';
 import { Output } from '../output/output.ts';
 import { RunStore } from '../runs/run-store.ts';
+import type { TestOverrides } from '../providers/test-overrides.ts';
 
 export interface CommandContext {
   out: Output;
   store: RunStore;
+  /** Test-only settings (`SPOTCTL_TEST_*`), read once by main.ts; empty in normal use. */
+  testOverrides: TestOverrides;
 }
 
 export interface CommandDefinition<O extends Record<string, unknown> = Record<string, unknown>> {
@@ -26,6 +29,6 @@ export function defineCommand<O extends Record<string, unknown>>(definition: Com
   return definition;
 }
 
-export function contextFor(options: { json?: unknown }): CommandContext {
-  return { out: new Output({ json: options.json === true }), store: new RunStore() };
+export function contextFor(options: { json?: unknown }, testOverrides: TestOverrides): CommandContext {
+  return { out: new Output({ json: options.json === true }), store: new RunStore(), testOverrides };
 }

@@ -8,6 +8,7 @@ import { Output } from '../output/output.ts';
 import { commands } from '../commands/index.ts';
 import { contextFor } from './define-command.ts';
 import { ForcedExit } from '../session/tail.ts';
+import { readTestOverrides } from '../providers/test-overrides.ts';
 
 export const VERSION = '0.1.0';
 
@@ -44,7 +45,8 @@ export function buildProgram(onExitCode: (code: number) => void): Command {
       const options = command.opts();
       // commander passes each declared argument (a variadic one as an array), then options, then the command.
       const positional = (actionArgs.slice(0, -2) as (string | string[] | undefined)[]).flat().filter((a): a is string => a !== undefined);
-      onExitCode(await def.run(positional, options, contextFor(options)));
+      // Test-only settings enter here, once, and travel down in the context.
+      onExitCode(await def.run(positional, options, contextFor(options, readTestOverrides(process.env))));
     });
   }
   program.addHelpText('after', `\nExamples:\n  $ spotctl run train.py\n  $ spotctl run --host ubuntu@my-box -- python3 train.py --epochs 10\n  $ spotctl ps\n\nRun 'spotctl <command> --help' for a command's options.\n`);

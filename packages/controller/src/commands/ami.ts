@@ -49,7 +49,7 @@ export default defineCommand<AmiOptions>({
       .option('--ssh-cidr <cidr>', "build: allow SSH from this CIDR (default: this machine's public address /32)")
       .option('--ssh-config <file>', 'build: ssh client config for the connection to the builder')
       .option('--json', 'JSON on stdout'),
-  run: async ([action], options, { out, store }) => {
+  run: async ([action], options, { out, store, testOverrides }) => {
     if (action === 'ls') {
       const regions = lifecycleRegions(options, store);
       using clients = new Ec2Clients();
@@ -107,6 +107,7 @@ export default defineCommand<AmiOptions>({
     for (const region of selection.regions) {
       out.info(`baking a spotctl image in ${region}`);
       const result = await buildAmi({
+        testOverrides,
         region,
         architecture: options.arm ? 'arm64' : 'x86_64',
         out,

@@ -1,5 +1,6 @@
 import { defineCommand } from '../cli/define-command.ts';
-import { openSession } from '../providers/index.ts';
+import { providerFor } from '../providers/index.ts';
+import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
 import { finishRun } from '../session/finish.ts';
 import { tryConnect } from '../session/connect-once.ts';
 import { printStoredLog } from '../session/stored-log.ts';
@@ -14,9 +15,10 @@ export default defineCommand<{ from?: string; json?: boolean }>({
       .argument('<run>', "run id, a unique prefix of one, or 'last'")
       .option('--from <seq>', 'start at this line number (default: after the last line printed here)')
       .option('--json', 'JSON lines on stdout instead of text'),
-  run: async ([ref], options, { out, store }) => {
+  run: async ([ref], options, { out, store, testOverrides }) => {
     const record = store.resolve(ref as string);
-    await using session = openSession(record, store);
+    const provider = providerFor(record.provider, { store, out, testOverrides });
+    await using session = provider.locate(record).session;
     const fromSeq = options.from !== undefined ? Math.max(1, Number.parseInt(options.from, 10) || 1) : store.readCursor(record.runId) + 1;
     const probe = await tryConnect(session);
     if (!probe) {
@@ -24,14 +26,21 @@ export default defineCommand<{ from?: string; json?: boolean }>({
       if (status && status.state !== 'running' && status.state !== 'starting') {
         out.info(`the agent of run ${record.runId} is gone; printing its stored log from line ${fromSeq}`);
         await printStoredLog(session, out, fromSeq);
-        return await finishRun({ store, record, session, out, status });
+        return await finishRun({ store, record, provider, session, out, status });
       }
       out.warn('the agent did not answer yet; retrying');
     } else {
       await probe.close();
     }
     out.info(`attached to run ${record.runId}; resuming at line ${fromSeq}`);
-    const { status } = await tailRun({ store, record, session, out, fromSeq });
-    return await finishRun({ store, record, session, out, status });
+    using signals = new RunSignals();
+    try {
+      const { status } = await tailRun({ store, record, session, out, fromSeq, signals });
+      return await finishRun({ store, record, provider, session, out, status });
+    } catch (error) {
+      // The terminal went away: the job goes on; attach again later.
+      if (error instanceof Detached) return DETACHED_EXIT_CODE;
+      throw error;
+    }
   },
 });

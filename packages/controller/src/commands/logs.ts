@@ -1,5 +1,5 @@
 import { defineCommand } from '../cli/define-command.ts';
-import { openSession } from '../providers/index.ts';
+import { providerFor } from '../providers/index.ts';
 import { tryConnect } from '../session/connect-once.ts';
 import { printStoredLog } from '../session/stored-log.ts';
 import { tailRun } from '../session/tail.ts';
@@ -14,9 +14,9 @@ export default defineCommand<{ follow?: boolean; from?: string; json?: boolean }
       .option('-f, --follow', 'keep following live output until the job ends')
       .option('--from <seq>', 'start at this line number', '1')
       .option('--json', 'JSON lines on stdout instead of text'),
-  run: async ([ref], options, { out, store }) => {
+  run: async ([ref], options, { out, store, testOverrides }) => {
     const record = store.resolve(ref as string);
-    await using session = openSession(record, store);
+    await using session = providerFor(record.provider, { store, out, testOverrides }).locate(record).session;
     const fromSeq = Math.max(1, Number.parseInt(options.from ?? '1', 10) || 1);
     const probe = await tryConnect(session);
     if (!probe) {
@@ -24,7 +24,7 @@ export default defineCommand<{ follow?: boolean; from?: string; json?: boolean }
       return 0;
     }
     await probe.close();
-    await tailRun({ store, record, session, out, fromSeq, follow: options.follow === true, handleSignals: false, saveCursor: false });
+    await tailRun({ store, record, session, out, fromSeq, follow: options.follow === true, saveCursor: false });
     return 0;
   },
 });

@@ -6,7 +6,6 @@ import { recoverRunRecord } from '../aws/lifecycle-recover.ts';
 import { lifecycleRegions } from '../aws/lifecycle-regions.ts';
 import { TAG } from '../aws/tags.ts';
 import { formatDuration, table } from '../output/output.ts';
-import { testHostOverride } from '../providers/aws.ts';
 import { spotctlHome } from '../runs/run-store.ts';
 
 /** Every region is asked in parallel with its own timeout; this bounds the whole command. */
@@ -33,7 +32,7 @@ export default defineCommand<LsOptions>({
       .option('--adopt', "rebuild the local record of running runs this machine does not know but holds the key of (then ps, attach, logs, stop work)")
       .option('--ssh-config <file>', 'ssh client config for --adopt')
       .option('--json', 'one JSON array on stdout'),
-  run: async (_args, options, { out, store }) => {
+  run: async (_args, options, { out, store, testOverrides }) => {
     const regions = lifecycleRegions(options, store);
     using clients = new Ec2Clients();
     const { instances, errors } = await listManagedInstances({
@@ -45,7 +44,7 @@ export default defineCommand<LsOptions>({
     const now = Date.now();
     if (options.adopt) {
       const known = new Set(store.list().map((r) => r.runId));
-      const override = testHostOverride();
+      const override = testOverrides.host;
       for (const i of instances) {
         if (!i.runId || known.has(i.runId) || i.tags[TAG.role] !== 'run' || i.state !== 'running') continue;
         try {

@@ -19,6 +19,6 @@ export async function runPrices(options: Record<string, unknown>): Promise<{ cod
   const stdout = sink();
   const stderr = sink();
   const out = new Output({ json: options.json === true, stdout, stderr });
-  const code = await prices.run([], { workers: '4', ht: true, ...options }, { out, store: new RunStore('/nonexistent/spotctl-runs') });
+  const code = await prices.run([], { workers: '4', ht: true, ...options }, { out, store: new RunStore('/nonexistent/spotctl-runs'), testOverrides: {} });
   return { code, stdout: stdout.text(), stderr: stderr.text() };
 }

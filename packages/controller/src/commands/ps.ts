@@ -4,15 +4,17 @@ import { Ec2Clients } from '../aws/clients.ts';
 import { listManagedInstances, spendOf } from '../aws/lifecycle.ts';
 import { lifecycleRegions } from '../aws/lifecycle-regions.ts';
 import { TAG } from '../aws/tags.ts';
-import { spendSoFar } from '../providers/aws.ts';
+import { spendSoFar } from '../providers/aws-teardown.ts';
 import { formatDuration, table } from '../output/output.ts';
-import { openSession } from '../providers/index.ts';
-import type { RunRecord } from '../runs/run-store.ts';
+import { providerFor } from '../providers/index.ts';
+import type { Output } from '../output/output.ts';
+import type { TestOverrides } from '../providers/test-overrides.ts';
+import type { RunRecord, RunStore } from '../runs/run-store.ts';
 
-async function freshStatus(record: RunRecord, store: import('../runs/run-store.ts').RunStore): Promise<JobStatus | undefined> {
+async function freshStatus(record: RunRecord, deps: { store: RunStore; out: Output; testOverrides: TestOverrides }): Promise<JobStatus | undefined> {
   if (record.status && record.status.state !== 'running' && record.status.state !== 'starting') return record.status;
   if (!record.agent) return record.status;
-  const session = openSession(record, store);
+  const session = providerFor(record.provider, deps).locate(record).session;
   try {
     return (await Promise.race([session.readStatus(AbortSignal.timeout(10_000)), new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000).unref())])) ?? record.status;
   } catch {
@@ -31,6 +33,8 @@ interface PsRow {
   signal: string | null;
   createdAt: number;
   command: string[];
+  /** Why the setup failed (state `failed` before the job started). */
+  reason?: string;
   /** aws runs: USD per hour at launch, and the spend so far (to termination, or now). */
   pricePerHour?: number;
   spend?: number;
@@ -51,10 +55,10 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
       .option('--cloud', "also list live spotctl runs found by their EC2 tags, even with no record here (another machine's, or a lost one)")
       .option('--regions <list>', '--cloud: comma-separated regions to look in (default: 8 common regions and those of runs started here)')
       .option('--region <region>', '--cloud: look only in this region'),
-  run: async (_args, options, { out, store }) => {
+  run: async (_args, options, { out, store, testOverrides }) => {
     const limit = Math.max(1, Number.parseInt(options.limit ?? '20', 10) || 20);
     const records = store.list().slice(0, limit);
-    const statuses = await Promise.all(records.map((r) => freshStatus(r, store)));
+    const statuses = await Promise.all(records.map((r) => freshStatus(r, { store, out, testOverrides })));
     const now = Date.now();
     const rows: PsRow[] = records.map((r, i) => {
       const s = statuses[i];
@@ -62,11 +66,13 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
         runId: r.runId,
         provider: r.provider,
         host: r.aws ? `${r.aws.instanceId} (${r.aws.az})` : r.target ? r.target.host : 'localhost',
-        state: s?.state ?? (r.agent ? 'unknown' : 'setup'),
+        // A setup that ended without a job says so (failed, cancelled); only one in progress is `setup`.
+        state: s?.state ?? (r.agent ? 'unknown' : (r.setup?.state ?? 'setup')),
         exitCode: s?.exitCode ?? null,
         signal: s?.signal ?? null,
         createdAt: r.createdAt,
         command: r.command,
+        ...(!s && !r.agent && r.setup ? { reason: r.setup.reason } : {}),
         ...(r.aws ? { pricePerHour: r.aws.pricePerHour, spend: spendSoFar(r.aws.pricePerHour, r.aws.launchedAt, r.aws.terminatedAt ?? now) } : {}),
       };
     });

@@ -4,15 +4,17 @@ import path from 'node:path';
 import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
-import { configureAwsRunOptions, launchAws, parseAwsOptions, teardownAwsRun, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws.ts';
-import { launchLocal, localLayout } from '../providers/local.ts';
-import type { LaunchSpec, ProviderSession } from '../providers/provider.ts';
-import { launchSsh } from '../providers/ssh.ts';
+import type { Output } from '../output/output.ts';
+import { s3CheckpointAccess } from '../providers/aws.ts';
+import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
+import { providerFor } from '../providers/index.ts';
+import { localLayout } from '../providers/local.ts';
+import type { Attempt, LaunchSpec, Provider } from '../providers/provider.ts';
 import { newRunId, newToken, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
-import type { CheckpointSpec, SpotSpec } from '../session/checkpoint-options.ts';
+import { parseCheckpointTo, type CheckpointSpec, type SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
 import { finishRun } from '../session/finish.ts';
-import { openSession } from '../providers/index.ts';
+import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
 import { tailRun } from '../session/tail.ts';
 
 interface RunOptions extends Record<string, unknown>, AwsCliOptions {
@@ -101,6 +103,7 @@ function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
   if (options.onRebalance && !/^(checkpoint|ignore|signal:[A-Z0-9]+)$/.test(options.onRebalance)) {
     throw new UserError('SPOTCTL_USAGE', `--on-rebalance: unknown action '${options.onRebalance}'`, { remediation: 'use checkpoint, ignore or signal:NAME (e.g. signal:USR1)', exitCode: 2 });
   }
+  if (options.checkpointTo !== undefined) parseCheckpointTo(options.checkpointTo);
   const simulateMs = options.simulateInterruption !== undefined ? parseDuration(options.simulateInterruption, '--simulate-interruption') : undefined;
   let restoreFrom: CheckpointSpec['restoreFrom'];
   if (options.restoreFrom) {
@@ -118,22 +121,6 @@ function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
     ...(simulateMs !== undefined ? { simulateInterruptionAfterMs: simulateMs } : {}),
     ...(options.onRebalance ? { onRebalance: options.onRebalance } : {}),
   };
-}
-
-/** After a cancelled setup: a job that did start must not run on unobserved. */
-async function cancelStartedJob(store: RunStore, runId: string): Promise<void> {
-  const record = store.load(runId);
-  if (!record.agent || record.provider === 'aws') return; // aws: the launch's own cleanup terminated the instance
-  const session = openSession(record, store);
-  try {
-    const connection = await session.connect(AbortSignal.timeout(10_000));
-    await connection.request('stop', { force: true }, { timeoutMs: 5000 }).catch(() => undefined);
-    await connection.close();
-  } catch {
-    // The agent is unreachable: its idle watchdog will end it.
-  } finally {
-    await session.close();
-  }
 }
 
 export default defineCommand<RunOptions>({
@@ -171,98 +158,165 @@ export default defineCommand<RunOptions>({
       .option('--json', 'JSON lines on stdout instead of text');
     configureAwsRunOptions(cmd);
   },
-  run: async (words, options, { out, store }) => {
-    const provider = resolveProvider(options);
-    const awsOptions: AwsLaunchOptions | undefined =
-      provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
-    const command = jobArgv(words);
-    const target: SshTarget | undefined = options.host
-      ? {
-          ...parseHostSpec(options.host),
-          ...(options.identity ? { identityFile: fileMustExist(options.identity, '--identity') } : {}),
-          ...(options.knownHosts ? { knownHostsFile: fileMustExist(options.knownHosts, '--known-hosts') } : {}),
-          ...(options.sshConfig ? { configFile: fileMustExist(options.sshConfig, '--ssh-config') } : {}),
-        }
-      : undefined;
-    const syncPaths = (options.sync.length ? options.sync : [process.cwd()]).map((p) => {
-      const abs = path.resolve(p);
-      if (!existsSync(abs)) throw new UserError('SPOTCTL_USAGE', `--sync path not found: ${p}`, { remediation: 'give an existing file or directory', exitCode: 2 });
-      return abs;
-    });
-    const spec: LaunchSpec = {
-      command,
-      syncPaths,
-      install: options.install,
-      idleTimeoutMs: options.idleTimeout ? parseDuration(options.idleTimeout, '--idle-timeout') : DEFAULT_IDLE_TIMEOUT_MS,
-      maxRuntimeMs: options.maxRuntime ? parseDuration(options.maxRuntime, '--max-runtime') : 0,
-      graceMs: options.grace ? parseDuration(options.grace, '--grace') : DEFAULT_GRACE_MS,
-      detached: options.detach === true,
-      env: parseEnv(options.env),
-      ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
-      spot: spotSpec(options, store),
-    };
-    if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
-
-    const runId = newRunId();
-    let record: RunRecord = {
-      runId,
-      provider,
-      createdAt: Date.now(),
-      command,
-      syncPaths,
-      ...(target ? { target } : {}),
-      layout: localLayout(store.runDir(runId)),
-      token: newToken(),
-      graceMs: spec.graceMs,
-      detached: spec.detached,
-    };
-    store.save(record);
-    const where = provider === 'ssh' ? `on ${target?.host}` : provider === 'aws' ? 'on a new EC2 instance' : 'local';
-    out.info(`run ${runId}: ${command.join(' ')} (${where})`, { runId, provider });
-
-    // Ctrl-C while setting up cancels the setup (and the job, if it already started).
-    const setupAbort = new AbortController();
-    const onSetupSigint = () => setupAbort.abort(new UserError('SPOTCTL_USAGE', 'cancelled during setup', { exitCode: 130 }));
-    process.once('SIGINT', onSetupSigint);
-    let session: ProviderSession;
-    try {
-      const ctx = { store, out, record, spec, signal: setupAbort.signal };
-      ({ record, session } = awsOptions ? await launchAws(ctx, awsOptions) : provider === 'ssh' ? await launchSsh(ctx) : await launchLocal(ctx));
-    } catch (error) {
-      if (!setupAbort.signal.aborted) {
-        // aws by default, with no credentials: say how to run without an AWS account too.
-        if (error instanceof UserError && error.code === 'SPOTCTL_AWS_CREDENTIALS' && options.provider === undefined && !process.env.SPOTCTL_PROVIDER) {
-          throw new UserError(error.code, `${error.message} (aws is the default provider)`, {
-            remediation: `${error.remediation ? `${error.remediation}; ` : ''}or run on this machine: spotctl run --provider local …`,
-            cause: error,
-          });
-        }
-        throw error;
-      }
-      // Cancelled: if the agent got as far as starting the job, stop it; then say so plainly.
-      await cancelStartedJob(store, runId);
-      throw setupAbort.signal.reason;
-    } finally {
-      process.off('SIGINT', onSetupSigint);
-    }
-    await using _session = session;
-
-    if (spec.detached) {
-      out.result({ runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${runId}   (or spotctl logs ${runId} -f; stop it with spotctl stop ${runId})`);
-      return 0;
-    }
-    if (provider !== 'aws') {
-      const { status } = await tailRun({ store, record, session, out, fromSeq: 1 });
-      return await finishRun({ store, record, session, out, status });
-    }
-    // aws: the instance goes when the run ends, however it ends (a detached run's agent ends it).
-    try {
-      const { status } = await tailRun({ store, record, session, out, fromSeq: 1 });
-      return await finishRun({ store, record, session, out, status });
-    } finally {
-      await teardownAwsRun({ store, record, out });
-    }
+  run: async (words, options, { out, store, testOverrides }) => {
+    // Every option is parsed and checked before anything exists: no record, no sync, no instance.
+    const plan = planRun(words, options, store);
+    const provider = providerFor(plan.provider, { store, out, testOverrides }, plan.aws ? { aws: plan.aws } : undefined);
+    using signals = new RunSignals();
+    return await runLoop({ plan, provider, signals, store, out });
   },
 });
+
+/** Everything `spotctl run` was asked to do, parsed and checked; nothing has happened yet. */
+export interface RunPlan {
+  provider: ProviderKind;
+  /** aws only: where and how to launch the instance. */
+  aws?: AwsLaunchOptions;
+  /** ssh only: the host. */
+  target?: SshTarget;
+  spec: LaunchSpec;
+  /** aws was picked by default (no --provider, no SPOTCTL_PROVIDER): a credentials error may suggest local. */
+  awsByDefault: boolean;
+}
+
+export function planRun(words: string[], options: RunOptions, store: RunStore): RunPlan {
+  const provider = resolveProvider(options);
+  const aws: AwsLaunchOptions | undefined =
+    provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
+  const command = jobArgv(words);
+  const target: SshTarget | undefined = options.host
+    ? {
+        ...parseHostSpec(options.host),
+        ...(options.identity ? { identityFile: fileMustExist(options.identity, '--identity') } : {}),
+        ...(options.knownHosts ? { knownHostsFile: fileMustExist(options.knownHosts, '--known-hosts') } : {}),
+        ...(options.sshConfig ? { configFile: fileMustExist(options.sshConfig, '--ssh-config') } : {}),
+      }
+    : undefined;
+  const syncPaths = (options.sync.length ? options.sync : [process.cwd()]).map((p) => {
+    const abs = path.resolve(p);
+    if (!existsSync(abs)) throw new UserError('SPOTCTL_USAGE', `--sync path not found: ${p}`, { remediation: 'give an existing file or directory', exitCode: 2 });
+    return abs;
+  });
+  const spec: LaunchSpec = {
+    command,
+    syncPaths,
+    install: options.install,
+    idleTimeoutMs: options.idleTimeout ? parseDuration(options.idleTimeout, '--idle-timeout') : DEFAULT_IDLE_TIMEOUT_MS,
+    maxRuntimeMs: options.maxRuntime ? parseDuration(options.maxRuntime, '--max-runtime') : 0,
+    graceMs: options.grace ? parseDuration(options.grace, '--grace') : DEFAULT_GRACE_MS,
+    detached: options.detach === true,
+    env: parseEnv(options.env),
+    ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
+    spot: spotSpec(options, store),
+  };
+  if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
+  // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).
+  if (aws) s3CheckpointAccess(spec);
+  return { provider, ...(aws ? { aws } : {}), ...(target ? { target } : {}), spec, awsByDefault: options.provider === undefined && !process.env.SPOTCTL_PROVIDER };
+}
+
+interface RunContext {
+  plan: RunPlan;
+  provider: Provider;
+  signals: RunSignals;
+  store: RunStore;
+  out: Output;
+}
+
+/**
+ * The run loop on top of the Provider interface: attempt → follow → ended. Spot recovery (an
+ * interrupted attempt → the next attempt) belongs between follow and ended.
+ */
+async function runLoop(run: RunContext): Promise<number> {
+  const { provider, signals, store, out } = run;
+  const { record, session } = await startAttempt(run, createRecord(run));
+  await using _session = session;
+  if (run.plan.spec.detached) {
+    out.result({ runId: record.runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${record.runId}   (or spotctl logs ${record.runId} -f; stop it with spotctl stop ${record.runId})`);
+    return 0;
+  }
+  if (signals.hungUp) return detach(run, record);
+  let detached = false;
+  try {
+    const { status } = await tailRun({ store, record, session, out, fromSeq: 1, signals });
+    return await finishRun({ store, record, provider, session, out, status });
+  } catch (error) {
+    if (!(error instanceof Detached)) throw error;
+    detached = true;
+    return detach(run, record);
+  } finally {
+    // However the run ended here (done, failed, Ctrl-C), what it ran on goes: aws terminates the
+    // instance, then deletes the run's IAM role. A detached job keeps both; its agent ends them.
+    if (!detached) {
+      await provider.release(record);
+      await provider.releaseRun(record);
+    }
+  }
+}
+
+function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
+  const runId = newRunId();
+  const record: RunRecord = {
+    runId,
+    provider: plan.provider,
+    createdAt: Date.now(),
+    command: plan.spec.command,
+    syncPaths: plan.spec.syncPaths,
+    ...(plan.target ? { target: plan.target } : {}),
+    layout: localLayout(store.runDir(runId)),
+    token: newToken(),
+    graceMs: plan.spec.graceMs,
+    detached: plan.spec.detached,
+  };
+  store.save(record);
+  out.info(`run ${runId}: ${plan.spec.command.join(' ')} (${provider.where(record)})`, { runId, provider: plan.provider });
+  return record;
+}
+
+/**
+ * One attempt, launched through the provider (which undoes its own partial work when it fails).
+ * A setup that fails or is cancelled is recorded as `failed` (with the reason) or `cancelled`.
+ */
+async function startAttempt(run: RunContext, record: RunRecord): Promise<Attempt> {
+  const { plan, provider, signals, store, out } = run;
+  try {
+    return await provider.launch({ store, out, record, spec: plan.spec, signal: signals.setupSignal });
+  } catch (error) {
+    const cancelled = signals.setupSignal.aborted;
+    const reason: unknown = cancelled ? signals.setupSignal.reason : error;
+    store.update(record.runId, { setup: { state: cancelled ? 'cancelled' : 'failed', reason: reason instanceof Error ? reason.message : String(reason), endedAt: Date.now() } });
+    // If the agent got as far as starting the job, it must not run on unobserved.
+    if (cancelled) await stopStartedJob(provider, store.load(record.runId));
+    await provider.releaseRun(store.load(record.runId));
+    if (cancelled) throw reason;
+    // aws by default, with no credentials: say how to run without an AWS account too.
+    if (error instanceof UserError && error.code === 'SPOTCTL_AWS_CREDENTIALS' && plan.awsByDefault) {
+      throw new UserError(error.code, `${error.message} (aws is the default provider)`, {
+        remediation: `${error.remediation ? `${error.remediation}; ` : ''}or run on this machine: spotctl run --provider local …`,
+        cause: error,
+      });
+    }
+    throw error;
+  }
+}
+
+async function stopStartedJob(provider: Provider, record: RunRecord): Promise<void> {
+  if (!record.agent) return;
+  await using session = provider.locate(record).session;
+  try {
+    const connection = await session.connect(AbortSignal.timeout(10_000));
+    await connection.request('stop', { force: true }, { timeoutMs: 5000 }).catch(() => undefined);
+    await connection.close();
+  } catch {
+    // The agent is unreachable: its idle watchdog will end it.
+  }
+}
+
+/** The terminal went away (SIGHUP): nothing is told to stop; the job runs on and `attach` resumes it. */
+function detach({ store, out }: RunContext, record: RunRecord): number {
+  store.update(record.runId, { detached: true });
+  out.info(`detached: the terminal went away; the job keeps running. Follow it with: spotctl attach ${record.runId}`, { event: 'detached', runId: record.runId });
+  return DETACHED_EXIT_CODE;
+}
 
 export { exitCodeOf };

@@ -1,8 +1,8 @@
 import { UserError, type JobStatus } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
-import { openSession } from '../providers/index.ts';
-import { describeEnd } from '../session/finish.ts';
+import { providerFor } from '../providers/index.ts';
+import { describeEnd, releaseAfterAgent } from '../session/finish.ts';
 import { followLogs } from '../session/follow.ts';
 import { tryConnect } from '../session/connect-once.ts';
 
@@ -16,9 +16,10 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
       .option('--force', 'SIGKILL at once')
       .option('--grace <duration>', "override the run's grace for this stop")
       .option('--json', 'JSON output'),
-  run: async ([ref], options, { out, store }) => {
+  run: async ([ref], options, { out, store, testOverrides }) => {
     const record = store.resolve(ref as string);
-    await using session = openSession(record, store);
+    const provider = providerFor(record.provider, { store, out, testOverrides });
+    await using session = provider.locate(record).session;
     const connection = await tryConnect(session);
     if (!connection) {
       const status = await session.readStatus().catch(() => undefined);
@@ -55,8 +56,10 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
     }
     store.update(record.runId, { status });
     const bye = await tryConnect(session, 5000);
-    await bye?.request('shutdown', {}, { timeoutMs: 5000 }).catch(() => undefined);
+    const letGo = bye ? await bye.request('shutdown', {}, { timeoutMs: 5000 }).then(() => true, () => false) : false;
     await bye?.close();
+    // The agent was let go: what it ran on goes too (aws: the instance is terminated).
+    if (letGo) await releaseAfterAgent(provider, record, 'the job ended and the agent was let go');
     out.result({ runId: record.runId, status }, `stopped run ${record.runId}: ${describeEnd(status)}`);
     return 0;
   },

@@ -35,12 +35,13 @@ import { spotctlHome } from '../runs/run-store.ts';
 import { SshConnection } from '../transport/ssh.ts';
 import { shellQuote } from './deps.ts';
 import { agentBundle } from './agent-bundle.ts';
-import { TEST_ENV, pinnedTarget, shielded, sshIdentity, testHostOverride, waitForSsh } from './aws.ts';
+import { pinnedTarget, sshIdentity, waitForSsh } from './aws-access.ts';
+import { shielded } from './aws-teardown.ts';
+import type { TestOverrides } from './test-overrides.ts';
 import { step } from './provider.ts';
 
 const debug = createDebug('spotctl:ami');
 
-export const BAKE_ROOT_ENV = 'SPOTCTL_TEST_BAKE_ROOT';
 /** The builder's type when none is given: small, current, on-demand. */
 export const DEFAULT_BUILDER_TYPE: Record<Architecture, string> = { x86_64: 'c7a.large', arm64: 'c7g.large' };
 /** apt, Node.js and a warmed pip cache. @default 45 min */
@@ -63,6 +64,8 @@ export interface AmiBuildOptions {
   signal?: AbortSignal;
   /** Injected in tests. */
   imagePollMs?: number;
+  /** Test-only settings (the host override, the bake root). */
+  testOverrides: TestOverrides;
 }
 
 export interface AmiBuildResult {
@@ -158,11 +161,8 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
   const bundle = agentBundle();
   const bakeId = `ami-${new Date(started).toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${bundle.buildId.slice(0, 4)}`;
   const instanceType = options.instanceType ?? DEFAULT_BUILDER_TYPE[architecture];
-  const override = testHostOverride();
-  const bakeRoot = process.env[BAKE_ROOT_ENV];
-  if (bakeRoot && !override) {
-    throw new UserError('SPOTCTL_CONFIG', `${BAKE_ROOT_ENV} only applies with ${TEST_ENV.host}`, { remediation: `it is a test-only setting: unset ${BAKE_ROOT_ENV}` });
-  }
+  const override = options.testOverrides.host;
+  const bakeRoot = options.testOverrides.bakeRoot;
   const workDir = path.join(spotctlHome(), 'bakes', bakeId);
   mkdirSync(workDir, { recursive: true, mode: 0o700 });
 

@@ -1,191 +1,56 @@
 /**
  * The aws provider: an SSH run whose host spotctl launches. place → infra → launch → wait for
- * "running" and SSH → (the SSH provider: agent, sync, deps, start) → tail → teardown.
+ * "running" and SSH → (the SSH provider: agent, sync, deps, start). Its parts: options
+ * (aws-options.ts), reaching the instance (aws-access.ts), ending what a run holds
+ * (aws-teardown.ts), test-only settings (test-overrides.ts); the launch is here.
  *
  * The one rule: once RunInstances may have created an instance, every way out of `launchAws`
- * other than success terminates it first — errors, Ctrl-C and SIGTERM (an AbortSignal), and
- * errors in the SSH part. `teardownAwsRun` does the same after the run (run.ts calls it on
- * success, failure and Ctrl-C). A controller killed outright leaves the job to the agent's idle
- * watchdog (its shutdown action powers the instance off, which terminates it), and an instance
- * whose agent never started to `spotctl gc` once its `spotctl:expires-at` has passed.
- *
- * Test-only settings (README, "Testing"): SPOTCTL_TEST_INSTANCE_HOST=user@addr[:port] makes the
- * provider SSH to that host instead of the instance's address (moto invents addresses nobody
- * answers on); SPOTCTL_TEST_INSTANCE_IDENTITY and SPOTCTL_TEST_INSTANCE_KNOWN_HOSTS replace the
- * key and the pinned known_hosts; SPOTCTL_TEST_SHUTDOWN_ARGV (a JSON array; `{instanceId}` and
- * `{region}` are filled in) replaces the agent's `sudo shutdown -h now`. With the host override
- * and no shutdown override the agent only exits: a test host is never shut down.
+ * other than success terminates it first — errors, Ctrl-C and SIGTERM (the run's AbortSignal),
+ * and errors in the SSH part. After the run, `release()` does the same (the run loop calls it on
+ * success, failure and Ctrl-C; attach and stop once they let the agent go). A controller killed
+ * outright leaves the job to the agent's idle watchdog (its shutdown action powers the instance
+ * off, which terminates it), and an instance whose agent never started to `spotctl gc` once its
+ * `spotctl:expires-at` has passed.
  */
-import type { PlacementCliOptions } from '../aws/cli-options.ts';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { SpotctlError, UserError, parseS3Url, type ShutdownAction } from '@spotctl/shared';
-import type { Command } from 'commander';
 import createDebug from 'debug';
-import { cloudConfig, cloudInitWaitScript, generateHostKey, writeKnownHosts } from '../aws/ami-user-data.ts';
+import { cloudConfig } from '../aws/ami-user-data.ts';
 import { Ec2Clients, loadEc2Sdk, type Ec2ClientFor } from '../aws/clients.ts';
 import { describeAwsError, type Market } from '../aws/errors.ts';
-import { createRunRole, deleteRunRole, iamClient, partitionOf, runRoleName, runRolePolicy, type RunRole } from '../aws/iam.ts';
-import { UBUNTU_USER, callerArn, ensureLocalKey, ensureRegionInfra, resolveSshCidr, type LocalKey, type RegionInfra } from '../aws/infra.ts';
+import { createRunRole, iamClient, partitionOf, runRoleName, runRolePolicy, type RunRole } from '../aws/iam.ts';
+import { UBUNTU_USER, callerArn, ensureRegionInfra, type LocalKey, type RegionInfra } from '../aws/infra.ts';
 import { launchInstance, terminateRun, waitForRunning, type LaunchedInstance, type RunTags } from '../aws/launch.ts';
 import { findPlacements, type AttemptEvent, type PlacementCandidate } from '../aws/placement.ts';
-import { resolveRegions } from '../aws/pricing.ts';
-import { DEFAULT_WORKERS, parseFamilies, parseInstanceTypes, validateWorkers, type Architecture } from '../aws/sizing.ts';
 import { NEVER, TAG, toTags } from '../aws/tags.ts';
-import { Output, formatDuration } from '../output/output.ts';
-import { spotctlHome, type AwsRunInfo, type RunRecord, type RunStore } from '../runs/run-store.ts';
-import type { AgentConnection } from '../transport/agent-client.ts';
-import { SshConnection, parseHostSpec, type SshTarget } from '../transport/ssh.ts';
-import { step, type LaunchContext, type ProviderSession } from './provider.ts';
+import type { Output } from '../output/output.ts';
+import type { AwsRunInfo, RunRecord, RunStore } from '../runs/run-store.ts';
+import { pinnedTarget, sshIdentity, waitForSsh } from './aws-access.ts';
+import type { AwsLaunchOptions } from './aws-options.ts';
+import { cleanupFailureError, releaseRunRole, shielded, terminateRunInstance } from './aws-teardown.ts';
+import { step, type Attempt, type LaunchContext, type Provider } from './provider.ts';
 import { SshSession, launchSsh } from './ssh.ts';
+import type { TestHostOverride } from './test-overrides.ts';
 
 const debug = createDebug('spotctl:aws');
 
 /** The placement search (every region, with retries) must end. */
 const PLACEMENT_TIMEOUT_MS = 120_000;
-/** From "running" to an SSH login that works: boot, cloud-init writing keys. @default 600_000 */
-export const SSH_READY_TIMEOUT_MS = 600_000;
-/** cloud-init installing Node.js and python3-venv on stock Ubuntu. @default 900 */
-export const CLOUD_INIT_TIMEOUT_S = 900;
-/** Between SSH attempts while the instance boots. */
-const SSH_RETRY_INTERVAL_MS = 3_000;
 /** Until the agent is up, `gc` may terminate the instance after this long. @default 1 h */
 export const SETUP_ALLOWANCE_MS = 3_600_000;
 /** Added to --max-runtime (+ grace + idle timeout) for the instance's final expires-at. */
 const EXPIRY_MARGIN_MS = 1_800_000;
 
-export const TEST_ENV = {
-  host: 'SPOTCTL_TEST_INSTANCE_HOST',
-  identity: 'SPOTCTL_TEST_INSTANCE_IDENTITY',
-  knownHosts: 'SPOTCTL_TEST_INSTANCE_KNOWN_HOSTS',
-  shutdownArgv: 'SPOTCTL_TEST_SHUTDOWN_ARGV',
-} as const;
-
 /** On EC2: power off, which terminates (InstanceInitiatedShutdownBehavior=terminate). Never `halt`. */
 export const EC2_SHUTDOWN_ACTION: ShutdownAction = { kind: 'command', argv: ['sudo', 'shutdown', '-h', 'now'] };
-
-/** The run command's aws options, as commander hands them over. */
-export interface AwsCliOptions extends PlacementCliOptions {
-  onDemand?: boolean;
-  spotFallback?: string;
-  sshCidr?: string;
-}
-
-/** Adds the aws provider's options to `spotctl run`. */
-export function configureAwsRunOptions(cmd: Command): Command {
-  return cmd
-    .option('--workers <n>', `aws: parallel workers the job runs; sizes the machine (x86: 2n+2 vCPUs, ARM or --no-ht: n+2)`, String(DEFAULT_WORKERS))
-    .option('--arm', 'aws: Graviton (ARM) families instead of x86')
-    .option('--region <region>', 'aws: launch only in this region (AWS_REGION does the same)')
-    .option('--regions <list>', 'aws: comma-separated regions to search (default: 8 common regions)')
-    .option('--families <list>', 'aws: instance families (default: c6a,c7a, or c6g,c7g with --arm)')
-    .option('--instance-type <types>', 'aws: exact instance type(s), comma-separated, instead of families')
-    .option('--no-ht', 'aws: one thread per core (SMT off) where the type allows it')
-    .option('--on-demand', 'aws: launch on-demand instead of spot')
-    .option('--spot-fallback <market>', "aws: 'on-demand' launches on-demand when no spot capacity is found", 'none')
-    .option('--ssh-cidr <cidr>', "aws: allow SSH from this CIDR (default: this machine's public address /32)")
-    .option('--placement-scores', 'aws: also ask AWS how likely each AZ is to have capacity; breaks price ties');
-}
-
-export interface AwsLaunchOptions {
-  regions: string[];
-  pinnedBy?: string;
-  workers: number;
-  architecture: Architecture;
-  families?: string[];
-  instanceTypes?: string[];
-  noHt: boolean;
-  market: Market;
-  spotFallback: 'none' | 'on-demand';
-  sshCidr?: string;
-  placementScores: boolean;
-  /** ssh client config for the connection (`--ssh-config`). */
-  sshConfig?: string;
-}
-
-function parseCount(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new UserError('SPOTCTL_USAGE', `${flag} must be a whole number ≥ 1, got '${value}'`, { remediation: `for example: spotctl run --provider aws ${flag} 8 train.py`, exitCode: 2 });
-  }
-  return n;
-}
-
-export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string }): AwsLaunchOptions {
-  const families = parseFamilies(options.families);
-  const instanceTypes = parseInstanceTypes(options.instanceType);
-  if (families && instanceTypes) {
-    throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', { remediation: 'use one: --families c7a or --instance-type c7a.2xlarge', exitCode: 2 });
-  }
-  const fallback = options.spotFallback ?? 'none';
-  if (fallback !== 'none' && fallback !== 'on-demand') {
-    throw new UserError('SPOTCTL_USAGE', `--spot-fallback: unknown market '${fallback}'`, { remediation: 'use --spot-fallback on-demand (or leave it out)', exitCode: 2 });
-  }
-  const selection = resolveRegions({
-    ...(options.regions === undefined ? {} : { regions: options.regions }),
-    ...(options.region === undefined ? {} : { region: options.region }),
-  });
-  return {
-    regions: selection.regions,
-    ...(selection.pinnedBy ? { pinnedBy: selection.pinnedBy } : {}),
-    workers: validateWorkers(parseCount(options.workers, '--workers', DEFAULT_WORKERS)),
-    architecture: options.arm ? 'arm64' : 'x86_64',
-    ...(families ? { families } : {}),
-    ...(instanceTypes ? { instanceTypes } : {}),
-    noHt: options.ht === false,
-    market: options.onDemand ? 'on-demand' : 'spot',
-    spotFallback: fallback,
-    ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}),
-    placementScores: options.placementScores === true,
-    ...(options.sshConfig ? { sshConfig: options.sshConfig } : {}),
-  };
-}
-
-/** What the test-only environment asks for (undefined when none of it is set). */
-export interface TestHostOverride {
-  target: SshTarget;
-  shutdownArgv?: string[];
-}
-
-export function testHostOverride(env: NodeJS.ProcessEnv = process.env): TestHostOverride | undefined {
-  const host = env[TEST_ENV.host];
-  if (!host) {
-    if (env[TEST_ENV.shutdownArgv] || env[TEST_ENV.identity] || env[TEST_ENV.knownHosts]) {
-      throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.identity}, ${TEST_ENV.knownHosts} and ${TEST_ENV.shutdownArgv} only apply with ${TEST_ENV.host}`, {
-        remediation: `these are test-only settings: unset them, or set ${TEST_ENV.host} as well`,
-      });
-    }
-    return undefined;
-  }
-  const target: SshTarget = { ...parseHostSpec(host) };
-  const identity = env[TEST_ENV.identity];
-  const knownHosts = env[TEST_ENV.knownHosts];
-  if (identity) target.identityFile = path.resolve(identity);
-  if (knownHosts) target.knownHostsFile = path.resolve(knownHosts);
-  let shutdownArgv: string[] | undefined;
-  const raw = env[TEST_ENV.shutdownArgv];
-  if (raw) {
-    const parsed: unknown = JSON.parse(raw);
-    if (!Array.isArray(parsed) || parsed.length === 0 || !parsed.every((a) => typeof a === 'string')) {
-      throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.shutdownArgv} must be a JSON array of strings`, { remediation: `e.g. ${TEST_ENV.shutdownArgv}='["curl","-X","POST","…"]'` });
-    }
-    shutdownArgv = parsed as string[];
-  }
-  return { target, ...(shutdownArgv ? { shutdownArgv } : {}) };
-}
 
 /** The agent's shutdown action for an instance (the test override fills in its placeholders). */
 export function shutdownActionFor(instance: Pick<LaunchedInstance, 'instanceId' | 'region'>, override: TestHostOverride | undefined): ShutdownAction {
   if (!override) return EC2_SHUTDOWN_ACTION;
   if (!override.shutdownArgv) return { kind: 'exit' };
   return { kind: 'command', argv: override.shutdownArgv.map((a) => a.replaceAll('{instanceId}', instance.instanceId).replaceAll('{region}', instance.region)) };
-}
-
-function keysDir(): string {
-  return path.join(spotctlHome(), 'keys');
 }
 
 function describeCandidate(c: Pick<PlacementCandidate, 'instanceType' | 'az' | 'vcpus' | 'pricePerHour'>, market: Market): string {
@@ -219,47 +84,6 @@ function printAttempt(out: Output, event: AttemptEvent): void {
   }
 }
 
-function isRetryableSshError(error: unknown): boolean {
-  if (!(error instanceof UserError) || error.code !== 'SPOTCTL_SSH_UNREACHABLE') return false;
-  // A wrong host key is never a boot-time hiccup: the pinned key is the only one we accept.
-  return !/host key/i.test(error.message);
-}
-
-/**
- * Waits (bounded) until an SSH login works, then until cloud-init is done. sshd comes up while
- * the instance boots, and the login may be refused until cloud-init installed the key.
- */
-export async function waitForSsh(target: SshTarget, options: { controlDir: string; signal?: AbortSignal; timeoutMs?: number; out: Output }): Promise<void> {
-  const deadline = Date.now() + (options.timeoutMs ?? SSH_READY_TIMEOUT_MS);
-  let attempts = 0;
-  let lastError: unknown;
-  for (; attempts < 10_000 && Date.now() < deadline; attempts++) {
-    options.signal?.throwIfAborted();
-    let conn: SshConnection | undefined;
-    try {
-      conn = await SshConnection.open(target, { controlDir: options.controlDir, connectTimeoutS: 10, ...(options.signal ? { signal: options.signal } : {}) });
-    } catch (error) {
-      if (!isRetryableSshError(error)) throw error;
-      lastError = error;
-      debug('ssh not ready (attempt %d): %s', attempts + 1, (error as Error).message);
-      await sleep(SSH_RETRY_INTERVAL_MS, undefined, options.signal ? { signal: options.signal } : {});
-      continue;
-    }
-    try {
-      const r = await conn.exec(cloudInitWaitScript(CLOUD_INIT_TIMEOUT_S), { timeoutMs: (CLOUD_INIT_TIMEOUT_S + 30) * 1000, ...(options.signal ? { signal: options.signal } : {}) });
-      const status = /cloud-init=(\S+)/.exec(r.stdout)?.[1];
-      if (status !== '0' && status !== '2' && status !== 'absent') options.out.warn(`cloud-init did not finish cleanly (status ${status ?? 'unknown'}); checking the host anyway`);
-      return;
-    } finally {
-      await conn.close();
-    }
-  }
-  throw new UserError('SPOTCTL_SSH_UNREACHABLE', `the instance did not accept SSH within ${Math.round((options.timeoutMs ?? SSH_READY_TIMEOUT_MS) / 1000)} s: ${lastError instanceof Error ? lastError.message : 'no answer'}`, {
-    remediation: 'check that nothing between this machine and AWS blocks port 22 and that --ssh-cidr (if given) covers your address; spotctl terminated the instance',
-    cause: lastError,
-  });
-}
-
 function expiryAfterStart(spec: LaunchContext['spec'], now: number): Date | typeof NEVER {
   // Without a runtime limit the agent's idle watchdog ends the instance; gc must not guess a deadline.
   if (spec.maxRuntimeMs <= 0) return NEVER;
@@ -275,21 +99,26 @@ async function setExpiresAt(clientFor: Ec2ClientFor, instance: LaunchedInstance,
   );
 }
 
-function cleanupFailureError(error: unknown, failed: { region: string; instanceIds: string[] }[], runId: string): unknown {
-  if (failed.length === 0) return error;
-  const where = failed.map((f) => `${f.region}${f.instanceIds.length ? ` (${f.instanceIds.join(', ')})` : ''}`).join(', ');
-  return new UserError(
-    error instanceof SpotctlError ? error.code : 'SPOTCTL_INTERNAL',
-    `${error instanceof Error ? error.message : String(error)} — and spotctl could not confirm that the run's instances in ${where} were terminated`,
-    { remediation: `terminate them now: spotctl teardown ${runId} (or in the EC2 console: instances tagged spotctl:run-id=${runId})`, cause: error },
-  );
-}
-
 /**
  * The S3 access a run needs: its own checkpoint prefix (and the prefix it restores from), as the
  * instance role's policy. Undefined when it keeps no checkpoints in S3.
  */
 export function s3AccessOf(spec: LaunchContext['spec'], runId: string, owner: string): { policy: Record<string, unknown>; label: string } | undefined {
+  const wanted = s3CheckpointAccess(spec);
+  if (!wanted) return undefined;
+  const { own, theirs } = wanted;
+  const url = (bucket: string, p: string, id: string): string => `s3://${bucket}/${p === '' ? '' : `${p}/`}${id}/`;
+  return {
+    policy: runRolePolicy({ partition: partitionOf(owner), runId, checkpoints: own, ...(theirs ? { restoreFrom: theirs } : {}) }),
+    label: `${url(own.bucket, own.prefix, runId)}${theirs ? ` (and reading ${url(theirs.bucket, theirs.prefix, theirs.runId)})` : ''}`,
+  };
+}
+
+/**
+ * The S3 prefixes an aws run's checkpoints need (its own, and the one it restores from), checked
+ * before anything is created: a restore from S3 needs an S3 destination of its own.
+ */
+export function s3CheckpointAccess(spec: LaunchContext['spec']) {
   const to = spec.spot.checkpoint?.to;
   const restore = spec.spot.checkpoint?.restoreFrom;
   const own = to?.startsWith('s3://') ? parseS3Url(to) : undefined;
@@ -301,71 +130,16 @@ export function s3AccessOf(spec: LaunchContext['spec'], runId: string, owner: st
       exitCode: 2,
     });
   }
-  const url = (bucket: string, p: string, id: string): string => `s3://${bucket}/${p === '' ? '' : `${p}/`}${id}/`;
-  return {
-    policy: runRolePolicy({ partition: partitionOf(owner), runId, checkpoints: own, ...(theirs ? { restoreFrom: theirs } : {}) }),
-    label: `${url(own.bucket, own.prefix, runId)}${theirs ? ` (and reading ${url(theirs.bucket, theirs.prefix, theirs.runId)})` : ''}`,
-  };
-}
-
-/** Deletes the run's role and instance profile after its instance is gone; never throws. */
-async function removeRunRole(out: Output, runId: string): Promise<boolean> {
-  try {
-    using iam = await iamClient();
-    await deleteRunRole(iam, runId, AbortSignal.timeout(60_000));
-    return true;
-  } catch (error) {
-    out.warn(`could not delete the run's IAM role ${runRoleName(runId)}: ${describeAwsError(error)} — spotctl gc deletes it later`, { event: 'iam-cleanup-failed', runId });
-    return false;
-  }
-}
-
-/** What every launch needs before its first RunInstances: the SSH address range, this machine's key, a host key. */
-export async function sshIdentity(options: { sshCidr?: string; hostKeyComment: string; signal: AbortSignal }) {
-  const [cidr, key, hostKey] = await Promise.all([
-    resolveSshCidr({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), signal: options.signal }),
-    ensureLocalKey(keysDir()),
-    generateHostKey(options.hostKeyComment),
-  ]);
-  return { cidr, key, hostKey };
-}
-
-/**
- * How to reach a launched instance: its address with this machine's key, and a known_hosts that
- * pins exactly the host key we generated (written here); the test-only host override wins.
- */
-export async function pinnedTarget(options: {
-  address: string;
-  key: LocalKey;
-  hostPublicKey: string;
-  knownHostsFile: string;
-  override: TestHostOverride | undefined;
-  sshConfig: string | undefined;
-  out: Output;
-}): Promise<SshTarget> {
-  const { address, override, knownHostsFile } = options;
-  let target: SshTarget = { user: UBUNTU_USER, host: address, identityFile: options.key.privateKeyPath, knownHostsFile };
-  if (override) {
-    target = { ...target, ...override.target };
-    options.out.warn(`test-only setting ${TEST_ENV.host} in effect: connecting to ${override.target.host}${override.target.port ? `:${override.target.port}` : ''} instead of ${address}`);
-  }
-  if (options.sshConfig) target.configFile = options.sshConfig;
-  if (target.knownHostsFile === knownHostsFile) await writeKnownHosts(knownHostsFile, target.host, target.port, options.hostPublicKey);
-  return target;
+  return { own, ...(theirs ? { theirs } : {}) };
 }
 
 /** Launches the instance and hands over to the SSH provider. */
-export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): Promise<{ record: RunRecord; session: ProviderSession }> {
+export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, override: TestHostOverride | undefined): Promise<Attempt> {
   const { out, store } = ctx;
   let record = ctx.record;
   const runId = record.runId;
-  const override = testHostOverride();
-
-  // SIGTERM during setup cancels like Ctrl-C (run.ts handles SIGINT): the cleanup below must run.
-  const abort = new AbortController();
-  const onSigterm = (): void => abort.abort(new UserError('SPOTCTL_USAGE', 'terminated during setup (SIGTERM)', { exitCode: 143 }));
-  process.once('SIGTERM', onSigterm);
-  const signal = ctx.signal ? AbortSignal.any([ctx.signal, abort.signal]) : abort.signal;
+  // Ctrl-C and SIGTERM abort the run's signal (session/run-signals.ts): the cleanup below must run.
+  const signal = ctx.signal ?? new AbortController().signal;
 
   using clients = new Ec2Clients();
   const touched = new Set<string>();
@@ -405,6 +179,8 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
         using iam = await iamClient();
         return await createRunRole({ iam, runId, owner, policy: access.policy, createdAt: now, signal });
       });
+      // The role is the run's, not this attempt's: releaseRun() deletes it once the run is over.
+      record = store.update(runId, { runRole: { name: runRole.instanceProfileName } });
     }
     if (cidr.cidr === '0.0.0.0/0') out.warn('SSH is open to the whole internet (--ssh-cidr 0.0.0.0/0); the instance accepts only your key, but anyone can knock');
     debug('ssh cidr %s from %s; key %s', cidr.cidr, cidr.source, key.name);
@@ -508,15 +284,15 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
       spec: { ...ctx.spec, spot: { ...ctx.spec.spot, imdsEndpoint: ctx.spec.spot.imdsEndpoint ?? 'default' } },
     };
     const launchedSsh = await launchSsh(sshCtx, { shutdownAction: shutdownActionFor(instance, override) });
-    const result = { record: launchedSsh.record, session: new AwsSession(launchedSsh.session as SshSession, store, out) };
     try {
       await setExpiresAt(clients.forRegion, instance, expiryAfterStart(ctx.spec, Date.now()));
     } catch (error) {
       // Not fatal: the setup deadline stays, so gc would end it early rather than never.
       out.warn(`could not update ${TAG.expiresAt} on ${instance.instanceId}: ${describeAwsError(error)}`);
     }
-    return result;
+    return launchedSsh;
   } catch (error) {
+    // This attempt's instance goes first; the run's IAM role is the run loop's to release.
     if (touched.size > 0 || known.size > 0) {
       const { terminated, failed } = await shielded(out, 'terminating the instance first (bounded; spotctl gc cleans up if this is cut short)', () =>
         terminateRun(clients.forRegion, [...touched, ...known.values()], runId, { knownIds: known }),
@@ -525,122 +301,43 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions): 
       if (instance && terminated.some((t) => t.instanceId === instance!.instanceId)) {
         store.update(runId, { aws: { ...store.load(runId).aws!, terminatedAt: Date.now() } });
       }
-      if (runRole) await removeRunRole(out, runId);
       throw cleanupFailureError(error, failed, runId);
     }
-    if (runRole) await removeRunRole(out, runId);
     throw error;
-  } finally {
-    process.off('SIGTERM', onSigterm);
   }
 }
 
-/**
- * Runs a (bounded) cleanup with Ctrl-C and SIGTERM held off: an impatient second Ctrl-C must not
- * cut a TerminateInstances call short and strand a billed instance. The cleanup has its own
- * timeout (CLEANUP_TIMEOUT_MS), so this never hangs.
- */
-export async function shielded<T>(out: Output, message: string, fn: () => Promise<T>): Promise<T> {
-  let told = false;
-  const hold = (): void => {
-    if (told) return;
-    told = true;
-    out.info(message);
-  };
-  process.on('SIGINT', hold);
-  process.on('SIGTERM', hold);
-  try {
-    return await fn();
-  } finally {
-    process.off('SIGINT', hold);
-    process.off('SIGTERM', hold);
-  }
-}
+/** EC2 instances, one per attempt, reached over SSH; the run's IAM role lives across attempts. */
+export class AwsProvider implements Provider {
+  readonly kind = 'aws';
 
-/**
- * A session to an aws run: the SSH session, plus one rule. The controller "lets the agent go"
- * (the `shutdown` request, sent by run, attach and stop once the job has ended) — on an SSH host
- * that only ends the agent, but here it would leave a running instance with no agent left to
- * power it off. So after the agent acknowledged `shutdown`, the instance is terminated too.
- */
-export class AwsSession implements ProviderSession {
   constructor(
-    private readonly ssh: SshSession,
-    private readonly store: RunStore,
-    private readonly out?: Output,
+    private readonly deps: { store: RunStore; out: Output; testOverrides: { host?: TestHostOverride } },
+    /** Only a launch needs them (attach, stop, ps do not). */
+    private readonly launchOptions?: AwsLaunchOptions,
   ) {}
 
-  async connect(signal?: AbortSignal): Promise<AgentConnection> {
-    const conn = await this.ssh.connect(signal);
-    const teardown = (): Promise<boolean> =>
-      teardownAwsRun({ store: this.store, record: this.store.load(this.ssh.record.runId), out: this.out ?? new Output({ json: false }), reason: 'the job ended and the agent was let go' });
-    // Methods run against the real connection (it keeps private state); only `request` is wrapped.
-    return new Proxy(conn, {
-      get(target, prop) {
-        if (prop === 'request') {
-          return async (...args: Parameters<AgentConnection['request']>) => {
-            const result = await target.request(...args);
-            if (args[0] === 'shutdown') await teardown();
-            return result;
-          };
-        }
-        const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
-    });
+  where(): string {
+    return 'on a new EC2 instance';
   }
 
-  readStatus(signal?: AbortSignal): ReturnType<ProviderSession['readStatus']> {
-    return this.ssh.readStatus(signal);
+  async launch(ctx: LaunchContext): Promise<Attempt> {
+    if (!this.launchOptions) throw new SpotctlError('SPOTCTL_INTERNAL', 'the aws provider was made without launch options');
+    return await launchAws(ctx, this.launchOptions, this.deps.testOverrides.host);
   }
 
-  streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void> {
-    return this.ssh.streamLog(onChunk, signal);
+  locate(record: RunRecord): Attempt {
+    // An SSH run whose host spotctl launched.
+    return { record, session: new SshSession(record, this.deps.store.runDir(record.runId)) };
   }
 
-  close(): Promise<void> {
-    return this.ssh.close();
+  /** Terminates the attempt's instance (bounded, Ctrl-C held off) and says what it cost. */
+  async release(record: RunRecord, reason?: string): Promise<boolean> {
+    return await terminateRunInstance({ store: this.deps.store, record, out: this.deps.out, ...(reason ? { reason } : {}) });
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
+  /** Deletes the run's IAM role and instance profile, once its instance is gone. */
+  async releaseRun(record: RunRecord): Promise<void> {
+    await releaseRunRole({ store: this.deps.store, record, out: this.deps.out });
   }
-}
-
-/** Hours × price: what the instance has cost so far (spot prices move; an estimate). */
-export function spendSoFar(pricePerHour: number, fromMs: number, toMs: number): number {
-  return (pricePerHour * Math.max(0, toMs - fromMs)) / 3_600_000;
-}
-
-/**
- * After the run (success, failure, Ctrl-C): terminates the instance and says what it cost.
- * Never throws; a failure says exactly what to run by hand.
- */
-export async function teardownAwsRun(options: { store: RunStore; record: RunRecord; out: Output; reason?: string }): Promise<boolean> {
-  const { store, out } = options;
-  // The stored record is the fresher one: the session may have terminated the instance already.
-  let current = options.record;
-  try {
-    current = store.load(options.record.runId);
-  } catch {
-    // No local record (a run recovered elsewhere): go by what we were given.
-  }
-  const aws = current.aws;
-  if (!aws || aws.terminatedAt) return true;
-  const started = performance.now();
-  using clients = new Ec2Clients();
-  const { terminated, failed } = await shielded(out, `terminating ${aws.instanceId} first (bounded)`, () =>
-    terminateRun(clients.forRegion, [aws.region], options.record.runId, { knownIds: new Map([[aws.instanceId, aws.region]]) }),
-  );
-  if (failed.length > 0 || !terminated.some((t) => t.instanceId === aws.instanceId)) {
-    const why = failed[0] ? describeAwsError(failed[0].error) : 'EC2 did not acknowledge it';
-    out.warn(`could not terminate ${aws.instanceId} in ${aws.region}: ${why} — run: spotctl teardown ${options.record.runId}`, { event: 'teardown-failed', instanceId: aws.instanceId });
-    return false;
-  }
-  const now = Date.now();
-  store.update(options.record.runId, { aws: { ...aws, terminatedAt: now } });
-  if (aws.instanceProfile) await removeRunRole(out, options.record.runId);
-  const cost = spendSoFar(aws.pricePerHour, aws.launchedAt, now);
-  out.step('teardown', `terminated ${aws.instanceId} after ${formatDuration(now - aws.launchedAt)} (about $${cost.toFixed(4)}${aws.market === 'spot' ? ' at the launch spot price' : ''})${options.reason ? ` — ${options.reason}` : ''}`, performance.now() - started);
-  return true;
 }

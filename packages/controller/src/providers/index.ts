@@ -1,21 +1,29 @@
-import type { RunRecord, RunStore } from '../runs/run-store.ts';
-import { AwsSession } from './aws.ts';
-import { LocalSession } from './local.ts';
-import type { ProviderSession } from './provider.ts';
-import { SshSession } from './ssh.ts';
+import type { Output } from '../output/output.ts';
+import type { ProviderKind, RunStore } from '../runs/run-store.ts';
+import { AwsProvider } from './aws.ts';
+import type { AwsLaunchOptions } from './aws-options.ts';
+import { LocalProvider } from './local.ts';
+import type { Provider } from './provider.ts';
+import { SshProvider } from './ssh.ts';
+import type { TestOverrides } from './test-overrides.ts';
 
-/** A session to an existing run, for attach, logs, stop and ps. */
-export function openSession(record: RunRecord, store: RunStore): ProviderSession {
-  switch (record.provider) {
+export interface ProviderDeps {
+  store: RunStore;
+  out: Output;
+  testOverrides: TestOverrides;
+}
+
+/** The one place that chooses a provider; everything after it speaks the Provider interface. */
+export function providerFor(kind: ProviderKind, deps: ProviderDeps, launch?: { aws?: AwsLaunchOptions }): Provider {
+  switch (kind) {
     case 'local':
-      return new LocalSession(record);
+      return new LocalProvider();
     case 'ssh':
-      return new SshSession(record, store.runDir(record.runId));
+      return new SshProvider(deps.store);
     case 'aws':
-      // An SSH run whose host spotctl launched (and terminates when the agent is let go).
-      return new AwsSession(new SshSession(record, store.runDir(record.runId)), store);
+      return new AwsProvider(deps, launch?.aws);
     default: {
-      const never: never = record.provider;
+      const never: never = kind;
       throw new Error(`unknown provider ${String(never)}`);
     }
   }

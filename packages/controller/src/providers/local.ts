@@ -5,14 +5,14 @@
 import { spawn } from 'node:child_process';
 import { cpSync, createReadStream, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { AGENT_FILES, SpotctlError, UserError, parseAgentState, parseJobStatus, type AgentConfig, type AgentState, type JobStatus } from '@spotctl/shared';
+import { AGENT_FILES, UserError, parseAgentState, parseJobStatus, type AgentState, type JobStatus } from '@spotctl/shared';
 import { AgentConnection } from '../transport/agent-client.ts';
 import { rsyncTo } from '../transport/rsync.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
-import { step, type LaunchContext, type ProviderSession } from './provider.ts';
-import { spotAgentConfig } from '../session/checkpoint-options.ts';
+import { lastLine, notStarted, parseStartOutput, prepareAgentConfig } from './agent-config.ts';
+import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
 /** Directories never copied, whatever the project's .gitignore says. */
 const ALWAYS_SKIPPED = new Set(['.git', '.venv', 'venv', '__pycache__', 'node_modules', '.spotctl']);
@@ -61,7 +61,7 @@ function copyWithoutRsync(paths: string[], dest: string): void {
   }
 }
 
-export async function launchLocal(ctx: LaunchContext): Promise<{ record: RunRecord; session: ProviderSession }> {
+export async function launchLocal(ctx: LaunchContext): Promise<Attempt> {
   const { out, spec, store, signal } = ctx;
   let record = ctx.record;
   const layout = record.layout;
@@ -104,57 +104,12 @@ async function installLocalDeps(ctx: LaunchContext, workdir: string): Promise<vo
   if (printed || !result.stdout.includes(DEPS_MARKER_NONE)) ctx.out.step('deps', 'installed Python dependencies', performance.now() - started);
 }
 
-export function agentConfigFor(record: RunRecord, spec: LaunchContext['spec']): AgentConfig {
-  return {
-    runId: record.runId,
-    workdir: record.layout.workdir,
-    stateDir: record.layout.stateDir,
-    command: spec.command,
-    token: record.token,
-    port: 0,
-    idleTimeoutMs: spec.idleTimeoutMs,
-    maxRuntimeMs: spec.maxRuntimeMs,
-    graceMs: spec.graceMs,
-    shutdownAction: { kind: 'exit' },
-    env: spec.env,
-    ...spotAgentConfig(spec.spot, record.layout),
-  };
-}
-
-/** The agent config for a run; records where its checkpoints go so `spotctl checkpoints` finds them. */
-export function prepareAgentConfig(ctx: LaunchContext, record: RunRecord): AgentConfig {
-  const config = agentConfigFor(record, ctx.spec);
-  if (config.checkpoint) ctx.store.update(record.runId, { checkpoint: { dir: config.checkpoint.dir ?? 'checkpoints', target: config.checkpoint.target } });
-  return config;
-}
-
 async function startLocalAgent(ctx: LaunchContext): Promise<AgentState> {
   const { record } = ctx;
   const configPath = path.join(record.layout.stateDir, 'config.json');
   writeFileSync(configPath, JSON.stringify(prepareAgentConfig(ctx, record)), { mode: 0o600 });
   const result = await runProcess([process.execPath, agentBundle().path, 'start', '--config', configPath], { signal: ctx.signal });
   return parseStartOutput(result);
-}
-
-export function parseStartOutput(result: { code: number; stdout: string; stderr: string }): AgentState {
-  if (result.code !== 0) {
-    throw new SpotctlError('SPOTCTL_AGENT_START', `the agent did not start: ${lastLine(result.stderr || result.stdout) || `exit ${result.code}`}`);
-  }
-  const parsed = parseAgentState(lastLine(result.stdout));
-  if (!parsed.ok) throw new SpotctlError('SPOTCTL_AGENT_START', `the agent printed an unexpected start line (${parsed.error}): ${lastLine(result.stdout)}`);
-  return parsed.value;
-}
-
-export function lastLine(text: string): string {
-  const lines = text.trim().split('\n');
-  return (lines[lines.length - 1] ?? '').trim();
-}
-
-/** A run whose setup never got as far as the agent: nothing to reconnect to, ever. */
-export function notStarted(runId: string): UserError {
-  return new UserError('SPOTCTL_AGENT_START', `the setup of run ${runId} did not get as far as starting its agent`, {
-    remediation: 'see its state with: spotctl ps; start the job again with: spotctl run ...',
-  });
 }
 
 export class LocalSession implements ProviderSession {
@@ -198,4 +153,29 @@ export class LocalSession implements ProviderSession {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** This machine: the agent runs as a detached process beside the controller. */
+export class LocalProvider implements Provider {
+  readonly kind = 'local';
+
+  where(): string {
+    return 'local';
+  }
+
+  launch(ctx: LaunchContext): Promise<Attempt> {
+    return launchLocal(ctx);
+  }
+
+  locate(record: RunRecord): Attempt {
+    return { record, session: new LocalSession(record) };
+  }
+
+  /** Nothing to end: the agent exits by itself once it was let go (or idles out). */
+  async release(): Promise<boolean> {
+    return true;
+  }
+
+  /** Nothing is kept across attempts here. */
+  async releaseRun(): Promise<void> {}
 }

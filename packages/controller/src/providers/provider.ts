@@ -1,11 +1,17 @@
 /**
- * A provider puts the agent somewhere (this machine, an SSH host, later an EC2 instance) and
- * gives the controller a way back to it.
+ * A provider puts the agent somewhere (this machine, an SSH host, an EC2 instance it launches)
+ * and gives the controller a way back to it. Commands see only this interface; which provider a
+ * run uses is chosen once (providers/index.ts).
+ *
+ * Lifetimes: an *attempt* is one place the job runs (aws: one instance). `launch` makes one and,
+ * when it fails, undoes its own partial work before the error surfaces. `release` ends what an
+ * attempt holds once its agent was let go; `releaseRun` ends what the run holds across attempts
+ * (aws: the run's IAM role), so a later recovery can launch again without losing them.
  */
 import type { JobStatus } from '@spotctl/shared';
 import type { SpotSpec } from '../session/checkpoint-options.ts';
 import type { Output } from '../output/output.ts';
-import type { RunRecord, RunStore } from '../runs/run-store.ts';
+import type { ProviderKind, RunRecord, RunStore } from '../runs/run-store.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
 
 /** An open way to a run's agent and files. Closing it drops the transport, never the job. */
@@ -40,6 +46,33 @@ export interface LaunchContext {
   record: RunRecord;
   spec: LaunchSpec;
   signal?: AbortSignal;
+}
+
+/** One place the job runs: the run's record as the launch left it, and a way to its agent. */
+export interface Attempt {
+  record: RunRecord;
+  session: ProviderSession;
+}
+
+export interface Provider {
+  readonly kind: ProviderKind;
+  /** For the run's first line: `local`, `on HOST`, `on a new EC2 instance`. */
+  where(record: RunRecord): string;
+  /**
+   * Puts an agent somewhere, syncs the project and starts the job. Every way out other than
+   * success first undoes what this attempt created (aws: terminates the instance it launched).
+   */
+  launch(ctx: LaunchContext): Promise<Attempt>;
+  /** The attempt an existing run is on (attach, logs, stop, ps); connects lazily. */
+  locate(record: RunRecord): Attempt;
+  /**
+   * Ends what the run's current attempt still holds, once its agent was let go (or never came
+   * up). local, ssh: nothing (the agent exits by itself). aws: terminates the instance and says
+   * what it cost. Idempotent; never throws; false when something may still be billing.
+   */
+  release(record: RunRecord, reason?: string): Promise<boolean>;
+  /** Ends what the run holds across attempts (aws: deletes the run's IAM role). Never throws. */
+  releaseRun(record: RunRecord): Promise<void>;
 }
 
 /** Runs `fn` as a named step and reports its duration. */

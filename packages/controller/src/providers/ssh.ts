@@ -5,16 +5,16 @@
 import { existsSync, lstatSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AGENT_FILES, SpotctlError, UserError, parseJobStatus, type JobStatus, type ShutdownAction } from '@spotctl/shared';
+import { AGENT_FILES, SpotctlError, UserError, parseJobStatus, type JobStatus } from '@spotctl/shared';
 import createDebug from 'debug';
 import { AgentConnection } from '../transport/agent-client.ts';
 import { rsyncTo } from '../transport/rsync.ts';
 import { SshConnection, type SshTarget } from '../transport/ssh.ts';
-import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
+import type { RemoteLayout, RunRecord, RunStore } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript, shellQuote } from './deps.ts';
-import { lastLine, notStarted, parseStartOutput, prepareAgentConfig } from './local.ts';
-import { step, type LaunchContext, type ProviderSession } from './provider.ts';
+import { lastLine, notStarted, parseStartOutput, prepareAgentConfig, type AgentConfigOptions } from './agent-config.ts';
+import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
 const debug = createDebug('spotctl:ssh-provider');
 const MIN_NODE_MAJOR = 20;
@@ -117,12 +117,7 @@ function requireHost(facts: HostFacts, target: SshTarget): void {
   }
 }
 
-export interface SshLaunchOptions {
-  /** What the agent does when it goes idle (the aws provider: shut the instance down). @default { kind: 'exit' } */
-  shutdownAction?: ShutdownAction;
-}
-
-export async function launchSsh(ctx: LaunchContext, options: SshLaunchOptions = {}): Promise<{ record: RunRecord; session: ProviderSession }> {
+export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions = {}): Promise<Attempt> {
   const { out, spec, store, signal } = ctx;
   let record = ctx.record;
   const target = record.target as SshTarget;
@@ -176,7 +171,7 @@ export async function launchSsh(ctx: LaunchContext, options: SshLaunchOptions = 
 
     const state = await step(out, 'agent', 'started the agent', async () => {
       const configPath = path.posix.join(layout.stateDir, 'config.json');
-      const config = JSON.stringify({ ...prepareAgentConfig(ctx, record), ...(options.shutdownAction ? { shutdownAction: options.shutdownAction } : {}) });
+      const config = JSON.stringify(prepareAgentConfig(ctx, record, options));
       // The config (it holds the token) arrives on stdin, owner-only, in the same round trip as the start.
       const cmd = `umask 077 && cat > ${shellQuote(configPath)} && exec node ${shellQuote(layout.agentPath)} start --config ${shellQuote(configPath)}`;
       return parseStartOutput(await conn.exec(cmd, { input: config, signal, timeoutMs: 60_000 }));
@@ -251,4 +246,31 @@ export class SshSession implements ProviderSession {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** A host the user gave (`--host`): the agent runs there under their account. */
+export class SshProvider implements Provider {
+  readonly kind = 'ssh';
+
+  constructor(private readonly store: RunStore) {}
+
+  where(record: RunRecord): string {
+    return `on ${record.target?.host}`;
+  }
+
+  launch(ctx: LaunchContext): Promise<Attempt> {
+    return launchSsh(ctx);
+  }
+
+  locate(record: RunRecord): Attempt {
+    return { record, session: new SshSession(record, this.store.runDir(record.runId)) };
+  }
+
+  /** Nothing to end: the host is the user's, and the agent exits by itself once it was let go. */
+  async release(): Promise<boolean> {
+    return true;
+  }
+
+  /** Nothing is kept across attempts here. */
+  async releaseRun(): Promise<void> {}
 }

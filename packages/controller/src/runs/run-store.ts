@@ -61,6 +61,10 @@ export interface RunRecord {
   status?: JobStatus;
   /** aws runs: the instance (the SSH part of the run is in `target`). */
   aws?: AwsRunInfo;
+  /** aws runs with S3 checkpoints: the run's IAM role (and instance profile of the same name), kept across attempts. */
+  runRole?: { name: string; deletedAt?: number };
+  /** Set when the setup never got the job going: it failed (with the reason) or was cancelled. */
+  setup?: { state: 'failed' | 'cancelled'; reason: string; endedAt: number };
 }
 
 export function spotctlHome(): string {

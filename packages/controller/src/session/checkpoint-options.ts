@@ -28,18 +28,27 @@ export function layoutBase(layout: RemoteLayout): string {
   return path.posix.dirname(path.posix.dirname(layout.runDir));
 }
 
-export function checkpointTarget(spec: CheckpointSpec, layout: RemoteLayout, env: NodeJS.ProcessEnv = process.env): CheckpointTarget {
-  const to = spec.to;
-  if (to === undefined) return { kind: 'dir', path: path.posix.join(layoutBase(layout), 'checkpoint-store') };
+/** Checks `--checkpoint-to` before anything is created: s3://BUCKET/PREFIX or an absolute directory. */
+export function parseCheckpointTo(to: string): { kind: 's3'; bucket: string; prefix: string } | { kind: 'dir'; path: string } {
   if (to.startsWith('s3://')) {
     const parsed = parseS3Url(to);
     if (!parsed) throw new UserError('SPOTCTL_USAGE', `--checkpoint-to: '${to}' is not a valid S3 URL`, { remediation: 'use s3://BUCKET/PREFIX (bucket names are 3-63 lowercase letters, digits, dots, hyphens)', exitCode: 2 });
+    return { kind: 's3', bucket: parsed.bucket, prefix: parsed.prefix };
+  }
+  if (!to.startsWith('/')) throw new UserError('SPOTCTL_USAGE', `--checkpoint-to: '${to}' must be s3://BUCKET/PREFIX or an absolute directory on the host`, { remediation: 'e.g. --checkpoint-to s3://my-bucket/spotctl', exitCode: 2 });
+  return { kind: 'dir', path: to };
+}
+
+export function checkpointTarget(spec: CheckpointSpec, layout: RemoteLayout, env: NodeJS.ProcessEnv = process.env): CheckpointTarget {
+  const to = spec.to;
+  if (to === undefined) return { kind: 'dir', path: path.posix.join(layoutBase(layout), 'checkpoint-store') };
+  const parsed = parseCheckpointTo(to);
+  if (parsed.kind === 's3') {
     const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
     const region = env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
     return { kind: 's3', bucket: parsed.bucket, prefix: parsed.prefix, ...(region ? { region } : {}), ...(endpoint ? { endpoint } : {}) };
   }
-  if (!to.startsWith('/')) throw new UserError('SPOTCTL_USAGE', `--checkpoint-to: '${to}' must be s3://BUCKET/PREFIX or an absolute directory on the host`, { remediation: 'e.g. --checkpoint-to s3://my-bucket/spotctl', exitCode: 2 });
-  return { kind: 'dir', path: to };
+  return parsed;
 }
 
 export function describeCheckpointTarget(target: CheckpointTarget, runId?: string): string {

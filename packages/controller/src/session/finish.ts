@@ -2,7 +2,7 @@ import os from 'node:os';
 import { exitCodeOf, type JobStatus } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
 import { describeReport } from './spot-events.ts';
-import type { ProviderSession } from '../providers/provider.ts';
+import type { Provider, ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 
 export function describeEnd(status: JobStatus): string {
@@ -12,19 +12,43 @@ export function describeEnd(status: JobStatus): string {
 }
 
 /**
- * After the job ended and every line arrived: record the result, let the agent go (its log stays
- * on disk for `spotctl logs`), and return the job's exit code.
+ * Tells the agent it may exit (its log stays on disk for `spotctl logs`). True when it
+ * acknowledged; false when it is already gone, or will stop itself after its idle timeout.
  */
-export async function finishRun(options: { store: RunStore; record: RunRecord; session: ProviderSession; out: Output; status: JobStatus }): Promise<number> {
+export async function letAgentGo(session: ProviderSession, signal?: AbortSignal): Promise<boolean> {
+  let connection;
+  try {
+    connection = await session.connect(signal);
+  } catch {
+    return false;
+  }
+  try {
+    await connection.request('shutdown', {}, { timeoutMs: 5000 });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await connection.close();
+  }
+}
+
+/**
+ * Once the agent was let go, what it ran on goes too: `provider.release()` ends the attempt (aws:
+ * terminates the instance) and `releaseRun()` what the run kept (aws: its IAM role).
+ */
+export async function releaseAfterAgent(provider: Provider, record: RunRecord, reason: string): Promise<void> {
+  await provider.release(record, reason);
+  await provider.releaseRun(record);
+}
+
+/**
+ * After the job ended and every line arrived: record the result, let the agent go, release what
+ * it ran on, and return the job's exit code.
+ */
+export async function finishRun(options: { store: RunStore; record: RunRecord; provider: Provider; session: ProviderSession; out: Output; status: JobStatus }): Promise<number> {
   const { store, record, session, out, status } = options;
   store.update(record.runId, { status });
-  try {
-    const connection = await session.connect();
-    await connection.request('shutdown', {}, { timeoutMs: 5000 }).catch(() => undefined);
-    await connection.close();
-  } catch {
-    // The agent is already gone, or will stop itself after its idle timeout.
-  }
+  if (await letAgentGo(session)) await releaseAfterAgent(options.provider, record, 'the job ended and the agent was let go');
   if (status.interruption) out.warn(describeReport(status.interruption), { event: 'interruption-report', report: status.interruption });
   const code = exitCodeOf(status, os.constants.signals as Record<string, number>);
   const took = status.startedAt && status.endedAt ? ` after ${((status.endedAt - status.startedAt) / 1000).toFixed(1)} s` : '';

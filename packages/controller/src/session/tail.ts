@@ -1,6 +1,7 @@
 /**
- * Tails a run to the terminal: live lines, reconnects, Ctrl-C (first stops the job with its
- * grace, second forces), and the cursor file that lets `spotctl attach` resume.
+ * Tails a run to the terminal: live lines, reconnects, stop requests (the run's signals, see
+ * run-signals.ts: first Ctrl-C stops the job with its grace, second forces; SIGHUP detaches), and
+ * the cursor file that lets `spotctl attach` resume.
  */
 import { SpotctlError, type JobStatus } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
@@ -11,6 +12,7 @@ import type { AgentConnection } from '../transport/agent-client.ts';
 import { followLogs } from './follow.ts';
 import { printStoredLog } from './stored-log.ts';
 import { spotEventPrinter } from './spot-events.ts';
+import type { RunSignals } from './run-signals.ts';
 
 export class ForcedExit extends SpotctlError {
   constructor() {
@@ -26,8 +28,8 @@ export interface TailOptions {
   fromSeq: number;
   /** @default true */
   follow?: boolean;
-  /** Install the Ctrl-C handlers. @default true */
-  handleSignals?: boolean;
+  /** The run's signals: Ctrl-C/SIGTERM stop the job, SIGHUP ends the tail with `Detached`. @default none (a plain reader) */
+  signals?: RunSignals;
   reconnectTimeoutMs?: number;
   /** Remember the last line printed so `attach` resumes after it. @default true */
   saveCursor?: boolean;
@@ -55,8 +57,8 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
   const sendStop = (force: boolean) => {
     current?.request('stop', force ? { force: true } : {}).catch(() => undefined);
   };
-  const onSigint = () => {
-    if (stopState === 'none') {
+  const onStop = (force: boolean) => {
+    if (!force) {
       stopState = 'requested';
       out.info(`stopping the job (SIGTERM, SIGKILL after ${formatDuration(record.graceMs)}) — press Ctrl-C again to force`);
       sendStop(false);
@@ -68,18 +70,16 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
     // Give the kill a moment to come back as the job's end; then leave regardless.
     setTimeout(() => abort.abort(new ForcedExit()), 3000).unref();
   };
-  const handleSignals = options.handleSignals ?? true;
-  if (handleSignals) {
-    process.on('SIGINT', onSigint);
-    process.on('SIGTERM', onSigint);
-  }
+  options.signals?.following(onStop);
+  // SIGHUP ends the tail (the caller detaches); nothing is told to stop.
+  const signal = options.signals ? AbortSignal.any([abort.signal, options.signals.hangupSignal]) : abort.signal;
 
   try {
     const result = await followLogs({
       connect: (signal) => options.session.connect(signal),
       fromSeq: options.fromSeq,
       follow: options.follow ?? true,
-      signal: abort.signal,
+      signal,
       reconnectTimeoutMs: options.reconnectTimeoutMs,
       onLines: (batch) => {
         const ok = out.batch(batch);
@@ -112,9 +112,5 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
   } finally {
     clearInterval(cursorTimer);
     saveCursor();
-    if (handleSignals) {
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigint);
-    }
   }
 }
