@@ -10,6 +10,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
+import { MAX_TIMER_MS } from './constants.ts';
 import { lazyCompile } from './lazy-check.ts';
 import { CheckpointEvent, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
 
@@ -106,7 +107,7 @@ export const StopParams = Type.Object(
     /** SIGKILL the process group at once instead of SIGTERM + grace. @default false */
     force: Type.Optional(Type.Boolean()),
     /** Override the configured grace for this stop. */
-    graceMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    graceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
   },
   { additionalProperties: false },
 );

@@ -9,6 +9,11 @@ import { RunStore } from '../runs/run-store.ts';
 export interface CommandContext {
   out: Output;
   store: RunStore;
+  /**
+   * True when the user typed the option (by its attribute name, e.g. `instanceType`), false for a
+   * default. Absent when a command runs in-process without commander (tests): nothing was typed.
+   */
+  given?: (attributeName: string) => boolean;
 }
 
 export interface CommandDefinition<O extends Record<string, unknown> = Record<string, unknown>> {
@@ -26,6 +31,6 @@ export function defineCommand<O extends Record<string, unknown>>(definition: Com
   return definition;
 }
 
-export function contextFor(options: { json?: unknown }): CommandContext {
-  return { out: new Output({ json: options.json === true }), store: new RunStore() };
+export function contextFor(options: { json?: unknown }, given: (attributeName: string) => boolean = () => false): CommandContext {
+  return { out: new Output({ json: options.json === true }), store: new RunStore(), given };
 }

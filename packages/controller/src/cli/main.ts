@@ -7,6 +7,7 @@ import { SpotctlError, UserError, type ErrorCode } from '@spotctl/shared';
 import { Output } from '../output/output.ts';
 import { commands } from '../commands/index.ts';
 import { contextFor } from './define-command.ts';
+import { optionGiven, refuseEmptyOptions } from './option-checks.ts';
 import { ForcedExit } from '../session/tail.ts';
 
 export const VERSION = '0.1.0';
@@ -42,9 +43,10 @@ export function buildProgram(onExitCode: (code: number) => void): Command {
     cmd.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs[actionArgs.length - 1] as Command;
       const options = command.opts();
+      refuseEmptyOptions(command);
       // commander passes each declared argument (a variadic one as an array), then options, then the command.
       const positional = (actionArgs.slice(0, -2) as (string | string[] | undefined)[]).flat().filter((a): a is string => a !== undefined);
-      onExitCode(await def.run(positional, options, contextFor(options)));
+      onExitCode(await def.run(positional, options, contextFor(options, (name) => optionGiven(command, name))));
     });
   }
   program.addHelpText('after', `\nExamples:\n  $ spotctl run train.py\n  $ spotctl run --host ubuntu@my-box -- python3 train.py --epochs 10\n  $ spotctl ps\n\nRun 'spotctl <command> --help' for a command's options.\n`);

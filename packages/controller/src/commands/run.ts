@@ -4,6 +4,7 @@ import path from 'node:path';
 import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
+import { checkRunOptions } from '../cli/run-options.ts';
 import { configureAwsRunOptions, launchAws, parseAwsOptions, teardownAwsRun, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws.ts';
 import { launchLocal, localLayout } from '../providers/local.ts';
 import type { LaunchSpec, ProviderSession } from '../providers/provider.ts';
@@ -171,8 +172,9 @@ export default defineCommand<RunOptions>({
       .option('--json', 'JSON lines on stdout instead of text');
     configureAwsRunOptions(cmd);
   },
-  run: async (words, options, { out, store }) => {
+  run: async (words, options, { out, store, given }) => {
     const provider = resolveProvider(options);
+    checkRunOptions(options, provider, given ?? (() => false));
     const awsOptions: AwsLaunchOptions | undefined =
       provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
     const command = jobArgv(words);
