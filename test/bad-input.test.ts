@@ -53,3 +53,14 @@ describe('bad command lines are refused before anything happens', () => {
     });
   }
 });
+
+describe('an unreachable AWS endpoint', () => {
+  it('is reported as a network problem with what to check, not as a bug', async () => {
+    await using home = await tmpDir();
+    // Port 9 on loopback: connection refused, the same path as a DNS failure or a dead proxy.
+    const r = await runSpotctl(['prices', '--region', 'us-east-1'], { home: home.path, env: NO_AWS });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/spotctl error: could not reach the AWS endpoint of us-east-1 over the network .*ECONNREFUSED.* → check this machine's internet connection/);
+    expect(r.stderr).not.toMatch(/looks like a bug/);
+  });
+});
