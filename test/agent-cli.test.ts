@@ -62,6 +62,10 @@ describe('config errors', () => {
       [{ ...base, command: [] }, '/command'],
       [{ ...base, idleTimeoutMs: 1.5 }, '/idleTimeoutMs'],
       [{ ...base, shutdownAction: { kind: 'reboot' } }, '/shutdownAction'],
+      // Past 2^31-1 ms a Node.js timer fires at once: refused rather than a grace of zero.
+      [{ ...base, graceMs: 2 ** 31 }, '/graceMs'],
+      [{ ...base, simulate: { interruptAfterMs: 360_000_000_000_000 } }, '/simulate/interruptAfterMs'],
+      [{ ...base, onRebalance: 'signal:NOPE' }, '/onRebalance'],
     ] as const) {
       writeFileSync(configPath, JSON.stringify(bad));
       for (const command of ['start', 'run']) {
@@ -154,9 +158,13 @@ describe('start', () => {
       expect(result.stdout).toBe('');
       expect(result.stderr).toMatch(/EADDRINUSE/);
       expect(result.stderr).toMatch(/before it was ready/);
-      const status = JSON.parse(readFileSync(path.join(dir, 'state', 'status.json'), 'utf8')) as JobStatus;
+      const readStatus = () => JSON.parse(readFileSync(path.join(dir, 'state', 'status.json'), 'utf8')) as JobStatus;
+      const status = readStatus();
       // The job had started before the port turned out to be taken; it must not be left running.
       await pollUntil(() => !isProcessAlive(status.pid ?? 0), `job ${status.pid} to be killed`, 5000);
+      // And the status says why, for the controller to show.
+      await pollUntil(() => readStatus().stopReason === 'agent-start-failed', 'the status to name the start failure', 5000);
+      expect(readStatus().error).toMatch(/^the agent failed to start: .*EADDRINUSE/);
     } finally {
       blocker.close();
     }

@@ -59,7 +59,7 @@ export const JobStatus = Type.Object(
     stopReason: Type.Union([Type.String(), Type.Null()]),
     /** Seq of the newest line in the log (0 when empty). */
     lastSeq: Seq,
-    /** Set when the job could not be started (e.g. command not found). */
+    /** Set when the job could not be started (e.g. command not found), or was killed because the agent could not start. */
     error: Type.Union([Type.String(), Type.Null()]),
     /** Set once a spot interruption was handled. */
     interruption: Type.Optional(InterruptionReport),
