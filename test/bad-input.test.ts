@@ -2,9 +2,10 @@
  * Bad command lines, through the real `spotctl` executable: each is refused before anything
  * happens (no run record, no connection, no AWS call), with one line that says what to do.
  */
+import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { runSpotctl } from './helpers/cli.ts';
+import { SPOTCTL_BIN, collect, runSpotctl } from './helpers/cli.ts';
 import { tmpDir } from './helpers/tmp.ts';
 
 /** Should anything slip through to the AWS SDK, it meets a closed loopback port, never AWS. */
@@ -62,5 +63,31 @@ describe('an unreachable AWS endpoint', () => {
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/spotctl error: could not reach the AWS endpoint of us-east-1 over the network .*ECONNREFUSED.* → check this machine's internet connection/);
     expect(r.stderr).not.toMatch(/looks like a bug/);
+  });
+});
+
+describe('job arguments are UTF-8 text', () => {
+  /** Runs spotctl with `printf`-made bytes as the job's argument: Node's spawn only passes strings. */
+  const withBytes = (home: string, printfBytes: string) => {
+    const child = spawn('bash', ['-c', `exec "$0" "$1" run --provider local --no-install -- echo "$(printf '${printfBytes}')"`, process.execPath, SPOTCTL_BIN], {
+      env: { ...process.env, SPOTCTL_HOME: home, NO_COLOR: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    child.stdin.end();
+    return collect(child);
+  };
+
+  it('an argument with bytes that are not UTF-8 is refused, not passed on with U+FFFD in their place', async () => {
+    await using home = await tmpDir();
+    const r = await withBytes(home.path, 'a\\377b');
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/^spotctl error: argument 7 \('a\uFFFDb'\) is not valid UTF-8 text/);
+  });
+
+  it('a real U+FFFD, written as UTF-8, reaches the job', async () => {
+    await using home = await tmpDir();
+    const r = await withBytes(home.path, 'a\\357\\277\\275b');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('a\uFFFDb\n');
   });
 });

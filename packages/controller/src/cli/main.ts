@@ -7,6 +7,7 @@ import { SpotctlError, UserError, type ErrorCode } from '@spotctl/shared';
 import { Output } from '../output/output.ts';
 import { commands } from '../commands/index.ts';
 import { contextFor } from './define-command.ts';
+import { refuseInvalidUtf8 } from './argv-text.ts';
 import { optionGiven, refuseEmptyOptions } from './option-checks.ts';
 import { ForcedExit } from '../session/tail.ts';
 
@@ -67,6 +68,7 @@ export async function main(argv: string[]): Promise<number> {
       program.outputHelp();
       return 0;
     }
+    refuseInvalidUtf8(argv);
     await program.parseAsync(argv, { from: 'user' });
     return exitCode;
   } catch (error) {
