@@ -199,6 +199,16 @@ describe('lifecycle', () => {
     expect(agent.readStatus()).toMatchObject({ state: 'exited', signal: 'SIGTERM', stopReason: 'agent-signal' });
   });
 
+  test('with the longest grace a timer holds, SIGTERM still waits for the job to end', async () => {
+    // The job takes a moment to act on SIGTERM (the trap runs once the current sleep is over).
+    await using agent = await startAgent({ command: ['sh', '-c', 'trap "exit 3" TERM; while :; do sleep 0.2; done'], config: { graceMs: 2 ** 31 - 1 } });
+    await pollUntil(() => agent.readStatus()?.state === 'running', 'the job to run');
+    process.kill(agent.pid, 'SIGTERM');
+    await agent.waitForExit(10_000);
+    expect(agent.readStatus()).toMatchObject({ state: 'exited', exitCode: 3, stopReason: 'agent-signal' });
+    expect(readFileSync(path.join(agent.stateDir, 'agent.log'), 'utf8')).not.toContain('did not end in time');
+  });
+
   test('max runtime stops the job, then the shutdown action runs', async () => {
     await using agent = await startAgent({
       command: ['sleep', '30'],
