@@ -38,6 +38,11 @@ const cases: [string, string[], RegExp][] = [
   ['logs --from abc', ['logs', 'last', '--from', 'abc'], /^--from wants a whole number ≥ 1, got 'abc'/],
   ['attach --from 0', ['attach', 'last', '--from', '0'], /^--from wants a whole number ≥ 1, got '0'/],
   ['ps --limit x', ['ps', '--limit', 'x'], /^--limit wants a whole number/],
+  ['ps --region without --cloud', ['ps', '--region', 'us-east-1'], /^--region only applies with --cloud/],
+  ['checkpoints pull --seq abc', ['checkpoints', 'pull', 'last', '--seq', 'abc'], /^--seq wants a whole number ≥ 1, got 'abc'/],
+  ['checkpoints ls --seq', ['checkpoints', 'ls', 'last', '--seq', '2'], /^--seq only applies to pull/],
+  ['teardown in an unknown region', ['teardown', '--all', '--region', 'xx-fake-9'], /^--region: unknown region 'xx-fake-9'/],
+  ['gc with an empty --min-age', ['gc', '--min-age', ''], /^--min-age is empty/],
 ];
 
 describe('bad command lines are refused before anything happens', () => {
