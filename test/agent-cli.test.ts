@@ -62,6 +62,10 @@ describe('config errors', () => {
       [{ ...base, command: [] }, '/command'],
       [{ ...base, idleTimeoutMs: 1.5 }, '/idleTimeoutMs'],
       [{ ...base, shutdownAction: { kind: 'reboot' } }, '/shutdownAction'],
+      // Past 2^31-1 ms a Node.js timer fires at once: refused rather than a grace of zero.
+      [{ ...base, graceMs: 2 ** 31 }, '/graceMs'],
+      [{ ...base, simulate: { interruptAfterMs: 360_000_000_000_000 } }, '/simulate/interruptAfterMs'],
+      [{ ...base, onRebalance: 'signal:NOPE' }, '/onRebalance'],
     ] as const) {
       writeFileSync(configPath, JSON.stringify(bad));
       for (const command of ['start', 'run']) {
@@ -156,9 +160,13 @@ describe('start', () => {
       expect(result.stdout).toBe('');
       expect(result.stderr).toMatch(/EADDRINUSE/);
       expect(result.stderr).toMatch(/before it was ready/);
-      const status = JSON.parse(readFileSync(path.join(dir, 'state', 'status.json'), 'utf8')) as JobStatus;
+      const readStatus = () => JSON.parse(readFileSync(path.join(dir, 'state', 'status.json'), 'utf8')) as JobStatus;
+      const status = readStatus();
       // The job had started before the port turned out to be taken; it must not be left running.
       await pollUntil(() => !isProcessAlive(status.pid ?? 0), `job ${status.pid} to be killed`, 5000);
+      // And the status says why, for the controller to show.
+      await pollUntil(() => readStatus().stopReason === 'agent-start-failed', 'the status to name the start failure', 5000);
+      expect(readStatus().error).toMatch(/^the agent failed to start: .*EADDRINUSE/);
     } finally {
       blocker.close();
     }
@@ -191,6 +199,16 @@ describe('lifecycle', () => {
     process.kill(agent.pid, 'SIGTERM');
     await agent.waitForExit(10_000);
     expect(agent.readStatus()).toMatchObject({ state: 'exited', signal: 'SIGTERM', stopReason: 'agent-signal' });
+  });
+
+  test('with the longest grace a timer holds, SIGTERM still waits for the job to end', async () => {
+    // The job takes a moment to act on SIGTERM (the trap runs once the current sleep is over).
+    await using agent = await startAgent({ command: ['sh', '-c', 'trap "exit 3" TERM; while :; do sleep 0.2; done'], config: { graceMs: 2 ** 31 - 1 } });
+    await pollUntil(() => agent.readStatus()?.state === 'running', 'the job to run');
+    process.kill(agent.pid, 'SIGTERM');
+    await agent.waitForExit(10_000);
+    expect(agent.readStatus()).toMatchObject({ state: 'exited', exitCode: 3, stopReason: 'agent-signal' });
+    expect(readFileSync(path.join(agent.stateDir, 'agent.log'), 'utf8')).not.toContain('did not end in time');
   });
 
   test('max runtime stops the job, then the shutdown action runs', async () => {

@@ -95,6 +95,20 @@ describe('authentication and handshake', () => {
     expect(agentLog).not.toContain(agent.token);
   });
 
+  test('a token sent in a query string by mistake stays out of agent.log', async () => {
+    await using agent = await startAgent({ command: ['sleep', '30'] });
+    const secret = 'query-secret-0123456789';
+    expect((await httpGet(agent, `${HEALTH_PATH}?token=${secret}`)).status).toBe(401);
+    expect((await httpGet(agent, `${HEALTH_PATH}?token=${secret}&x=1`, agent.token)).status).toBe(200);
+    const missing = await httpGet(agent, `/no/such/route?access_token=${secret}`, agent.token);
+    expect(missing.status).toBe(404);
+    expect(JSON.stringify(missing.body)).not.toContain(secret);
+    const agentLog = readFileSync(path.join(agent.stateDir, 'agent.log'), 'utf8');
+    expect(agentLog).toContain('token=[Redacted]');
+    expect(agentLog).toContain('/no/such/route?access_token=[Redacted]');
+    expect(agentLog).not.toContain(secret);
+  });
+
   test('a client without the subprotocol is refused with a message naming it', async () => {
     await using agent = await startAgent({ command: ['sleep', '30'] });
     const none = await expectUpgradeRefused(agent, { protocols: [] });

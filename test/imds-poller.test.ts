@@ -69,6 +69,9 @@ describe('SpotPoller', () => {
     expect(seen.interruptions).toHaveLength(1);
     expect(imds.emulator.requests.tokenPuts).toBe(1);
     expect(log.at('warn').map((e) => e.msg)).toEqual(['spot interruption notice']);
+    // pino writes its own `time`: the notice's goes under another key so JSON readers keep both.
+    expect(log.at('warn')[0]?.obj).toMatchObject({ action: 'terminate', deadline: scheduled.time });
+    expect(log.at('warn')[0]?.obj).not.toHaveProperty('time');
   });
 
   test('a rebalance recommendation is delivered once per distinct noticeTime', async () => {

@@ -149,7 +149,7 @@ export class Agent implements AsyncDisposable {
     } catch (err) {
       log.fatal({ err }, 'agent failed to start');
       // Undo: a job without an agent would run unobserved and unstoppable.
-      agent.#supervisor.stop({ force: true, reason: 'agent-start-failed' });
+      agent.#supervisor.stop({ force: true, reason: 'agent-start-failed', error: `the agent failed to start: ${err instanceof Error ? err.message : String(err)}` });
       await agent.close();
       throw err;
     }

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AGENT_FILES, SpotctlError, UserError, parseAgentState, type AgentState } from '@spotctl/shared';
+import { AGENT_FILES, MAX_TIMER_MS, SpotctlError, UserError, parseAgentState, type AgentState } from '@spotctl/shared';
 import { loadAgentConfig } from './config.ts';
 import { isAgentProcess } from './state-files.ts';
 import { versionInfo } from './version.ts';
@@ -150,7 +150,8 @@ async function runForeground(configPath: string, readyFd?: number): Promise<numb
       // Stop the job with its grace period, exit once it has ended.
       log.info({ signal, graceMs: config.graceMs }, 'signal received: stopping the job, then exiting');
       agent.stopJob({ reason: 'agent-signal' });
-      const bound = setTimeout(() => agent.requestExit(1, `${signal}: the job did not end in time`), config.graceMs + 10_000);
+      // Capped: past MAX_TIMER_MS a timer fires at once, which would exit before the grace even began.
+      const bound = setTimeout(() => agent.requestExit(1, `${signal}: the job did not end in time`), Math.min(config.graceMs + 10_000, MAX_TIMER_MS));
       bound.unref();
       // Settled, not just ended: the final checkpoint flush must finish before we exit.
       void agent.jobSettled.then(() => {

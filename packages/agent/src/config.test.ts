@@ -78,6 +78,17 @@ describe('loadAgentConfig', () => {
     expect(configError(() => loadAgentConfig(write('{not json'), {})).message).toMatch(/not valid JSON/);
     expect(configError(() => loadAgentConfig(path.join(dir, 'missing.json'), {})).message).toMatch(/cannot read/);
   });
+
+  test('refuses delays a Node.js timer cannot hold (2^31-1 ms) and unknown rebalance signals', () => {
+    const tooLong = 2 ** 31;
+    for (const field of ['graceMs', 'maxRuntimeMs', 'idleTimeoutMs'] as const) {
+      expect(configError(() => loadAgentConfig(write({ ...minimal, [field]: tooLong }), {})).message).toMatch(new RegExp(`/${field}.*2147483647`));
+      expect(loadAgentConfig(write({ ...minimal, [field]: tooLong - 1 }), {})[field]).toBe(tooLong - 1);
+    }
+    expect(configError(() => loadAgentConfig(write({ ...minimal, simulate: { interruptAfterMs: 360_000_000_000_000 } }), {})).message).toMatch(/\/simulate\/interruptAfterMs/);
+    expect(configError(() => loadAgentConfig(write({ ...minimal, onRebalance: 'signal:NOPE' }), {})).message).toMatch(/\/onRebalance: unknown signal 'NOPE'/);
+    expect(loadAgentConfig(write({ ...minimal, onRebalance: 'signal:USR1' }), {}).onRebalance).toBe('signal:USR1');
+  });
 });
 
 test('AGENT_VERSION matches package.json', () => {

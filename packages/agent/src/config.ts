@@ -1,5 +1,6 @@
 /** Loads the agent's config file, applies the environment overrides and the defaults. */
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
   DEFAULT_GRACE_MS,
@@ -88,6 +89,10 @@ export function resolveAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = proces
   const logLevel = c.logLevel ?? 'info';
   if (!isLogLevel(logLevel)) {
     throw configError(`invalid config ${source}: /logLevel: must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const rebalanceSignal = c.onRebalance?.startsWith('signal:') ? c.onRebalance.slice('signal:'.length) : undefined;
+  if (rebalanceSignal !== undefined && !(`SIG${rebalanceSignal}` in os.constants.signals)) {
+    throw configError(`invalid config ${source}: /onRebalance: unknown signal '${rebalanceSignal}' (use a name like USR1, TERM, INT)`);
   }
   return {
     runId: c.runId,

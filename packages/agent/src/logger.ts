@@ -15,6 +15,23 @@ const REDACT_PATHS = [
   'headers.authorization',
 ];
 
+/**
+ * A request URL as it may be logged: the path, and of the query only its keys. A client that puts
+ * a token in the query string (`?token=...`) instead of the Authorization header must not leave it
+ * in agent.log.
+ */
+export function redactUrl(url: string): string {
+  const q = url.indexOf('?');
+  if (q < 0) return url;
+  const keys = [...new URLSearchParams(url.slice(q + 1)).keys()];
+  return `${url.slice(0, q)}?${keys.map((k) => `${encodeURIComponent(k)}=[Redacted]`).join('&')}`;
+}
+
+/** fastify's request serializer, with the query string redacted (fastify lets ours win over its own). */
+function serializeRequest(req: { method?: string; url?: string; ip?: string; socket?: { remotePort?: number } }): Record<string, unknown> {
+  return { method: req.method, url: req.url === undefined ? undefined : redactUrl(req.url), remoteAddress: req.ip, remotePort: req.socket?.remotePort };
+}
+
 export interface AgentLogger {
   logger: Logger;
   /** Flushes and closes the file; the logger must not be used afterwards. */
@@ -47,7 +64,7 @@ export function createAgentLogger(options: CreateLoggerOptions): AgentLogger {
   out?.on('error', () => undefined);
   if (out) streams.push({ level, stream: out });
   const logger = pino(
-    { level, redact: { paths: REDACT_PATHS }, base: { pid: process.pid } },
+    { level, redact: { paths: REDACT_PATHS }, base: { pid: process.pid }, serializers: { req: serializeRequest } },
     pino.multistream(streams),
   );
   return {

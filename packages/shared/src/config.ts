@@ -2,6 +2,10 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { Parsed } from './protocol.ts';
 import { Value } from '@sinclair/typebox/value';
+import { MAX_TIMER_MS } from './constants.ts';
+
+/** A delay the agent hands to a timer: a whole number of ms that setTimeout can hold (≤ 2^31-1). */
+const TimerMs = (minimum: number) => Type.Integer({ minimum, maximum: MAX_TIMER_MS });
 
 export const ShutdownAction = Type.Union([
   /** Stop the agent process only (local and SSH-host runs). */
@@ -35,7 +39,7 @@ export const CheckpointConfig = Type.Object(
     dir: Type.Optional(Type.String()),
     target: CheckpointTarget,
     /** A file counts as written once it has not changed for this long. @default 500 */
-    settleMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    settleMs: Type.Optional(TimerMs(0)),
     /** Run id whose latest committed set is restored into `dir` before the job starts. */
     restoreFrom: Type.Optional(Type.String()),
     /** Where `restoreFrom`'s sets live, when not in `target`. @default target */
@@ -50,9 +54,9 @@ export const ImdsConfig = Type.Object(
     /** Base URL of the instance metadata service. @default 'http://169.254.169.254' */
     endpoint: Type.Optional(Type.String()),
     /** @default 1000 */
-    pollIntervalMs: Type.Optional(Type.Integer({ minimum: 50 })),
+    pollIntervalMs: Type.Optional(TimerMs(50)),
     /** @default 5000 */
-    rebalancePollIntervalMs: Type.Optional(Type.Integer({ minimum: 50 })),
+    rebalancePollIntervalMs: Type.Optional(TimerMs(50)),
     /** @default 21600 */
     tokenTtlS: Type.Optional(Type.Integer({ minimum: 1, maximum: 21600 })),
   },
@@ -64,11 +68,11 @@ export type ImdsConfig = Static<typeof ImdsConfig>;
 export const SimulateConfig = Type.Object(
   {
     /** The notice is served this long after the job starts. */
-    interruptAfterMs: Type.Integer({ minimum: 0 }),
+    interruptAfterMs: TimerMs(0),
     /** @default 'terminate' */
     action: Type.Optional(Type.Union([Type.Literal('terminate'), Type.Literal('stop'), Type.Literal('hibernate')])),
     /** Time between the notice and the deadline, as on AWS. @default 120000 */
-    noticeLeadMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    noticeLeadMs: Type.Optional(TimerMs(0)),
   },
   { additionalProperties: false },
 );
@@ -90,11 +94,11 @@ export const AgentConfig = Type.Object(
     /** 0 picks a free port; the bound one goes to agent.json. @default 0 */
     port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
     /** @default 300000 */
-    idleTimeoutMs: Type.Optional(Type.Integer({ minimum: 1 })),
+    idleTimeoutMs: Type.Optional(TimerMs(1)),
     /** 0 = no limit. @default 0 */
-    maxRuntimeMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    maxRuntimeMs: Type.Optional(TimerMs(0)),
     /** @default 90000 */
-    graceMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    graceMs: Type.Optional(TimerMs(0)),
     /** @default '/tmp/spotctl-heartbeat' */
     heartbeatPath: Type.Optional(Type.String()),
     /** @default { kind: 'exit' } */

@@ -24,6 +24,11 @@ export const AGENT_FILES = {
 
 /** @default 300 s: the instance counts as idle after this long without job, client or heartbeat. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+/**
+ * The longest delay a Node.js timer holds (2^31-1 ms, about 24.8 days): setTimeout fires at once
+ * for anything longer, so every configured duration is bounded by it.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 /** @default 90 s between SIGTERM and SIGKILL when a job is stopped. */
 export const DEFAULT_GRACE_MS = 90_000;
 /** @default the heartbeat file a user (or their job) touches to keep the instance alive. */

@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   SPOTCTL_AWS_CREDENTIALS: 'No usable AWS credentials were found.',
   SPOTCTL_AWS_PERMISSION: 'AWS refused an operation for lack of permission.',
   SPOTCTL_AWS_REQUEST: 'AWS rejected a request as invalid.',
+  SPOTCTL_AWS_NETWORK: 'AWS could not be reached over the network (DNS failure, connection refused or timed out).',
   SPOTCTL_AWS_QUOTA: 'An AWS quota (vCPUs, spot instances) stopped the launch.',
   SPOTCTL_NO_CAPACITY: 'No candidate instance could be launched (no capacity at the price).',
   SPOTCTL_INTERNAL: 'An unexpected failure; this looks like a bug.',

@@ -10,6 +10,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
+import { MAX_TIMER_MS } from './constants.ts';
 import { lazyCompile } from './lazy-check.ts';
 import { CheckpointEvent, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
 
@@ -58,7 +59,7 @@ export const JobStatus = Type.Object(
     stopReason: Type.Union([Type.String(), Type.Null()]),
     /** Seq of the newest line in the log (0 when empty). */
     lastSeq: Seq,
-    /** Set when the job could not be started (e.g. command not found). */
+    /** Set when the job could not be started (e.g. command not found), or was killed because the agent could not start. */
     error: Type.Union([Type.String(), Type.Null()]),
     /** Set once a spot interruption was handled. */
     interruption: Type.Optional(InterruptionReport),
@@ -106,7 +107,7 @@ export const StopParams = Type.Object(
     /** SIGKILL the process group at once instead of SIGTERM + grace. @default false */
     force: Type.Optional(Type.Boolean()),
     /** Override the configured grace for this stop. */
-    graceMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    graceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
   },
   { additionalProperties: false },
 );

@@ -16,6 +16,7 @@ import {
   type ServerEvent,
   type ResultOf,
 } from '@spotctl/shared';
+import { redactUrl } from '../logger.ts';
 import { createTokenCheck } from './auth.ts';
 import { ClientConnection } from './connection.ts';
 import type { AppendedLines, JobControl, LogSource } from './types.ts';
@@ -189,11 +190,17 @@ export class AgentServer implements AsyncDisposable {
     // Every route, and the websocket upgrade before it happens.
     app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
       if (tokenOk(request.headers.authorization)) return;
-      request.log.warn({ url: request.url, ip: request.ip }, 'rejected request without a valid token');
+      request.log.warn({ url: redactUrl(request.url), ip: request.ip }, 'rejected request without a valid token');
       return await reply.code(401).send({ code: 'SPOTCTL_UNAUTHORIZED', message: 'missing or wrong bearer token' });
     });
 
     app.get(HEALTH_PATH, async () => this.health());
+    // fastify's own 404 logs the raw URL, query string and all.
+    app.setNotFoundHandler(async (request: FastifyRequest, reply: FastifyReply) => {
+      const url = redactUrl(request.url);
+      request.log.info({ url }, 'no such route');
+      return await reply.code(404).send({ code: 'SPOTCTL_BAD_REQUEST', message: `no route ${request.method} ${url}` });
+    });
 
     app.route({
       method: 'GET',

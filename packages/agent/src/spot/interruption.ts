@@ -76,7 +76,7 @@ export class InterruptionHandler {
   async #handle(action: InstanceAction, noticedAt: number): Promise<InterruptionReport> {
     const log = this.#o.logger;
     const { deadlineAt, parsed } = deadlineFromNotice(action.time, noticedAt);
-    if (!parsed) log.warn({ time: action.time }, 'unreadable notice time; assuming the usual two minutes');
+    if (!parsed) log.warn({ deadline: action.time }, 'unreadable notice time; assuming the usual two minutes');
     const pendingBytes = this.#o.checkpoints?.pendingBytes() ?? 0;
     // Budget for the larger of what is pending now and what a save on SIGTERM will write (about
     // a set's worth): the job's last checkpoint is the one that matters most.

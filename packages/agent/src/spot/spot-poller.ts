@@ -247,9 +247,9 @@ export class SpotPoller implements AsyncDisposable {
       this.#instanceLoop.stop();
     }
     if (unknownAction !== undefined) {
-      this.#logger.warn({ action: unknownAction, time: action.time }, 'unknown spot instance action; handling it as terminate');
+      this.#logger.warn({ action: unknownAction, deadline: action.time }, 'unknown spot instance action; handling it as terminate');
     }
-    this.#logger.warn({ action: action.action, time: action.time, noticedAt }, 'spot interruption notice');
+    this.#logger.warn({ action: action.action, deadline: action.time, noticedAt }, 'spot interruption notice');
     this.#deliver('onInterruption', () => this.#options.onInterruption(action, noticedAt));
   }
 

@@ -33,6 +33,8 @@ export interface StopOptions {
   graceMs?: number;
   /** Recorded as the status' stopReason. @default 'force' when force, else 'stop' */
   reason?: string;
+  /** Recorded as the status' error: what went wrong, when the stop is a failure's undo. */
+  error?: string;
 }
 
 export interface SupervisorOptions {
@@ -192,6 +194,7 @@ export class Supervisor implements AsyncDisposable {
     const log = this.#options.logger;
     if (this.#status.stopReason === null) {
       this.#status.stopReason = reason;
+      if (options.error !== undefined && this.#status.error === null) this.#status.error = options.error;
       this.#changed();
     }
     if (force) {

@@ -1,7 +1,7 @@
 import { EC2ServiceException } from '@aws-sdk/client-ec2';
 import { UserError, isErrorCode } from '@spotctl/shared';
 import { describe, expect, it } from 'vitest';
-import { AWS_ERRORS, awsErrorName, awsUserError, failureScope } from './errors.ts';
+import { AWS_ERRORS, awsErrorName, awsUserError, describeAwsError, failureScope, isNetworkError } from './errors.ts';
 
 const awsError = (name: string, message = 'message from EC2'): EC2ServiceException =>
   new EC2ServiceException({ name, $fault: 'client', $metadata: { httpStatusCode: 400 }, message });
@@ -46,5 +46,22 @@ describe('the AWS error table', () => {
     const e = awsUserError(awsError('BrandNewError', 'something'), { action: 'RunInstances', region: 'us-east-1' });
     expect(e.message).toBe('EC2 RunInstances failed (us-east-1): BrandNewError: something');
     expect(e.remediation).toMatch(/DEBUG=spotctl:\*/);
+  });
+
+  it('reports network failures (DNS, refused, timed out) as a network problem to check, not a bug', () => {
+    const dns = Object.assign(new Error('getaddrinfo ENOTFOUND ec2.xx-fake-9.amazonaws.com'), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: 'ec2.xx-fake-9.amazonaws.com' });
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED', $metadata: { attempts: 3 } });
+    const timedOut = Object.assign(new Error('connect ETIMEDOUT 10.0.0.1:443'), { code: 'ETIMEDOUT' });
+    for (const error of [dns, refused, timedOut]) {
+      expect(isNetworkError(error)).toBe(true);
+      expect(failureScope(error)).toBe('region');
+      const e = awsUserError(error, { action: 'DescribeInstanceTypes', region: 'xx-fake-9' });
+      expect(e.code).toBe('SPOTCTL_AWS_NETWORK');
+      expect(e.message).toMatch(/^could not reach the AWS endpoint of xx-fake-9 over the network/);
+      expect(e.remediation).toMatch(/internet connection.*HTTPS_PROXY.*AWS_ENDPOINT_URL.*region name xx-fake-9/);
+      expect(e.remediation).not.toMatch(/bug|DEBUG/);
+      expect(describeAwsError(error)).not.toMatch(/AWS:/);
+    }
+    expect(isNetworkError(awsError('InsufficientInstanceCapacity'))).toBe(false);
   });
 });

@@ -44,6 +44,7 @@ export const AWS_ERROR_CODES = {
   request: 'SPOTCTL_AWS_REQUEST',
   quota: 'SPOTCTL_AWS_QUOTA',
   capacity: 'SPOTCTL_NO_CAPACITY',
+  network: 'SPOTCTL_AWS_NETWORK',
   aws: 'SPOTCTL_AWS_REQUEST',
 } as const satisfies Record<string, ErrorCode>;
 const CODE = AWS_ERROR_CODES;
@@ -87,6 +88,19 @@ const transient: AwsErrorRule = {
   code: CODE.aws,
   summary: (ctx) => `EC2${ctx.region ? ` in ${ctx.region}` : ''} failed or throttled the request even after retries`,
   remediation: () => `wait a minute and re-run; ${widen}`,
+};
+
+/**
+ * The request never reached AWS (DNS, refused or timed-out connection): a network or setup problem
+ * on this side, not a bug, and not AWS's verdict. Other regions' endpoints may still answer.
+ */
+const network: AwsErrorRule = {
+  scope: 'region',
+  code: CODE.network,
+  summary: (ctx) => `could not reach the AWS endpoint${ctx.region ? ` of ${ctx.region}` : ''} over the network`,
+  remediation: (ctx) =>
+    `check this machine's internet connection and proxy settings (HTTPS_PROXY), that AWS_ENDPOINT_URL is unset or points at a live endpoint, ` +
+    `and that the region name${ctx.region ? ` ${ctx.region}` : ''} is right (aws ec2 describe-regions lists them); then re-run`,
 };
 
 /** AWS error name → rule. Names are the `Code` EC2 returns (the SDK's `error.name`). */
@@ -212,6 +226,17 @@ export const AWS_ERRORS: Readonly<Record<string, AwsErrorRule>> = {
     remediation: () => 're-run so spotctl looks the image up again; if you passed an image id, it must exist in the region being launched in',
   },
   'InvalidAMIID.Malformed': badRequest,
+  // Node.js socket and DNS errors (`error.code`), which the SDK passes on after its retries.
+  ENOTFOUND: network,
+  EAI_AGAIN: network,
+  ECONNREFUSED: network,
+  ECONNRESET: network,
+  ETIMEDOUT: network,
+  EHOSTUNREACH: network,
+  ENETUNREACH: network,
+  ENETDOWN: network,
+  EPROTO: network,
+  UND_ERR_CONNECT_TIMEOUT: network,
   'InvalidAMIID.Unavailable': badRequest,
 };
 
@@ -221,6 +246,12 @@ export function awsErrorName(error: unknown): string | undefined {
   const e = error as { name?: unknown; Code?: unknown; code?: unknown };
   for (const candidate of [e.Code, e.name, e.code]) if (typeof candidate === 'string' && candidate !== 'Error') return candidate;
   return undefined;
+}
+
+/** True for errors of the network path to AWS (DNS, connection), as opposed to AWS's answers. */
+export function isNetworkError(error: unknown): boolean {
+  const name = awsErrorName(error);
+  return name !== undefined && AWS_ERRORS[name] === network;
 }
 
 /** True for errors AWS (not the network, not our code) sent back. */
@@ -250,7 +281,7 @@ function rawMessage(error: unknown): string {
 export function describeAwsError(error: unknown, ctx: AwsErrorContext = {}): string {
   const name = awsErrorName(error) ?? 'Error';
   const rule = AWS_ERRORS[name];
-  return rule ? `${name}: ${rule.summary(ctx)} (AWS: ${rawMessage(error)})` : `${name}: ${rawMessage(error)}`;
+  return rule ? `${name}: ${rule.summary(ctx)} (${rule === network ? '' : 'AWS: '}${rawMessage(error)})` : `${name}: ${rawMessage(error)}`;
 }
 
 /** The remediation text for an AWS error, or undefined when the table has none. */

@@ -35,6 +35,7 @@ import {
   failureScope,
   isAbort,
   isAwsServiceError,
+  isNetworkError,
   type FailureScope,
   type Market,
 } from './errors.ts';
@@ -318,6 +319,9 @@ export async function launchWithFailover<T>(
         // Not AWS's answer (a bug, a network failure the SDK gave up on): not ours to reinterpret.
         if (!known && !isAwsServiceError(error)) throw error;
         const ctx = { ...where(candidate), market, action: 'RunInstances' };
+        // A connection lost during RunInstances may still have launched an instance: stop here, so
+        // the launch's cleanup (which terminates by run tag) ends it, rather than try elsewhere.
+        if (isNetworkError(error)) throw awsUserError(error, ctx);
         const scope = failureScope(error);
         const message = describeAwsError(error, ctx);
         attempts.push({ candidate, market, outcome: 'failed', errorName: name ?? 'Error', message });

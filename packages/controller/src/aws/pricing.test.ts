@@ -171,4 +171,12 @@ describe('resolveRegions', () => {
     expect(() => resolveRegions({ regions: 'us-east-1', region: 'us-east-2', env: {} })).toThrow(/both given/);
     expect(() => resolveRegions({ regions: 'us-east-1,mars', env: {} })).toThrow(/invalid region 'mars'/);
   });
+
+  it('refuses region names AWS does not have, up front, unless SPOTCTL_EXTRA_REGIONS names them', () => {
+    expect(() => resolveRegions({ region: 'xx-fake-9', env: {} })).toThrow(/--region: unknown region 'xx-fake-9'/);
+    expect(() => resolveRegions({ regions: 'us-east-1,us-east-7', env: {} })).toThrow(/--regions: unknown region 'us-east-7' \(known: .*us-east-1, us-east-2/);
+    expect(() => resolveRegions({ env: { AWS_REGION: 'eu-fake-1' } })).toThrow(/AWS_REGION: unknown region 'eu-fake-1'/);
+    expect(resolveRegions({ regions: 'us-east-1,xx-fake-9', env: { SPOTCTL_EXTRA_REGIONS: 'yy-new-1, xx-fake-9' } }).regions).toEqual(['us-east-1', 'xx-fake-9']);
+    expect(resolveRegions({ region: 'cn-north-1', env: {} }).regions).toEqual(['cn-north-1']);
+  });
 });

@@ -15,6 +15,7 @@ import type { _InstanceType, EC2Client } from '@aws-sdk/client-ec2';
 import createDebug from 'debug';
 import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
 import { awsErrorName, awsRemediation, awsUserError, describeAwsError, isAbort } from './errors.ts';
+import { checkRegionNames } from './regions.ts';
 
 const debug = createDebug('spotctl:ec2');
 
@@ -84,8 +85,10 @@ export function resolveRegions(options: { regions?: string; region?: string; env
     if (list.length === 0 || bad !== undefined) {
       throw new UserError('SPOTCTL_USAGE', `${flag} ${bad === undefined ? 'is empty' : `has an invalid region '${bad}'`}`, {
         remediation: `for example: ${flag === 'AWS_REGION' ? 'export AWS_REGION=us-east-1' : `${flag} us-east-1${flag === '--regions' ? ',eu-west-1' : ''}`}`,
+        exitCode: 2,
       });
     }
+    checkRegionNames(list, flag, env);
     return [...new Set(list)];
   };
   if (options.regions !== undefined) {

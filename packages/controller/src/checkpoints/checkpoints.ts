@@ -152,7 +152,7 @@ export async function pullCheckpointSet(
     if (seq === undefined) {
       const known = seqs.length ? `sets ${seqs[0]}..${seqs.at(-1)} exist` : 'it has no committed set';
       throw new UserError('SPOTCTL_CHECKPOINT_NOT_FOUND', `no checkpoint set ${which} for run ${runId} in ${reader.location}: ${known}`, {
-        remediation: `spotctl checkpoints ${runId}`,
+        remediation: `see the committed sets with: spotctl checkpoints ls ${runId}`,
       });
     }
     const manifest = await readManifest(reader, runId, seq, signal);

@@ -12,6 +12,11 @@ export interface CommandContext {
   store: RunStore;
   /** Test-only settings (`SPOTCTL_TEST_*`), read once by main.ts; empty in normal use. */
   testOverrides: TestOverrides;
+  /**
+   * True when the user typed the option (by its attribute name, e.g. `instanceType`), false for a
+   * default. Absent when a command runs in-process without commander (tests): nothing was typed.
+   */
+  given?: (attributeName: string) => boolean;
 }
 
 export interface CommandDefinition<O extends Record<string, unknown> = Record<string, unknown>> {
@@ -29,6 +34,10 @@ export function defineCommand<O extends Record<string, unknown>>(definition: Com
   return definition;
 }
 
-export function contextFor(options: { json?: unknown }, testOverrides: TestOverrides): CommandContext {
-  return { out: new Output({ json: options.json === true }), store: new RunStore(), testOverrides };
+export function contextFor(
+  options: { json?: unknown },
+  testOverrides: TestOverrides,
+  given: (attributeName: string) => boolean = () => false,
+): CommandContext {
+  return { out: new Output({ json: options.json === true }), store: new RunStore(), testOverrides, given };
 }

@@ -7,6 +7,8 @@ import { SpotctlError, UserError, type ErrorCode } from '@spotctl/shared';
 import { Output } from '../output/output.ts';
 import { commands } from '../commands/index.ts';
 import { contextFor } from './define-command.ts';
+import { refuseInvalidUtf8 } from './argv-text.ts';
+import { optionGiven, refuseEmptyOptions } from './option-checks.ts';
 import { ForcedExit } from '../session/tail.ts';
 import { readTestOverrides } from '../providers/test-overrides.ts';
 
@@ -43,10 +45,11 @@ export function buildProgram(onExitCode: (code: number) => void): Command {
     cmd.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs[actionArgs.length - 1] as Command;
       const options = command.opts();
+      refuseEmptyOptions(command);
       // commander passes each declared argument (a variadic one as an array), then options, then the command.
       const positional = (actionArgs.slice(0, -2) as (string | string[] | undefined)[]).flat().filter((a): a is string => a !== undefined);
       // Test-only settings enter here, once, and travel down in the context.
-      onExitCode(await def.run(positional, options, contextFor(options, readTestOverrides(process.env))));
+      onExitCode(await def.run(positional, options, contextFor(options, readTestOverrides(process.env), (name) => optionGiven(command, name))));
     });
   }
   program.addHelpText('after', `\nExamples:\n  $ spotctl run train.py\n  $ spotctl run --host ubuntu@my-box -- python3 train.py --epochs 10\n  $ spotctl ps\n\nRun 'spotctl <command> --help' for a command's options.\n`);
@@ -67,6 +70,7 @@ export async function main(argv: string[]): Promise<number> {
       program.outputHelp();
       return 0;
     }
+    refuseInvalidUtf8(argv);
     await program.parseAsync(argv, { from: 'user' });
     return exitCode;
   } catch (error) {

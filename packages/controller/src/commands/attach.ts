@@ -1,6 +1,7 @@
 import { defineCommand } from '../cli/define-command.ts';
 import { providerFor } from '../providers/index.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
+import { parseWholeNumber } from '../cli/numbers.ts';
 import { finishRun } from '../session/finish.ts';
 import { tryConnect } from '../session/connect-once.ts';
 import { printStoredLog } from '../session/stored-log.ts';
@@ -16,10 +17,11 @@ export default defineCommand<{ from?: string; json?: boolean }>({
       .option('--from <seq>', 'start at this line number (default: after the last line printed here)')
       .option('--json', 'JSON lines on stdout instead of text'),
   run: async ([ref], options, { out, store, testOverrides }) => {
+    const from = options.from === undefined ? undefined : parseWholeNumber(options.from, '--from', 'spotctl attach last --from 500');
     const record = store.resolve(ref as string);
     const provider = providerFor(record.provider, { store, out, testOverrides });
     await using session = provider.locate(record).session;
-    const fromSeq = options.from !== undefined ? Math.max(1, Number.parseInt(options.from, 10) || 1) : store.readCursor(record.runId) + 1;
+    const fromSeq = from ?? store.readCursor(record.runId) + 1;
     const probe = await tryConnect(session);
     if (!probe) {
       const status = await session.readStatus().catch(() => undefined);

@@ -29,7 +29,7 @@ export default defineCommand<GcOptions>({
       .option('--json', 'one JSON object on stdout'),
   run: async (_args, options, { out, store }) => {
     const regions = lifecycleRegions(options, store);
-    const minAgeMs = options.minAge ? parseDuration(options.minAge, '--min-age') : GC_MIN_AGE_MS;
+    const minAgeMs = options.minAge ? parseDuration(options.minAge, '--min-age', { timer: false }) : GC_MIN_AGE_MS;
     using clients = new Ec2Clients();
     using iam = await iamClient();
     const report = await gcManaged({ clientFor: clients.forRegion, iam, regions, dryRun: options.dryRun === true, minAgeMs, signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS) });

@@ -1,5 +1,6 @@
 import { defineCommand } from '../cli/define-command.ts';
 import { providerFor } from '../providers/index.ts';
+import { parseWholeNumber } from '../cli/numbers.ts';
 import { tryConnect } from '../session/connect-once.ts';
 import { printStoredLog } from '../session/stored-log.ts';
 import { tailRun } from '../session/tail.ts';
@@ -15,9 +16,9 @@ export default defineCommand<{ follow?: boolean; from?: string; json?: boolean }
       .option('--from <seq>', 'start at this line number', '1')
       .option('--json', 'JSON lines on stdout instead of text'),
   run: async ([ref], options, { out, store, testOverrides }) => {
+    const fromSeq = options.from === undefined ? 1 : parseWholeNumber(options.from, '--from', 'spotctl logs last --from 500');
     const record = store.resolve(ref as string);
     await using session = providerFor(record.provider, { store, out, testOverrides }).locate(record).session;
-    const fromSeq = Math.max(1, Number.parseInt(options.from ?? '1', 10) || 1);
     const probe = await tryConnect(session);
     if (!probe) {
       await printStoredLog(session, out, fromSeq);

@@ -1,11 +1,12 @@
 import { UserError } from '@spotctl/shared';
-import type { PlacementCliOptions } from '../aws/cli-options.ts';
+import { addPlacementOptions, parseWorkersOption, type PlacementCliOptions } from '../aws/cli-options.ts';
 import { defineCommand } from '../cli/define-command.ts';
+import { parseWholeNumber } from '../cli/numbers.ts';
 import { table } from '../output/output.ts';
 import { Ec2Clients } from '../aws/clients.ts';
 import { findPlacements, type PlacementCandidate } from '../aws/placement.ts';
 import { resolveRegions } from '../aws/pricing.ts';
-import { DEFAULT_WORKERS, parseFamilies, parseInstanceTypes, validateWorkers } from '../aws/sizing.ts';
+import { parseFamilies, parseInstanceTypes } from '../aws/sizing.ts';
 
 /** The whole search (every region, with retries) must end; regions have their own shorter timeout. */
 const COMMAND_TIMEOUT_MS = 120_000;
@@ -21,39 +22,22 @@ export function formatPrice(pricePerHour: number): string {
   return pricePerHour >= 0.0001 ? pricePerHour.toFixed(4) : String(pricePerHour);
 }
 
-function parseCount(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new UserError('SPOTCTL_USAGE', `${flag} must be a whole number ≥ 1, got '${value}'`, { remediation: `for example: spotctl prices ${flag} 8` });
-  }
-  return n;
-}
-
 export default defineCommand<PricesOptions>({
   name: 'prices',
   description: 'Show the spot price in effect now for the instance types that fit, per region and Availability Zone, cheapest first',
   examples: ['spotctl prices', 'spotctl prices -w 16 --arm', 'spotctl prices --regions us-east-1,eu-west-1 --families c7a,m7a --json'],
   configure: (cmd) =>
-    cmd
-      .option('-w, --workers <n>', `parallel workers the job runs; sizes the machine (x86 with SMT: 2n+2 vCPUs, one thread per core: n+2)`, String(DEFAULT_WORKERS))
-      .option('--arm', 'Graviton (ARM) families instead of x86')
-      .option('--regions <list>', 'comma-separated regions to search (default: 8 common regions)')
-      .option('--region <region>', 'search only this region (AWS_REGION does the same)')
-      .option('--families <list>', 'comma-separated instance families (default: c6a,c7a, or c6g,c7g with --arm)')
-      .option('--instance-type <types>', 'exact instance type(s), comma-separated, instead of families')
-      .option('--no-ht', 'one thread per core (SMT off) where the type allows it')
-      .option('--placement-scores', 'also ask AWS how likely each AZ is to have capacity; breaks price ties')
+    addPlacementOptions(cmd)
       .option('-n, --limit <n>', `show at most this many rows (default ${DEFAULT_ROWS}; all with --json)`)
       .option('--json', 'one JSON array on stdout'),
   run: async (_args, options, { out }) => {
-    const workers = validateWorkers(parseCount(options.workers, '--workers', DEFAULT_WORKERS));
+    const workers = parseWorkersOption(options.workers, 'spotctl prices {}');
     const families = parseFamilies(options.families);
     const instanceTypes = parseInstanceTypes(options.instanceType);
     if (families && instanceTypes) {
-      throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', { remediation: 'use one: --families c7a or --instance-type c7a.2xlarge' });
+      throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', { remediation: 'use one: --families c7a or --instance-type c7a.2xlarge', exitCode: 2 });
     }
-    const limit = options.limit === undefined ? (out.json ? Infinity : DEFAULT_ROWS) : parseCount(options.limit, '--limit', DEFAULT_ROWS);
+    const limit = options.limit === undefined ? (out.json ? Infinity : DEFAULT_ROWS) : parseWholeNumber(options.limit, '--limit', 'spotctl prices --limit 50');
     const selection = resolveRegions({
       ...(options.regions === undefined ? {} : { regions: options.regions }),
       ...(options.region === undefined ? {} : { region: options.region }),

@@ -1,5 +1,6 @@
-import type { JobStatus } from '@spotctl/shared';
+import { UserError, type JobStatus } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
+import { parseWholeNumber } from '../cli/numbers.ts';
 import { Ec2Clients } from '../aws/clients.ts';
 import { listManagedInstances, spendOf } from '../aws/lifecycle.ts';
 import { lifecycleRegions } from '../aws/lifecycle-regions.ts';
@@ -56,7 +57,11 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
       .option('--regions <list>', '--cloud: comma-separated regions to look in (default: 8 common regions and those of runs started here)')
       .option('--region <region>', '--cloud: look only in this region'),
   run: async (_args, options, { out, store, testOverrides }) => {
-    const limit = Math.max(1, Number.parseInt(options.limit ?? '20', 10) || 20);
+    const limit = parseWholeNumber(options.limit ?? '20', '--limit', 'spotctl ps --limit 50');
+    if (!options.cloud && (options.regions !== undefined || options.region !== undefined)) {
+      const flag = options.regions !== undefined ? '--regions' : '--region';
+      throw new UserError('SPOTCTL_USAGE', `${flag} only applies with --cloud`, { remediation: `spotctl ps --cloud ${flag} ${options.regions ?? options.region ?? ''}`, exitCode: 2 });
+    }
     const records = store.list().slice(0, limit);
     const statuses = await Promise.all(records.map((r) => freshStatus(r, { store, out, testOverrides })));
     const now = Date.now();

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
+import { checkRunOptions } from '../cli/run-options.ts';
 import type { Output } from '../output/output.ts';
 import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
@@ -158,9 +159,9 @@ export default defineCommand<RunOptions>({
       .option('--json', 'JSON lines on stdout instead of text');
     configureAwsRunOptions(cmd);
   },
-  run: async (words, options, { out, store, testOverrides }) => {
+  run: async (words, options, { out, store, testOverrides, given }) => {
     // Every option is parsed and checked before anything exists: no record, no sync, no instance.
-    const plan = planRun(words, options, store);
+    const plan = planRun(words, options, store, given);
     const provider = providerFor(plan.provider, { store, out, testOverrides }, plan.aws ? { aws: plan.aws } : undefined);
     using signals = new RunSignals();
     return await runLoop({ plan, provider, signals, store, out });
@@ -179,8 +180,9 @@ export interface RunPlan {
   awsByDefault: boolean;
 }
 
-export function planRun(words: string[], options: RunOptions, store: RunStore): RunPlan {
+export function planRun(words: string[], options: RunOptions, store: RunStore, given: (attributeName: string) => boolean = () => false): RunPlan {
   const provider = resolveProvider(options);
+  checkRunOptions(options, provider, given);
   const aws: AwsLaunchOptions | undefined =
     provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
   const command = jobArgv(words);

@@ -17,6 +17,8 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
       .option('--grace <duration>', "override the run's grace for this stop")
       .option('--json', 'JSON output'),
   run: async ([ref], options, { out, store, testOverrides }) => {
+    // Checked before anything else: a bad --grace is refused even when the run already ended.
+    const graceMs = options.grace !== undefined ? parseDuration(options.grace, '--grace') : undefined;
     const record = store.resolve(ref as string);
     const provider = providerFor(record.provider, { store, out, testOverrides });
     await using session = provider.locate(record).session;
@@ -29,7 +31,6 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
       }
       throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent of run ${record.runId}`, { remediation: `check the host is up, then retry: spotctl stop ${record.runId}` });
     }
-    const graceMs = options.grace ? parseDuration(options.grace, '--grace') : undefined;
     const before = await connection.request('stop', { ...(options.force ? { force: true } : {}), ...(graceMs !== undefined ? { graceMs } : {}) });
     if (before.state === 'running' || before.state === 'starting') out.info(options.force ? 'sent SIGKILL' : `sent SIGTERM; waiting up to ${Math.round((graceMs ?? record.graceMs) / 1000)} s before SIGKILL`);
     // Wait for the end on the connection we already have: another client (an attached `run`)

@@ -21,6 +21,12 @@ interface TeardownOptions extends Record<string, unknown> {
 function runIdOf(ref: string, store: RunStore): { runId: string; region?: string } {
   try {
     const record = store.resolve(ref);
+    if (record.provider !== 'aws') {
+      throw new UserError('SPOTCTL_USAGE', `run ${record.runId} ran on the ${record.provider} provider: it has no EC2 instance to terminate`, {
+        remediation: `stop its job with: spotctl stop ${record.runId}`,
+        exitCode: 2,
+      });
+    }
     return { runId: record.runId, ...(record.aws ? { region: record.aws.region } : {}) };
   } catch (error) {
     if (error instanceof UserError && error.code === 'SPOTCTL_RUN_NOT_FOUND' && ref !== 'last') return { runId: ref };

@@ -1,11 +1,11 @@
 /** The aws provider's `spotctl run` options: declared for commander, parsed and checked into a typed launch plan. */
 import { UserError } from '@spotctl/shared';
 import type { Command } from 'commander';
-import type { PlacementCliOptions } from '../aws/cli-options.ts';
+import { addPlacementOptions, parseWorkersOption, type PlacementCliOptions } from '../aws/cli-options.ts';
 import type { Market } from '../aws/errors.ts';
 import { parseSshCidr } from '../aws/infra.ts';
 import { resolveRegions } from '../aws/pricing.ts';
-import { DEFAULT_WORKERS, parseFamilies, parseInstanceTypes, validateWorkers, type Architecture } from '../aws/sizing.ts';
+import { parseFamilies, parseInstanceTypes, type Architecture } from '../aws/sizing.ts';
 
 /** The run command's aws options, as commander hands them over. */
 export interface AwsCliOptions extends PlacementCliOptions {
@@ -16,18 +16,10 @@ export interface AwsCliOptions extends PlacementCliOptions {
 
 /** Adds the aws provider's options to `spotctl run`. */
 export function configureAwsRunOptions(cmd: Command): Command {
-  return cmd
-    .option('--workers <n>', `aws: parallel workers the job runs; sizes the machine (x86: 2n+2 vCPUs, ARM or --no-ht: n+2)`, String(DEFAULT_WORKERS))
-    .option('--arm', 'aws: Graviton (ARM) families instead of x86')
-    .option('--region <region>', 'aws: launch only in this region (AWS_REGION does the same)')
-    .option('--regions <list>', 'aws: comma-separated regions to search (default: 8 common regions)')
-    .option('--families <list>', 'aws: instance families (default: c6a,c7a, or c6g,c7g with --arm)')
-    .option('--instance-type <types>', 'aws: exact instance type(s), comma-separated, instead of families')
-    .option('--no-ht', 'aws: one thread per core (SMT off) where the type allows it')
+  return addPlacementOptions(cmd, 'aws: ')
     .option('--on-demand', 'aws: launch on-demand instead of spot')
     .option('--spot-fallback <market>', "aws: 'on-demand' launches on-demand when no spot capacity is found", 'none')
-    .option('--ssh-cidr <cidr>', "aws: allow SSH from this CIDR (default: this machine's public address /32)")
-    .option('--placement-scores', 'aws: also ask AWS how likely each AZ is to have capacity; breaks price ties');
+    .option('--ssh-cidr <cidr>', "aws: allow SSH from this CIDR (default: this machine's public address /32)");
 }
 
 export interface AwsLaunchOptions {
@@ -44,15 +36,6 @@ export interface AwsLaunchOptions {
   placementScores: boolean;
   /** ssh client config for the connection (`--ssh-config`). */
   sshConfig?: string;
-}
-
-function parseCount(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new UserError('SPOTCTL_USAGE', `${flag} must be a whole number ≥ 1, got '${value}'`, { remediation: `for example: spotctl run --provider aws ${flag} 8 train.py`, exitCode: 2 });
-  }
-  return n;
 }
 
 export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string }): AwsLaunchOptions {
@@ -72,7 +55,7 @@ export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string })
   return {
     regions: selection.regions,
     ...(selection.pinnedBy ? { pinnedBy: selection.pinnedBy } : {}),
-    workers: validateWorkers(parseCount(options.workers, '--workers', DEFAULT_WORKERS)),
+    workers: parseWorkersOption(options.workers, 'spotctl run --provider aws {} train.py'),
     architecture: options.arm ? 'arm64' : 'x86_64',
     ...(families ? { families } : {}),
     ...(instanceTypes ? { instanceTypes } : {}),

@@ -7,7 +7,7 @@ import type { RunRecord, RunStore } from '../runs/run-store.ts';
 
 export function describeEnd(status: JobStatus): string {
   if (status.state === 'failed-to-start') return `job failed to start: ${status.error ?? 'unknown error'}`;
-  if (status.signal) return `job killed by ${status.signal}${status.stopReason ? ` (${status.stopReason})` : ''}`;
+  if (status.signal) return `job killed by ${status.signal}${status.stopReason ? ` (${status.stopReason}${status.error ? `: ${status.error}` : ''})` : ''}`;
   return `job exited with code ${status.exitCode ?? '?'}`;
 }
 
