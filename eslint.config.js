@@ -15,7 +15,7 @@ export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', 'bench/results/**', '.vitest-tmp/**'] },
   {
     files: ['**/*.ts'],
-    extends: [tseslint.configs.base],
+    extends: [tseslint.configs.recommended],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
@@ -24,11 +24,17 @@ export default tseslint.config(
       // `return promise` inside a scope with `await using` disposes the resource before the promise settles.
       '@typescript-eslint/return-await': ['error', 'always'],
       'no-console': 'error',
+      // `await using _ = resource` and `const { dropped: _x, ...rest }` name on purpose what is kept only to be disposed or left out.
+      '@typescript-eslint/no-unused-vars': ['error', { varsIgnorePattern: '^_', argsIgnorePattern: '^_', ignoreRestSiblings: true }],
+      // A `${…}` in a plain string is a template literal that lost its backticks (it printed a literal `${region}`).
+      'no-template-curly-in-string': 'error',
     },
   },
   { files: ['packages/shared/**/*.ts'], rules: noCrossImports(['@spotctl/agent', '@spotctl/controller', 'fastify', 'ws', 'pino', 'chokidar', '@aws-sdk/client-ec2', '@aws-sdk/client-s3']) },
   { files: ['packages/agent/**/*.ts'], rules: noCrossImports(['@spotctl/controller']) },
   { files: ['packages/controller/**/*.ts'], rules: noCrossImports(['@spotctl/agent']) },
+  // Generated from ami/: the text of shell scripts, whose `${VAR}`s are the shell's.
+  { files: ['packages/controller/src/aws/ami-scripts.ts'], rules: { 'no-template-curly-in-string': 'off' } },
   // Tests and benchmarks print what they measure.
   { files: ['test/**/*.ts', 'bench/**/*.ts', 'packages/*/src/**/*.test.ts'], rules: { 'no-console': 'off' } },
 );

@@ -122,6 +122,8 @@ describe.skipIf(skipReason !== undefined)('spotctl run --provider aws (moto + a 
     expect(r.stderr).toMatch(/to stderr/);
     expect(r.stderr).toMatch(/test-only setting SPOTCTL_TEST_INSTANCE_HOST in effect/);
     expect(r.stderr).toMatch(/terminated i-[0-9a-f]+ after/);
+    // No image baked yet: the hint names the command for this run's region (it once printed a literal `${region}`).
+    expect(r.stderr).toContain(`spotctl ami build --region ${REGION}` + '` bakes an image');
 
     const record = runRecord(lastRunId());
     expect(record.provider).toBe('aws');

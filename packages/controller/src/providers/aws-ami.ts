@@ -81,6 +81,7 @@ export function bakeScript(options: { agentBuild: string; requirements: boolean 
     'set -eu',
     'cd "$(dirname "$0")"',
     // Test hosts only: files under this root, nothing that changes the machine itself.
+    // eslint-disable-next-line no-template-curly-in-string -- shell parameter expansion, not a template
     'ROOT="${SPOTCTL_BAKE_ROOT:-}"',
     'SUDO=sudo; [ "$(id -u)" = 0 ] && SUDO=',
     'if [ -z "$ROOT" ]; then $SUDO sh ./install.sh; fi',
