@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
-import { listRunRoles, loadIamSdk } from '../packages/controller/src/aws/iam.ts';
+import { listRunRoles, loadIamSdk } from '@spotctl/controller';
 import { startTestInstanceHost, type TestInstanceHost } from './helpers/aws-test-host.ts';
 import { startImdsInNetns, type NetnsImds } from './helpers/imds.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
