@@ -33,7 +33,7 @@ import { TAG, tagSpecifications, toTags } from '../aws/tags.ts';
 import type { Output } from '../output/output.ts';
 import { spotctlHome } from '../runs/run-store.ts';
 import { SshConnection } from '../transport/ssh.ts';
-import { shellQuote } from './deps.ts';
+import { shellQuote } from '../transport/shell.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { TEST_ENV, pinnedTarget, shielded, sshIdentity, testHostOverride, waitForSsh } from './aws.ts';
 import { step } from './provider.ts';

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { AGENT_FILES, SpotctlError, UserError, parseAgentState, parseJobStatus, type AgentConfig, type AgentState, type JobStatus } from '@spotctl/shared';
 import { AgentConnection } from '../transport/agent-client.ts';
 import { rsyncTo } from '../transport/rsync.ts';
+import { lastLine } from '../transport/shell.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
@@ -143,11 +144,6 @@ export function parseStartOutput(result: { code: number; stdout: string; stderr:
   const parsed = parseAgentState(lastLine(result.stdout));
   if (!parsed.ok) throw new SpotctlError('SPOTCTL_AGENT_START', `the agent printed an unexpected start line (${parsed.error}): ${lastLine(result.stdout)}`);
   return parsed.value;
-}
-
-export function lastLine(text: string): string {
-  const lines = text.trim().split('\n');
-  return (lines[lines.length - 1] ?? '').trim();
 }
 
 /** A run whose setup never got as far as the agent: nothing to reconnect to, ever. */
