@@ -1,8 +1,10 @@
+// @ts-check
 // One lint configuration for the whole repo. Typed rules catch forgotten promises; the
 // restricted-imports blocks keep the three packages to their one job each (Playwright's DEPS lists).
 import tseslint from 'typescript-eslint';
 import spotctl from './scripts/eslint-package-boundaries.mjs';
 
+/** @param {string[]} forbidden @returns {import('eslint').Linter.RulesRecord} */
 const noCrossImports = (forbidden) => ({
   'no-restricted-imports': [
     'error',
@@ -29,6 +31,18 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { varsIgnorePattern: '^_', argsIgnorePattern: '^_', ignoreRestSiblings: true }],
       // A `${…}` in a plain string is a template literal that lost its backticks (it printed a literal `${region}`).
       'no-template-curly-in-string': 'error',
+    },
+  },
+  // The .mjs scripts (bin, build, benchmarks, ami/) and this file: the same rules without type
+  // information (tsconfig.scripts.json type-checks them), plus undefined names, against Node's globals.
+  {
+    files: ['**/*.mjs', '**/*.js'],
+    extends: [tseslint.configs.recommended],
+    languageOptions: { globals: Object.fromEntries(Object.getOwnPropertyNames(globalThis).map((name) => [name, 'readonly'])) },
+    rules: {
+      'no-undef': 'error',
+      'no-template-curly-in-string': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { varsIgnorePattern: '^_', argsIgnorePattern: '^_', ignoreRestSiblings: true }],
     },
   },
   // Package to package, by name or by relative path: agent and controller import only shared, shared

@@ -56,7 +56,7 @@ const packageBoundaries = {
   create(context) {
     const from = partOf(context.filename);
     if (from === undefined) return {};
-    /** @param {import('estree').Node} node @param {unknown} spec */
+    /** @param node the import's source (a string literal) @param {unknown} spec */
     const check = (node, spec) => {
       if (typeof spec !== 'string') return;
       const target = targetOf(spec, context.filename);

@@ -1,7 +1,7 @@
 /**
- * The package-boundary lint rule, run through ESLint with the repo's own configuration over
- * fixture texts placed (virtually) inside each package: the imports it must refuse, by name and by
- * relative path, and the ones it must let through.
+ * The repo's own lint rules, run through ESLint with the repo's configuration over fixture texts
+ * placed (virtually) inside each package: the imports the package-boundary rule must refuse, by name
+ * and by relative path, and the ones it must let through; and the rules the .mjs scripts get.
  */
 import path from 'node:path';
 import { ESLint } from 'eslint';
@@ -48,5 +48,18 @@ describe('package boundaries', () => {
     expect(await boundaryErrors(file, "import { SpotPoller } from '../packages/agent/src/spot/index.ts';\nexport { SpotPoller };\n")).toEqual([expect.stringMatching(/import @spotctl\/agent \(its public src\/index\.ts\)/)]);
     expect(await boundaryErrors('test/helpers/lint-fixture.ts', "import { main } from '../../packages/controller/src/index.ts';\nexport { main };\n")).toHaveLength(1);
     expect(await boundaryErrors(file, "import { ERROR_CODES } from '@spotctl/shared/src/errors.ts';\nexport { ERROR_CODES };\n")).toHaveLength(1);
+  });
+});
+
+describe('.mjs scripts', () => {
+  it("are linted against Node's globals: an undefined name is an error, process and fetch are not", async () => {
+    const [result] = await eslint.lintText("process.stdout.write(String(typeof fetch));\nprocces.exit(1);\n", { filePath: path.join(REPO, 'bench/lint-fixture.mjs') });
+    expect(result!.messages.map((m) => `${m.ruleId}: ${m.message}`)).toEqual(["no-undef: 'procces' is not defined."]);
+  });
+
+  it('get the no-template-curly-in-string rule too', async () => {
+    // eslint-disable-next-line no-template-curly-in-string -- the fixture is exactly that mistake
+    const [result] = await eslint.lintText("process.stdout.write('region ${region}');\n", { filePath: path.join(REPO, 'scripts/lint-fixture.mjs') });
+    expect(result!.messages.map((m) => m.ruleId)).toEqual(['no-template-curly-in-string']);
   });
 });
