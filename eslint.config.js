@@ -1,6 +1,7 @@
 // @ts-check
 // One lint configuration for the whole repo. Typed rules catch forgotten promises; the
-// restricted-imports blocks keep the three packages to their one job each (Playwright's DEPS lists).
+// package-boundaries rule and the restricted-imports blocks keep the three packages to their one job
+// each (Playwright's DEPS lists).
 import tseslint from 'typescript-eslint';
 import spotctl from './scripts/eslint-package-boundaries.mjs';
 
