@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // Copies the scripts in ami/ into packages/controller/src/aws/ami-scripts.ts, the form the CLI
 // bundle carries (it is one file and reads nothing from the checkout at run time). Run it after
 // editing a script here: `node ami/sync-scripts.mjs`. A unit test fails while the two differ.

@@ -237,7 +237,7 @@ export default defineBenchmark({
   method: `
 Bare agents (\`node agent.mjs start --config …\`, shutdown action \`exit\`) run a Python job that installs a SIGTERM
 handler, prints \`ready\`, and on SIGTERM prints the \`time.time()\` at which the signal arrived. Each agent polls its
-own \`ImdsEmulator\` (packages/agent/src/spot/imds-emulator.ts, bundled with esbuild, listening on 127.0.0.1 in the
+own \`ImdsEmulator\` (test/helpers/imds-emulator.ts, the agent's rehearsal emulator with request counts, bundled with esbuild, listening on 127.0.0.1 in the
 benchmark process) with the **default poll interval (1 s)**. A round starts ${LANES} agents at once, waits until every
 job is ready and every agent has polled, then schedules a \`terminate\` notice on each emulator at a random moment
 ${NOTICE_WINDOW_MS[0] / 1000}–${NOTICE_WINDOW_MS[1] / 1000} s later (a uniform phase of the poll), and reads the SIGTERM time from the job's log.

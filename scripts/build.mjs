@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // Bundles the agent and the CLI into one file each with esbuild.
 // Every external is listed with its reason (none today: both bundles are self-contained so the
 // agent can be copied to a host as a single file, and the CLI starts without resolving node_modules).
@@ -61,6 +62,10 @@ const leaveOut = (modules) => ({
   },
 });
 
+/**
+ * @param {boolean} quiet
+ * @returns {import('esbuild').BuildOptions}
+ */
 function common(quiet) {
   return {
   bundle: true,

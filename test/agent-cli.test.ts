@@ -177,6 +177,7 @@ describe('environment', () => {
   test('SPOTCTL_AGENT_TOKEN overrides the config token and is not passed to the job', async () => {
     const envToken = 'e'.repeat(32);
     await using agent = await startAgent({
+      // eslint-disable-next-line no-template-curly-in-string -- shell parameter expansion, not a template
       command: ['sh', '-c', 'echo "$SPOTCTL_RUN_ID|$SPOTCTL_HEARTBEAT|$PYTHONUNBUFFERED|${SPOTCTL_AGENT_TOKEN:-unset}|$FOO"'],
       config: { env: { FOO: 'bar' } },
       env: { SPOTCTL_AGENT_TOKEN: envToken },

@@ -9,13 +9,28 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cloudConfig, generateHostKey, hostKeyFromCloudConfig } from '../packages/controller/src/aws/ami-user-data.ts';
-import { Ec2Clients } from '../packages/controller/src/aws/clients.ts';
-import { CANONICAL_OWNER_ID, ensureLocalKey, ensureRegionInfra, securityGroupName } from '../packages/controller/src/aws/infra.ts';
-import { launchInstance, terminateRun, waitForRunning, type RunTags } from '../packages/controller/src/aws/launch.ts';
-import type { PlacementCandidate } from '../packages/controller/src/aws/placement.ts';
-import { TAG, tagMap } from '../packages/controller/src/aws/tags.ts';
-import { createRunRole, deleteRunRole, listRunRoles, loadIamSdk, runRolePolicy } from '../packages/controller/src/aws/iam.ts';
+import {
+  CANONICAL_OWNER_ID,
+  Ec2Clients,
+  TAG,
+  cloudConfig,
+  createRunRole,
+  deleteRunRole,
+  ensureLocalKey,
+  ensureRegionInfra,
+  generateHostKey,
+  hostKeyFromCloudConfig,
+  launchInstance,
+  listRunRoles,
+  loadIamSdk,
+  runRolePolicy,
+  securityGroupName,
+  tagMap,
+  terminateRun,
+  waitForRunning,
+  type PlacementCandidate,
+  type RunTags,
+} from '@spotctl/controller';
 import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
 
 const OWNER = 'arn:aws:iam::123456789012:user/moto';

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
 import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type EC2Client, type MotoEc2 } from './helpers/aws-moto.ts';
-import { createRunRole, listRunRoles, loadIamSdk, runRolePolicy } from '../packages/controller/src/aws/iam.ts';
+import { createRunRole, listRunRoles, loadIamSdk, runRolePolicy } from '@spotctl/controller';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 
 const REGION = 'us-east-2';

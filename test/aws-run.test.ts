@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
-import { listRunRoles, loadIamSdk } from '../packages/controller/src/aws/iam.ts';
+import { listRunRoles, loadIamSdk } from '@spotctl/controller';
 import { startTestInstanceHost, type TestInstanceHost } from './helpers/aws-test-host.ts';
 import { startImdsInNetns, type NetnsImds } from './helpers/imds.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
@@ -122,6 +122,8 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(r.stderr).toMatch(/to stderr/);
     expect(r.stderr).toMatch(/test-only setting SPOTCTL_TEST_INSTANCE_HOST in effect/);
     expect(r.stderr).toMatch(/terminated i-[0-9a-f]+ after/);
+    // No image baked yet: the hint names the command for this run's region (it once printed a literal `${region}`).
+    expect(r.stderr).toContain(`spotctl ami build --region ${REGION}` + '` bakes an image');
 
     const record = runRecord(lastRunId());
     expect(record.provider).toBe('aws');

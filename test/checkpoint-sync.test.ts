@@ -6,11 +6,10 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { checkpointKeys, parseManifest, type CheckpointManifest, type CheckpointTarget } from '@spotctl/shared';
-// The agent's index does not re-export checkpoint/ yet (the lead wires it); import the part's own index.
 import {
   CheckpointSync,
   createObjectStore,
@@ -19,8 +18,8 @@ import {
   S3ObjectStore,
   type CheckpointCommittedEvent,
   type ObjectStore,
-} from '../packages/agent/src/checkpoint/index.ts';
-import { listCheckpointSets, pullCheckpointSet } from '../packages/controller/src/checkpoints/index.ts';
+} from '@spotctl/agent';
+import { listCheckpointSets, pullCheckpointSet } from '@spotctl/controller';
 import { startMoto, type Moto } from './helpers/moto.ts';
 import { waitFor } from './helpers/read-until.ts';
 import { tmpDir } from './helpers/tmp.ts';

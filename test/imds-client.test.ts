@@ -3,7 +3,7 @@
  * before expiry, re-fetch on 401, timeouts, refusals and aborts.
  */
 import { describe, expect, test } from 'vitest';
-import { DEFAULT_IMDS_ENDPOINT, ImdsClient, ImdsError, resolveImdsEndpoint } from '../packages/agent/src/spot/index.ts';
+import { DEFAULT_IMDS_ENDPOINT, ImdsClient, ImdsError, resolveImdsEndpoint } from '@spotctl/agent';
 import { startImds } from './helpers/imds.ts';
 
 class ManualClock {

@@ -3,7 +3,7 @@
  * plain HTTP client (not ours), so the client's tests below rest on a verified server.
  */
 import { describe, expect, test } from 'vitest';
-import { imdsTime } from '../packages/agent/src/spot/index.ts';
+import { imdsTime } from '@spotctl/agent';
 import { startImds } from './helpers/imds.ts';
 
 class ManualClock {

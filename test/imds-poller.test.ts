@@ -13,7 +13,7 @@ import {
   type ImdsGetter,
   type PollClock,
   type SpotPollerOptions,
-} from '../packages/agent/src/spot/index.ts';
+} from '@spotctl/agent';
 import { memoryLogger, startImds, type TestImds } from './helpers/imds.ts';
 import { waitFor } from './helpers/read-until.ts';
 

@@ -11,9 +11,7 @@ import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SpotctlError, UserError } from '@spotctl/shared';
-// The controller's index does not export its transport; these tests exercise it directly.
-import { SshConnection, parseHostSpec } from '../packages/controller/src/transport/ssh.ts';
-import { rsyncTo } from '../packages/controller/src/transport/rsync.ts';
+import { SshConnection, parseHostSpec, rsyncTo } from '@spotctl/controller';
 import { createNetns, type Netns } from './helpers/netns.ts';
 import { skipUnlessCi } from './helpers/prerequisites.ts';
 import { readUntil, waitFor } from './helpers/read-until.ts';

@@ -58,7 +58,7 @@ export function startAgent(bundle, configFile, { timeoutMs = 30_000, signal } = 
       try {
         finish(undefined, { readyMs, state: JSON.parse(out.slice(0, nl)) });
       } catch (e) {
-        finish(new Error(`agent start printed something else than its state: ${out}`));
+        finish(new Error(`agent start printed something else than its state: ${out}`, { cause: e }));
       }
     });
     child.stderr.on('data', (s) => (err += s));

@@ -21,14 +21,14 @@ export const INSTANCE_ACTION_PATH = '/latest/meta-data/spot/instance-action';
 let loading;
 
 /**
- * `ImdsEmulator` (packages/agent/src/spot/imds-emulator.ts) and `startMoto` (test/helpers/moto.ts),
+ * The metadata emulator with its request counts (test/helpers/imds-emulator.ts) and `startMoto` (test/helpers/moto.ts),
  * bundled with esbuild into bench/.cache and imported.
  *
  * @returns {Promise<{ ImdsEmulator: new (options?: object) => any, startMoto: () => Promise<any> }>}
  */
 export function loadSpotHarness() {
   loading ??= bundleHarness('spot-harness', [
-    "export { ImdsEmulator } from '../../packages/agent/src/spot/imds-emulator.ts';",
+    "export { TestImdsEmulator as ImdsEmulator } from './imds-emulator.ts';",
     "export { startMoto } from './moto.ts';",
   ]);
   return loading;

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 // The SDK is the controller's dependency, not the test package's: reach it through its loader.
-import { loadEc2Sdk, type Ec2Sdk } from '../../packages/controller/src/aws/clients.ts';
+import { loadEc2Sdk, type Ec2Sdk } from '@spotctl/controller';
 
 export type EC2Client = InstanceType<Ec2Sdk['EC2Client']>;
 export { loadEc2Sdk };

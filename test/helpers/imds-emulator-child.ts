@@ -10,7 +10,7 @@
  * comes first, so it can never outlive a crashed test run for long.
  */
 import readline from 'node:readline';
-import { ImdsEmulator, type EmulatedInstanceProfile, type ScheduleInterruptionOptions } from '../../packages/agent/src/spot/index.ts';
+import { TestImdsEmulator, type EmulatedInstanceProfile, type ScheduleInterruptionOptions } from './imds-emulator.ts';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -21,7 +21,7 @@ function write(message: unknown): void {
   process.stdout.write(`${JSON.stringify(message)}\n`);
 }
 
-const emulator = new ImdsEmulator();
+const emulator = new TestImdsEmulator();
 const lifetime = setTimeout(() => void shutdown(4), Number(arg('lifetime-ms', '600000')));
 
 async function shutdown(code: number): Promise<void> {

@@ -9,7 +9,7 @@
  *
  * Diagnostics (the poller's log) go to stderr; stdout carries only the JSON lines.
  */
-import { ImdsClient, ImdsError, SpotPoller, type SpotLogger } from '../../packages/agent/src/spot/index.ts';
+import { ImdsClient, ImdsError, SpotPoller, type SpotLogger } from '@spotctl/agent';
 
 function write(message: unknown): void {
   process.stdout.write(`${JSON.stringify(message)}\n`);

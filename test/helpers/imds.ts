@@ -11,13 +11,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import {
-  ImdsEmulator,
+  TestImdsEmulator,
   type EmulatedInstanceProfile,
-  type ImdsEmulatorOptions,
   type ImdsRequestCounts,
   type ScheduleInterruptionOptions,
   type ScheduledInterruption,
-} from '../../packages/agent/src/spot/index.ts';
+  type TestImdsEmulatorOptions,
+} from './imds-emulator.ts';
 import type { Netns } from './netns.ts';
 import { readUntil, tapStream } from './read-until.ts';
 
@@ -26,7 +26,7 @@ const HELPERS = path.dirname(fileURLToPath(import.meta.url));
 export const IMDS_ADDRESS = '169.254.169.254';
 
 export interface TestImds extends AsyncDisposable {
-  readonly emulator: ImdsEmulator;
+  readonly emulator: TestImdsEmulator;
   /** Base URL; the same across stop()/restart(). */
   readonly url: string;
   readonly port: number;
@@ -37,9 +37,9 @@ export interface TestImds extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-export async function startImds(options: ImdsEmulatorOptions & { host?: string; port?: number } = {}): Promise<TestImds> {
+export async function startImds(options: TestImdsEmulatorOptions & { host?: string; port?: number } = {}): Promise<TestImds> {
   const { host = '127.0.0.1', port = 0, ...emulatorOptions } = options;
-  const emulator = new ImdsEmulator(emulatorOptions);
+  const emulator = new TestImdsEmulator(emulatorOptions);
   const url = await emulator.listen({ host, port });
   const boundPort = emulator.port;
   const close = (): Promise<void> => emulator.close();

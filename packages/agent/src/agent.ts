@@ -195,11 +195,6 @@ export class Agent implements AsyncDisposable {
     };
   }
 
-  /** The in-process metadata emulator of a rehearsal (tests read its timings). */
-  get emulator(): ImdsEmulator | undefined {
-    return this.#emulator;
-  }
-
   stopJob(options: StopOptions = {}): JobStatus {
     this.#supervisor.stop(options);
     return this.status();

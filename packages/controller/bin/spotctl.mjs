@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // The `spotctl` executable. In a checkout the CLI and agent bundles are rebuilt first when any
 // source file is newer than them, so `pnpm spotctl` always runs what the tree says.
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -46,7 +47,7 @@ const code = await main(process.argv.slice(2));
 // written (or the reader is gone: then there is nothing left to wait for).
 await Promise.all(
   [process.stdout, process.stderr].map(
-    (stream) => new Promise((resolve) => (stream.writableLength === 0 || stream.destroyed ? resolve() : stream.write('', () => resolve()))),
+    (stream) => new Promise((resolve) => (stream.writableLength === 0 || stream.destroyed ? resolve(undefined) : stream.write('', () => resolve(undefined)))),
   ),
 );
 process.exit(code);

@@ -5,7 +5,6 @@
 export const ERROR_CODES = {
   SPOTCTL_USAGE: 'The command line is not valid (unknown flag, missing value, empty command).',
   SPOTCTL_CONFIG: 'A configuration value is out of range or malformed.',
-  SPOTCTL_NOT_IMPLEMENTED: 'The feature is planned but not available yet.',
   SPOTCTL_RUN_NOT_FOUND: 'No run with that id is known on this machine.',
   SPOTCTL_SSH_UNREACHABLE: 'The SSH host could not be reached or refused the login.',
   SPOTCTL_SSH_FAILED: 'A command over SSH failed on the host.',

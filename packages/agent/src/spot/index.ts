@@ -39,12 +39,9 @@ export {
 } from './grace.ts';
 export {
   ImdsEmulator,
+  imdsErrorPage,
   imdsTime,
-  type EmulatedInstanceProfile,
   type ImdsEmulatorOptions,
-  type ImdsFault,
-  type ImdsRequestCounts,
-  type ImdsRequestRecord,
   type ListenOptions,
   type ScheduleInterruptionOptions,
   type ScheduledInterruption,

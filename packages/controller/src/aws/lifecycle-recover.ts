@@ -12,6 +12,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { AGENT_FILES, SpotctlError, UserError, parseAgentConfig, parseAgentState, type AgentState } from '@spotctl/shared';
 import type { AwsRunInfo, RunRecord, RunStore } from '../runs/run-store.ts';
+import { shellQuote } from '../transport/shell.ts';
 import { SshConnection, type SshTarget } from '../transport/ssh.ts';
 import { writeKnownHosts } from './ami-user-data.ts';
 import type { ManagedInstance } from './lifecycle.ts';
@@ -25,10 +26,6 @@ export interface RecoverOptions {
   targetOverride?: Partial<SshTarget>;
   sshConfig?: string;
   signal?: AbortSignal;
-}
-
-function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The record's cloud half, from tags alone (no SSH). */

@@ -18,7 +18,8 @@ import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
 import { awsErrorName, describeAwsError } from './errors.ts';
 import { deleteRunRole, listRunRoles } from './iam.ts';
 import { LIVE_STATES, terminateInstances } from './launch.ts';
-import { mapWithConcurrency, withTimeout } from './pricing.ts';
+import { mapLimit } from '../util/map-limit.ts';
+import { withTimeout } from './pricing.ts';
 import { MANAGED_FILTER, NEVER, TAG, isManaged, parseExpiresAt, tagMap } from './tags.ts';
 
 const debug = createDebug('spotctl:lifecycle');
@@ -138,7 +139,7 @@ export async function listManagedInstances(options: ListOptions): Promise<{ inst
     ...(options.includeEnded ? [] : [{ Name: 'instance-state-name', Values: [...LIVE_STATES] }]),
     ...(options.runId ? [{ Name: `tag:${TAG.runId}`, Values: [options.runId] }] : []),
   ];
-  const perRegion = await mapWithConcurrency(options.regions, REGION_CONCURRENCY, async (region) => {
+  const perRegion = await mapLimit(options.regions, REGION_CONCURRENCY, async (region) => {
     try {
       return await withTimeout(options.signal, LIFECYCLE_REGION_TIMEOUT_MS, async (signal) => await describeManagedInstances(await options.clientFor(region), region, filters, signal));
     } catch (error) {
@@ -309,7 +310,7 @@ async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, sign
 export async function gcManaged(options: GcOptions): Promise<GcReport> {
   const errors: RegionError[] = [];
   const liveRuns = new Set<string>();
-  const perRegion = await mapWithConcurrency(options.regions, REGION_CONCURRENCY, async (region) => {
+  const perRegion = await mapLimit(options.regions, REGION_CONCURRENCY, async (region) => {
     try {
       return await withTimeout(options.signal, LIFECYCLE_REGION_TIMEOUT_MS * 2, async (signal) => await gcRegion(region, await options.clientFor(region), options, signal, liveRuns));
     } catch (error) {

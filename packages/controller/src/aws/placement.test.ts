@@ -12,7 +12,7 @@ import {
 import { SpotctlError, UserError } from '@spotctl/shared';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
-import { typesOf } from './ec2-fixtures.ts';
+import { typesOf } from '../../../../test/fixtures/ec2-instance-types.ts';
 import {
   findPlacements,
   launchPlacement,

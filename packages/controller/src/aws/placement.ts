@@ -24,6 +24,7 @@
 import { SpotctlError, UserError } from '@spotctl/shared';
 import type { RunInstancesCommandInput } from '@aws-sdk/client-ec2';
 import createDebug from 'debug';
+import { mapLimit } from '../util/map-limit.ts';
 import type { Ec2ClientFor } from './clients.ts';
 import {
   AWS_ERROR_CODES,
@@ -42,7 +43,6 @@ import {
 import {
   fetchAzIds,
   fetchPlacementScores,
-  mapWithConcurrency,
   priceRegions,
   scoreKey,
   withTimeout,
@@ -469,7 +469,7 @@ async function scorePlaces(
   // Scores are keyed by AZ id; look the ids up only where the price entries lacked them.
   const needIds = [...new Set(quotes.filter((q) => q.azId === undefined).map((q) => q.region))];
   const azIds = new Map<string, ReadonlyMap<string, string>>();
-  await mapWithConcurrency(needIds, options.concurrency ?? 4, async (region) => {
+  await mapLimit(needIds, options.concurrency ?? 4, async (region) => {
     try {
       azIds.set(region, await withTimeout(options.signal, timeoutMs, async (signal) => await fetchAzIds(await options.clientFor(region), signal)));
     } catch (error) {

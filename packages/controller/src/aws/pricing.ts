@@ -13,6 +13,7 @@
 import { UserError } from '@spotctl/shared';
 import type { _InstanceType, EC2Client } from '@aws-sdk/client-ec2';
 import createDebug from 'debug';
+import { mapLimit } from '../util/map-limit.ts';
 import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
 import { awsErrorName, awsRemediation, awsUserError, describeAwsError, isAbort } from './errors.ts';
 import { checkRegionNames } from './regions.ts';
@@ -160,20 +161,6 @@ export async function fetchSpotPrices(client: EC2Client, options: FetchPricesOpt
   return [...newest.values()];
 }
 
-/** Runs `fn` over `items` with at most `limit` at a time; results in input order. */
-export async function mapWithConcurrency<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index] as T, index);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  return results;
-}
-
 /**
  * Runs `fn` with a signal that aborts on the parent signal or after `timeoutMs`, and settles when
  * that signal fires even if `fn` ignores it (so a stuck region can't hold the whole search).
@@ -223,7 +210,7 @@ export interface RegionPrices {
 export async function priceRegions(options: PriceRegionsOptions): Promise<RegionPrices> {
   const timeoutMs = options.regionTimeoutMs ?? DEFAULT_REGION_TIMEOUT_MS;
   type Outcome = { ok: true; region: string; quotes: SpotPriceQuote[] } | { ok: false; region: string; failure: RegionFailure; error: unknown };
-  const outcomes = await mapWithConcurrency(options.regions, options.concurrency ?? DEFAULT_REGION_CONCURRENCY, async (region): Promise<Outcome> => {
+  const outcomes = await mapLimit(options.regions, options.concurrency ?? DEFAULT_REGION_CONCURRENCY, async (region): Promise<Outcome> => {
     try {
       const client = await options.clientFor(region);
       const quotes = await withTimeout(options.signal, timeoutMs, (signal) =>

@@ -2,7 +2,7 @@ import { DescribeInstanceTypesCommand, EC2Client, EC2ServiceException } from '@a
 import { UserError } from '@spotctl/shared';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
-import { INSTANCE_TYPES, typesOf } from './ec2-fixtures.ts';
+import { INSTANCE_TYPES, typesOf } from '../../../../test/fixtures/ec2-instance-types.ts';
 import {
   chooseTypes,
   choosePinnedTypes,

@@ -18,6 +18,7 @@ import {
   type CheckpointTarget,
   type ManifestFile,
 } from '@spotctl/shared';
+import { mapLimit } from '../util/map-limit.ts';
 import { openCheckpointReader, type CheckpointReader } from './reader.ts';
 
 const debug = createDebug('spotctl:checkpoints');
@@ -72,19 +73,6 @@ async function committedSeqs(reader: CheckpointReader, runId: string, signal?: A
     .map((k) => checkpointKeys.seqOf(k))
     .filter((s): s is number => s !== undefined)
     .sort((a, b) => a - b);
-}
-
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  return results;
 }
 
 /** Every committed set of a run, oldest first. A run without checkpoints gives []. */

@@ -2,8 +2,31 @@ import { DescribeInstanceTypesCommand, DescribeSpotPriceHistoryCommand, EC2Clien
 import { UserError } from '@spotctl/shared';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { typesOf } from '../aws/ec2-fixtures.ts';
-import { runPrices } from './prices-testkit.ts';
+import { typesOf } from '../../../../test/fixtures/ec2-instance-types.ts';
+import { Writable } from 'node:stream';
+import { Output } from '../output/output.ts';
+import { RunStore } from '../runs/run-store.ts';
+import prices from './prices.ts';
+
+function sink(): Writable & { text: () => string } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString());
+      done();
+    },
+  });
+  return Object.assign(stream, { text: () => chunks.join('') });
+}
+
+/** Runs the `prices` command in-process and captures what it prints. */
+async function runPrices(options: Record<string, unknown>): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = sink();
+  const stderr = sink();
+  const out = new Output({ json: options.json === true, stdout, stderr });
+  const code = await prices.run([], { workers: '4', ht: true, ...options }, { out, store: new RunStore('/nonexistent/spotctl-runs'), testOverrides: {} });
+  return { code, stdout: stdout.text(), stderr: stderr.text() };
+}
 
 const ec2 = mockClient(EC2Client);
 let savedRegion: string | undefined;

@@ -7,6 +7,7 @@ import { SpotctlError, UserError, parseAgentState, type AgentConfig, type AgentS
 import type { RunRecord } from '../runs/run-store.ts';
 import { spotAgentConfig } from '../session/checkpoint-options.ts';
 import type { LaunchContext } from './provider.ts';
+import { lastLine } from '../transport/shell.ts';
 
 export interface AgentConfigOptions {
   /** What the agent does once it is idle (aws: power the instance off). @default { kind: 'exit' } */
@@ -44,11 +45,6 @@ export function parseStartOutput(result: { code: number; stdout: string; stderr:
   const parsed = parseAgentState(lastLine(result.stdout));
   if (!parsed.ok) throw new SpotctlError('SPOTCTL_AGENT_START', `the agent printed an unexpected start line (${parsed.error}): ${lastLine(result.stdout)}`);
   return parsed.value;
-}
-
-export function lastLine(text: string): string {
-  const lines = text.trim().split('\n');
-  return (lines[lines.length - 1] ?? '').trim();
 }
 
 /** A run whose setup never got as far as the agent: nothing to reconnect to, ever. */

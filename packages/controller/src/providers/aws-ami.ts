@@ -33,7 +33,7 @@ import { TAG, tagSpecifications, toTags } from '../aws/tags.ts';
 import type { Output } from '../output/output.ts';
 import { spotctlHome } from '../runs/run-store.ts';
 import { SshConnection } from '../transport/ssh.ts';
-import { shellQuote } from './deps.ts';
+import { shellQuote } from '../transport/shell.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { pinnedTarget, sshIdentity, waitForSsh } from './aws-access.ts';
 import { shielded } from './aws-teardown.ts';
@@ -84,6 +84,7 @@ export function bakeScript(options: { agentBuild: string; requirements: boolean 
     'set -eu',
     'cd "$(dirname "$0")"',
     // Test hosts only: files under this root, nothing that changes the machine itself.
+    // eslint-disable-next-line no-template-curly-in-string -- shell parameter expansion, not a template
     'ROOT="${SPOTCTL_BAKE_ROOT:-}"',
     'SUDO=sudo; [ "$(id -u)" = 0 ] && SUDO=',
     'if [ -z "$ROOT" ]; then $SUDO sh ./install.sh; fi',

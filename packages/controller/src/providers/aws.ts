@@ -193,7 +193,7 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
           const started = performance.now();
           const infra = await ensureRegionInfra({ ec2: await clients.forRegion(region), region, owner, key: key satisfies LocalKey, sshCidr: cidr.cidr, architecture: options.architecture, signal });
           out.step('infra', `${region}: key pair ${infra.keyName}, security group ${infra.securityGroupId} (22/tcp from ${cidr.cidr}), image ${infra.image.name}`, performance.now() - started);
-          if (!infra.image.baked) out.info('using stock Ubuntu 24.04 and installing Node.js and python3 at boot; `spotctl ami build --region ${region}` bakes an image that makes launches faster');
+          if (!infra.image.baked) out.info(`using stock Ubuntu 24.04 and installing Node.js and python3 at boot; \`spotctl ami build --region ${region}\` bakes an image that makes launches faster`);
           return infra;
         })();
         infraByRegion.set(region, p);

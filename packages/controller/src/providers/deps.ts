@@ -2,6 +2,8 @@
  * The shell script that installs a project's Python dependencies into `<workdir>/.venv`, run on
  * the host (or locally). One script for every provider, so behaviour cannot drift.
  */
+import { shellQuote } from '../transport/shell.ts';
+
 export const DEPS_MARKER_NONE = 'spotctl-deps: nothing to install';
 
 export function depsInstallScript(workdir: string): string {
@@ -28,7 +30,3 @@ export function depsInstallScript(workdir: string): string {
   ].join('\n');
 }
 
-/** POSIX single-quote quoting. */
-export function shellQuote(value: string): string {
-  return /^[A-Za-z0-9_./:=@%+-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`;
-}

@@ -8,10 +8,11 @@ import path from 'node:path';
 import { AGENT_FILES, UserError, parseAgentState, parseJobStatus, type AgentState, type JobStatus } from '@spotctl/shared';
 import { AgentConnection } from '../transport/agent-client.ts';
 import { rsyncTo } from '../transport/rsync.ts';
+import { lastLine } from '../transport/shell.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
-import { lastLine, notStarted, parseStartOutput, prepareAgentConfig } from './agent-config.ts';
+import { notStarted, parseStartOutput, prepareAgentConfig } from './agent-config.ts';
 import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
 /** Directories never copied, whatever the project's .gitignore says. */

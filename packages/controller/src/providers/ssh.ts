@@ -12,8 +12,9 @@ import { rsyncTo } from '../transport/rsync.ts';
 import { SshConnection, type SshTarget } from '../transport/ssh.ts';
 import type { RemoteLayout, RunRecord, RunStore } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
-import { DEPS_MARKER_NONE, depsInstallScript, shellQuote } from './deps.ts';
-import { lastLine, notStarted, parseStartOutput, prepareAgentConfig, type AgentConfigOptions } from './agent-config.ts';
+import { lastLine, shellQuote } from '../transport/shell.ts';
+import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
+import { notStarted, parseStartOutput, prepareAgentConfig, type AgentConfigOptions } from './agent-config.ts';
 import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
 const debug = createDebug('spotctl:ssh-provider');

@@ -7,6 +7,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import createDebug from 'debug';
 import { UserError } from '@spotctl/shared';
+import { shellQuote } from './shell.ts';
 import type { SshConnection } from './ssh.ts';
 
 const debug = createDebug('spotctl:rsync');
@@ -58,10 +59,6 @@ function rsyncShellWord(arg: string): string {
     remediation: 'rename the file or directory so its path has no quotes',
     exitCode: 2,
   });
-}
-
-function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The most telling stderr line: rsync ends with a generic "rsync error: ... (code N)" summary. */

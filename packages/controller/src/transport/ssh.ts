@@ -16,6 +16,7 @@ import { lstat, mkdir, rmdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import createDebug from 'debug';
 import { SpotctlError, UserError } from '@spotctl/shared';
+import { lastLine } from './shell.ts';
 
 const debug = createDebug('spotctl:ssh');
 
@@ -167,14 +168,6 @@ function manualSshCommand(t: SshTarget): string {
 /** Value of an `-o Key=value` argument; ssh splits option values on spaces unless quoted. */
 function optionValue(value: string): string {
   return /[\s"']/.test(value) ? `"${value.replace(/["\\]/g, '\\$&')}"` : value;
-}
-
-function lastLine(text: string): string {
-  const lines = text
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !/^@+$/.test(l) && !/^Warning: Permanently added/.test(l));
-  return lines.at(-1) ?? '';
 }
 
 /** Turns what ssh printed on a failed connection attempt into one line and what to do about it. */
