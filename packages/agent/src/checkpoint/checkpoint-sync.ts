@@ -12,7 +12,7 @@ import { lstat, mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { watch, type FSWatcher } from 'chokidar';
-import { checkpointKeys, type CheckpointManifest, type FlushResult, type ManifestFile } from '@spotctl/shared';
+import { checkpointKeys, deadline, type CheckpointManifest, type FlushResult, type ManifestFile } from '@spotctl/shared';
 import { ContentMismatchError, hashFile, sha256Hex } from './hashing.ts';
 import { describeError, silentLogger, type CheckpointLogger } from './retry.ts';
 import type { ObjectStore } from './store.ts';
@@ -762,10 +762,11 @@ export class CheckpointSync implements AsyncDisposable {
     const deadlineAt = options.deadlineAt;
     const remainingMs = deadlineAt !== undefined && Number.isFinite(deadlineAt) ? Math.max(0, Math.floor(deadlineAt - startedAt)) : undefined;
     const reserveMs = remainingMs !== undefined ? Math.min(3000, Math.floor(remainingMs / 4)) : 0;
-    const signals = [this.#closeController.signal];
-    if (options.signal) signals.push(options.signal);
-    const commitSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(remainingMs)] : signals);
-    const uploadSignal = AbortSignal.any(remainingMs !== undefined ? [...signals, AbortSignal.timeout(remainingMs - reserveMs)] : signals);
+    // Owned deadlines (see @spotctl/shared's `deadline`): a collected timeout would never fire.
+    using commitDeadline = deadline(remainingMs ?? Number.POSITIVE_INFINITY, this.#closeController.signal, options.signal);
+    using uploadDeadline = deadline(remainingMs !== undefined ? remainingMs - reserveMs : Number.POSITIVE_INFINITY, commitDeadline.signal);
+    const commitSignal = commitDeadline.signal;
+    const uploadSignal = uploadDeadline.signal;
     this.#flushing++;
     clearTimeout(this.#commitDelayTimer);
     this.#commitDelayTimer = undefined;

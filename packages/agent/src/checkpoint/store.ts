@@ -22,7 +22,7 @@ import {
   type CompletedPart,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
-import type { CheckpointTarget } from '@spotctl/shared';
+import { deadline, type CheckpointTarget } from '@spotctl/shared';
 import { ContentMismatchError, VerifyingStream, sha256Base64, sha256Hex } from './hashing.ts';
 import { describeError, retryWithBackoff, silentLogger, type CheckpointLogger } from './retry.ts';
 
@@ -345,8 +345,9 @@ export class S3ObjectStore implements ObjectStore {
       if (uploadId !== undefined) {
         // No part is in flight any more (every worker has returned); bounded, best effort: a
         // lifecycle rule cleans up what this cannot.
+        using abortDeadline = deadline(10_000);
         await this.client
-          .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(10_000) })
+          .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: uploadId }), { abortSignal: abortDeadline.signal })
           .catch((err: unknown) => this.#logger.warn({ key: fullKey, err: describeError(err) }, 'could not abort an unfinished multipart upload'));
       }
     }

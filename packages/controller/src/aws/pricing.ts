@@ -10,7 +10,7 @@
  * Regions are asked in parallel (bounded), each with its own timeout; a region that fails is
  * reported and left out, and only when every region fails is that an error.
  */
-import { UserError } from '@spotctl/shared';
+import { UserError, deadline } from '@spotctl/shared';
 import type { _InstanceType, EC2Client } from '@aws-sdk/client-ec2';
 import createDebug from 'debug';
 import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
@@ -176,8 +176,9 @@ export async function mapWithConcurrency<T, R>(items: readonly T[], limit: numbe
  * that signal fires even if `fn` ignores it (so a stuck region can't hold the whole search).
  */
 export async function withTimeout<T>(parent: AbortSignal | undefined, timeoutMs: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = parent ? AbortSignal.any([parent, timeout]) : timeout;
+  // Owned, not AbortSignal.any + AbortSignal.timeout: on Node 20 that timeout can be collected and never fire.
+  using timeout = deadline(timeoutMs, parent);
+  const signal = timeout.signal;
   signal.throwIfAborted();
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_, reject) => {
