@@ -5,3 +5,4 @@ export * from './config.ts';
 export * from './spot.ts';
 export * from './log-frames.ts';
 export * from './deadline.ts';
+export * from './format.ts';

@@ -12,7 +12,7 @@ import { lstat, mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { watch, type FSWatcher } from 'chokidar';
-import { checkpointKeys, deadline, type CheckpointManifest, type FlushResult, type ManifestFile } from '@spotctl/shared';
+import { checkpointKeys, deadline, type CheckpointHealth, type CheckpointManifest, type FlushResult, type ManifestFile } from '@spotctl/shared';
 import { ContentMismatchError, hashFile, sha256Hex } from './hashing.ts';
 import { describeError, silentLogger, type CheckpointLogger } from './retry.ts';
 import type { ObjectStore } from './store.ts';
@@ -36,6 +36,17 @@ export interface CheckpointCommittedEvent {
   durationMs: number;
 }
 
+/** One failed upload or commit, with the run of failures it belongs to. */
+export interface CheckpointFailure {
+  what: 'upload' | 'commit';
+  /** The file, for an upload. */
+  file: string | null;
+  message: string;
+  /** Failed attempts since checkpoints last got through completely (this one included). */
+  failures: number;
+  failingSince: number;
+}
+
 export interface CheckpointSyncOptions {
   runId: string;
   /** Absolute path of the watched folder; created when missing. */
@@ -48,6 +59,8 @@ export interface CheckpointSyncOptions {
   logger?: CheckpointLogger;
   /** Called after every manifest written (in the background or by `flush`). Must not throw. */
   onCommitted?: (event: CheckpointCommittedEvent) => void;
+  /** Called on every failed upload or commit (they are retried). Must not throw. */
+  onFailure?: (failure: CheckpointFailure) => void;
   /** Basename patterns never uploaded (files and folders). @default DEFAULT_IGNORE_PATTERNS */
   ignore?: readonly RegExp[];
   /**
@@ -115,6 +128,12 @@ interface Entry {
 
 type SyncOutcome = 'uploaded' | 'up-to-date' | 'changed' | 'gone' | 'failed';
 
+/** What a flush's own commit reports: its start and the upload total then. */
+interface FlushAccount {
+  startedAt: number;
+  uploadedAtStart: number;
+}
+
 const FAILURE_BACKOFF_MAX_MS = 60_000;
 /**
  * Files up to this size are read into memory once, hashed, and that buffer is what the store
@@ -148,6 +167,7 @@ export class CheckpointSync implements AsyncDisposable {
   readonly #settleMs: number;
   readonly #logger: CheckpointLogger;
   readonly #onCommitted: ((event: CheckpointCommittedEvent) => void) | undefined;
+  readonly #onFailure: ((failure: CheckpointFailure) => void) | undefined;
   readonly #ignore: readonly RegExp[];
   readonly #concurrency: number;
   readonly #finalRecheckMs: number;
@@ -186,6 +206,8 @@ export class CheckpointSync implements AsyncDisposable {
   #batchStartedAt: number | undefined;
   #uploadedBytesTotal = 0;
   #uploadedBytesCommitted = 0;
+  /** The current run of failed uploads and commits; undefined while checkpoints get through. */
+  #failing: { since: number; count: number; lastError: string } | undefined;
 
   private constructor(options: CheckpointSyncOptions) {
     if (!path.isAbsolute(options.dir)) throw new Error(`checkpoint dir must be absolute: ${options.dir}`);
@@ -195,6 +217,7 @@ export class CheckpointSync implements AsyncDisposable {
     this.#settleMs = options.settleMs ?? 2000;
     this.#logger = options.logger ?? silentLogger;
     this.#onCommitted = options.onCommitted;
+    this.#onFailure = options.onFailure;
     this.#ignore = options.ignore ?? DEFAULT_IGNORE_PATTERNS;
     this.#concurrency = Math.max(1, options.uploadConcurrency ?? 8);
     this.#finalRecheckMs = options.finalRecheckMs ?? 300;
@@ -254,6 +277,36 @@ export class CheckpointSync implements AsyncDisposable {
     let bytes = 0;
     for (const entry of this.#entries.values()) if (!isUpToDate(entry)) bytes += entry.size;
     return bytes;
+  }
+
+  /** Whether checkpoints are getting through (for the job's status). */
+  health(): CheckpointHealth {
+    return {
+      failing: this.#failing !== undefined,
+      failures: this.#failing?.count ?? 0,
+      failingSince: this.#failing?.since ?? null,
+      lastError: this.#failing?.lastError ?? null,
+      lastCommittedSeq: this.#lastCommitted?.seq ?? null,
+    };
+  }
+
+  #recordFailure(what: 'upload' | 'commit', file: string | null, error: string): void {
+    const failing = (this.#failing ??= { since: Date.now(), count: 0, lastError: error });
+    failing.count++;
+    failing.lastError = error;
+    try {
+      this.#onFailure?.({ what, file, message: error, failures: failing.count, failingSince: failing.since });
+    } catch (err) {
+      this.#logger.error({ err: describeError(err) }, 'onFailure threw');
+    }
+  }
+
+  /** Once no file is left failing and the last commit worked, the run of failures is over. */
+  #clearFailuresIfRecovered(): void {
+    if (!this.#failing || this.#commitFailures > 0) return;
+    for (const entry of this.#entries.values()) if (entry.lastError !== undefined) return;
+    this.#logger.info({ failures: this.#failing.count, failingForMs: Date.now() - this.#failing.since }, 'checkpoint uploads work again');
+    this.#failing = undefined;
   }
 
   /** The last set written by this sync, if any. */
@@ -339,6 +392,7 @@ export class CheckpointSync implements AsyncDisposable {
     this.#clearTimer(entry);
     this.#entries.delete(rel);
     if (entry.uploaded) this.#changed();
+    if (entry.lastError !== undefined) this.#clearFailuresIfRecovered();
     this.#maybeCommit();
   }
 
@@ -392,6 +446,7 @@ export class CheckpointSync implements AsyncDisposable {
         entry.failures++;
         entry.lastError = describeError(err);
         this.#logger.warn({ file: rel, err: entry.lastError, failures: entry.failures }, 'checkpoint upload failed');
+        this.#recordFailure('upload', rel, entry.lastError);
       }
     } finally {
       entry.busy = false;
@@ -482,7 +537,16 @@ export class CheckpointSync implements AsyncDisposable {
       if (head?.size !== version.size) {
         const startedAt = Date.now();
         try {
-          ({ uploadedBytes: sent } = await this.#store.put(key, data ?? file, { sha256: version.sha256, size: version.size, signal }));
+          ({ uploadedBytes: sent } = await this.#store.put(key, data ?? file, {
+            sha256: version.sha256,
+            size: version.size,
+            signal,
+            // Still being retried, but failing: visible now, not when the store gives up.
+            onRetry: (err) => {
+              entry.lastError = describeError(err);
+              this.#recordFailure('upload', entry.rel, entry.lastError);
+            },
+          }));
         } catch (err) {
           if (err instanceof ContentMismatchError) {
             // Changed without a new size or mtime: the digest taken ahead is worthless now.
@@ -508,6 +572,7 @@ export class CheckpointSync implements AsyncDisposable {
     entry.failures = 0;
     entry.lastError = undefined;
     this.#changed();
+    this.#clearFailuresIfRecovered();
     return 'uploaded';
   }
 
@@ -567,6 +632,7 @@ export class CheckpointSync implements AsyncDisposable {
         if (signal.aborted) return this.#maybeCommit();
         this.#commitFailures++;
         this.#logger.warn({ err: describeError(err), failures: this.#commitFailures }, 'checkpoint commit failed; will retry');
+        this.#recordFailure('commit', null, describeError(err));
         this.#commitRetryTimer = setTimeout(
           () => {
             this.#commitRetryTimer = undefined;
@@ -579,8 +645,8 @@ export class CheckpointSync implements AsyncDisposable {
     );
   }
 
-  #serialCommit(reason: string, signal: AbortSignal, startedAt?: number): Promise<void> {
-    const run = this.#commitChain.then(() => this.#commit(reason, signal, startedAt));
+  #serialCommit(reason: string, signal: AbortSignal, flush?: FlushAccount): Promise<boolean> {
+    const run = this.#commitChain.then(() => this.#commit(reason, signal, flush));
     this.#commitChain = run.catch(() => undefined);
     return run;
   }
@@ -597,12 +663,12 @@ export class CheckpointSync implements AsyncDisposable {
 
   /**
    * Writes a manifest of every current file's latest uploaded version, if that differs from the
-   * last one written. Every object it names is already confirmed in the store.
+   * last one written (false: nothing changed). Every object it names is already confirmed in the store.
    */
-  async #commit(reason: string, signal: AbortSignal, startedAt?: number): Promise<void> {
+  async #commit(reason: string, signal: AbortSignal, flush?: FlushAccount): Promise<boolean> {
     signal.throwIfAborted();
     const gen = this.#gen;
-    if (gen === this.#committedGen) return;
+    if (gen === this.#committedGen) return false;
     const files = [...this.#entries.values()]
       .flatMap((e) => (e.uploaded ? [e.uploaded] : []))
       .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -616,22 +682,26 @@ export class CheckpointSync implements AsyncDisposable {
     if (this.#gen === gen) this.#uncommittedSince = undefined;
     const bytes = files.reduce((sum, f) => sum + f.size, 0);
     this.#lastCommitted = { seq, files: files.length, bytes };
+    // A flush's set reports what that flush sent and how long it took, not earlier uploads.
     const event: CheckpointCommittedEvent = {
       seq,
       files: files.length,
       bytes,
-      uploadedBytes: uploadedTotal - this.#uploadedBytesCommitted,
+      uploadedBytes: uploadedTotal - (flush?.uploadedAtStart ?? this.#uploadedBytesCommitted),
       reason,
-      durationMs: Date.now() - (startedAt ?? this.#batchStartedAt ?? Date.now()),
+      durationMs: Date.now() - (flush?.startedAt ?? this.#batchStartedAt ?? Date.now()),
     };
     this.#uploadedBytesCommitted = uploadedTotal;
     this.#batchStartedAt = undefined;
+    this.#commitFailures = 0;
+    this.#clearFailuresIfRecovered();
     this.#logger.info({ ...event, store: this.#store.location }, 'checkpoint committed');
     try {
       this.#onCommitted?.(event);
     } catch (err) {
       this.#logger.error({ err: describeError(err) }, 'onCommitted threw');
     }
+    return true;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -745,6 +815,7 @@ export class CheckpointSync implements AsyncDisposable {
     const uploadedAtStart = this.#uploadedBytesTotal;
     const final = options.final ?? (reason === 'interruption' || reason === 'exit');
     const problems: string[] = [];
+    let unchanged = false;
     const result = (): FlushResult => ({
       committedSeq: this.#lastCommitted?.seq ?? null,
       files: this.#lastCommitted?.files ?? 0,
@@ -752,15 +823,21 @@ export class CheckpointSync implements AsyncDisposable {
       uploadedBytes: Math.max(0, this.#uploadedBytesTotal - uploadedAtStart),
       durationMs: Date.now() - startedAt,
       error: problems.length ? problems.join('; ') : null,
+      ...(unchanged ? { unchanged: true } : {}),
     });
     if (this.#closing) {
       problems.push('checkpoint sync is closed');
       return result();
     }
     // Uploads stop being waited for a little before the deadline, leaving time for the manifest.
-    // AbortSignal.timeout wants a finite integer; a deadline in the past means "now".
     const deadlineAt = options.deadlineAt;
     const remainingMs = deadlineAt !== undefined && Number.isFinite(deadlineAt) ? Math.max(0, Math.floor(deadlineAt - startedAt)) : undefined;
+    if (deadlineAt !== undefined && remainingMs === 0) {
+      // Say so plainly: anything else would surface as an abort from somewhere in the middle.
+      problems.push(`the deadline had already passed when the flush began (${Math.max(0, Math.round(startedAt - deadlineAt))} ms late): nothing was uploaded`);
+      this.#logger.warn({ reason, deadlineAt }, 'checkpoint flush skipped: deadline already passed');
+      return result();
+    }
     const reserveMs = remainingMs !== undefined ? Math.min(3000, Math.floor(remainingMs / 4)) : 0;
     // Owned deadlines (see @spotctl/shared's `deadline`): a collected timeout would never fire.
     using commitDeadline = deadline(remainingMs ?? Number.POSITIVE_INFINITY, this.#closeController.signal, options.signal);
@@ -774,20 +851,24 @@ export class CheckpointSync implements AsyncDisposable {
     this.#commitRetryTimer = undefined;
     // A background commit stuck in an outage must not hold the flush's own commit back.
     this.#backgroundCommit?.abort();
+    let committing = false;
     try {
       await this.#rescan(uploadSignal);
-      const now = Date.now();
       let candidates = [...this.#entries.values()].filter((e) => !isUpToDate(e));
-      if (final && candidates.length > 0) {
-        // The job is gone or going: nothing will settle later. Whatever does not change across a
-        // short pause is finished; whatever still changes is being written and must not be sent.
+      if (candidates.length > 0) {
+        // The set must hold the files as they are now, so whatever is not sent yet is sent, once
+        // it has been quiet for a window: the short re-check for a final flush (the job is gone or
+        // going, nothing will settle later), the usual settle time while the job runs (a
+        // rebalance). What a file's last change left of that window is waited out, not skipped;
+        // whatever still changes across it is being written and must not be sent.
         const first = new Map(candidates.map((e) => [e.rel, { size: e.size, mtimeMs: e.mtimeMs }]));
-        // What counts is a quiet window of finalRecheckMs; the time since the last write (the
-        // newest mtime, fresh from the rescan) already is one, so only the rest of it is waited
-        // for. A job that saved long before it ended is uploaded at once. The slack covers the
-        // kernel's coarse timestamp clock; an mtime in the future gets the whole pause.
-        const newestMtimeMs = Math.max(...candidates.map((e) => e.mtimeMs));
-        const pauseMs = Math.min(this.#finalRecheckMs, Math.max(0, Math.ceil(newestMtimeMs + this.#finalRecheckMs + MTIME_SLACK_MS - Date.now())));
+        // Final: the newest mtime (fresh from the rescan) already counts as quiet time, so a job
+        // that saved long before it ended is uploaded at once. The slack covers the kernel's coarse
+        // timestamp clock; an mtime in the future gets the whole pause. While the job runs: when
+        // we last saw each file change.
+        const quietMs = final ? this.#finalRecheckMs : this.#settleMs;
+        const lastChangeAt = final ? Math.max(...candidates.map((e) => e.mtimeMs)) + MTIME_SLACK_MS : Math.max(...candidates.map((e) => e.changedAt));
+        const pauseMs = Math.min(quietMs, Math.max(0, Math.ceil(lastChangeAt + quietMs - Date.now())));
         if (pauseMs > 0) {
           // The pause is idle time: hash what we can meanwhile, so the uploads start right after it.
           this.#hashAhead(candidates, Date.now() + pauseMs, uploadSignal);
@@ -805,13 +886,11 @@ export class CheckpointSync implements AsyncDisposable {
             this.#observe(entry.rel, st.size, st.mtimeMs);
             this.#logger.warn(
               { file: entry.rel, keptVersion: entry.uploaded?.sha256 ?? null },
-              'checkpoint file is still being written; not included in the final set',
+              'checkpoint file is still being written; not included in this set',
             );
           }
         }
         candidates = stable;
-      } else if (!final) {
-        candidates = candidates.filter((e) => now - e.changedAt >= this.#settleMs);
       }
       // With a deadline, a failed upload is tried again until the deadline: an outage that spans
       // the notice (or a retry budget the SDK already spent) must not cost the final set. Without
@@ -836,9 +915,12 @@ export class CheckpointSync implements AsyncDisposable {
         }
       }
       for (const entry of failed()) problems.push(`${entry.rel}: ${entry.lastError}`);
-      await this.#serialCommit(reason, commitSignal, startedAt);
+      committing = true;
+      unchanged = !(await this.#serialCommit(reason, commitSignal, { startedAt, uploadedAtStart }));
     } catch (err) {
-      problems.push(commitSignal.aborted && !this.#closeController.signal.aborted ? `flush deadline passed: ${describeError(err)}` : describeError(err));
+      const what = commitSignal.aborted && !this.#closeController.signal.aborted ? `flush deadline passed: ${describeError(err)}` : describeError(err);
+      problems.push(committing ? `commit failed: ${what}` : what);
+      if (committing && !this.#closeController.signal.aborted) this.#recordFailure('commit', null, describeError(err));
     } finally {
       this.#flushing--;
     }

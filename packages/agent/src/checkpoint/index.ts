@@ -2,6 +2,7 @@ export {
   CheckpointSync,
   DEFAULT_IGNORE_PATTERNS,
   type CheckpointCommittedEvent,
+  type CheckpointFailure,
   type CheckpointSyncOptions,
   type FlushOptions,
 } from './checkpoint-sync.ts';

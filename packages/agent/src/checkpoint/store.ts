@@ -31,6 +31,8 @@ export interface PutOptions {
   sha256: string;
   size: number;
   signal?: AbortSignal | undefined;
+  /** Told of each failed attempt the store will retry (an outage shows before the retries end). */
+  onRetry?: ((err: unknown, attempt: number) => void) | undefined;
 }
 
 export interface StoreCallOptions {
@@ -219,7 +221,7 @@ export class S3ObjectStore implements ObjectStore {
         }
         return { uploadedBytes: options.size };
       },
-      { what: `upload of ${fullKey}`, signal: options.signal, retryForMs: this.#retryForMs, logger: this.#logger },
+      { what: `upload of ${fullKey}`, signal: options.signal, retryForMs: this.#retryForMs, logger: this.#logger, onRetry: options.onRetry },
     );
   }
 

@@ -1,11 +1,10 @@
 import path from 'node:path';
-import { UserError } from '@spotctl/shared';
+import { UserError, formatBytes } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { listCheckpointSets, pullCheckpointSet } from '../checkpoints/index.ts';
 import { formatDuration, table } from '../output/output.ts';
 import type { RunRecord } from '../runs/run-store.ts';
 import { describeCheckpointTarget } from '../session/checkpoint-options.ts';
-import { formatBytes } from '../session/spot-events.ts';
 
 /** The run's checkpoint target, as this machine can read it. */
 function readableTarget(record: RunRecord) {
