@@ -26,7 +26,8 @@ import { AgentServer } from './server/index.ts';
 import { writeJsonAtomic } from './state-files.ts';
 import { Supervisor, buildJobLaunch, type StopOptions } from './supervisor/index.ts';
 import { AGENT_VERSION, buildId as currentBuildId } from './version.ts';
-import { IdleWatchdog, runShutdownCommand, type Clock, type ShutdownReason } from './watchdog/index.ts';
+import type { Clock } from './clock.ts';
+import { IdleWatchdog, runShutdownCommand, type ShutdownReason } from './watchdog/index.ts';
 
 /** Written before the shutdown action runs, so the controller can tell why the agent went away. */
 export const SHUTDOWN_FILE = 'shutdown.json';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FlushResult, InterruptionReport } from '@spotctl/shared';
 import { InterruptionHandler } from '../spot/interruption.ts';
-import { CheckpointSync, type CheckpointCommittedEvent, type CheckpointFailure } from './checkpoint-sync.ts';
+import { CheckpointSync, type CheckpointClock, type CheckpointCommittedEvent, type CheckpointFailure } from './checkpoint-sync.ts';
 import { DirObjectStore } from './store.ts';
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
@@ -29,7 +29,33 @@ function writeAtomic(file: string, data: Buffer | string): void {
   renameSync(`${file}.tmp`, file);
 }
 
-async function startSync(options: { settleMs: number; storeDir?: string }) {
+/** Moves only when told to; timers fire as time passes them. */
+class ManualClock implements CheckpointClock {
+  #now = Date.parse('2026-12-06T01:00:00Z');
+  #nextId = 1;
+  readonly #timers = new Map<number, { callback: () => void; dueAt: number }>();
+  now(): number {
+    return this.#now;
+  }
+  setTimeout(callback: () => void, delayMs: number): unknown {
+    const id = this.#nextId++;
+    this.#timers.set(id, { callback, dueAt: this.#now + delayMs });
+    return id;
+  }
+  clearTimeout(handle: unknown): void {
+    this.#timers.delete(handle as number);
+  }
+  advance(ms: number): void {
+    this.#now += ms;
+    for (const [id, t] of [...this.#timers.entries()].sort((a, b) => a[1].dueAt - b[1].dueAt)) {
+      if (t.dueAt > this.#now) continue;
+      this.#timers.delete(id);
+      t.callback();
+    }
+  }
+}
+
+async function startSync(options: { settleMs: number; storeDir?: string; clock?: CheckpointClock }) {
   const root = tmp();
   const dir = path.join(root, 'ck');
   const storeDir = options.storeDir ?? path.join(root, 'store');
@@ -44,6 +70,7 @@ async function startSync(options: { settleMs: number; storeDir?: string }) {
     logger: quiet,
     onCommitted: (e) => commits.push(e),
     onFailure: (f) => failures.push(f),
+    ...(options.clock ? { clock: options.clock } : {}),
   });
   cleanups.push(async () => {
     await sync.close();
@@ -62,6 +89,21 @@ async function until<T>(fn: () => T | undefined, what: string, timeoutMs = 10_00
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+describe('CheckpointSync settling, on an injected clock', () => {
+  it('uploads and commits a file once the clock has passed its settle time, not before', async () => {
+    const clock = new ManualClock();
+    const { dir, sync, commits } = await startSync({ settleMs: 60_000, clock });
+    writeAtomic(path.join(dir, 'a.bin'), Buffer.alloc(4096, 3));
+    await until(() => sync.pendingBytes() === 4096, 'the watcher to see the file');
+    clock.advance(59_000);
+    expect(commits).toEqual([]);
+    clock.advance(1_000);
+    const set = await until(() => commits[0], 'the set after the settle time');
+    expect(set).toMatchObject({ seq: 1, files: 1, bytes: 4096, uploadedBytes: 4096, reason: 'settled' });
+    expect(sync.pendingBytes()).toBe(0);
+  });
+});
 
 describe('CheckpointSync flushes', () => {
   it('a rebalance flush commits the files as they are now, even one written a moment ago, or says nothing changed', async () => {

@@ -3,6 +3,7 @@ export {
   DEFAULT_IGNORE_PATTERNS,
   type CheckpointCommittedEvent,
   type CheckpointFailure,
+  type CheckpointClock,
   type CheckpointSyncOptions,
   type FlushOptions,
 } from './checkpoint-sync.ts';
