@@ -69,6 +69,7 @@ describe('a run whose checkpoint uploads fail for good', () => {
     expect(row?.checkpointsFailing, ps.stdout).toBeDefined();
     const table = await runSpotctl(['ps'], { home: home.path, env });
     expect(table.stdout).toMatch(/exited \(checkpoints failing\)/);
+    expect(table.stdout).toMatch(/: checkpoints not getting through \(\d+ failures\): .*state\.bin/);
   });
 
   it('without usable credentials: the first failure shows at once, the run still ends', async () => {

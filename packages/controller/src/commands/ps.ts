@@ -127,7 +127,10 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
               money(r),
               r.command.join(' '),
             ]),
-          )}${cloudOnly > 0 ? `\n* no record on this machine (found by its tags): spotctl ls --adopt makes one, then attach/logs/stop work` : ''}`,
+          )}${cloudOnly > 0 ? `\n* no record on this machine (found by its tags): spotctl ls --adopt makes one, then attach/logs/stop work` : ''}${rows
+            .filter((r) => r.checkpointsFailing)
+            .map((r) => `\n${r.runId}: checkpoints not getting through (${r.checkpointsFailing?.failures ?? 0} failures): ${r.checkpointsFailing?.lastError ?? 'unknown'}`)
+            .join('')}`,
     );
     return failedRegions > 0 ? 1 : 0;
   },
