@@ -107,12 +107,14 @@ export class InterruptionHandler {
     // A job that even SIGKILL cannot end (stuck in the kernel) must not cost us the flush: stop
     // waiting when only the upload estimate and the margin are left before the deadline.
     const flushBy = deadlineAt - (this.#o.checkpoints ? estimateUploadMs(uploadBytes) : 0) - 10_000;
+    let flushByTimer: NodeJS.Timeout | undefined;
     const ended = wasActive
       ? await Promise.race([
           this.#o.jobEnded(),
-          new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), Math.max(0, flushBy - this.#now())).unref()),
+          new Promise<undefined>((resolve) => (flushByTimer = setTimeout(() => resolve(undefined), Math.max(0, flushBy - this.#now())))),
         ])
       : undefined;
+    clearTimeout(flushByTimer);
     if (wasActive && !ended) log.error({ flushBy }, 'the job did not end in time; flushing checkpoints anyway');
     let flush: FlushResult | null = null;
     if (this.#o.checkpoints) {
