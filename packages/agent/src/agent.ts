@@ -9,7 +9,9 @@ import {
   AGENT_FILES,
   PROTOCOL_VERSION,
   UserError,
+  formatBytes,
   type AgentState,
+  type FlushResult,
   type InterruptionReport,
   type JobStatus,
 } from '@spotctl/shared';
@@ -24,7 +26,8 @@ import { AgentServer } from './server/index.ts';
 import { writeJsonAtomic } from './state-files.ts';
 import { Supervisor, buildJobLaunch, type StopOptions } from './supervisor/index.ts';
 import { AGENT_VERSION, buildId as currentBuildId } from './version.ts';
-import { IdleWatchdog, runShutdownCommand, type Clock, type ShutdownReason } from './watchdog/index.ts';
+import type { Clock } from './clock.ts';
+import { IdleWatchdog, runShutdownCommand, type ShutdownReason } from './watchdog/index.ts';
 
 /** Written before the shutdown action runs, so the controller can tell why the agent went away. */
 export const SHUTDOWN_FILE = 'shutdown.json';
@@ -50,9 +53,6 @@ export interface AgentStartOptions {
   onReady?: (state: AgentState) => void;
 }
 
-/** How long the final checkpoint flush after a normal exit may take (retries included). */
-const EXIT_FLUSH_BUDGET_MS = 5 * 60_000;
-
 /** Minimum time between status.json rewrites caused only by new log lines. */
 const STATUS_WRITE_THROTTLE_MS = 1000;
 
@@ -74,6 +74,8 @@ export class Agent implements AsyncDisposable {
   #droppedLoggedAt = 0;
   #checkpointStore: ObjectStore | undefined;
   #checkpoints: CheckpointSync | undefined;
+  /** The flush after the job ended (or the interruption's), once done. */
+  #finalFlush: FlushResult | undefined;
   #emulator: ImdsEmulator | undefined;
   #poller: SpotPoller | undefined;
   #interruption: InterruptionHandler | undefined;
@@ -192,6 +194,7 @@ export class Agent implements AsyncDisposable {
       lastSeq: this.#store.lastSeq,
       error: s.error,
       ...(this.#report ? { interruption: this.#report } : {}),
+      ...(this.#checkpoints ? { checkpoints: { ...this.#checkpoints.health(), ...(this.#finalFlush ? { finalFlush: this.#finalFlush } : {}) } } : {}),
     };
   }
 
@@ -309,11 +312,14 @@ export class Agent implements AsyncDisposable {
     try {
       const handling = this.#interruption?.handling;
       if (handling) {
-        await handling;
+        this.#finalFlush = (await handling).flush ?? undefined;
       } else if (this.#checkpoints) {
         // Bounded: an S3 outage must not hold every follower's `end` (and the instance) for ever.
-        const result = await this.#checkpoints.flush('exit', { final: true, deadlineAt: Date.now() + EXIT_FLUSH_BUDGET_MS });
-        this.logger.info({ flush: result }, 'final checkpoint flush after the job ended');
+        const budgetMs = this.config.checkpoint?.exitFlushBudgetMs ?? 0;
+        const result = await this.#checkpoints.flush('exit', { final: true, deadlineAt: Date.now() + budgetMs });
+        this.#finalFlush = result;
+        // A failure reaches the user through the job's final status (finishRun, `ps`), once.
+        this.logger[result.error ? 'error' : 'info']({ flush: result }, 'final checkpoint flush after the job ended');
         // A notice that came in during that flush still gets its report before the end.
         await this.#interruption?.handling;
       }
@@ -343,7 +349,7 @@ export class Agent implements AsyncDisposable {
         const restored = await restoreLatest({ store: source, runId: cfg.restoreFrom, dir: cfg.dir, logger: log });
         this.#systemLine(
           restored
-            ? `restored checkpoint #${restored.seq}: ${restored.files} files, ${restored.bytes} bytes in ${restored.durationMs} ms into ${cfg.dir}`
+            ? `restored checkpoint #${restored.seq}: ${restored.files} files, ${formatBytes(restored.bytes)} in ${(restored.durationMs / 1000).toFixed(1)} s into ${cfg.dir}`
             : `run ${cfg.restoreFrom} has no committed checkpoint yet; starting from scratch`,
         );
       } catch (err) {
@@ -353,13 +359,22 @@ export class Agent implements AsyncDisposable {
         if (source !== this.#checkpointStore) source.close();
       }
     }
+    const target = describeTarget(cfg.target, this.config.runId);
     this.#checkpoints = await CheckpointSync.start({
       runId: this.config.runId,
       dir: cfg.dir,
       store: this.#checkpointStore,
       settleMs: cfg.settleMs,
       logger: log,
-      onCommitted: (e) => this.#server?.broadcast({ type: 'event', event: 'checkpoint', ...e }),
+      onCommitted: (e) => {
+        this.#server?.broadcast({ type: 'event', event: 'checkpoint', ...e });
+        this.#scheduleStatusWrite();
+      },
+      // Every failure goes to the controllers (they decide how often to show it) and to status.json (`ps`).
+      onFailure: (f) => {
+        this.#server?.broadcast({ type: 'event', event: 'checkpoint-failed', ...f, target });
+        this.#scheduleStatusWrite();
+      },
     });
     return undefined;
   }
@@ -402,6 +417,11 @@ export class Agent implements AsyncDisposable {
       simulated: simulate !== undefined,
       onNotice: (notice) => this.#server?.broadcast({ type: 'event', event: 'interruption', notice }),
       onRebalanceEvent: (noticeTime, action) => this.#server?.broadcast({ type: 'event', event: 'rebalance', noticeTime, action }),
+      // A new set is announced by its own `checkpoint` event; the other outcomes are said here.
+      onRebalanceFlushed: (flush) => {
+        if (flush.error) this.#systemLine(`rebalance checkpoint failed: ${flush.error}${flush.committedSeq !== null ? `; the newest set is still #${flush.committedSeq}` : ''}`);
+        else if (flush.unchanged) this.#systemLine(flush.committedSeq !== null ? `rebalance checkpoint: nothing changed since set #${flush.committedSeq}` : 'rebalance checkpoint: the checkpoint folder is empty, nothing to save');
+      },
       onReport: (report) => {
         this.#report = report;
         this.#writeStatus();

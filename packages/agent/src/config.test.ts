@@ -55,9 +55,11 @@ describe('loadAgentConfig', () => {
     });
   });
 
-  test('resolves the checkpoint folder against the workdir and defaults its settle time', () => {
+  test('resolves the checkpoint folder against the workdir and defaults its settle time and exit flush budget', () => {
     const c = loadAgentConfig(write({ ...minimal, checkpoint: { target: { kind: 'dir', path: '/store' } } }), {});
-    expect(c.checkpoint).toEqual({ target: { kind: 'dir', path: '/store' }, dir: '/w/checkpoints', settleMs: 500 });
+    expect(c.checkpoint).toEqual({ target: { kind: 'dir', path: '/store' }, dir: '/w/checkpoints', settleMs: 500, exitFlushBudgetMs: 300_000 });
+    const short = loadAgentConfig(write({ ...minimal, checkpoint: { target: { kind: 'dir', path: '/store' }, exitFlushBudgetMs: 2000 } }), {});
+    expect(short.checkpoint?.exitFlushBudgetMs).toBe(2000);
   });
 
   test('environment overrides token, port and log level', () => {

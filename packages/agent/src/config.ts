@@ -20,6 +20,8 @@ import {
  * with write-then-rename every second or so must still get each version out.
  */
 export const DEFAULT_CHECKPOINT_SETTLE_MS = 500;
+/** How long the final checkpoint flush after the job ended may take (retries included). */
+export const DEFAULT_EXIT_FLUSH_BUDGET_MS = 5 * 60_000;
 
 /** Levels pino accepts; checked here so a typo is a config error, not a crash inside pino. */
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -48,7 +50,7 @@ export interface ResolvedAgentConfig {
   simulate: SimulateConfig | undefined;
   onRebalance: string;
   /** Checkpoint sync, with `dir` made absolute against the workdir. */
-  checkpoint: (CheckpointConfig & { dir: string; settleMs: number }) | undefined;
+  checkpoint: (CheckpointConfig & { dir: string; settleMs: number; exitFlushBudgetMs: number }) | undefined;
 }
 
 /** Environment variables that override config fields, so secrets need not sit in the file. */
@@ -114,7 +116,7 @@ export function resolveAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = proces
     simulate: c.simulate,
     onRebalance: c.onRebalance ?? 'checkpoint',
     checkpoint: c.checkpoint
-      ? { ...c.checkpoint, dir: path.resolve(path.resolve(c.workdir), c.checkpoint.dir ?? 'checkpoints'), settleMs: c.checkpoint.settleMs ?? DEFAULT_CHECKPOINT_SETTLE_MS }
+      ? { ...c.checkpoint, dir: path.resolve(path.resolve(c.workdir), c.checkpoint.dir ?? 'checkpoints'), settleMs: c.checkpoint.settleMs ?? DEFAULT_CHECKPOINT_SETTLE_MS, exitFlushBudgetMs: c.checkpoint.exitFlushBudgetMs ?? DEFAULT_EXIT_FLUSH_BUDGET_MS }
       : undefined,
   };
 }

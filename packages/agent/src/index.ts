@@ -5,7 +5,8 @@ export { AGENT_VERSION, buildId, versionInfo, type VersionInfo } from './version
 export { LogStore, LogCursor, type LogChunk, type NewLogLine } from './log-store/index.ts';
 export { Supervisor, LineSplitter, buildJobLaunch, type JobProcessStatus, type StopOptions } from './supervisor/index.ts';
 export { AgentServer, MAX_IN_FLIGHT_BYTES } from './server/index.ts';
-export { IdleWatchdog, systemClock, type Clock, type ShutdownReason } from './watchdog/index.ts';
+export { IdleWatchdog, type ShutdownReason } from './watchdog/index.ts';
+export { systemClock, type Clock } from './clock.ts';
 // The interruption poller and the rehearsal's metadata emulator (tests extend it in test/helpers).
 export {
   DEFAULT_IMDS_ENDPOINT,

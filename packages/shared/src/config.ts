@@ -40,6 +40,12 @@ export const CheckpointConfig = Type.Object(
     target: CheckpointTarget,
     /** A file counts as written once it has not changed for this long. @default 500 */
     settleMs: Type.Optional(TimerMs(0)),
+    /**
+     * How long the final flush after the job ended may take, retries included; past it the failure
+     * is reported and the agent lets the run end (an instance must not bill for a store that is down).
+     * @default 300000
+     */
+    exitFlushBudgetMs: Type.Optional(TimerMs(0)),
     /** Run id whose latest committed set is restored into `dir` before the job starts. */
     restoreFrom: Type.Optional(Type.String()),
     /** Where `restoreFrom`'s sets live, when not in `target`. @default target */

@@ -4,3 +4,5 @@ export * from './protocol.ts';
 export * from './config.ts';
 export * from './spot.ts';
 export * from './log-frames.ts';
+export * from './deadline.ts';
+export * from './format.ts';

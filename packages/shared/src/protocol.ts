@@ -12,7 +12,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { MAX_TIMER_MS } from './constants.ts';
 import { lazyCompile } from './lazy-check.ts';
-import { CheckpointEvent, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
+import { CheckpointEvent, CheckpointFailedEvent, CheckpointHealth, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
 
 const Seq = Type.Integer({ minimum: 0 });
 const EpochMs = Type.Integer({ minimum: 0 });
@@ -63,6 +63,8 @@ export const JobStatus = Type.Object(
     error: Type.Union([Type.String(), Type.Null()]),
     /** Set once a spot interruption was handled. */
     interruption: Type.Optional(InterruptionReport),
+    /** Present when the run keeps checkpoints: whether they are getting through. */
+    checkpoints: Type.Optional(CheckpointHealth),
   },
   { additionalProperties: false },
 );
@@ -192,7 +194,7 @@ export const EndEvent = Type.Object(
   { additionalProperties: false },
 );
 
-export const ServerEvent = Type.Union([HelloEvent, StatusEvent, EndEvent, InterruptionEvent, RebalanceEvent, CheckpointEvent, InterruptionReportEvent]);
+export const ServerEvent = Type.Union([HelloEvent, StatusEvent, EndEvent, InterruptionEvent, RebalanceEvent, CheckpointEvent, CheckpointFailedEvent, InterruptionReportEvent]);
 export type ServerEvent = Static<typeof ServerEvent>;
 export const ServerMessage = Type.Union([ResponseOk, ResponseError, ...ServerEvent.anyOf]);
 export type ServerMessage = Static<typeof ServerMessage>;

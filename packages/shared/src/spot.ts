@@ -47,10 +47,34 @@ export const FlushResult = Type.Object(
     uploadedBytes: Type.Integer({ minimum: 0 }),
     durationMs: Type.Integer({ minimum: 0 }),
     error: Type.Union([Type.String(), Type.Null()]),
+    /**
+     * True when the flush wrote no new set because nothing changed since `committedSeq` (which is
+     * then an earlier set, not this flush's).
+     */
+    unchanged: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
 export type FlushResult = Static<typeof FlushResult>;
+
+/** Whether checkpoints are getting through: in the job's status (status.json, `ps`) while a run has checkpointing. */
+export const CheckpointHealth = Type.Object(
+  {
+    /** Some upload or commit is failing right now (it is retried). */
+    failing: Type.Boolean(),
+    /** Failed attempts since checkpoints last got through completely. */
+    failures: Type.Integer({ minimum: 0 }),
+    /** When the current run of failures began. */
+    failingSince: Type.Union([EpochMs, Type.Null()]),
+    lastError: Type.Union([Type.String(), Type.Null()]),
+    /** The newest set this run committed. */
+    lastCommittedSeq: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()]),
+    /** The flush after the job ended, once it is done. */
+    finalFlush: Type.Optional(FlushResult),
+  },
+  { additionalProperties: false },
+);
+export type CheckpointHealth = Static<typeof CheckpointHealth>;
 
 export const InterruptionReport = Type.Object(
   {
@@ -89,6 +113,26 @@ export const CheckpointEvent = Type.Object(
   },
   { additionalProperties: false },
 );
+/** An upload or a commit failed (each failure; the controller decides how often to show them). */
+export const CheckpointFailedEvent = Type.Object(
+  {
+    type: Type.Literal('event'),
+    event: Type.Literal('checkpoint-failed'),
+    /** `upload` of one file, or `commit` of a set's manifest. */
+    what: Type.Union([Type.Literal('upload'), Type.Literal('commit')]),
+    /** The file, for an upload. */
+    file: Type.Union([Type.String(), Type.Null()]),
+    /** The error (not named `error`: that field marks a failed response). */
+    message: Type.String(),
+    /** Failed attempts since checkpoints last got through (this one included). */
+    failures: Type.Integer({ minimum: 1 }),
+    failingSince: EpochMs,
+    /** Where the sets go (`s3://bucket/prefix/run/`), for the remediation. */
+    target: Type.String(),
+  },
+  { additionalProperties: false },
+);
+export type CheckpointFailedEvent = Static<typeof CheckpointFailedEvent>;
 export const InterruptionReportEvent = Type.Object(
   { type: Type.Literal('event'), event: Type.Literal('interruption-report'), report: InterruptionReport },
   { additionalProperties: false },

@@ -2,6 +2,8 @@ export {
   CheckpointSync,
   DEFAULT_IGNORE_PATTERNS,
   type CheckpointCommittedEvent,
+  type CheckpointFailure,
+  type CheckpointClock,
   type CheckpointSyncOptions,
   type FlushOptions,
 } from './checkpoint-sync.ts';

@@ -81,11 +81,13 @@ export interface RetryOptions {
   maxDelayMs?: number;
   logger?: CheckpointLogger;
   isRetryable?: (err: unknown) => boolean;
+  /** Told of each failed attempt that will be retried, so a long outage is visible before it ends. Must not throw. */
+  onRetry?: ((err: unknown, attempt: number) => void) | undefined;
 }
 
 /** Runs `fn` until it succeeds, fails for good, the signal aborts or `retryForMs` is used up. */
 export async function retryWithBackoff<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions): Promise<T> {
-  const { what, signal, retryForMs, initialDelayMs = 250, maxDelayMs = 5000, logger, isRetryable = isRetryableError } = options;
+  const { what, signal, retryForMs, initialDelayMs = 250, maxDelayMs = 5000, logger, isRetryable = isRetryableError, onRetry } = options;
   const giveUpAt = Date.now() + retryForMs;
   for (let attempt = 1; ; attempt++) {
     signal?.throwIfAborted();
@@ -98,6 +100,7 @@ export async function retryWithBackoff<T>(fn: (attempt: number) => Promise<T>, o
       const delayMs = Math.round(backoffMs / 2 + (Math.random() * backoffMs) / 2);
       if (!isRetryable(err) || Date.now() + delayMs >= giveUpAt) throw err;
       logger?.warn({ err: describeError(err), attempt, delayMs }, `${what} failed, retrying`);
+      onRetry?.(err, attempt);
       await sleep(delayMs, undefined, signal ? { signal } : undefined);
     }
   }

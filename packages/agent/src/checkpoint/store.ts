@@ -22,7 +22,7 @@ import {
   type CompletedPart,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
-import type { CheckpointTarget } from '@spotctl/shared';
+import { deadline, type CheckpointTarget } from '@spotctl/shared';
 import { ContentMismatchError, VerifyingStream, sha256Base64, sha256Hex } from './hashing.ts';
 import { describeError, retryWithBackoff, silentLogger, type CheckpointLogger } from './retry.ts';
 
@@ -31,6 +31,8 @@ export interface PutOptions {
   sha256: string;
   size: number;
   signal?: AbortSignal | undefined;
+  /** Told of each failed attempt the store will retry (an outage shows before the retries end). */
+  onRetry?: ((err: unknown, attempt: number) => void) | undefined;
 }
 
 export interface StoreCallOptions {
@@ -219,7 +221,7 @@ export class S3ObjectStore implements ObjectStore {
         }
         return { uploadedBytes: options.size };
       },
-      { what: `upload of ${fullKey}`, signal: options.signal, retryForMs: this.#retryForMs, logger: this.#logger },
+      { what: `upload of ${fullKey}`, signal: options.signal, retryForMs: this.#retryForMs, logger: this.#logger, onRetry: options.onRetry },
     );
   }
 
@@ -345,8 +347,9 @@ export class S3ObjectStore implements ObjectStore {
       if (uploadId !== undefined) {
         // No part is in flight any more (every worker has returned); bounded, best effort: a
         // lifecycle rule cleans up what this cannot.
+        using abortDeadline = deadline(10_000);
         await this.client
-          .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(10_000) })
+          .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: uploadId }), { abortSignal: abortDeadline.signal })
           .catch((err: unknown) => this.#logger.warn({ key: fullKey, err: describeError(err) }, 'could not abort an unfinished multipart upload'));
       }
     }

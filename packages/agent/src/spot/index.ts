@@ -25,6 +25,7 @@ export {
   type SpotLogger,
   type SpotPollerOptions,
   type SpotPollerStats,
+  type PollClock,
 } from './spot-poller.ts';
 export {
   interruptionGraceMs,
@@ -47,5 +48,4 @@ export {
   type ScheduledInterruption,
   type SpotAction,
 } from './imds-emulator.ts';
-export { systemPollClock, type PollClock } from './clock.ts';
 export { InterruptionHandler, type InterruptionCheckpoints, type InterruptionHandlerOptions } from './interruption.ts';

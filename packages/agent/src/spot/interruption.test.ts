@@ -52,6 +52,20 @@ describe('InterruptionHandler', () => {
     expect(calls.stop).toEqual([10_000]);
   });
 
+  it('a rebalance flushes (not final) and hands its outcome on, so "nothing changed" can be said', async () => {
+    const unchanged: FlushResult = { ...flushed, uploadedBytes: 0, unchanged: true };
+    let flushedWith: { final?: boolean } | undefined;
+    const outcome = new Promise<FlushResult>((resolve) => {
+      const { h } = handler({
+        checkpoints: { pendingBytes: () => 0, lastSetBytes: () => 0, flush: async (_reason, o) => ((flushedWith = o), unchanged), describe: () => 'x' },
+        onRebalanceFlushed: resolve,
+      });
+      h.onRebalance({ noticeTime: '2026-11-22T09:59:00Z' });
+    });
+    expect(await outcome).toEqual(unchanged);
+    expect(flushedWith).toEqual({ final: false });
+  });
+
   it('acts on the first notice only', async () => {
     const { h, calls } = handler();
     h.onInterruption({ action: 'terminate', time: '2026-11-22T10:02:00Z' }, NOW);

@@ -13,6 +13,7 @@ export interface InterruptionCheckpoints {
   pendingBytes(): number;
   /** Size of the newest committed set: what the job will likely write again when it gets SIGTERM. */
   lastSetBytes(): number;
+  /** Never rejects: failures are in the result's `error`. */
   flush(reason: string, options: { deadlineAt?: number; final?: boolean }): Promise<FlushResult>;
   /** Where the sets go, for the report. */
   describe(): string;
@@ -34,6 +35,8 @@ export interface InterruptionHandlerOptions {
   simulated: boolean;
   onNotice(notice: InterruptionNotice): void;
   onRebalanceEvent(noticeTime: string, action: string): void;
+  /** The rebalance flush is done: a new set, nothing changed, or a failure. */
+  onRebalanceFlushed?(flush: FlushResult): void;
   onReport(report: InterruptionReport): void;
   logger: SpotLogger;
   now?: () => number;
@@ -70,7 +73,13 @@ export class InterruptionHandler {
       if (this.#o.isJobActive()) this.#o.signalJob(name);
     }
     // A flush now, whatever the action: the newest complete checkpoint leaves before the notice.
-    void this.#o.checkpoints?.flush('rebalance', { final: false }).catch((err: unknown) => log.error({ err }, 'rebalance flush failed'));
+    void this.#o.checkpoints
+      ?.flush('rebalance', { final: false })
+      .then((flush) => {
+        log.info({ flush }, 'rebalance flush done');
+        this.#o.onRebalanceFlushed?.(flush);
+      })
+      .catch((err: unknown) => log.error({ err }, 'rebalance flush failed'));
   }
 
   async #handle(action: InstanceAction, noticedAt: number): Promise<InterruptionReport> {
@@ -98,12 +107,14 @@ export class InterruptionHandler {
     // A job that even SIGKILL cannot end (stuck in the kernel) must not cost us the flush: stop
     // waiting when only the upload estimate and the margin are left before the deadline.
     const flushBy = deadlineAt - (this.#o.checkpoints ? estimateUploadMs(uploadBytes) : 0) - 10_000;
+    let flushByTimer: NodeJS.Timeout | undefined;
     const ended = wasActive
       ? await Promise.race([
           this.#o.jobEnded(),
-          new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), Math.max(0, flushBy - this.#now())).unref()),
+          new Promise<undefined>((resolve) => (flushByTimer = setTimeout(() => resolve(undefined), Math.max(0, flushBy - this.#now())))),
         ])
       : undefined;
+    clearTimeout(flushByTimer);
     if (wasActive && !ended) log.error({ flushBy }, 'the job did not end in time; flushing checkpoints anyway');
     let flush: FlushResult | null = null;
     if (this.#o.checkpoints) {

@@ -9,7 +9,10 @@
  */
 import type { ImdsConfig, InstanceAction, RebalanceRecommendation } from '@spotctl/shared';
 import type { Logger } from '../logger.ts';
-import { systemPollClock, type PollClock } from './clock.ts';
+import { systemClock, type Clock } from '../clock.ts';
+
+/** The part of the agent's clock the poller uses. */
+export type PollClock = Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 import { ImdsClient, type ImdsGetter } from './imds-client.ts';
 
 export const INSTANCE_ACTION_PATH = 'meta-data/spot/instance-action';
@@ -47,7 +50,7 @@ export interface SpotPollerOptions extends ImdsConfig {
   requestTimeoutMs?: number;
   /** A repeated identical poll error is logged again only after this long. @default 60000 */
   errorLogIntervalMs?: number;
-  /** @default systemPollClock */
+  /** @default systemClock */
   clock?: PollClock;
 }
 
@@ -179,7 +182,7 @@ export class SpotPoller implements AsyncDisposable {
 
   constructor(options: SpotPollerOptions) {
     this.#options = options;
-    this.#clock = options.clock ?? systemPollClock;
+    this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger;
     this.pollIntervalMs = positive(options.pollIntervalMs, 1000, 'pollIntervalMs');
     this.rebalancePollIntervalMs = positive(options.rebalancePollIntervalMs, 5000, 'rebalancePollIntervalMs');

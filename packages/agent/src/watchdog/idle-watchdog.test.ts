@@ -3,11 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { Clock } from './clock.ts';
-import { IdleWatchdog, type IdleWatchdogOptions, type ShutdownReason } from './idle-watchdog.ts';
+import { IdleWatchdog, type IdleWatchdogOptions, type ShutdownReason, type WatchdogClock } from './idle-watchdog.ts';
 
 /** A clock that only moves when told to; intervals fire as time passes them. */
-class FakeClock implements Clock {
+class FakeClock implements WatchdogClock {
   #now = 1_700_000_000_000;
   #nextId = 1;
   readonly #timers = new Map<number, { callback: () => void; intervalMs: number; dueAt: number }>();

@@ -7,7 +7,10 @@
  */
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { systemClock, type Clock } from './clock.ts';
+import { systemClock, type Clock } from '../clock.ts';
+
+/** The part of the agent's clock the watchdog uses. */
+export type WatchdogClock = Pick<Clock, 'now' | 'setInterval' | 'clearInterval'>;
 
 export type ShutdownReason = 'idle' | 'max-runtime';
 
@@ -28,7 +31,7 @@ export interface IdleWatchdogOptions {
   onShutdown(reason: ShutdownReason): void;
   logger: Logger;
   /** @default systemClock */
-  clock?: Clock;
+  clock?: WatchdogClock;
 }
 
 /** A heartbeat mtime this far in the future (clock skew aside) is a mistake, not activity. */
@@ -36,7 +39,7 @@ const FUTURE_SLACK_MS = 60_000;
 
 export class IdleWatchdog implements AsyncDisposable {
   readonly #options: IdleWatchdogOptions;
-  readonly #clock: Clock;
+  readonly #clock: WatchdogClock;
   readonly checkIntervalMs: number;
   #timer: unknown;
   #lastActiveAt = 0;

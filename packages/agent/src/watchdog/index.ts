@@ -1,3 +1,2 @@
-export { IdleWatchdog, type IdleWatchdogOptions, type ShutdownReason } from './idle-watchdog.ts';
-export { systemClock, type Clock } from './clock.ts';
+export { IdleWatchdog, type IdleWatchdogOptions, type ShutdownReason, type WatchdogClock } from './idle-watchdog.ts';
 export { runShutdownCommand, type RunCommandOptions } from './shutdown-action.ts';

@@ -21,7 +21,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { UserError } from '@spotctl/shared';
+import { UserError, deadline } from '@spotctl/shared';
 import type { EC2Client, Image, SecurityGroup } from '@aws-sdk/client-ec2';
 import type { STSClient } from '@aws-sdk/client-sts';
 import createDebug from 'debug';
@@ -114,8 +114,8 @@ export interface SshCidrOptions {
 export async function resolveSshCidr(options: SshCidrOptions = {}): Promise<{ cidr: string; source: string }> {
   if (options.sshCidr !== undefined) return { cidr: parseSshCidr(options.sshCidr), source: '--ssh-cidr' };
   const url = options.lookupUrl ?? process.env.SPOTCTL_IP_LOOKUP_URL ?? DEFAULT_IP_LOOKUP_URL;
-  const timeout = AbortSignal.timeout(options.timeoutMs ?? IP_LOOKUP_TIMEOUT_MS);
-  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  using timeout = deadline(options.timeoutMs ?? IP_LOOKUP_TIMEOUT_MS, options.signal);
+  const signal = timeout.signal;
   const remediation = `pass the address SSH should be allowed from: --ssh-cidr <your public IPv4>/32 (or set SPOTCTL_IP_LOOKUP_URL to a service that prints it)`;
   let text: string;
   try {

@@ -10,7 +10,7 @@
  * Regions are asked in parallel (bounded), each with its own timeout; a region that fails is
  * reported and left out, and only when every region fails is that an error.
  */
-import { UserError } from '@spotctl/shared';
+import { UserError, deadline } from '@spotctl/shared';
 import type { _InstanceType, EC2Client } from '@aws-sdk/client-ec2';
 import createDebug from 'debug';
 import { mapLimit } from '../util/map-limit.ts';
@@ -166,10 +166,9 @@ export async function fetchSpotPrices(client: EC2Client, options: FetchPricesOpt
  * that signal fires even if `fn` ignores it (so a stuck region can't hold the whole search).
  */
 export async function withTimeout<T>(parent: AbortSignal | undefined, timeoutMs: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  // A local, alive while this function awaits: on Node 20 a timeout signal that only an
-  // AbortSignal.any() reaches can be garbage-collected and never fire (the GC test next door).
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = parent ? AbortSignal.any([parent, timeout]) : timeout;
+  // Owned, not AbortSignal.any + AbortSignal.timeout: on Node 20 that timeout can be collected and never fire.
+  using timeout = deadline(timeoutMs, parent);
+  const signal = timeout.signal;
   signal.throwIfAborted();
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_, reject) => {

@@ -1,6 +1,6 @@
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { UserError } from '@spotctl/shared';
+import { UserError, formatBytes } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseWholeNumber } from '../cli/numbers.ts';
 import { listCheckpointSets, pullCheckpointSet } from '../checkpoints/index.ts';
@@ -8,7 +8,6 @@ import { formatDuration, table } from '../output/output.ts';
 import type { RunRecord } from '../runs/run-store.ts';
 import type { SshTarget } from '../transport/ssh.ts';
 import { describeCheckpointTarget } from '../session/checkpoint-options.ts';
-import { formatBytes } from '../session/spot-events.ts';
 
 /** A word for a POSIX shell, quoted only when it needs to be. */
 function shellWord(word: string): string {

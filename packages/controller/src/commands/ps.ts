@@ -25,6 +25,15 @@ async function freshStatus(record: RunRecord, deps: { store: RunStore; out: Outp
   }
 }
 
+/** A run whose checkpoints are not getting through: failing now, or its final flush gave up. */
+function checkpointsFailing(status: JobStatus | undefined): Pick<PsRow, 'checkpointsFailing'> | undefined {
+  const health = status?.checkpoints;
+  if (!health) return undefined;
+  const final = health.finalFlush?.error ?? null;
+  if (!health.failing && final === null) return undefined;
+  return { checkpointsFailing: { failures: health.failures, since: health.failingSince, lastError: health.lastError ?? final } };
+}
+
 interface PsRow {
   runId: string;
   provider: string;
@@ -39,6 +48,8 @@ interface PsRow {
   /** aws runs: USD per hour at launch, and the spend so far (to termination, or now). */
   pricePerHour?: number;
   spend?: number;
+  /** Set while the run's checkpoints are not getting through (uploads or commits failing). */
+  checkpointsFailing?: { failures: number; since: number | null; lastError: string | null };
   /** Found only in the cloud's tags (no record on this machine: `spotctl ls --adopt` makes one). */
   cloudOnly?: boolean;
 }
@@ -79,6 +90,7 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
         command: r.command,
         ...(!s && !r.agent && r.setup ? { reason: r.setup.reason } : {}),
         ...(r.aws ? { pricePerHour: r.aws.pricePerHour, spend: spendSoFar(r.aws.pricePerHour, r.aws.launchedAt, r.aws.terminatedAt ?? now) } : {}),
+        ...(checkpointsFailing(s) ?? {}),
       };
     });
     let failedRegions = 0;
@@ -120,13 +132,16 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
               `${r.runId}${r.cloudOnly ? '*' : ''}`,
               r.provider,
               r.host,
-              r.state,
+              r.checkpointsFailing ? `${r.state} (checkpoints failing)` : r.state,
               r.signal ?? (r.exitCode === null ? '-' : String(r.exitCode)),
               formatDuration(now - r.createdAt),
               money(r),
               r.command.join(' '),
             ]),
-          )}${cloudOnly > 0 ? `\n* no record on this machine (found by its tags): spotctl ls --adopt makes one, then attach/logs/stop work` : ''}`,
+          )}${cloudOnly > 0 ? `\n* no record on this machine (found by its tags): spotctl ls --adopt makes one, then attach/logs/stop work` : ''}${rows
+            .filter((r) => r.checkpointsFailing)
+            .map((r) => `\n${r.runId}: checkpoints not getting through (${r.checkpointsFailing?.failures ?? 0} failures): ${r.checkpointsFailing?.lastError ?? 'unknown'}`)
+            .join('')}`,
     );
     return failedRegions > 0 ? 1 : 0;
   },

@@ -35,6 +35,7 @@ interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   remoteDir?: string;
   checkpointDir?: string;
   checkpointTo?: string;
+  checkpointFlushTimeout?: string;
   restoreFrom?: string;
   onRebalance?: string;
   simulateInterruption?: string;
@@ -116,8 +117,21 @@ function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
   }
   // Checkpointing is on when asked for, or when it has a use: a rehearsal, a restore, an explicit folder.
   const wantsCheckpoints = options.checkpointTo !== undefined || simulateMs !== undefined || restoreFrom !== undefined || options.checkpointDir !== undefined;
+  const flushTimeoutMs = options.checkpointFlushTimeout !== undefined ? parseDuration(options.checkpointFlushTimeout, '--checkpoint-flush-timeout') : undefined;
+  if (flushTimeoutMs !== undefined && !wantsCheckpoints) {
+    throw new UserError('SPOTCTL_USAGE', '--checkpoint-flush-timeout applies only to a run with checkpoints', { remediation: 'add --checkpoint-to s3://BUCKET/PREFIX (or --checkpoint-dir), or drop --checkpoint-flush-timeout', exitCode: 2 });
+  }
   return {
-    ...(wantsCheckpoints ? { checkpoint: { dir: options.checkpointDir ?? 'checkpoints', ...(options.checkpointTo ? { to: options.checkpointTo } : {}), ...(restoreFrom ? { restoreFrom } : {}) } } : {}),
+    ...(wantsCheckpoints
+      ? {
+          checkpoint: {
+            dir: options.checkpointDir ?? 'checkpoints',
+            ...(options.checkpointTo ? { to: options.checkpointTo } : {}),
+            ...(restoreFrom ? { restoreFrom } : {}),
+            ...(flushTimeoutMs !== undefined ? { exitFlushBudgetMs: flushTimeoutMs } : {}),
+          },
+        }
+      : {}),
     ...(options.imdsEndpoint ? { imdsEndpoint: options.imdsEndpoint } : {}),
     ...(simulateMs !== undefined ? { simulateInterruptionAfterMs: simulateMs } : {}),
     ...(options.onRebalance ? { onRebalance: options.onRebalance } : {}),
@@ -151,6 +165,7 @@ export default defineCommand<RunOptions>({
       .option('--env <NAME=VALUE>', 'environment for the job (repeatable)', collect, [])
       .option('--checkpoint-dir <dir>', 'folder the job writes checkpoints to, watched and synced (default: checkpoints)')
       .option('--checkpoint-to <s3-url|dir>', 'where checkpoint sets go: s3://BUCKET/PREFIX or an absolute directory on the host')
+      .option('--checkpoint-flush-timeout <duration>', 'how long the last checkpoint upload after the job ends may take, retries included, before the run ends without it (default: 5m)')
       .option('--restore-from <run>', "restore that run's latest committed checkpoint set before the job starts ('last' works)")
       .option('--on-rebalance <action>', 'on a rebalance recommendation: checkpoint | signal:USR1 | ignore', 'checkpoint')
       .option('--simulate-interruption <duration>', 'rehearse a spot interruption this long after the job starts (emulated metadata service)')

@@ -15,7 +15,7 @@
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { SpotctlError, UserError, parseS3Url, type ShutdownAction } from '@spotctl/shared';
+import { SpotctlError, UserError, deadline, parseS3Url, type ShutdownAction } from '@spotctl/shared';
 import createDebug from 'debug';
 import { cloudConfig } from '../aws/ami-user-data.ts';
 import { Ec2Clients, loadEc2Sdk, type Ec2ClientFor } from '../aws/clients.ts';
@@ -151,7 +151,8 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
     // The credentials first: without them every region would fail on its own, less clearly.
     const owner = await step(out, 'credentials', 'AWS credentials work', async () => await callerArn({ region: options.regions[0] ?? 'us-east-1', signal }));
     const plan = await step(out, 'place', 'priced the fitting instance types', async () => {
-      const placementSignal = AbortSignal.any([signal, AbortSignal.timeout(PLACEMENT_TIMEOUT_MS)]);
+      using placementDeadline = deadline(PLACEMENT_TIMEOUT_MS, signal);
+      const placementSignal = placementDeadline.signal;
       return await findPlacements({
         clientFor: clients.forRegion,
         regions: options.regions,

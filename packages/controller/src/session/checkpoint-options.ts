@@ -12,6 +12,8 @@ export interface CheckpointSpec {
   /** `s3://bucket/prefix`, or a directory on the host; undefined = `<base>/checkpoint-store` on the host. */
   to?: string;
   restoreFrom?: { runId: string; target: CheckpointTarget };
+  /** How long the flush after the job ended may take. @default the agent's (5 min) */
+  exitFlushBudgetMs?: number;
 }
 
 export interface SpotSpec {
@@ -65,6 +67,7 @@ export function spotAgentConfig(spot: SpotSpec, layout: RemoteLayout): Pick<Agen
       dir: spot.checkpoint.dir,
       target,
       ...(spot.checkpoint.restoreFrom ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target } : {}),
+      ...(spot.checkpoint.exitFlushBudgetMs !== undefined ? { exitFlushBudgetMs: spot.checkpoint.exitFlushBudgetMs } : {}),
     };
   }
   // 'default' polls the real metadata address (what the aws provider does on EC2).

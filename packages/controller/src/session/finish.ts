@@ -1,7 +1,8 @@
 import os from 'node:os';
 import { exitCodeOf, type JobStatus } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
-import { describeReport } from './spot-events.ts';
+import { describeCheckpointTarget } from './checkpoint-options.ts';
+import { describeFinalCheckpoints, describeReport } from './spot-events.ts';
 import type { Provider, ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 
@@ -50,6 +51,12 @@ export async function finishRun(options: { store: RunStore; record: RunRecord; p
   store.update(record.runId, { status });
   if (await letAgentGo(session)) await releaseAfterAgent(options.provider, record, 'the job ended and the agent was let go');
   if (status.interruption) out.warn(describeReport(status.interruption), { event: 'interruption-report', report: status.interruption });
+  else {
+    // The flush after the job ended gave up (its budget spent): said once, with what to do.
+    const target = record.checkpoint ? describeCheckpointTarget(record.checkpoint.target, record.runId) : undefined;
+    const failed = describeFinalCheckpoints(status.checkpoints, target);
+    if (failed) out.warn(failed, { event: 'checkpoint-final-failed', flush: status.checkpoints?.finalFlush });
+  }
   const code = exitCodeOf(status, os.constants.signals as Record<string, number>);
   const took = status.startedAt && status.endedAt ? ` after ${((status.endedAt - status.startedAt) / 1000).toFixed(1)} s` : '';
   out.result({ runId: record.runId, exitCode: code, status }, `${describeEnd(status)}${took} · run ${record.runId}`);

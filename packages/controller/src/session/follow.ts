@@ -23,7 +23,7 @@ export interface FollowOptions {
   drain: () => Promise<void>;
   onStatus?: (status: JobStatus) => void;
   /** Interruption notices, rebalance recommendations, committed checkpoints, the final report. */
-  onSpotEvent?: (event: Extract<ServerEvent, { event: 'interruption' | 'rebalance' | 'checkpoint' | 'interruption-report' }>) => void;
+  onSpotEvent?: (event: Extract<ServerEvent, { event: 'interruption' | 'rebalance' | 'checkpoint' | 'checkpoint-failed' | 'interruption-report' }>) => void;
   /** Called with each fresh connection, e.g. to send `stop` on it. */
   onConnection?: (connection: AgentConnection) => void;
   onDisconnect?: (error: Error, attempt: number) => void;
@@ -135,6 +135,7 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
           case 'interruption':
           case 'rebalance':
           case 'checkpoint':
+          case 'checkpoint-failed':
           case 'interruption-report':
             options.onSpotEvent?.(event);
             return;
