@@ -22,6 +22,7 @@ import {
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
 import { downloadVerified, type CheckpointTarget } from '@spotctl/shared';
+import type { CredentialProvider } from './credentials.ts';
 import { ContentMismatchError, sha256Base64, sha256Hex } from './hashing.ts';
 import { describeError, retryWithBackoff, silentLogger, type CheckpointLogger } from './retry.ts';
 
@@ -95,6 +96,8 @@ export interface S3ObjectStoreOptions {
   logger?: CheckpointLogger;
   /** Where `AWS_*` settings are read from. @default process.env */
   env?: NodeJS.ProcessEnv;
+  /** Where credentials come from (forwarded ones: see credentials.ts). @default the host's AWS chain */
+  credentials?: CredentialProvider;
 }
 
 /** Reads until `buffer` is full or the file ends; resolves with the bytes read. */
@@ -186,6 +189,7 @@ export class S3ObjectStore implements ObjectStore {
       ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
       // On EC2 the region is the instance's, not necessarily the bucket's: follow S3's redirect.
       followRegionRedirects: true,
+      ...(options.credentials ? { credentials: options.credentials } : {}),
       maxAttempts: options.maxAttempts ?? 8,
       retryMode: 'standard',
       requestHandler: {
