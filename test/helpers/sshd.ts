@@ -147,6 +147,9 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<Sshd> {
         'PrintMotd no',
         'LogLevel VERBOSE',
         'Subsystem sftp internal-sftp',
+        // Agents on this test host must never reach for the real metadata service (their AWS SDK
+        // would, looking for credentials): the machine running the tests may be an EC2 instance.
+        'SetEnv AWS_EC2_METADATA_DISABLED=true',
         '',
       ].join('\n'),
     );

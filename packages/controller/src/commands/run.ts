@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
+import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type CredentialsParams } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { configureAwsRunOptions, launchAws, parseAwsOptions, teardownAwsRun, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws.ts';
@@ -14,6 +14,7 @@ import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
 import { finishRun } from '../session/finish.ts';
 import { openSession } from '../providers/index.ts';
 import { tailRun } from '../session/tail.ts';
+import { CredentialForwarder, DETACHED_CREDENTIALS_S, ATTACHED_CREDENTIALS_S, hostChainWarning, runCredentialMinter } from '../session/credential-forwarder.ts';
 
 interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   provider?: string;
@@ -225,7 +226,26 @@ export default defineCommand<RunOptions>({
     const onSetupSigint = () => setupAbort.abort(new UserError('SPOTCTL_USAGE', 'cancelled during setup', { exitCode: 130 }));
     process.once('SIGINT', onSetupSigint);
     let session: ProviderSession;
+    const mint = provider === 'aws' ? undefined : runCredentialMinter(runId, spec.spot);
+    let firstCredentials: CredentialsParams | undefined;
     try {
+      // S3 on an SSH host or here: mint run-scoped credentials before the launch, so the agent's
+      // config can say to expect them (the aws provider's instance has its own role instead).
+      if (mint && spec.spot.checkpoint) {
+        try {
+          firstCredentials = await mint(spec.detached ? DETACHED_CREDENTIALS_S : ATTACHED_CREDENTIALS_S, setupAbort.signal);
+          spec.spot.checkpoint.credentials = 'forwarded';
+          if (spec.detached) {
+            out.info(
+              `S3 checkpoints: forwarding credentials scoped to this run, valid until ${new Date(firstCredentials.expiresAt).toISOString()}; ` +
+                "nobody renews them while detached, after that the agent falls back to the host's own AWS credentials",
+            );
+          }
+        } catch (error) {
+          if (setupAbort.signal.aborted) throw error;
+          out.warn(hostChainWarning((error as Error).message));
+        }
+      }
       const ctx = { store, out, record, spec, signal: setupAbort.signal };
       ({ record, session } = awsOptions ? await launchAws(ctx, awsOptions) : provider === 'ssh' ? await launchSsh(ctx) : await launchLocal(ctx));
     } catch (error) {
@@ -246,6 +266,9 @@ export default defineCommand<RunOptions>({
       process.off('SIGINT', onSetupSigint);
     }
     await using _session = session;
+    // Pushed before anything else: the agent's restore and first upload wait (bounded) for them.
+    await using _forwarder =
+      mint && firstCredentials ? await CredentialForwarder.start({ first: firstCredentials, mint, connect: (signal) => session.connect(signal), out }) : undefined;
 
     if (spec.detached) {
       out.result({ runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${runId}   (or spotctl logs ${runId} -f; stop it with spotctl stop ${runId})`);

@@ -12,6 +12,8 @@ export interface CheckpointSpec {
   /** `s3://bucket/prefix`, or a directory on the host; undefined = `<base>/checkpoint-store` on the host. */
   to?: string;
   restoreFrom?: { runId: string; target: CheckpointTarget };
+  /** `forwarded`: the controller pushes run-scoped S3 credentials to the agent (ssh and local providers). @default the host's chain */
+  credentials?: 'forwarded';
 }
 
 export interface SpotSpec {
@@ -56,6 +58,7 @@ export function spotAgentConfig(spot: SpotSpec, layout: RemoteLayout): Pick<Agen
       dir: spot.checkpoint.dir,
       target,
       ...(spot.checkpoint.restoreFrom ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target } : {}),
+      ...(spot.checkpoint.credentials ? { credentials: spot.checkpoint.credentials } : {}),
     };
   }
   // 'default' polls the real metadata address (what the aws provider does on EC2).
