@@ -101,5 +101,5 @@ describe('spotctl run --host --checkpoint-to s3:// (forwarded credentials)', () 
     // Neither the host's run folder (config, logs, job output) nor this machine's record holds them.
     expect(filesContaining(remoteDir, [MOTO_SECRET, MOTO_TOKEN_START])).toEqual([]);
     expect(filesContaining(path.join(home.path, 'local'), [MOTO_SECRET, MOTO_TOKEN_START])).toEqual([]);
-  });
+  }, 150_000);
 });
