@@ -75,6 +75,15 @@ export interface CredentialForwarderOptions {
   out: Pick<Output, 'warn'>;
   /** @default Date.now */
   now?: () => number;
+  /** Runs `tick` after `ms`; the handle cancels it. @default an unref'd setTimeout */
+  schedule?: (tick: () => Promise<void>, ms: number) => { cancel(): void };
+}
+
+function scheduleWithTimer(tick: () => Promise<void>, ms: number): { cancel(): void } {
+  // Unref'd: it never keeps the CLI alive on its own.
+  const timer = setTimeout(() => void tick(), Math.min(ms, 2_147_000_000));
+  timer.unref();
+  return { cancel: () => clearTimeout(timer) };
 }
 
 /**
@@ -89,13 +98,15 @@ export class CredentialForwarder implements AsyncDisposable {
   #current: CredentialsParams;
   #renewAt = 0;
   #pushed = false;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #scheduleTick: NonNullable<CredentialForwarderOptions['schedule']>;
+  #timer: { cancel(): void } | undefined;
   #failing = false;
   #closed = false;
 
   private constructor(options: CredentialForwarderOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
+    this.#scheduleTick = options.schedule ?? scheduleWithTimer;
     this.#current = options.first;
     this.#renewAt = this.#renewTime(options.first);
   }
@@ -154,15 +165,14 @@ export class CredentialForwarder implements AsyncDisposable {
 
   #schedule(ms: number): void {
     if (this.#closed) return;
-    // Owned and cleared in close(); unref'd so it never keeps the CLI alive on its own.
-    this.#timer = setTimeout(() => void this.#tick(), Math.min(ms, 2_147_000_000));
-    this.#timer.unref();
+    // Owned and cancelled in close().
+    this.#timer = this.#scheduleTick(() => this.#tick(), ms);
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#abort.abort();
   }
 
