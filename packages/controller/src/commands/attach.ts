@@ -2,6 +2,7 @@ import { defineCommand } from '../cli/define-command.ts';
 import { openSession } from '../providers/index.ts';
 import { finishRun } from '../session/finish.ts';
 import { tryConnect } from '../session/connect-once.ts';
+import { resumeForwarding } from '../session/credential-forwarder.ts';
 import { printStoredLog } from '../session/stored-log.ts';
 import { tailRun } from '../session/tail.ts';
 
@@ -31,6 +32,8 @@ export default defineCommand<{ from?: string; json?: boolean }>({
       await probe.close();
     }
     out.info(`attached to run ${record.runId}; resuming at line ${fromSeq}`);
+    // Forwarded S3 credentials are renewed again while someone follows the run.
+    await using _forwarder = await resumeForwarding({ ...record, connect: (signal) => session.connect(signal), out });
     const { status } = await tailRun({ store, record, session, out, fromSeq });
     return await finishRun({ store, record, session, out, status });
   },

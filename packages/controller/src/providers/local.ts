@@ -124,7 +124,10 @@ export function agentConfigFor(record: RunRecord, spec: LaunchContext['spec']): 
 /** The agent config for a run; records where its checkpoints go so `spotctl checkpoints` finds them. */
 export function prepareAgentConfig(ctx: LaunchContext, record: RunRecord): AgentConfig {
   const config = agentConfigFor(record, ctx.spec);
-  if (config.checkpoint) ctx.store.update(record.runId, { checkpoint: { dir: config.checkpoint.dir ?? 'checkpoints', target: config.checkpoint.target } });
+  if (config.checkpoint) {
+    const { dir, target, credentials } = config.checkpoint;
+    ctx.store.update(record.runId, { checkpoint: { dir: dir ?? 'checkpoints', target, ...(credentials === 'forwarded' ? { credentials } : {}) } });
+  }
   return config;
 }
 

@@ -4,7 +4,7 @@
  * authenticated websocket (request `credentials`), and renewed before they expire for as long as
  * the controller follows the run. The agent keeps them in memory only.
  */
-import { parseS3Url, type CredentialsParams } from '@spotctl/shared';
+import { parseS3Url, type CheckpointTarget, type CredentialsParams } from '@spotctl/shared';
 import createDebug from 'debug';
 import type { Output } from '../output/output.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
@@ -178,5 +178,31 @@ export class CredentialForwarder implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/**
+ * For a run followed again (`spotctl attach`) whose agent takes forwarded credentials: mints a
+ * fresh set for the run's own prefix (a restore is long done by then), pushes it and keeps it
+ * renewed while attached. Undefined (after one warning when STS refuses) otherwise.
+ */
+export async function resumeForwarding(options: {
+  runId: string;
+  provider: string;
+  checkpoint?: { target: CheckpointTarget; credentials?: 'forwarded' } | undefined;
+  connect: (signal: AbortSignal) => Promise<AgentConnection>;
+  out: Pick<Output, 'warn'>;
+}): Promise<CredentialForwarder | undefined> {
+  const { checkpoint } = options;
+  if (options.provider === 'aws' || checkpoint?.credentials !== 'forwarded' || checkpoint.target.kind !== 's3') return undefined;
+  const target = checkpoint.target;
+  const mint = runCredentialMinter(options.runId, { checkpoint: { dir: '', to: `s3://${target.bucket}${target.prefix ? `/${trim(target.prefix)}` : ''}` } });
+  if (!mint) return undefined;
+  try {
+    const first = await mint(ATTACHED_CREDENTIALS_S);
+    return await CredentialForwarder.start({ first, mint, connect: options.connect, out: options.out });
+  } catch (error) {
+    options.out.warn(`could not renew the run's S3 credentials (${(error as Error).message}); the agent keeps the ones it has, then the host's own`);
+    return undefined;
   }
 }
