@@ -238,7 +238,7 @@ export default defineCommand<RunOptions>({
           if (spec.detached) {
             out.info(
               `S3 checkpoints: forwarding credentials scoped to this run, valid until ${new Date(firstCredentials.expiresAt).toISOString()}; ` +
-                "nobody renews them while detached, after that the agent falls back to the host's own AWS credentials",
+                "only `spotctl attach` renews them; once they expire the agent falls back to the host's own AWS credentials",
             );
           }
         } catch (error) {

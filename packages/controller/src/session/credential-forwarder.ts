@@ -129,11 +129,22 @@ export class CredentialForwarder implements AsyncDisposable {
   }
 
   async #push(): Promise<void> {
-    const connection = await this.#o.connect(AbortSignal.any([this.#abort.signal, AbortSignal.timeout(15_000)]));
+    // The deadline is owned here (an AbortSignal.timeout reachable only through AbortSignal.any
+    // can be collected and never fire).
+    const attempt = new AbortController();
+    const onClose = () => attempt.abort(new Error('closed'));
+    this.#abort.signal.addEventListener('abort', onClose, { once: true });
+    const deadline = setTimeout(() => attempt.abort(new Error('the agent did not answer within 15 s')), 15_000);
     try {
-      await connection.request('credentials', this.#current, { timeoutMs: 15_000 });
+      const connection = await this.#o.connect(attempt.signal);
+      try {
+        await connection.request('credentials', this.#current, { timeoutMs: 15_000 });
+      } finally {
+        await connection.close();
+      }
     } finally {
-      await connection.close();
+      clearTimeout(deadline);
+      this.#abort.signal.removeEventListener('abort', onClose);
     }
   }
 
