@@ -4,6 +4,7 @@
  * renewing while attached); the job's checkpoint then reaches S3.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { S3ObjectStore } from '../packages/agent/src/checkpoint/index.ts';
@@ -79,3 +80,36 @@ it('a detached run gets one long-lived set; attach pushes a fresh one', async ()
     s3.close();
   }
 }, 150_000);
+
+/** A loopback port nobody listens on (it was free a moment ago). */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+it('when STS cannot mint credentials, one warning line says so and the agent uses the host chain', async () => {
+  const env = { AWS_ENDPOINT_URL: moto.endpoint, AWS_ENDPOINT_URL_STS: `http://127.0.0.1:${await closedPort()}`, AWS_REGION: 'us-east-1', AWS_MAX_ATTEMPTS: '1' };
+  writeFileSync(path.join(proj.path, 'go'), '');
+  const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://local-fwd/p', 'job.py'], {
+    home: home.path,
+    env,
+    timeoutMs: 90_000,
+  });
+  expect(r.code, r.stderr).toBe(0);
+  const warnings = r.stderr.split('\n').filter((l) => l.includes("the agent will use the host's own AWS credentials instead"));
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]).toMatch(/S3 checkpoints: could not tell who this machine acts as \(sts:GetCallerIdentity: .*\).*sts:GetFederationToken/);
+  const runId = /run ([0-9a-z-]+):/.exec(r.stderr)?.[1] as string;
+  const config = JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'agent', 'config.json'), 'utf8')) as { checkpoint?: { credentials?: string } };
+  expect(config.checkpoint?.credentials).toBeUndefined();
+  // The agent here has this machine's (test) credentials in its environment: the upload still works.
+  const s3 = new S3ObjectStore({ bucket: 'local-fwd', prefix: 'p', endpoint: moto.endpoint });
+  try {
+    expect((await s3.list(`${runId}/manifests/`)).length).toBeGreaterThan(0);
+  } finally {
+    s3.close();
+  }
+}, 120_000);
