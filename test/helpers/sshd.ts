@@ -147,6 +147,10 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<Sshd> {
         'PrintMotd no',
         'LogLevel VERBOSE',
         'Subsystem sftp internal-sftp',
+        // On loopback, agents on this test host must never reach for the real metadata service
+        // (their AWS SDK would, looking for credentials): the machine running the tests may be an
+        // EC2 instance. Inside a namespace 169.254.169.254 is the test's own emulator.
+        ...(netnsName ? [] : ['SetEnv AWS_EC2_METADATA_DISABLED=true']),
         '',
       ].join('\n'),
     );

@@ -12,12 +12,13 @@ import {
   formatBytes,
   type AgentState,
   type FlushResult,
+  type CredentialsParams,
   type InterruptionReport,
   type JobStatus,
 } from '@spotctl/shared';
 // Checkpoint sync (AWS SDK, chokidar) and the spot poller load only when a run uses them: most of
 // the agent's idle memory and start time would otherwise go to code a plain run never calls.
-import type { CheckpointSync, ObjectStore } from './checkpoint/index.ts';
+import type { CheckpointSync, ForwardedCredentials, ObjectStore } from './checkpoint/index.ts';
 import type { ImdsEmulator, InterruptionHandler, SpotPoller } from './spot/index.ts';
 import type { ResolvedAgentConfig } from './config.ts';
 import { LogStore, type AppendedRecord } from './log-store/index.ts';
@@ -76,6 +77,8 @@ export class Agent implements AsyncDisposable {
   #checkpoints: CheckpointSync | undefined;
   /** The flush after the job ended (or the interruption's), once done. */
   #finalFlush: FlushResult | undefined;
+  /** Forwarded S3 credentials (memory only), when the config asks for them. */
+  #credentials: ForwardedCredentials | undefined;
   #emulator: ImdsEmulator | undefined;
   #poller: SpotPoller | undefined;
   #interruption: InterruptionHandler | undefined;
@@ -233,6 +236,18 @@ export class Agent implements AsyncDisposable {
     );
     const buildId = options.buildId ?? currentBuildId();
     const startedAt = Date.now();
+    // Before the server listens: the controller pushes the first set as soon as it connects.
+    if (config.checkpoint?.credentials === 'forwarded') {
+      const { ForwardedCredentials, hostCredentialChain } = await import('./checkpoint/index.ts');
+      const target = config.checkpoint.target;
+      const region = (target.kind === 's3' ? target.region : undefined) || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
+      this.#credentials = new ForwardedCredentials({
+        hostChain: hostCredentialChain(region),
+        ...(config.checkpoint.credentialsWaitMs !== undefined ? { waitMs: config.checkpoint.credentialsWaitMs } : {}),
+        logger: log.child({ component: 'credentials' }),
+      });
+    }
+    const credentials = this.#credentials;
     this.#server = await AgentServer.listen({
       host: config.host,
       port: config.port,
@@ -253,6 +268,7 @@ export class Agent implements AsyncDisposable {
         // The idle period starts when the last client leaves, not at the next check.
         if (count === 0) this.#watchdog?.markActive();
       },
+      ...(credentials ? { onCredentials: (c: CredentialsParams) => credentials.set(c) } : {}),
     });
     const { host, port } = this.#server.address;
     if (!isLoopback(host)) log.warn({ host, port }, 'listening on a non-loopback address (configured explicitly)');
@@ -340,9 +356,11 @@ export class Agent implements AsyncDisposable {
     if (!cfg) return undefined;
     const log = this.logger.child({ component: 'checkpoint' });
     const { CheckpointSync, createObjectStore, describeTarget, restoreLatest } = await import('./checkpoint/index.ts');
-    this.#checkpointStore = createObjectStore(cfg.target, { logger: log });
+    // Forwarded credentials cover both this run's prefix and the restored run's (read).
+    const storeOptions = { logger: log, ...(this.#credentials ? { s3: { credentials: this.#credentials.provider } } : {}) };
+    this.#checkpointStore = createObjectStore(cfg.target, storeOptions);
     if (cfg.restoreFrom) {
-      const source = cfg.restoreTarget ? createObjectStore(cfg.restoreTarget, { logger: log }) : this.#checkpointStore;
+      const source = cfg.restoreTarget ? createObjectStore(cfg.restoreTarget, storeOptions) : this.#checkpointStore;
       const where = describeTarget(cfg.restoreTarget ?? cfg.target, cfg.restoreFrom);
       this.#systemLine(`restoring the latest checkpoint of run ${cfg.restoreFrom} from ${where}`);
       try {
@@ -490,6 +508,7 @@ export class Agent implements AsyncDisposable {
     await this.#emulator?.close().catch((err: unknown) => log.warn({ err }, 'closing the emulator failed'));
     await this.#checkpoints?.close().catch((err: unknown) => log.warn({ err }, 'closing checkpoint sync failed'));
     this.#checkpointStore?.close();
+    this.#credentials?.close();
     if (this.#statusTimer) clearTimeout(this.#statusTimer);
     this.#statusTimer = undefined;
     try {

@@ -13,6 +13,13 @@ const REDACT_PATHS = [
   'config.token',
   'req.headers.authorization',
   'headers.authorization',
+  // Forwarded S3 credentials (request `credentials`), wherever they might be passed to a log call.
+  'secretAccessKey',
+  'sessionToken',
+  '*.secretAccessKey',
+  '*.sessionToken',
+  'params.secretAccessKey',
+  'params.sessionToken',
 ];
 
 /**

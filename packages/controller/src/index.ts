@@ -1,6 +1,7 @@
 /** The controller's programmatic API. */
 export { main, buildProgram, VERSION } from './cli/main.ts';
 export { AgentConnection, endpointUrl, type AgentEndpoint } from './transport/agent-client.ts';
+export { CredentialForwarder } from './session/credential-forwarder.ts';
 export { followLogs, type FollowOptions, type FollowResult } from './session/follow.ts';
 export { RunStore, newRunId, newToken, spotctlHome, type RunRecord } from './runs/run-store.ts';
 export { parseDuration } from './cli/durations.ts';

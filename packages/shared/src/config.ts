@@ -50,6 +50,15 @@ export const CheckpointConfig = Type.Object(
     restoreFrom: Type.Optional(Type.String()),
     /** Where `restoreFrom`'s sets live, when not in `target`. @default target */
     restoreTarget: Type.Optional(CheckpointTarget),
+    /**
+     * S3 credentials: `forwarded` = the controller pushes short-lived ones over the websocket
+     * (request `credentials`), held in memory only; the store waits up to `credentialsWaitMs` for
+     * the first, then falls back to the host's own chain. `host` = the host's AWS credential chain.
+     * @default 'host'
+     */
+    credentials: Type.Optional(Type.Union([Type.Literal('host'), Type.Literal('forwarded')])),
+    /** How long S3 calls wait for the first forwarded credentials. @default 60000 */
+    credentialsWaitMs: Type.Optional(Type.Integer({ minimum: 0 })),
   },
   { additionalProperties: false },
 );

@@ -114,6 +114,22 @@ export const StopParams = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * Short-lived AWS credentials the controller forwards to an agent on an SSH host (or this machine)
+ * for its S3 checkpoint store: scoped to the run's prefix, held only in the agent's memory.
+ */
+export const CredentialsParams = Type.Object(
+  {
+    accessKeyId: Type.String({ minLength: 1 }),
+    secretAccessKey: Type.String({ minLength: 1 }),
+    sessionToken: Type.String({ minLength: 1 }),
+    /** When they stop working (ms since the epoch). */
+    expiresAt: EpochMs,
+  },
+  { additionalProperties: false },
+);
+export type CredentialsParams = Static<typeof CredentialsParams>;
+
 export const Request = Type.Union([
   request('subscribe', SubscribeParams),
   request('unsubscribe', Empty),
@@ -122,6 +138,8 @@ export const Request = Type.Union([
   request('health', Empty),
   /** Ask the agent to exit once the job has ended (its logs stay on disk). */
   request('shutdown', Empty),
+  /** Replace the S3 credentials the agent's checkpoint store uses (see CredentialsParams). */
+  request('credentials', CredentialsParams),
 ]);
 export type Request = Static<typeof Request>;
 export type Method = Request['method'];
@@ -152,6 +170,7 @@ export const ResultSchemas = {
   stop: JobStatus,
   health: HealthResult,
   shutdown: OkResult,
+  credentials: OkResult,
 } as const satisfies Record<Method, TSchema>;
 export type ResultOf<M extends Method> = Static<(typeof ResultSchemas)[M]>;
 

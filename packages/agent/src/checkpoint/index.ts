@@ -23,3 +23,4 @@ export {
 export { CheckpointIntegrityError, latestSeq, readManifest, restoreLatest, type RestoreOptions, type RestoreResult } from './restore.ts';
 export { ContentMismatchError, hashFile } from './hashing.ts';
 export { isRetryableError, retryWithBackoff, type CheckpointLogger, type RetryOptions } from './retry.ts';
+export { ForwardedCredentials, hostCredentialChain, type AwsCredentials, type CredentialProvider, type ForwardedCredentialsOptions } from './credentials.ts';

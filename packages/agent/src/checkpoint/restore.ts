@@ -3,13 +3,10 @@
  * is re-hashed as it is downloaded: a store may not verify checksums (moto does not), so our own
  * SHA-256 against the manifest is what proves the bytes are the ones the job wrote.
  */
-import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, rename, unlink, utimes } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { checkpointKeys, parseManifest, SpotctlError, type CheckpointManifest, type ManifestFile } from '@spotctl/shared';
-import { ContentMismatchError, VerifyingStream } from './hashing.ts';
+import { checkpointKeys, downloadVerified, parseManifest, SpotctlError, type CheckpointManifest, type ManifestFile } from '@spotctl/shared';
+import { ContentMismatchError } from './hashing.ts';
 import { describeError, isRetryableError, retryWithBackoff, silentLogger, type CheckpointLogger } from './retry.ts';
 import type { ObjectStore } from './store.ts';
 
@@ -103,24 +100,17 @@ async function downloadFile(options: {
   signal: AbortSignal | undefined;
 }): Promise<void> {
   const { store, key, file, dest, signal } = options;
-  await mkdir(path.dirname(dest), { recursive: true });
-  // A dot name in the same folder: renamed atomically, and ignored by the checkpoint watcher.
-  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.${randomBytes(6).toString('hex')}.restore.tmp`);
-  try {
-    await pipeline(
-      await store.get(key, { signal }),
-      new VerifyingStream(`checkpoint file ${file.path}`, file),
-      createWriteStream(tmp),
-      signal ? { signal } : {},
-    );
+  await downloadVerified({
+    source: () => store.get(key, { signal }),
+    dest,
+    expected: file,
+    what: `checkpoint file ${file.path}`,
+    // A dot name in the same folder: renamed atomically, and ignored by the checkpoint watcher.
+    tempSuffix: 'restore.tmp',
     // Keep the job's mtimes: a job that compares them sees its files as it left them.
-    const mtime = new Date(file.mtimeMs);
-    await utimes(tmp, mtime, mtime).catch(() => undefined);
-    await rename(tmp, dest);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
+    mtimeMs: file.mtimeMs,
+    signal,
+  });
 }
 
 /**

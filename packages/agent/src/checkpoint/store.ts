@@ -3,12 +3,11 @@
  * the same layout. Keys are relative to the store's root (the S3 prefix, or the directory), so the
  * sync code builds them with `checkpointKeys.*('', runId, ...)`.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readdir, readFile, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -22,8 +21,9 @@ import {
   type CompletedPart,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
-import { deadline, type CheckpointTarget } from '@spotctl/shared';
-import { ContentMismatchError, VerifyingStream, sha256Base64, sha256Hex } from './hashing.ts';
+import { deadline, downloadVerified, type CheckpointTarget } from '@spotctl/shared';
+import type { CredentialProvider } from './credentials.ts';
+import { ContentMismatchError, sha256Base64, sha256Hex } from './hashing.ts';
 import { describeError, retryWithBackoff, silentLogger, type CheckpointLogger } from './retry.ts';
 
 export interface PutOptions {
@@ -98,6 +98,8 @@ export interface S3ObjectStoreOptions {
   logger?: CheckpointLogger;
   /** Where `AWS_*` settings are read from. @default process.env */
   env?: NodeJS.ProcessEnv;
+  /** Where credentials come from (forwarded ones: see credentials.ts). @default the host's AWS chain */
+  credentials?: CredentialProvider;
 }
 
 /** Reads until `buffer` is full or the file ends; resolves with the bytes read. */
@@ -189,6 +191,7 @@ export class S3ObjectStore implements ObjectStore {
       ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
       // On EC2 the region is the instance's, not necessarily the bucket's: follow S3's redirect.
       followRegionRedirects: true,
+      ...(options.credentials ? { credentials: options.credentials } : {}),
       maxAttempts: options.maxAttempts ?? 8,
       retryMode: 'standard',
       requestHandler: {
@@ -409,11 +412,6 @@ export interface DirObjectStoreOptions {
   root: string;
 }
 
-/** Temp names start with a dot: `list` skips them, and so does a watcher with the usual patterns. */
-function tempName(file: string): string {
-  return path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-}
-
 /** The same layout on a filesystem. Every file is written to a temp name, fsynced, then renamed. */
 export class DirObjectStore implements ObjectStore {
   readonly location: string;
@@ -431,29 +429,15 @@ export class DirObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: string | Buffer, options: PutOptions): Promise<{ uploadedBytes: number }> {
-    const dest = this.#path(key);
-    await mkdir(path.dirname(dest), { recursive: true });
-    const tmp = tempName(dest);
-    try {
-      const source = typeof body === 'string' ? createReadStream(body) : Readable.from([body]);
-      await pipeline(
-        source,
-        new VerifyingStream(typeof body === 'string' ? body : key, options),
-        createWriteStream(tmp),
-        options.signal ? { signal: options.signal } : {},
-      );
+    await downloadVerified({
+      source: () => Promise.resolve(typeof body === 'string' ? createReadStream(body) : Readable.from([body])),
+      dest: this.#path(key),
+      expected: options,
+      what: typeof body === 'string' ? body : key,
       // Durable before it becomes visible: after a crash the name holds the whole file or nothing.
-      const handle = await open(tmp, 'r');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(tmp, dest);
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      throw err;
-    }
+      durable: true,
+      signal: options.signal,
+    });
     return { uploadedBytes: options.size };
   }
 

@@ -7,6 +7,7 @@ import {
   SpotctlError,
   explainRequestError,
   parseRequest,
+  type CredentialsParams,
   type ErrorCode,
   type JobStatus,
   type LogSegmentPieces,
@@ -30,6 +31,8 @@ export interface ConnectionContext {
   health(): ResultOf<'health'>;
   /** The client asked the agent to exit; called once its `{ok:true}` has been written. */
   requestShutdown(): void;
+  /** Forwarded S3 credentials arrived; absent when the agent does not take them. */
+  onCredentials?(credentials: CredentialsParams): void;
 }
 
 type RawData = Buffer | ArrayBuffer | Buffer[];
@@ -213,6 +216,16 @@ export class ClientConnection {
         this.#log.info({ client: this.id }, 'shutdown requested by client');
         // Exit only once the answer is on the wire, so the client knows it was heard.
         this.#send(resultFrame(id, { ok: true } satisfies ResultOf<'shutdown'>), () => this.#ctx.requestShutdown());
+        return;
+      }
+      case 'credentials': {
+        if (!this.#ctx.onCredentials) {
+          throw new SpotctlError('SPOTCTL_BAD_REQUEST', 'this agent takes no forwarded credentials (its checkpoint config does not say credentials: "forwarded")');
+        }
+        this.#ctx.onCredentials(request.params);
+        // Never the params themselves: they hold the secret key.
+        this.#log.debug({ client: this.id, expiresAt: request.params.expiresAt }, 'credentials replaced');
+        this.#send(resultFrame(id, { ok: true } satisfies ResultOf<'credentials'>));
         return;
       }
       default: {

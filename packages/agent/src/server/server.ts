@@ -12,6 +12,7 @@ import {
   PROTOCOL_VERSION,
   WS_PATH,
   WS_SUBPROTOCOL,
+  type CredentialsParams,
   type JobStatus,
   type ServerEvent,
   type ResultOf,
@@ -37,6 +38,8 @@ export interface AgentServerOptions {
   onShutdownRequested(): void;
   /** The number of connected websocket clients changed. */
   onClientsChanged?(count: number): void;
+  /** Forwarded S3 credentials arrived (request `credentials`); without it the request is refused. */
+  onCredentials?(credentials: CredentialsParams): void;
   /** @default PING_INTERVAL_MS */
   pingIntervalMs?: number;
   /** For the health's uptimeMs. @default Date.now() at construction */
@@ -242,6 +245,7 @@ export class AgentServer implements AsyncDisposable {
       logger: log,
       health: () => this.health(),
       requestShutdown: () => this.#o.onShutdownRequested(),
+      ...(this.#o.onCredentials ? { onCredentials: this.#o.onCredentials } : {}),
     });
     this.#clients.set(ws, connection);
     log.info({ ip: request.ip, clients: this.#clients.size }, 'client connected');

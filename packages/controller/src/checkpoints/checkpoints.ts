@@ -2,21 +2,18 @@
  * The CLI's view of a run's checkpoints: list the committed sets, pull one into a folder. Every
  * pulled file is re-hashed against its manifest; a store may not verify checksums (moto does not).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, rename, unlink, utimes } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import createDebug from 'debug';
 import {
   checkpointKeys,
+  ContentMismatchError,
+  downloadVerified,
   parseManifest,
   SpotctlError,
   UserError,
   type CheckpointManifest,
   type CheckpointTarget,
-  type ManifestFile,
 } from '@spotctl/shared';
 import { mapLimit } from '../util/map-limit.ts';
 import { openCheckpointReader, type CheckpointReader } from './reader.ts';
@@ -96,29 +93,6 @@ function safeJoin(dir: string, rel: string): string | undefined {
   return path.join(dir, ...parts);
 }
 
-/** Hashes and counts what flows through, and fails at the end if it is not what the manifest says. */
-class Verify extends Transform {
-  readonly #hash = createHash('sha256');
-  #bytes = 0;
-
-  constructor(private readonly file: ManifestFile) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.#bytes += chunk.length;
-    this.#hash.update(chunk);
-    callback(null, chunk);
-  }
-
-  override _flush(callback: TransformCallback): void {
-    const sha256 = this.#hash.digest('hex');
-    if (this.#bytes === this.file.size && sha256 === this.file.sha256) return callback();
-    const detail = this.#bytes !== this.file.size ? `${this.#bytes} bytes instead of ${this.file.size}` : `sha256 ${sha256} instead of ${this.file.sha256}`;
-    callback(new UserError('SPOTCTL_CHECKPOINT_CORRUPT', `checkpoint file ${this.file.path} is corrupt: ${detail}`, { remediation: 'pull an older set with --seq N (see: spotctl checkpoints ls RUN)' }));
-  }
-}
-
 /**
  * Downloads a committed set (a seq, or 'latest') into `destDir`, verifying every file's SHA-256.
  * Files are written under temp names and renamed, so a failed pull leaves no half file; files of
@@ -152,17 +126,22 @@ export async function pullCheckpointSet(
     });
     await mkdir(dest, { recursive: true });
     await mapLimit(jobs, options.concurrency ?? 4, async ({ file, to }) => {
-      await mkdir(path.dirname(to), { recursive: true });
-      const tmp = path.join(path.dirname(to), `.${path.basename(to)}.${randomBytes(6).toString('hex')}.pull.tmp`);
       try {
-        const body = await reader.get(checkpointKeys.object('', runId, file.sha256), signal);
-        await pipeline(body, new Verify(file), createWriteStream(tmp), signal ? { signal } : {});
-        const mtime = new Date(file.mtimeMs);
-        await utimes(tmp, mtime, mtime).catch(() => undefined);
-        await rename(tmp, to);
+        await downloadVerified({
+          source: () => reader.get(checkpointKeys.object('', runId, file.sha256), signal),
+          dest: to,
+          expected: file,
+          what: `checkpoint file ${file.path}`,
+          tempSuffix: 'pull.tmp',
+          mtimeMs: file.mtimeMs,
+          signal,
+        });
       } catch (err) {
-        await unlink(tmp).catch(() => undefined);
-        throw err;
+        if (!(err instanceof ContentMismatchError)) throw err;
+        throw new UserError('SPOTCTL_CHECKPOINT_CORRUPT', `checkpoint file ${file.path} is corrupt: ${err.detail}`, {
+          cause: err,
+          remediation: 'pull an older set with --seq N (see: spotctl checkpoints ls RUN)',
+        });
       }
     });
     debug('pulled set %d of run %s into %s', seq, runId, dest);

@@ -4,6 +4,7 @@ import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals
 import { parseWholeNumber } from '../cli/numbers.ts';
 import { finishRun } from '../session/finish.ts';
 import { tryConnect } from '../session/connect-once.ts';
+import { resumeForwarding } from '../session/credential-forwarder.ts';
 import { printStoredLog } from '../session/stored-log.ts';
 import { tailRun } from '../session/tail.ts';
 
@@ -35,6 +36,8 @@ export default defineCommand<{ from?: string; json?: boolean }>({
       await probe.close();
     }
     out.info(`attached to run ${record.runId}; resuming at line ${fromSeq}`);
+    // Forwarded S3 credentials are renewed again while someone follows the run.
+    await using _forwarder = await resumeForwarding({ ...record, connect: (signal) => session.connect(signal), out });
     using signals = new RunSignals();
     try {
       const { status } = await tailRun({ store, record, session, out, fromSeq, signals });

@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
+import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type CredentialsParams } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { checkRunOptions } from '../cli/run-options.ts';
@@ -16,6 +16,7 @@ import { parseCheckpointTo, type CheckpointSpec, type SpotSpec } from '../sessio
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
 import { finishRun } from '../session/finish.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
+import { CredentialForwarder, DETACHED_CREDENTIALS_S, ATTACHED_CREDENTIALS_S, hostChainWarning, runCredentialMinter, type MintCredentials } from '../session/credential-forwarder.ts';
 import { tailRun } from '../session/tail.ts';
 
 interface RunOptions extends Record<string, unknown>, AwsCliOptions {
@@ -246,8 +247,10 @@ interface RunContext {
  */
 async function runLoop(run: RunContext): Promise<number> {
   const { provider, signals, store, out } = run;
-  const { record, session } = await startAttempt(run, createRecord(run));
+  const { record, session, credentials } = await startAttempt(run, createRecord(run));
   await using _session = session;
+  // Pushed before anything else: the agent's restore and first upload wait (bounded) for them.
+  await using _forwarder = credentials ? await CredentialForwarder.start({ ...credentials, connect: (signal) => session.connect(signal), out }) : undefined;
   if (run.plan.spec.detached) {
     out.result({ runId: record.runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${record.runId}   (or spotctl logs ${record.runId} -f; stop it with spotctl stop ${record.runId})`);
     return 0;
@@ -294,10 +297,12 @@ function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
  * One attempt, launched through the provider (which undoes its own partial work when it fails).
  * A setup that fails or is cancelled is recorded as `failed` (with the reason) or `cancelled`.
  */
-async function startAttempt(run: RunContext, record: RunRecord): Promise<Attempt> {
+async function startAttempt(run: RunContext, record: RunRecord): Promise<Attempt & { credentials?: RunCredentials }> {
   const { plan, provider, signals, store, out } = run;
   try {
-    return await provider.launch({ store, out, record, spec: plan.spec, signal: signals.setupSignal });
+    const credentials = await mintCredentials(run, record.runId);
+    const attempt = await provider.launch({ store, out, record, spec: plan.spec, signal: signals.setupSignal });
+    return { ...attempt, ...(credentials ? { credentials } : {}) };
   } catch (error) {
     const cancelled = signals.setupSignal.aborted;
     const reason: unknown = cancelled ? signals.setupSignal.reason : error;
@@ -314,6 +319,37 @@ async function startAttempt(run: RunContext, record: RunRecord): Promise<Attempt
       });
     }
     throw error;
+  }
+}
+
+interface RunCredentials {
+  first: CredentialsParams;
+  mint: MintCredentials;
+}
+
+/**
+ * S3 on an SSH host or here: run-scoped credentials minted before the launch, so the agent's config
+ * can say to expect them (an aws instance has its own role instead). When STS refuses, one warning
+ * and the host's own chain.
+ */
+async function mintCredentials({ plan, provider, signals, out }: RunContext, runId: string): Promise<RunCredentials | undefined> {
+  const { spec } = plan;
+  const mint = provider.kind === 'aws' ? undefined : runCredentialMinter(runId, spec.spot);
+  if (!mint || !spec.spot.checkpoint) return undefined;
+  try {
+    const first = await mint(spec.detached ? DETACHED_CREDENTIALS_S : ATTACHED_CREDENTIALS_S, signals.setupSignal);
+    spec.spot.checkpoint.credentials = 'forwarded';
+    if (spec.detached) {
+      out.info(
+        `S3 checkpoints: forwarding credentials scoped to this run, valid until ${new Date(first.expiresAt).toISOString()}; ` +
+          "only `spotctl attach` renews them; once they expire the agent falls back to the host's own AWS credentials",
+      );
+    }
+    return { first, mint };
+  } catch (error) {
+    if (signals.setupSignal.aborted) throw error;
+    out.warn(hostChainWarning((error as Error).message));
+    return undefined;
   }
 }
 

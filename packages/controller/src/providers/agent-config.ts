@@ -34,7 +34,10 @@ export function agentConfigFor(record: RunRecord, spec: LaunchContext['spec'], o
 /** The agent config for a run; records where its checkpoints go so `spotctl checkpoints` finds them. */
 export function prepareAgentConfig(ctx: LaunchContext, record: RunRecord, options: AgentConfigOptions = {}): AgentConfig {
   const config = agentConfigFor(record, ctx.spec, options);
-  if (config.checkpoint) ctx.store.update(record.runId, { checkpoint: { dir: config.checkpoint.dir ?? 'checkpoints', target: config.checkpoint.target } });
+  if (config.checkpoint) {
+    const { dir, target, credentials } = config.checkpoint;
+    ctx.store.update(record.runId, { checkpoint: { dir: dir ?? 'checkpoints', target, ...(credentials === 'forwarded' ? { credentials } : {}) } });
+  }
   return config;
 }
 

@@ -55,8 +55,11 @@ export interface RunRecord {
   graceMs: number;
   detached: boolean;
   agent?: AgentState;
-  /** Where this run's checkpoint sets go, when checkpointing is on. */
-  checkpoint?: { dir: string; target: CheckpointTarget };
+  /**
+   * Where this run's checkpoint sets go, when checkpointing is on; `credentials: 'forwarded'` when
+   * the agent takes S3 credentials from the controller (`attach` renews them too).
+   */
+  checkpoint?: { dir: string; target: CheckpointTarget; credentials?: 'forwarded' };
   /** Last status seen by this machine. */
   status?: JobStatus;
   /** aws runs: the instance (the SSH part of the run is in `target`). */

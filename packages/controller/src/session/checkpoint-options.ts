@@ -14,6 +14,8 @@ export interface CheckpointSpec {
   restoreFrom?: { runId: string; target: CheckpointTarget };
   /** How long the flush after the job ended may take. @default the agent's (5 min) */
   exitFlushBudgetMs?: number;
+  /** `forwarded`: the controller pushes run-scoped S3 credentials to the agent (ssh and local providers). @default the host's chain */
+  credentials?: 'forwarded';
 }
 
 export interface SpotSpec {
@@ -68,6 +70,7 @@ export function spotAgentConfig(spot: SpotSpec, layout: RemoteLayout): Pick<Agen
       target,
       ...(spot.checkpoint.restoreFrom ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target } : {}),
       ...(spot.checkpoint.exitFlushBudgetMs !== undefined ? { exitFlushBudgetMs: spot.checkpoint.exitFlushBudgetMs } : {}),
+      ...(spot.checkpoint.credentials ? { credentials: spot.checkpoint.credentials } : {}),
     };
   }
   // 'default' polls the real metadata address (what the aws provider does on EC2).
