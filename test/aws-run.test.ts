@@ -211,6 +211,33 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 
+  it('an aws run whose checkpoint uploads fail for good ends: flush budget spent, failure reported, instance and role gone', async () => {
+    // A bucket that does not exist: every upload the agent signs with the run's credentials fails.
+    const r = await runSpotctl(args('--checkpoint-to', 's3://aws-run-no-such-bucket/team', '--checkpoint-flush-timeout', '3s', 'ckpt.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    // The job's own exit code: the run ended, the checkpoint did not get through.
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^saved$/m);
+    const runId = lastRunId();
+    expect(r.stderr).toMatch(/final checkpoint failed after \d+(\.\d)? s: .*state\.json.*no set got through\. check that the host can write to s3:\/\/aws-run-no-such-bucket\/team\//);
+    const instanceId = runRecord(runId).aws!.instanceId;
+    expect(r.stderr).toContain(`terminated ${instanceId}`);
+    expect(runRecord(runId).aws!.terminatedAt).toBeGreaterThan(0);
+
+    // Read back from "AWS": the instance is ending, the run's role and profile are gone.
+    const [inst] = await instances([{ Name: 'instance-id', Values: [instanceId] }]);
+    expect(['shutting-down', 'terminated']).toContain(inst!.State?.Name);
+    const { IAMClient, GetRoleCommand, GetInstanceProfileCommand } = await loadIamSdk();
+    const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+    try {
+      await expect(iam.send(new GetRoleCommand({ RoleName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+      expect(await listRunRoles(iam)).toEqual([]);
+    } finally {
+      iam.destroy();
+    }
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
   it('ami build bakes an image from stock Ubuntu on a builder it always terminates; runs use the image from then on', async () => {
     await using bakeRoot = await tmpDir();
     await using reqDir = await tmpDir();
