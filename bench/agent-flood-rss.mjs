@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 4 (memory): the agent's peak RSS while a job floods 1 GB of log lines through
  * `spotctl run --host` to a controller that reads as fast as it can.
@@ -8,7 +9,7 @@ import { defineBenchmark, measure, target } from './lib/define.mjs';
 import { bareNodeRss } from './lib/bare-node.mjs';
 import { expectOk, memoryOf } from './lib/proc.mjs';
 import { interleaved } from './lib/stats.mjs';
-import { runToFile } from './lib/stream.mjs';
+import { byteTimes, runToFile } from './lib/stream.mjs';
 
 const FLOOD_BYTES = 1_000_000_000;
 const LINE = 'x'.repeat(99);
@@ -59,17 +60,17 @@ Memory is in MB of 10⁶ bytes (/proc reports KiB), the stricter reading of the 
         // agent.json appears once the daemon listens; re-read it until its pid answers in /proc.
         agentPid ??= ctx.agentStates(remoteDir)[0]?.pid;
         const m = agentPid === undefined ? undefined : memoryOf(agentPid);
-        if (agentPid !== undefined && !(m?.hwm > 0)) {
+        if (agentPid !== undefined && !(m !== undefined && m.hwm > 0)) {
           seen.push(`pid ${agentPid}: ${JSON.stringify(m)}`);
           agentPid = undefined;
         }
-        if (m?.hwm > 0) {
+        if (m !== undefined && m.hwm > 0) {
           samples += 1;
           agentHwm = Math.max(agentHwm, m.hwm);
           agentRssMax = Math.max(agentRssMax, m.rss);
         }
         const c = controllerPid === undefined ? undefined : memoryOf(controllerPid);
-        if (c?.hwm > 0) controllerHwm = Math.max(controllerHwm, c.hwm);
+        if (c !== undefined && c.hwm > 0) controllerHwm = Math.max(controllerHwm, c.hwm);
       };
       let lastSample = 0;
       const r = await runToFile({
@@ -92,7 +93,7 @@ Memory is in MB of 10⁶ bytes (/proc reports KiB), the stricter reading of the 
       rmSync(path.join(remoteDir, 'runs'), { recursive: true, force: true });
       if (r.code !== 0 || r.bytes !== FLOOD_BYTES) throw new Error(`flood run exited ${r.code ?? r.signal} after ${r.bytes} bytes: ${r.stderr.slice(-1500)}`);
       if (!agentHwm) throw new Error(`never saw the agent process in /proc (${samples} samples; agent.json: ${states}; ${seen.slice(0, 5).join('; ')})`);
-      const mbps = FLOOD_BYTES / 1e6 / ((r.lastByteMs - r.firstByteMs) / 1000);
+      const mbps = FLOOD_BYTES / 1e6 / (byteTimes(r).streamMs / 1000);
       throughputs.push(mbps);
       controllerPeaks.push(controllerHwm / MB);
       ctx.log(`agent peak RSS ${(agentHwm / MB).toFixed(1)} MB over ${samples} samples (max sampled RSS ${(agentRssMax / MB).toFixed(1)}), controller peak ${(controllerHwm / MB).toFixed(1)} MB, ${mbps.toFixed(1)} MB/s`);

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 6 (idle): the agent's RSS and CPU once its job has finished and one client stays
  * connected, against a bare idle Node.js process measured over the same seconds.
@@ -26,8 +27,9 @@ async function cpuWindow(pids, signal) {
   return {
     // Ticks are 10 ms: a share is only known to ±0.05 % here, so 0.001 % digits beyond are noise
     // (a timer firing a millisecond early turns 4 ticks into "0.200005 %").
-    ticks: pids.map((pid, i) => Math.round(((cpuSecondsOf(pid) - ticks0[i]) / wallS) * 100 * 1000) / 1000),
-    ns: pids.map((pid, i) => ((cpuNsOf(pid) - ns0[i]) / 1e9 / wallS) * 100),
+    // A process gone since (undefined) makes its share NaN.
+    ticks: pids.map((pid, i) => Math.round((((cpuSecondsOf(pid) ?? NaN) - (ticks0[i] ?? NaN)) / wallS) * 100 * 1000) / 1000),
+    ns: pids.map((pid, i) => (((cpuNsOf(pid) ?? NaN) - (ns0[i] ?? NaN)) / 1e9 / wallS) * 100),
   };
 }
 

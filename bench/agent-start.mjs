@@ -1,3 +1,4 @@
+// @ts-check
 /** Issue 5 row 6 (size, start): the agent bundle's size and how fast `agent.mjs start` is ready. */
 import { statSync } from 'node:fs';
 import path from 'node:path';

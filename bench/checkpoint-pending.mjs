@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 2: what is still to upload when a spot interruption notice comes, for a job that
  * writes a big checkpoint every 10 s, and how long after the job's exit its last checkpoint is
@@ -19,7 +20,7 @@ const PERIOD_S = 10;
 const TRIALS = 8;
 const BUCKET = 'bench-ckpt';
 /** The notice appears this long after the first checkpoint is saved: a uniform phase of one 10 s period. */
-const NOTICE_AFTER_FIRST_SAVE_MS = [1_000, 1_000 + PERIOD_S * 1000];
+const NOTICE_AFTER_FIRST_SAVE_MS = /** @type {const} */ ([1_000, 1_000 + PERIOD_S * 1000]);
 
 /**
  * A training-like job: a checkpoint of `size` bytes every `period` s, written to ckpt.bin.tmp in
@@ -76,7 +77,9 @@ async function oursTrial(ctx, { moto, emu, env, jobFile, i }) {
       what: 'the job to save its first checkpoint',
       signal: ctx.signal,
     });
-    const savedAt = Number(/ at ([\d.]+) /.exec(firstSave)[1]) * 1000;
+    const savedLine = / at ([\d.]+) /.exec(firstSave);
+    if (!savedLine) throw new Error(`the job's save line has no time: ${firstSave}`);
+    const savedAt = Number(savedLine[1]) * 1000;
     const noticeAt = savedAt + uniform(...NOTICE_AFTER_FIRST_SAVE_MS);
     const scheduled = emu.scheduleInterruption({ action: 'terminate', inMs: Math.max(0, Math.round(noticeAt - Date.now())) });
     const report = await pollUntil(() => readStatus(agent)?.interruption, { timeoutMs: 90_000, intervalMs: 50, what: 'the interruption report', signal: ctx.signal });
@@ -85,7 +88,8 @@ async function oursTrial(ctx, { moto, emu, env, jobFile, i }) {
     const log = agentLog(agent);
     const flushDone = log.find((e) => e.msg === 'final checkpoint flush done');
     if (!flushDone) throw new Error('no "final checkpoint flush done" in agent.log');
-    const ckdir = agent.config.checkpoint?.dir ?? path.join(agent.config.workdir, 'checkpoints');
+    // The config above sets no checkpoint dir: the agent's default, under the workdir.
+    const ckdir = path.join(agent.config.workdir, 'checkpoints');
     // The final set must hold the newest complete checkpoint on disk.
     const manifestUrl = `s3://${BUCKET}/ours/${agent.config.runId}/manifests/${String(flush.committedSeq).padStart(10, '0')}.json`;
     const manifest = JSON.parse(await awsS3Cat({ url: manifestUrl, endpoint: moto.endpoint, env, signal: ctx.signal }));

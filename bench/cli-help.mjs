@@ -1,3 +1,4 @@
+// @ts-check
 /** Issue 5 row 7 (startup): `spotctl --help` wall time through the real executable. */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';

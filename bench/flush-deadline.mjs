@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 2 (deadline): how punctually the agent's final checkpoint flush gives up at its
  * deadline while S3 is down, against a plain timer of the same length in the same process. The

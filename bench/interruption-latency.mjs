@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 1: how long after the metadata service starts serving a spot interruption notice the
  * job gets its SIGTERM, against the floor of a bare 1 s IMDSv2 poll; and what the poll costs the
@@ -11,14 +12,14 @@ import { defineBenchmark, measure, target } from './lib/define.mjs';
 import { spawnBareNode } from './lib/bare-node.mjs';
 import { cpuNsOf, pollUntil } from './lib/proc.mjs';
 import { INSTANCE_ACTION_PATH, awsEnv, jobLines, startEmulator, startSpotAgent, uniform } from './lib/spot.mjs';
-import { interleaved, percentile, summarize } from './lib/stats.mjs';
+import { interleaved, pairDiffs, percentile, summarize } from './lib/stats.mjs';
 
 /** Agents (or bare pollers) at once, each with its own emulator. */
 const LANES = 6;
 /** Rounds of LANES trials each, per side: 9 × 6 = 54 trials. */
 const ROUNDS = 9;
 /** The notice appears this long after the pollers are known to be polling: a random phase of the 1 s poll. */
-const NOTICE_WINDOW_MS = [0, 2_000];
+const NOTICE_WINDOW_MS = /** @type {const} */ ([0, 2_000]);
 const CPU_WINDOWS = 4;
 const CPU_WINDOW_MS = 5_000;
 /** Agents spend a little CPU on their own for ~10 s after start (the first windows of earlier runs showed it). */
@@ -129,9 +130,9 @@ async function agentRound(ctx, lanes, env, jobFile, round) {
     const sigterms = await Promise.all(
       agents.map((a) => pollUntil(() => sigtermAt(a), { timeoutMs: 20_000, intervalMs: 25, what: 'the job to print its SIGTERM time', signal: ctx.signal })),
     );
-    return lanes.map((emu, i) => ({
-      served: sigterms[i] - emu.noticeServedAt,
-      appeared: sigterms[i] - schedules[i].noticeAt,
+    return sigterms.map((at, i) => ({
+      served: at - lanes[i].noticeServedAt,
+      appeared: at - schedules[i].noticeAt,
     }));
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
@@ -202,7 +203,9 @@ async function cpuCost(ctx, env, rawScript) {
   try {
     await sleep(CPU_SETTLE_MS, undefined, { signal: ctx.signal });
     const pids = [polling.state.pid, plain.state.pid, raw.pid, bare.pid];
-    const windows = pids.map(() => []);
+    /** @type {{ withImds: number[], without: number[], rawPoller: number[], bareNode: number[] }} */
+    const windows = { withImds: [], without: [], rawPoller: [], bareNode: [] };
+    const series = [windows.withImds, windows.without, windows.rawPoller, windows.bareNode];
     const requestsBefore = emu.requests.total;
     let before = pids.map(cpuNsOf);
     let t0 = performance.now();
@@ -212,12 +215,12 @@ async function cpuCost(ctx, env, rawScript) {
       const t1 = performance.now();
       if (after.some((v) => v === undefined)) throw new Error('a process exited during the CPU measurement');
       const wallNs = (t1 - t0) * 1e6;
-      after.forEach((v, i) => windows[i].push(((v - before[i]) / wallNs) * 100));
+      // Both snapshots hold a number per pid here (the check above; `before` is the last `after`).
+      series.forEach((s, i) => s.push(((Number(after[i]) - Number(before[i])) / wallNs) * 100));
       [before, t0] = [after, t1];
     }
     const requests = emu.requests.total - requestsBefore;
-    const [withImds, without, rawPoller, bareNode] = windows;
-    return { withImds, without, rawPoller, bareNode, requests, seconds: (CPU_WINDOWS * CPU_WINDOW_MS) / 1000 };
+    return { ...windows, requests, seconds: (CPU_WINDOWS * CPU_WINDOW_MS) / 1000 };
   } finally {
     await Promise.all([polling.stop(), plain.stop(), raw.stop(), bare.stop()]);
   }
@@ -299,11 +302,11 @@ the agent's heap and modules loaded, not the client. Polling less often would me
     const rawAppeared = raw.map((t) => t.appeared);
     const p99 = (xs) => [percentile(xs, 99)];
     const maxNote = (xs, ys) => `p99 over ${xs.length} trials (baseline ${ys.length}); max ${Math.max(...xs).toFixed(0)} ms (baseline ${Math.max(...ys).toFixed(0)} ms)`;
-    const extra = cpu.withImds.map((v, i) => v - cpu.without[i]);
+    const extra = pairDiffs(cpu.withImds, cpu.without);
     const notes = [
       `${agent.length} agent trials and ${raw.length} bare-poll trials (${a.length} rounds × ${LANES} at once); default poll interval 1 s.`,
       `IMDS requests answered while measuring CPU: ${cpu.requests} in ${cpu.seconds} s (instance-action every 1 s, rebalance every 5 s).`,
-      `CPU per metadata request (median extra % × 10 ms ÷ requests per second): agent ${((summarize(extra).median * 10) / (cpu.requests / cpu.seconds)).toFixed(2)} ms, bare 1 s poller ${(summarize(cpu.rawPoller.map((v, i) => v - cpu.bareNode[i])).median * 10).toFixed(2)} ms.`,
+      `CPU per metadata request (median extra % × 10 ms ÷ requests per second): agent ${((summarize(extra).median * 10) / (cpu.requests / cpu.seconds)).toFixed(2)} ms, bare 1 s poller ${(summarize(pairDiffs(cpu.rawPoller, cpu.bareNode)).median * 10).toFixed(2)} ms.`,
     ];
     if (agent.length < 50) notes.push(`Fewer than 50 trials: the time budget ran out after ${a.length} rounds.`);
     return {
@@ -319,7 +322,7 @@ the agent's heap and modules loaded, not the client. Polling less often would me
           key: 'cpu-poll-floor',
           label: 'CPU added by a bare Node.js 1 s IMDSv2 poll (floor, info)',
           unit: '% of a core',
-          figure: cpu.rawPoller.map((v, i) => v - cpu.bareNode[i]),
+          figure: pairDiffs(cpu.rawPoller, cpu.bareNode),
           note: 'bare poller − bare idle node, same windows: what one keep-alive GET a second costs any Node.js process here; the agent also polls rebalance every 5 s (1.2 requests/s)',
         }),
       ],

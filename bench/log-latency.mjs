@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 5: how long a log line takes from the job's write to the controller's stdout, on
  * loopback, against the same job read through a plain pipe.
@@ -50,7 +51,7 @@ function readLatencies(file, args, { env, signal, timeoutMs }) {
       carry = lines.pop() ?? '';
       for (const line of lines) {
         const m = /^(\d+) (\d+)$/.exec(line);
-        if (!m) continue;
+        if (!m || m[2] === undefined) continue;
         seqs.push(Number(m[1]));
         latencies.push(Number(now - BigInt(m[2])) / 1e6);
       }

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 7 (overhead): one whole `spotctl run --host … -- true` against the same steps done by
  * hand with plain ssh and rsync.

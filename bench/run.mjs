@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 /**
  * Runs spotctl's benchmarks and (re)writes BENCHMARKS.md.
  *
@@ -75,6 +76,7 @@ function machine() {
     node: process.version,
     kernel: `${os.type()} ${os.release()}`,
     loadStart: os.loadavg(),
+    /** @type {number[] | undefined} */
     loadEnd: undefined,
     commit: `${git(['rev-parse', '--short', 'HEAD']) || 'unknown'}${dirty ? ' (uncommitted changes)' : ''}`,
   };
@@ -169,8 +171,9 @@ async function main(argv) {
         entry.notes = result.notes ?? [];
       } catch (e) {
         failed = true;
-        entry.error = signal.aborted && !interrupt.signal.aborted ? `timed out after ${timeoutMs / 1000} s: ${e.message}` : e.message;
-        log(`[${mod.name}] error: ${e.stack ?? e.message}`);
+        const err = e instanceof Error ? e : new Error(String(e));
+        entry.error = signal.aborted && !interrupt.signal.aborted ? `timed out after ${timeoutMs / 1000} s: ${err.message}` : err.message;
+        log(`[${mod.name}] error: ${err.stack ?? err.message}`);
       } finally {
         await ctx.close();
       }

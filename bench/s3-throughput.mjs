@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 3: upload throughput of the agent's checkpoint uploader against `aws s3 cp` of the
  * same files to the same S3 endpoint (moto_server on loopback).

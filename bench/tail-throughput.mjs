@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Issue 5 row 4: log tail throughput through `spotctl run --host` (ssh master, -L tunnel,
  * websocket) against `ssh host cat` of the same bytes over the same sshd.
@@ -7,7 +8,7 @@ import path from 'node:path';
 import { defineBenchmark, measure, target } from './lib/define.mjs';
 import { expectOk, runCommand } from './lib/proc.mjs';
 import { interleaved } from './lib/stats.mjs';
-import { checkNumberedLines, fileHash, runToFile } from './lib/stream.mjs';
+import { byteTimes, checkNumberedLines, fileHash, runToFile } from './lib/stream.mjs';
 
 /** 3 000 000 lines × 100 bytes = 300 MB: tens of seconds through spotctl on a 2-core machine. */
 const LINES = 3_000_000;
@@ -88,17 +89,17 @@ bigger frames than the 1 MiB in-flight window allows; neither was worth the guar
       rmSync(out, { force: true });
       // The run's log is as big as the data; drop it before the next run (its agent has exited).
       rmSync(path.join(remoteDir, 'runs'), { recursive: true, force: true });
-      const streamMs = r.lastByteMs - r.firstByteMs;
+      const { firstByteMs, streamMs } = byteTimes(r);
       ctx.log(`spotctl: ${(bytes / MB / (streamMs / 1000)).toFixed(1)} MB/s streaming, ${(r.wallMs / 1000).toFixed(2)} s whole; lost ${lines.lost}, identical ${identical}`);
-      return { mbps: bytes / MB / (streamMs / 1000), wallMbps: bytes / MB / (r.wallMs / 1000), wallMs: r.wallMs, setupMs: r.firstByteMs };
+      return { mbps: bytes / MB / (streamMs / 1000), wallMbps: bytes / MB / (r.wallMs / 1000), wallMs: r.wallMs, setupMs: firstByteMs };
     };
     const ssh = async () => {
       const r = await runToFile({ file: 'ssh', args: [...ctx.plainSshArgs(sshd), sshd.host, 'cat', data], outFile: out, env, signal: ctx.signal, timeoutMs: 120_000 });
       if (r.code !== 0 || r.bytes !== bytes) throw new Error(`ssh cat exited ${r.code ?? r.signal} after ${r.bytes} bytes: ${r.stderr.slice(-1500)}`);
       rmSync(out, { force: true });
-      const streamMs = r.lastByteMs - r.firstByteMs;
+      const { firstByteMs, streamMs } = byteTimes(r);
       ctx.log(`ssh cat: ${(bytes / MB / (streamMs / 1000)).toFixed(1)} MB/s streaming, ${(r.wallMs / 1000).toFixed(2)} s whole`);
-      return { mbps: bytes / MB / (streamMs / 1000), wallMbps: bytes / MB / (r.wallMs / 1000), wallMs: r.wallMs, setupMs: r.firstByteMs };
+      return { mbps: bytes / MB / (streamMs / 1000), wallMbps: bytes / MB / (r.wallMs / 1000), wallMs: r.wallMs, setupMs: firstByteMs };
     };
     const { a, b } = await interleaved({ runs: RUNS, a: spot, b: ssh, signal: ctx.signal, deadline: ctx.deadline, log: ctx.log });
 

@@ -1,3 +1,4 @@
+// @ts-check
 /** Starts the real agent bundle the way the controller does: `node agent.mjs start --config FILE`. */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +33,9 @@ export function writeAgentConfig(dir, { command = ['true'], idleTimeoutMs = 600_
 
 /**
  * Runs `node <bundle> start --config FILE`, timing spawn → the state line on stdout.
+ * @param {string} bundle
+ * @param {string} configFile
+ * @param {{ timeoutMs?: number, signal?: AbortSignal }} [options]
  * @returns {Promise<{ readyMs: number, state: { pid: number, port: number } }>}
  */
 export function startAgent(bundle, configFile, { timeoutMs = 30_000, signal } = {}) {
@@ -41,13 +45,14 @@ export function startAgent(bundle, configFile, { timeoutMs = 30_000, signal } = 
     let out = '';
     let err = '';
     let done = false;
+    /** @param {unknown} e @param {{ readyMs: number, state: { pid: number, port: number } }} [v] */
     const finish = (e, v) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       if (e) reject(e);
-      else resolve(v);
+      else resolve(/** @type {{ readyMs: number, state: { pid: number, port: number } }} */ (v));
     };
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (s) => {
@@ -64,7 +69,7 @@ export function startAgent(bundle, configFile, { timeoutMs = 30_000, signal } = 
     child.stderr.on('data', (s) => (err += s));
     const onAbort = () => {
       child.kill('SIGKILL');
-      finish(signal.reason);
+      finish(signal?.reason);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     const timer = setTimeout(() => {

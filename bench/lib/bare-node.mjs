@@ -1,3 +1,4 @@
+// @ts-check
 /** The floor for any Node.js daemon: a bare `node -e "setInterval(()=>{},1000)"`. */
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -5,6 +6,7 @@ import { memoryOf } from './proc.mjs';
 
 export function spawnBareNode() {
   const child = spawn(process.execPath, ['-e', 'setInterval(()=>{},1000)'], { stdio: 'ignore' });
+  if (child.pid === undefined) throw new Error(`could not start ${process.execPath}`);
   return {
     pid: child.pid,
     stop: async () => {

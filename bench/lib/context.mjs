@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * What a benchmark's `run(ctx)` gets: a time budget, a private temp dir, the shared loopback sshd,
  * and helpers to run spotctl and plain ssh the same way every benchmark does.
@@ -130,7 +131,7 @@ export function createContext(init) {
         try {
           await fn();
         } catch (e) {
-          init.log(`cleanup failed: ${e.message}`);
+          init.log(`cleanup failed: ${e instanceof Error ? e.message : String(e)}`);
         }
       }
       // An interrupted run leaves its agent (a daemon we started) running: stop it by its pid.

@@ -1,3 +1,4 @@
+// @ts-check
 import { pairRatios, summarize } from './stats.mjs';
 
 /**
@@ -43,19 +44,30 @@ export function defineBenchmark(benchmark) {
 
 /** Goals, on the measured figure itself or on its ratio to the baseline measured in the same run. */
 export const target = {
-  /** figure ≤ value */
+  /** figure ≤ value @param {number} value @param {string} [unit] @returns {Target} */
   atMost: (value, unit = '') => ({ on: 'figure', op: '<=', value, text: `≤ ${value}${unit ? ` ${unit}` : ''}` }),
-  /** figure ≥ value */
+  /** figure ≥ value @param {number} value @param {string} [unit] @returns {Target} */
   atLeast: (value, unit = '') => ({ on: 'figure', op: '>=', value, text: `≥ ${value}${unit ? ` ${unit}` : ''}` }),
-  /** figure / baseline ≤ value */
+  /** figure / baseline ≤ value @param {number} value @returns {Target} */
   ratioAtMost: (value) => ({ on: 'ratio', op: '<=', value, text: `≤ ${value}× baseline` }),
-  /** figure / baseline ≥ value */
+  /** figure / baseline ≥ value @param {number} value @returns {Target} */
   ratioAtLeast: (value) => ({ on: 'ratio', op: '>=', value, text: `≥ ${value}× baseline` }),
 };
 
 /**
  * A measure from samples: `figure` and `baseline` are arrays of numbers (interleaved pairs when the
  * lengths match, so the ratio is taken per pair; otherwise median over median).
+ *
+ * @param {{
+ *   key: string,
+ *   label: string,
+ *   unit: string,
+ *   figure: number[],
+ *   baseline?: number[],
+ *   baselineLabel?: string,
+ *   note?: string,
+ * }} spec
+ * @returns {Measure}
  */
 export function measure({ key, label, unit, figure, baseline, baselineLabel, note }) {
   const f = summarize(figure);
@@ -63,7 +75,7 @@ export function measure({ key, label, unit, figure, baseline, baselineLabel, not
   const m = { key, label, unit, figure: f };
   if (baseline) {
     const b = summarize(baseline);
-    m.baseline = { label: baselineLabel, stat: b };
+    m.baseline = { label: baselineLabel ?? 'baseline', stat: b };
     // Per pair when the runs were interleaved; a zero baseline (idle CPU of a bare node) has no ratio.
     if (baseline.length === figure.length && figure.length > 1 && baseline.every((v) => v > 0)) m.ratio = summarize(pairRatios(figure, baseline));
     else if (b.median > 0) m.ratio = summarize([f.median / b.median]);

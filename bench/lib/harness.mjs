@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The test harness (TypeScript under test/helpers) bundled on the fly with esbuild, so plain .mjs
  * benchmarks can use the real sshd, temp dirs and the websocket test client.

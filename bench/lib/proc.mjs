@@ -1,3 +1,4 @@
+// @ts-check
 /** Process helpers for benchmarks: bounded runs, /proc readers, pid bookkeeping. */
 import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -47,7 +48,11 @@ export function expectOk(result, what) {
   return result;
 }
 
-/** VmRSS and VmHWM (peak RSS) of a live process in bytes, undefined once it is gone. */
+/**
+ * VmRSS and VmHWM (peak RSS) of a live process in bytes, undefined once it is gone.
+ * @param {number} pid
+ * @returns {{ rss: number, hwm: number } | undefined}
+ */
 export function memoryOf(pid) {
   let text;
   try {
@@ -66,7 +71,11 @@ export function clkTck() {
   return clockTicks;
 }
 
-/** CPU seconds (user + system) a live process has used, undefined once it is gone. */
+/**
+ * CPU seconds (user + system) a live process has used, undefined once it is gone.
+ * @param {number} pid
+ * @returns {number | undefined}
+ */
 export function cpuSecondsOf(pid) {
   let stat;
   try {
@@ -106,11 +115,11 @@ export function isAlive(pid) {
   try {
     process.kill(pid, 0);
   } catch (e) {
-    if (e.code !== 'EPERM') return false;
+    if (/** @type {NodeJS.ErrnoException} */ (e).code !== 'EPERM') return false;
   }
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !'ZX'.includes(stat[stat.lastIndexOf(')') + 2]);
+    return !'ZX'.includes(stat[stat.lastIndexOf(')') + 2] ?? '?');
   } catch {
     return false;
   }
@@ -135,7 +144,13 @@ export async function stopPid(pid, graceMs = 5_000) {
   }
 }
 
-/** Polls until `predicate()` is truthy (returned) or the timeout passes (throws). */
+/**
+ * Polls until `predicate()` is truthy (returned) or the timeout passes (throws).
+ * @template T
+ * @param {() => T} predicate
+ * @param {{ timeoutMs?: number, intervalMs?: number, what?: string, signal?: AbortSignal }} [options]
+ * @returns {Promise<NonNullable<T>>}
+ */
 export async function pollUntil(predicate, { timeoutMs = 10_000, intervalMs = 20, what = 'a condition', signal } = {}) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

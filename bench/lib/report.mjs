@@ -1,3 +1,4 @@
+// @ts-check
 /** Judges measures against their targets and renders BENCHMARKS.md. */
 
 /** Human number: 3 significant digits, no exponent. */

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Helpers for the spot-interruption and checkpoint benchmarks (issue 5 rows 1–3): the metadata
  * emulator and moto_server from the test harness (TypeScript, bundled on the fly like
@@ -105,14 +106,18 @@ export async function awsS3Cat({ url, endpoint, env, signal, timeoutMs = 30_000 
  * Starts a bare agent (`node agent.mjs start --config FILE`, the way the controller does) with
  * `env` and extra config fields (`imds`, `checkpoint`, ...). The agent is stopped by its pid when
  * `stop()` is called or the benchmark ends. shutdownAction stays `exit`.
+ *
+ * @template {Record<string, unknown>} [E={}]
+ * @param {{ agentBundle: string, signal: AbortSignal, onCleanup: (fn: () => unknown) => void }} ctx
+ * @param {{ dir: string, command?: string[], extra?: E, env?: NodeJS.ProcessEnv, graceMs?: number, idleTimeoutMs?: number, timeoutMs?: number }} options
  */
-export async function startSpotAgent(ctx, { dir, command, extra = {}, env, graceMs, idleTimeoutMs = 600_000, timeoutMs = 30_000 }) {
+export async function startSpotAgent(ctx, { dir, command, extra = /** @type {E} */ ({}), env, graceMs, idleTimeoutMs = 600_000, timeoutMs = 30_000 }) {
   const { file, config } = writeAgentConfig(dir, { command, idleTimeoutMs });
   const full = { ...config, ...(graceMs !== undefined ? { graceMs } : {}), ...extra, shutdownAction: { kind: 'exit' } };
   writeFileSync(file, JSON.stringify(full), { mode: 0o600 });
   const r = await runCommand(process.execPath, [ctx.agentBundle, 'start', '--config', file], { env, signal: ctx.signal, timeoutMs });
   if (r.code !== 0) throw new Error(`agent start exited ${r.code ?? r.signal}: ${r.stderr.slice(-1500)}`);
-  const state = JSON.parse(r.stdout.trim().split('\n')[0]);
+  const state = JSON.parse(r.stdout.trim().split('\n')[0] ?? '');
   let stopped;
   const stop = () => (stopped ??= stopAgent(state, full.stateDir));
   ctx.onCleanup(stop);

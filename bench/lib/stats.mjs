@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Small statistics for noisy machines: medians and spreads, never means, and ratios taken per
  * interleaved pair so both sides of a pair saw the same background load.
@@ -34,6 +35,16 @@ export function percentile(values, p) {
   return quantile([...values].sort((a, b) => a - b), p / 100);
 }
 
+/**
+ * a[i] − b[i] for each pair of samples taken in the same window.
+ * @param {number[]} a
+ * @param {number[]} b
+ * @returns {number[]}
+ */
+export function pairDiffs(a, b) {
+  return a.map((v, i) => v - (b[i] ?? NaN));
+}
+
 /** a[i] / b[i] for each interleaved pair. */
 export function pairRatios(a, b) {
   const n = Math.min(a.length, b.length);
@@ -50,6 +61,7 @@ export function pairRatios(a, b) {
  * @returns {Promise<{ a: A[], b: B[] }>}
  */
 export async function interleaved({ runs, a, b, signal, deadline = Infinity, log }) {
+  /** @type {{ a: A[], b: B[] }} */
   const out = { a: [], b: [] };
   let pairMs = 0;
   for (let i = 0; i < runs; i++) {

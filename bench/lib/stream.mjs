@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Runs a command with its stdout redirected to a file (so the measuring process does not sit in
  * the data path) and watches the file grow, to time the stream from its first to its last byte.
@@ -12,7 +13,7 @@ const POLL_MS = 20;
  * @param {{ file: string, args: string[], outFile: string, env?: NodeJS.ProcessEnv, signal?: AbortSignal,
  *           timeoutMs: number, onSpawn?: (pid: number) => void, onPoll?: (elapsedMs: number) => void }} options
  * @returns {Promise<{ code: number | null, signal: string | null, stderr: string, bytes: number,
- *           wallMs: number, firstByteMs: number | undefined, lastByteMs: number | undefined, pid: number }>}
+ *           wallMs: number, firstByteMs: number | undefined, lastByteMs: number | undefined, pid: number | undefined }>}
  */
 export function runToFile({ file, args, outFile, env, signal, timeoutMs, onSpawn, onPoll }) {
   return new Promise((resolve, reject) => {
@@ -22,8 +23,10 @@ export function runToFile({ file, args, outFile, env, signal, timeoutMs, onSpawn
     const child = spawn(file, args, { env, stdio: ['ignore', fd, 'pipe'] });
     closeSync(fd);
     if (child.pid !== undefined) onSpawn?.(child.pid);
+    /** @type {Buffer[]} */
     const err = [];
-    child.stderr.on('data', (d) => err.push(d));
+    // stdio[2] is 'pipe': stderr is always there.
+    /** @type {import('node:stream').Readable} */ (child.stderr).on('data', (d) => err.push(d));
     let size = 0;
     let firstByteMs;
     let lastByteMs;
@@ -64,6 +67,18 @@ export function runToFile({ file, args, outFile, env, signal, timeoutMs, onSpawn
       resolve({ code, signal: sig, stderr: Buffer.concat(err).toString(), bytes: size, wallMs, firstByteMs, lastByteMs, pid: child.pid });
     });
   });
+}
+
+/**
+ * The first and last byte times of a `runToFile` result; throws when no byte was seen (a stream
+ * that produced nothing has no span to time).
+ * @param {{ firstByteMs: number | undefined, lastByteMs: number | undefined, bytes: number }} r
+ * @returns {{ firstByteMs: number, lastByteMs: number, streamMs: number }}
+ */
+export function byteTimes(r) {
+  const { firstByteMs, lastByteMs } = r;
+  if (firstByteMs === undefined || lastByteMs === undefined) throw new Error(`no output byte was seen (${r.bytes} bytes in the file)`);
+  return { firstByteMs, lastByteMs, streamMs: lastByteMs - firstByteMs };
 }
 
 /** sha256 of a file, streamed. */
