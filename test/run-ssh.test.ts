@@ -3,13 +3,35 @@
  * real rsync, the real agent bundle installed over SSH, output through an `ssh -L` tunnel.
  * Network faults are real: the tunnel is killed, sshd drops every connection, the link goes down.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
 import { startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { NUMBERED, checkSequence, numberedLines, writeProject } from './fixtures.ts';
+
+/**
+ * Numbered lines (1000 at a time, 50 ms apart) until the file argv[1] exists, then `wrote N lines`
+ * on stderr and exit 0; exit 3 if it is not released within 120 s.
+ */
+const STREAM_UNTIL_RELEASED = `
+import os, sys, time
+release = sys.argv[1]
+deadline = time.monotonic() + 120
+i = 0
+while not os.path.exists(release):
+    if time.monotonic() > deadline:
+        sys.stderr.write("never released\\n")
+        sys.exit(3)
+    for _ in range(1000):
+        i += 1
+        sys.stdout.write(f"line {i}\\n")
+    sys.stdout.flush()
+    time.sleep(0.05)
+sys.stderr.write(f"wrote {i} lines\\n")
+`;
 
 /** Runs live under a temp dir on the "host" (this machine), never in the real ~/.spotctl. */
 let remoteDir = '';
@@ -42,7 +64,7 @@ describe('spotctl run --host (loopback sshd)', () => {
     home = await tmpDir();
     remoteDir = `${home.path}/remote`;
     proj = await tmpDir();
-    writeProject(proj.path, { 'gen.py': NUMBERED, 'requirements.txt': '# empty on purpose\n', 'env.py': 'import sys\nprint(sys.prefix)\n' });
+    writeProject(proj.path, { 'gen.py': NUMBERED, 'stream.py': STREAM_UNTIL_RELEASED, 'requirements.txt': '# empty on purpose\n', 'env.py': 'import sys\nprint(sys.prefix)\n' });
   });
   afterAll(async () => {
     await proj?.[Symbol.asyncDispose]();
@@ -69,21 +91,29 @@ describe('spotctl run --host (loopback sshd)', () => {
   });
 
   it('loses and repeats no line when the tunnel is killed several times mid-stream', async () => {
-    const n = 60_000;
-    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
-    let kills = 0;
-    for (const at of [5_000, 20_000, 35_000]) {
+    // The job streams until the test releases it, so every kill lands on a live stream: with a job
+    // that ended on its own, a kill could land after the agent's `end` (the controller still
+    // printing what it had received) or while the previous reconnect was still under way, and
+    // then it needed no reconnect of its own. Each kill waits for the previous reconnect.
+    await using gate = await tmpDir();
+    const release = path.join(gate.path, 'release');
+    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'stream.py', release], { home: home.path });
+    const kills = [5_000, 20_000, 35_000];
+    for (const [i, at] of kills.entries()) {
       await cli.until('stdout', new RegExp(`line ${at}\\n`), 60_000);
       const pids = sshClientPids(sshd.identityFile);
       expect(pids.length).toBeGreaterThan(0);
       for (const pid of pids) process.kill(pid, 'SIGKILL');
-      kills++;
+      await cli.until('stderr', new RegExp(`(reconnected after[^]*){${i + 1}}`), 60_000);
     }
+    writeFileSync(release, '');
     const r = await cli.done;
     expect(r.code, r.stderr).toBe(0);
-    expect(kills).toBe(3);
-    expect(r.stderr.match(/reconnected after/g)?.length ?? 0).toBeGreaterThanOrEqual(3);
-    expect(checkSequence(numberedLines(r.stdout), n)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
+    // One reconnect per kill: each one broke a stream that was still going.
+    expect(r.stderr.match(/reconnected after/g)?.length ?? 0).toBe(kills.length);
+    const wrote = Number(/wrote (\d+) lines/.exec(r.stderr)?.[1]);
+    expect(wrote).toBeGreaterThan(kills.at(-1)!);
+    expect(checkSequence(numberedLines(r.stdout), wrote)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
   });
 
   it('survives sshd dropping every connection and coming back', async () => {
