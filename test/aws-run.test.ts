@@ -221,6 +221,8 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(r.stderr).toMatch(/final checkpoint failed after \d+(\.\d)? s: .*state\.json.*no set got through\. check that the host can write to s3:\/\/aws-run-no-such-bucket\/team\//);
     const instanceId = runRecord(runId).aws!.instanceId;
     expect(r.stderr).toContain(`terminated ${instanceId}`);
+    // In the order it happened: the flush gave up (reported), then the instance was terminated.
+    expect(r.stderr.indexOf('final checkpoint failed')).toBeLessThan(r.stderr.indexOf(`terminated ${instanceId}`));
     expect(runRecord(runId).aws!.terminatedAt).toBeGreaterThan(0);
 
     // Read back from "AWS": the instance is ending, the run's role and profile are gone.

@@ -49,7 +49,8 @@ export async function releaseAfterAgent(provider: Provider, record: RunRecord, r
 export async function finishRun(options: { store: RunStore; record: RunRecord; provider: Provider; session: ProviderSession; out: Output; status: JobStatus }): Promise<number> {
   const { store, record, session, out, status } = options;
   store.update(record.runId, { status });
-  if (await letAgentGo(session)) await releaseAfterAgent(options.provider, record, 'the job ended and the agent was let go');
+  // Reported before the instance is released: what happened to the checkpoints is said even when
+  // the release fails, and in the order it happened (flush given up, then the instance ended).
   if (status.interruption) out.warn(describeReport(status.interruption), { event: 'interruption-report', report: status.interruption });
   else {
     // The flush after the job ended gave up (its budget spent): said once, with what to do.
@@ -57,6 +58,7 @@ export async function finishRun(options: { store: RunStore; record: RunRecord; p
     const failed = describeFinalCheckpoints(status.checkpoints, target);
     if (failed) out.warn(failed, { event: 'checkpoint-final-failed', flush: status.checkpoints?.finalFlush });
   }
+  if (await letAgentGo(session)) await releaseAfterAgent(options.provider, record, 'the job ended and the agent was let go');
   const code = exitCodeOf(status, os.constants.signals as Record<string, number>);
   const took = status.startedAt && status.endedAt ? ` after ${((status.endedAt - status.startedAt) / 1000).toFixed(1)} s` : '';
   out.result({ runId: record.runId, exitCode: code, status }, `${describeEnd(status)}${took} · run ${record.runId}`);
