@@ -44,6 +44,7 @@ interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   // Project file and setup (issue 12).
   profile?: string;
   showConfig?: boolean;
+  setup?: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -180,7 +181,8 @@ export default defineCommand<RunOptions>({
     // Project file and setup: one block, so other option additions merge cleanly.
     cmd
       .option('--profile <name>', 'use [profile.NAME] of spotctl.toml on top of its top-level settings')
-      .option('--show-config', 'print the merged settings (flags, spotctl.toml, defaults) and where each came from, then exit');
+      .option('--show-config', 'print the merged settings (flags, spotctl.toml, defaults) and where each came from, then exit')
+      .option('--setup <command>', 'a shell command run in the workdir before the job, once per host (again when it or the dependency files change)');
   },
   projectFile: true,
   run: async (words, options, { out, store, testOverrides, given, projectFile, settings }) => {
@@ -251,6 +253,7 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
     env: parseEnv(options.env),
     ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
     spot: spotSpec(options, store),
+    ...(options.setup !== undefined ? { setup: options.setup } : {}),
   };
   if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).
