@@ -3,7 +3,7 @@
  * found upward from the current directory, flags over profile over file over defaults,
  * `--show-config`, and errors that name the file, the line and the fix.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
@@ -128,5 +128,45 @@ describe('spotctl.toml', () => {
     const r = await runSpotctl(['run', '--profile', 'big', '--', 'true'], { home: path.join(dir.path, 'home'), cwd: dir.path, env: NO_AWS, timeoutMs: 30_000 });
     expect(r.stderr).toMatch(/--profile big: no spotctl\.toml here or in any parent directory → create one with: spotctl init/);
     expect(r.code).toBe(2);
+  });
+});
+
+describe('spotctl init', () => {
+  it('writes a commented spotctl.toml from what the project has, which run then reads cleanly', async () => {
+    await using dir = await tmpDir();
+    writeFileSync(path.join(dir.path, 'requirements.txt'), 'numpy\n');
+    mkdirSync(path.join(dir.path, 'ckpt'));
+    const home = path.join(dir.path, 'home');
+    const r = await runSpotctl(['init'], { home, cwd: dir.path, env: NO_AWS, timeoutMs: 30_000 });
+    expect(r.stderr).toMatch(/wrote spotctl\.toml \(found requirements\.txt, ckpt\/\)/);
+    expect(r.code).toBe(0);
+    const text = readFileSync(path.join(dir.path, 'spotctl.toml'), 'utf8');
+    expect(text).toMatch(/^# Dependencies: requirements\.txt found/m);
+    expect(text).toMatch(/^checkpoint-dir = "ckpt"$/m);
+    expect(text).toMatch(/^# setup = /m);
+    const { settings } = await showConfig(dir.path, home);
+    expect(settings.get('checkpoint-dir')).toMatchObject({ value: 'ckpt', source: expect.stringMatching(/^spotctl\.toml:\d+$/) as unknown });
+  });
+
+  it('writes a file whose every commented example is valid once uncommented', async () => {
+    await using dir = await tmpDir();
+    const home = path.join(dir.path, 'home');
+    expect((await runSpotctl(['init'], { home, cwd: dir.path, env: NO_AWS, timeoutMs: 30_000 })).code).toBe(0);
+    const file = path.join(dir.path, 'spotctl.toml');
+    // Uncomment `# key = value` and `# [table]` lines: a user following the file's own hints must not meet an error.
+    const uncommented = readFileSync(file, 'utf8').replace(/^# ((?:[a-z-]+ = .*)|(?:\[profile\.[a-z]+\]))$/gm, '$1').replace(/ {3}# skip that$/m, '');
+    writeFileSync(file, uncommented);
+    const { settings } = await showConfig(dir.path, home, ['--profile', 'big']);
+    expect(settings.get('workers')).toMatchObject({ value: '32' });
+    expect(settings.get('setup')?.source).toMatch(/^spotctl\.toml:\d+$/);
+  });
+
+  it('refuses to overwrite an existing spotctl.toml', async () => {
+    await using dir = await tmpDir();
+    writeFileSync(path.join(dir.path, 'spotctl.toml'), 'workers = 8\n');
+    const r = await runSpotctl(['init'], { home: path.join(dir.path, 'home'), cwd: dir.path, env: NO_AWS, timeoutMs: 30_000 });
+    expect(r.stderr).toMatch(/^spotctl error: spotctl\.toml already exists here → edit it/);
+    expect(r.code).toBe(2);
+    expect(readFileSync(path.join(dir.path, 'spotctl.toml'), 'utf8')).toBe('workers = 8\n');
   });
 });
