@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
+import { startSshd } from './helpers/sshd.ts';
 import { tmpDir } from './helpers/tmp.ts';
 
 const ENV = { SPOTCTL_PROVIDER: 'local' };
@@ -71,5 +72,35 @@ describe('setup', () => {
     const again = await runSpotctl(['run', '--idle-timeout', '2s', '--sync', dir.path, '--setup', 'echo "E: Unable to locate package nope" >&2; exit 100', '--', 'true'], { home, env: ENV, timeoutMs: 60_000 });
     expect(again.stderr).toMatch(/Unable to locate package nope\n/);
     expect(again.code).toBe(1);
+  });
+
+  it('on an SSH host: runs once per host, skips on the next run, and a failure is a setup failure', async () => {
+    const sshd = await startSshd();
+    try {
+      await using dir = await tmpDir();
+      const project = path.join(dir.path, 'project');
+      mkdirSync(project);
+      writeFileSync(path.join(project, 'job.sh'), 'echo job ran\n');
+      const remote = path.join(dir.path, 'remote');
+      const ssh = ['--remote-dir', remote, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+      const home = path.join(dir.path, 'home');
+      const args = [...ssh, '--idle-timeout', '2s', '--sync', project];
+      const first = await runSpotctl(['run', ...args, '--setup', 'echo remote setup; test -f job.sh', '--', 'sh', 'job.sh'], { home, env: {}, timeoutMs: 120_000 });
+      expect(first.stderr).toMatch(/^remote setup$/m);
+      expect(first.stderr).toMatch(/✓ ran the setup command on /);
+      expect(first.stdout).toBe('job ran\n');
+      expect(first.code, first.stderr).toBe(0);
+      const second = await runSpotctl(['run', ...args, '--setup', 'echo remote setup; test -f job.sh', '--', 'sh', 'job.sh'], { home, env: {}, timeoutMs: 120_000 });
+      expect(second.stderr).toMatch(/✓ setup already done on /);
+      expect(second.stderr).not.toMatch(/^remote setup$/m);
+      expect(second.code, second.stderr).toBe(0);
+      const failed = await runSpotctl(['run', '--json', ...args, '--setup', 'echo no disk >&2; exit 7', '--', 'sh', 'job.sh'], { home, env: {}, timeoutMs: 120_000 });
+      const last = JSON.parse(failed.stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
+      expect(last).toMatchObject({ type: 'error', code: 'SPOTCTL_SETUP_FAILED', message: expect.stringMatching(/^the setup command failed on .* \(exit 7\): no disk$/) as unknown });
+      expect(failed.stdout).not.toMatch(/job ran/);
+      expect(failed.code).toBe(1);
+    } finally {
+      await sshd.close();
+    }
   });
 });
