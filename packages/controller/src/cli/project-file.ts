@@ -134,6 +134,16 @@ function optionValue(option: Option, placed: Placed, dir: string): unknown {
     }
     return resolvePath(v);
   };
+  // An option's own parser may refuse a value (commander's InvalidArgumentError): say where it came from.
+  const parsed = (fn: () => unknown): unknown => {
+    try {
+      return fn();
+    } catch (error) {
+      if (error instanceof SpotctlError) throw error;
+      const message = error instanceof Error ? error.message.replace(/^error:\s*/, '') : String(error);
+      throw configError(where, `${key}: ${message}`, `fix ${key} (see: spotctl run --help)`);
+    }
+  };
   const repeatable = Array.isArray(option.defaultValue);
   if (repeatable) {
     let items: string[];
@@ -141,13 +151,13 @@ function optionValue(option: Option, placed: Placed, dir: string): unknown {
     else if (isTable(value)) items = Object.entries(value).map(([name, v]) => `${name}=${scalar(v)}`);
     else items = [scalar(value)];
     let acc: unknown = [];
-    for (const item of items) acc = option.parseArg ? option.parseArg(check(item), acc) : [...(acc as unknown[]), check(item)];
+    for (const item of items) acc = option.parseArg ? parsed(() => option.parseArg!(check(item), acc)) : [...(acc as unknown[]), check(item)];
     return acc;
   }
   if (isTable(value)) throw configError(where, `${key} wants one value (like ${flag} VALUE), not a table`, `write ${key} = "VALUE"`);
   const text = Array.isArray(value) ? value.map(scalar).join(',') : scalar(value);
   const checked = check(text);
-  return option.parseArg ? option.parseArg(checked, undefined) : checked;
+  return option.parseArg ? parsed(() => option.parseArg!(checked, undefined)) : checked;
 }
 
 /** Reads and parses a project file; a TOML syntax error names its line. */
