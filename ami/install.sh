@@ -1,7 +1,8 @@
 #!/bin/sh
 # spotctl host setup for stock Ubuntu 24.04 (run as root by cloud-init, or by `spotctl ami build`
-# when baking an image): Node.js 20+ for the agent, python3 with venv and pip for the job, rsync
-# for the sync, build-essential for Python packages that compile. Idempotent: safe to run twice.
+# when baking an image): Node.js 20+ for the agent, python3 with venv and pip for the job, uv for
+# projects with a uv.lock, rsync for the sync, build-essential for Python packages that compile.
+# Idempotent: safe to run twice.
 set -eu
 
 # Node.js major to install when the host has none (or one older than 20). Ubuntu 24.04's own
@@ -38,8 +39,18 @@ if [ "$(node_major)" -lt 20 ]; then
   tar -xJf "$tmp/$file" -C /usr/local --strip-components=1 --no-same-owner --exclude='*/CHANGELOG.md' --exclude='*/README.md' --exclude='*/LICENSE'
 fi
 
+# uv, so a project's uv.lock is honoured (uv sync --frozen) rather than skipped. Ubuntu has no
+# package for it and PEP 668 forbids a system-wide pip install: it goes into its own venv, from
+# PyPI (the same index the job's own dependencies come from), with a link on the PATH.
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m venv /opt/spotctl/uv
+  /opt/spotctl/uv/bin/pip install --disable-pip-version-check -q 'uv>=0.5,<1'
+  ln -sf /opt/spotctl/uv/bin/uv /usr/local/bin/uv
+fi
+
 node --version
 python3 --version
+uv --version
 rsync --version | head -n 1
 # The controller waits for cloud-init to finish; this marks that the setup itself succeeded.
 mkdir -p /var/lib/spotctl

@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   SPOTCTL_HOST_REQUIREMENT: 'The host lacks something spotctl needs (Node.js, python3, rsync).',
   SPOTCTL_SYNC_FAILED: 'Copying the project to the host failed.',
   SPOTCTL_DEPS_FAILED: 'Installing the Python dependencies failed.',
+  SPOTCTL_SETUP_FAILED: 'The setup command (--setup, or setup in spotctl.toml) exited non-zero; the job did not start.',
   SPOTCTL_AGENT_START: 'The agent did not start on the host.',
   SPOTCTL_AGENT_UNREACHABLE: 'The agent could not be reached (it stopped, or the tunnel is down).',
   SPOTCTL_AGENT_VERSION: 'The agent speaks a different protocol version than this controller.',

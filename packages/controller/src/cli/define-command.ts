@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { Output } from '../output/output.ts';
 import { RunStore } from '../runs/run-store.ts';
 import type { TestOverrides } from '../providers/test-overrides.ts';
+import type { AppliedProjectFile, ConfigSetting } from './project-file.ts';
 
 export interface CommandContext {
   out: Output;
@@ -17,6 +18,10 @@ export interface CommandContext {
    * default. Absent when a command runs in-process without commander (tests): nothing was typed.
    */
   given?: (attributeName: string) => boolean;
+  /** The project file (`spotctl.toml`) whose values the options hold, when the command reads one. */
+  projectFile?: AppliedProjectFile;
+  /** Commands that read the project file: every option's merged value and its source. */
+  settings?: ConfigSetting[];
 }
 
 export interface CommandDefinition<O extends Record<string, unknown> = Record<string, unknown>> {
@@ -26,6 +31,8 @@ export interface CommandDefinition<O extends Record<string, unknown> = Record<st
   examples: string[];
   /** Adds arguments and options to the commander command. */
   configure: (command: Command) => void;
+  /** Reads `spotctl.toml` (found upward from the current directory) into its options. @default false */
+  projectFile?: boolean;
   /** Returns the process exit code. */
   run: (args: string[], options: O, ctx: CommandContext) => Promise<number>;
 }

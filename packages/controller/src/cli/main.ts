@@ -9,6 +9,7 @@ import { commands } from '../commands/index.ts';
 import { contextFor } from './define-command.ts';
 import { refuseInvalidUtf8 } from './argv-text.ts';
 import { optionGiven, refuseEmptyOptions } from './option-checks.ts';
+import { applyProjectFile, attributeToProjectFile, describeSettings } from './project-file.ts';
 import { ForcedExit } from '../session/tail.ts';
 import { readTestOverrides } from '../providers/test-overrides.ts';
 
@@ -44,12 +45,19 @@ export function buildProgram(onExitCode: (code: number) => void): Command {
     cmd.addHelpText('after', `\nExamples:\n${def.examples.map((e) => `  $ ${e}`).join('\n')}\n`);
     cmd.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs[actionArgs.length - 1] as Command;
+      // The project file's values enter before any check, so they are checked like flags.
+      const projectFile = def.projectFile ? applyProjectFile(command) : undefined;
       const options = command.opts();
-      refuseEmptyOptions(command);
+      try {
+        refuseEmptyOptions(command);
+      } catch (error) {
+        throw attributeToProjectFile(error, projectFile);
+      }
       // commander passes each declared argument (a variadic one as an array), then options, then the command.
       const positional = (actionArgs.slice(0, -2) as (string | string[] | undefined)[]).flat().filter((a): a is string => a !== undefined);
       // Test-only settings enter here, once, and travel down in the context.
-      onExitCode(await def.run(positional, options, contextFor(options, readTestOverrides(process.env), (name) => optionGiven(command, name))));
+      const ctx = contextFor(options, readTestOverrides(process.env), (name) => optionGiven(command, name));
+      onExitCode(await def.run(positional, options, def.projectFile ? { ...ctx, ...(projectFile ? { projectFile } : {}), settings: describeSettings(command, projectFile) } : ctx));
     });
   }
   program.addHelpText('after', `\nExamples:\n  $ spotctl run train.py\n  $ spotctl run --host ubuntu@my-box -- python3 train.py --epochs 10\n  $ spotctl ps\n\nRun 'spotctl <command> --help' for a command's options.\n`);

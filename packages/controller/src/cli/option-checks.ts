@@ -25,8 +25,8 @@ export function refuseEmptyOptions(command: Command): void {
   }
 }
 
-/** True when the user gave the option on the command line (not its default). */
+/** True when the user gave the option, on the command line or in the project file (not its default). */
 export function optionGiven(command: Command, attributeName: string): boolean {
   const source = command.getOptionValueSource(attributeName);
-  return source === 'cli' || source === 'env';
+  return source === 'cli' || source === 'env' || source === 'config';
 }

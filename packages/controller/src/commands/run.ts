@@ -5,6 +5,7 @@ import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type 
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { checkRunOptions } from '../cli/run-options.ts';
+import { attributeToProjectFile, type AppliedProjectFile, type ConfigSetting } from '../cli/project-file.ts';
 import type { Output } from '../output/output.ts';
 import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
@@ -41,6 +42,10 @@ interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   onRebalance?: string;
   simulateInterruption?: string;
   imdsEndpoint?: string;
+  // Project file and setup (issue 12).
+  profile?: string;
+  showConfig?: boolean;
+  setup?: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -174,15 +179,38 @@ export default defineCommand<RunOptions>({
       .option('--detach', 'start the job and return; see it later with spotctl attach')
       .option('--json', 'JSON lines on stdout instead of text');
     configureAwsRunOptions(cmd);
+    // Project file and setup: one block, so other option additions merge cleanly.
+    cmd
+      .option('--profile <name>', 'use [profile.NAME] of spotctl.toml on top of its top-level settings')
+      .option('--show-config', 'print the merged settings (flags, spotctl.toml, defaults) and where each came from, then exit')
+      .option('--setup <command>', 'a shell command run in the workdir before the job, once per host (again when it or the dependency files change)');
   },
-  run: async (words, options, { out, store, testOverrides, given }) => {
+  projectFile: true,
+  run: async (words, options, { out, store, testOverrides, given, projectFile, settings }) => {
+    if (options.showConfig) {
+      showConfig(out, projectFile, settings ?? []);
+      return 0;
+    }
     // Every option is parsed and checked before anything exists: no record, no sync, no instance.
-    const plan = planRun(words, options, store, given);
+    let plan: RunPlan;
+    try {
+      plan = planRun(words, options, store, given);
+    } catch (error) {
+      throw attributeToProjectFile(error, projectFile);
+    }
     const provider = providerFor(plan.provider, { store, out, testOverrides }, plan.aws ? { aws: plan.aws } : undefined);
     using signals = new RunSignals();
     return await runLoop({ plan, provider, signals, store, out });
   },
 });
+
+function showConfig(out: Output, projectFile: AppliedProjectFile | undefined, settings: ConfigSetting[]): void {
+  const file = projectFile ? path.relative(process.cwd(), projectFile.file) || projectFile.file : undefined;
+  const header = file ? `# ${file}${projectFile?.profile ? `, profile ${projectFile.profile}` : ''}` : '# no spotctl.toml found (here or in a parent directory)';
+  const width = Math.max(0, ...settings.map((s) => `${s.key} = ${JSON.stringify(s.value)}`.length));
+  const lines = settings.map((s) => `${`${s.key} = ${JSON.stringify(s.value)}`.padEnd(width)}  # ${s.source}`);
+  out.data({ file: projectFile?.file ?? null, profile: projectFile?.profile ?? null, settings }, [header, ...lines].join('\n'));
+}
 
 /** Everything `spotctl run` was asked to do, parsed and checked; nothing has happened yet. */
 export interface RunPlan {
@@ -226,6 +254,7 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
     env: parseEnv(options.env),
     ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
     spot: spotSpec(options, store),
+    ...(options.setup !== undefined ? { setup: options.setup } : {}),
   };
   if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).

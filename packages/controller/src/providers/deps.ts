@@ -6,14 +6,20 @@ import { shellQuote } from '../transport/shell.ts';
 
 export const DEPS_MARKER_NONE = 'spotctl-deps: nothing to install';
 
+/** Said when a project has a uv.lock but the host has no uv (the aws image installs it: ami/install.sh). */
+export const UV_MISSING = 'spotctl-deps: uv.lock found but uv is not installed on the host: installing without the lock (install uv there to honour it, e.g. pipx install uv)';
+
 export function depsInstallScript(workdir: string): string {
   const q = shellQuote(workdir);
   return [
     'set -e',
     `cd ${q}`,
     'if [ -f uv.lock ] && command -v uv >/dev/null 2>&1; then',
-    '  echo "spotctl-deps: uv sync (uv.lock)"; uv sync --frozen',
+    // --frozen: exactly the locked versions, and an out-of-date lock is not rewritten on the host.
+    '  echo "spotctl-deps: uv sync --frozen (uv.lock)"; uv sync --frozen',
     'elif [ -f requirements.txt ] || [ -f pyproject.toml ]; then',
+    // Never drop the lock silently: the versions installed below may differ from the locked ones.
+    `  if [ -f uv.lock ]; then echo "${UV_MISSING}" >&2; fi`,
     '  if command -v uv >/dev/null 2>&1; then',
     '    [ -x .venv/bin/python ] || uv venv -q .venv',
     '    if [ -f requirements.txt ]; then echo "spotctl-deps: uv pip install -r requirements.txt"; VIRTUAL_ENV=.venv uv pip install -r requirements.txt; fi',

@@ -12,6 +12,7 @@ import { lastLine } from '../transport/shell.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
+import { SETUP_MARKER_DONE, setupFailed, setupKey, setupMarkerPath, setupScript } from './setup.ts';
 import { notStarted, parseStartOutput, prepareAgentConfig } from './agent-config.ts';
 import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
@@ -79,11 +80,28 @@ export async function launchLocal(ctx: LaunchContext): Promise<Attempt> {
     }
   });
 
+  if (spec.setup !== undefined) await runLocalSetup(ctx, spec.setup);
   if (spec.install) await installLocalDeps(ctx, layout.workdir);
 
   const state = await step(out, 'agent', 'started the agent', () => startLocalAgent(ctx));
   record = store.update(record.runId, { agent: state });
   return { record, session: new LocalSession(record) };
+}
+
+async function runLocalSetup(ctx: LaunchContext, command: string): Promise<void> {
+  const { layout } = ctx.record;
+  const started = performance.now();
+  const markerPath = setupMarkerPath(layout, setupKey(command, ctx.spec.syncPaths));
+  let skipped = false;
+  const result = await runProcess(['sh', '-c', setupScript({ workdir: layout.workdir, command, markerPath, env: ctx.spec.env })], {
+    signal: ctx.signal,
+    onOutput: (chunk) => {
+      if (chunk.includes(SETUP_MARKER_DONE)) skipped = true;
+      else ctx.out.setupOutput(chunk);
+    },
+  });
+  if (result.code !== 0) throw setupFailed(result.code, result.stderr || result.stdout, '');
+  ctx.out.step('setup', skipped ? 'setup already done on this machine (same command and dependency files)' : 'ran the setup command', performance.now() - started);
 }
 
 async function installLocalDeps(ctx: LaunchContext, workdir: string): Promise<void> {

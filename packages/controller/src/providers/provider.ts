@@ -38,6 +38,8 @@ export interface LaunchSpec {
   remoteDir?: string;
   /** Checkpoints, interruption polling and rehearsal. */
   spot: SpotSpec;
+  /** A shell command run in the workdir before the dependencies and the job, once per host (providers/setup.ts). */
+  setup?: string;
 }
 
 export interface LaunchContext {

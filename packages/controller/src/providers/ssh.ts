@@ -14,6 +14,7 @@ import type { RemoteLayout, RunRecord, RunStore } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { lastLine, shellQuote } from '../transport/shell.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
+import { SETUP_MARKER_DONE, setupFailed, setupKey, setupMarkerPath, setupScript } from './setup.ts';
 import { notStarted, parseStartOutput, prepareAgentConfig, type AgentConfigOptions } from './agent-config.ts';
 import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
@@ -146,6 +147,24 @@ export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions 
     await step(out, 'sync', `synced ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${target.host}:${layout.workdir}`, () =>
       rsyncTo(conn, spec.syncPaths, layout.workdir, { signal }),
     );
+
+    if (spec.setup !== undefined) {
+      const started = performance.now();
+      const markerPath = setupMarkerPath(layout, setupKey(spec.setup, spec.syncPaths));
+      let skipped = false;
+      const r = await conn.exec(setupScript({ workdir: layout.workdir, command: spec.setup, markerPath, env: spec.env }), {
+        signal,
+        timeoutMs: 3_600_000,
+        onStdout: (chunk) => {
+          const text = chunk.toString();
+          if (text.includes(SETUP_MARKER_DONE)) skipped = true;
+          else out.setupOutput(text);
+        },
+        onStderr: (chunk) => out.setupOutput(chunk.toString()),
+      });
+      if (r.code !== 0) throw setupFailed(r.code, r.stderr || r.stdout, `on ${target.host} `);
+      out.step('setup', skipped ? `setup already done on ${target.host} (same command and dependency files)` : `ran the setup command on ${target.host}`, performance.now() - started);
+    }
 
     // Nothing to install: spare the round trip.
     if (spec.install && hasDependencyFiles(spec.syncPaths)) {
