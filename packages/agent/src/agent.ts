@@ -284,7 +284,10 @@ export class Agent implements AsyncDisposable {
       isJobActive: () => this.#supervisor.active || !this.#settled,
       jobStartedAt: () => this.#supervisor.status.startedAt,
       clientCount: () => this.#server?.clientCount ?? 0,
-      onMaxRuntime: () => this.stopJob({ reason: 'max-runtime' }),
+      onMaxRuntime: () => {
+        this.#systemLine(`max runtime (${Math.round(config.maxRuntimeMs / 1000)} s) reached: stopping the job`);
+        this.stopJob({ reason: 'max-runtime' });
+      },
       onShutdown: (reason) => void this.#runShutdownAction(reason),
       logger: log.child({ component: 'watchdog' }),
       ...(options.clock ? { clock: options.clock } : {}),

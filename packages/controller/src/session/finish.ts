@@ -6,7 +6,19 @@ import { describeFinalCheckpoints, describeReport } from './spot-events.ts';
 import type { Provider, ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 
-export function describeEnd(status: JobStatus): string {
+/** `2h`, `90m`, `45s`, `1500 ms`: a limit as the user would have typed it. */
+export function formatLimit(ms: number): string {
+  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms} ms`;
+}
+
+export function describeEnd(status: JobStatus, maxRuntimeMs?: number): string {
+  if (status.stopReason === 'max-runtime') {
+    const how = status.signal ? `killed by ${status.signal}` : `exited with code ${status.exitCode ?? '?'}`;
+    return `job stopped after max runtime${maxRuntimeMs ? ` ${formatLimit(maxRuntimeMs)}` : ''} (${how})`;
+  }
   if (status.state === 'failed-to-start') return `job failed to start: ${status.error ?? 'unknown error'}`;
   if (status.signal) return `job killed by ${status.signal}${status.stopReason ? ` (${status.stopReason}${status.error ? `: ${status.error}` : ''})` : ''}`;
   return `job exited with code ${status.exitCode ?? '?'}`;
@@ -59,6 +71,6 @@ export async function finishRun(options: { store: RunStore; record: RunRecord; p
   }
   const code = exitCodeOf(status, os.constants.signals as Record<string, number>);
   const took = status.startedAt && status.endedAt ? ` after ${((status.endedAt - status.startedAt) / 1000).toFixed(1)} s` : '';
-  out.result({ runId: record.runId, exitCode: code, status }, `${describeEnd(status)}${took} · run ${record.runId}`);
+  out.result({ runId: record.runId, exitCode: code, status }, `${describeEnd(status, record.maxRuntimeMs)}${took} · run ${record.runId}`);
   return code;
 }
