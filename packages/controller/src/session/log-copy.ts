@@ -51,7 +51,7 @@ export class LogCopyWriter implements Disposable {
   /** Opens (or continues) the copy; undefined when the file cannot be written (the run goes on without it). */
   static open(file: string): LogCopyWriter | undefined {
     try {
-      const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+      const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
       const { nextSeq, endOffset } = scan(fd);
       // A record torn by a crash of this machine is dropped; the next write continues after the last whole one.
       fs.ftruncateSync(fd, endOffset);
