@@ -47,7 +47,7 @@ describe('attach and max runtime', () => {
     await using proj = await tmpDir();
     const r = await runSpotctl(['run', '--no-install', '--idle-timeout', '1s', '--max-runtime', '2s', '--grace', '2s', '--sync', proj.path, '--', 'sleep', '60'], { home: home.path, timeoutMs: 60_000 });
     expect(r.code).toBe(128 + 15);
-    expect(r.stderr).toMatch(/max runtime \(2 s\) reached: stopping the job/);
+    expect(r.stderr).toMatch(/spotctl: max runtime 2s reached: stopping the job/);
     expect(r.stderr).toMatch(/job stopped after max runtime 2s \(killed by SIGTERM\)/);
   });
 });

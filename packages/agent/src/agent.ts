@@ -10,6 +10,7 @@ import {
   PROTOCOL_VERSION,
   UserError,
   formatBytes,
+  formatLimit,
   type AgentState,
   type FlushResult,
   type InterruptionReport,
@@ -293,7 +294,7 @@ export class Agent implements AsyncDisposable {
       jobStartedAt: () => this.#supervisor.status.startedAt,
       clientCount: () => this.#server?.clientCount ?? 0,
       onMaxRuntime: () => {
-        this.#systemLine(`max runtime (${Math.round(config.maxRuntimeMs / 1000)} s) reached: stopping the job`);
+        this.#systemLine(`max runtime ${formatLimit(config.maxRuntimeMs)} reached: stopping the job`);
         this.stopJob({ reason: 'max-runtime' });
       },
       onShutdown: (reason) => void this.#runShutdownAction(reason),

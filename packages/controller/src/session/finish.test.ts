@@ -1,6 +1,6 @@
-import type { JobStatus } from '@spotctl/shared';
+import { formatLimit, type JobStatus } from '@spotctl/shared';
 import { describe, expect, it } from 'vitest';
-import { describeEnd, formatLimit } from './finish.ts';
+import { describeEnd } from './finish.ts';
 
 const base: JobStatus = { runId: 'r', state: 'exited', command: ['x'], pid: 1, startedAt: 1, endedAt: 2, exitCode: null, signal: 'SIGKILL', stopReason: null, lastSeq: 0, error: null };
 

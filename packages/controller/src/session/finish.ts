@@ -1,18 +1,10 @@
 import os from 'node:os';
-import { exitCodeOf, type JobStatus } from '@spotctl/shared';
+import { exitCodeOf, formatLimit, type JobStatus } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
 import { describeCheckpointTarget } from './checkpoint-options.ts';
 import { describeFinalCheckpoints, describeReport } from './spot-events.ts';
 import type { Provider, ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
-
-/** `2h`, `90m`, `45s`, `1500 ms`: a limit as the user would have typed it. */
-export function formatLimit(ms: number): string {
-  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
-    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
-  }
-  return `${ms} ms`;
-}
 
 export function describeEnd(status: JobStatus, maxRuntimeMs?: number): string {
   if (status.stopReason === 'max-runtime') {
