@@ -322,7 +322,7 @@ export class Agent implements AsyncDisposable {
   /** Final checkpoint flush (or the interruption's), then subscribers may get their `end`. */
   async #wrapUpJob(): Promise<void> {
     // The log up to the job's end goes to the archive alongside the final checkpoint, before followers get `end`.
-    const archived = this.#logArchive?.archive('exit', { timeoutMs: EXIT_ARCHIVE_TIMEOUT_MS });
+    const archived = this.#logArchive?.archive('exit', { timeoutMs: this.#archiveBudgetMs(EXIT_ARCHIVE_TIMEOUT_MS) });
     try {
       const handling = this.#interruption?.handling;
       if (handling) {
@@ -347,6 +347,11 @@ export class Agent implements AsyncDisposable {
       this.#watchdog?.markActive();
       this.#watchdog?.check();
     }
+  }
+
+  /** The log archive waits no longer than the final checkpoint may (--checkpoint-flush-timeout): a store that is down must not hold the run's end. */
+  #archiveBudgetMs(capMs: number): number {
+    return Math.min(capMs, this.config.checkpoint?.exitFlushBudgetMs ?? capMs);
   }
 
   /** Opens the checkpoint store and restores a set when asked; returns why the job must not start. */
@@ -442,7 +447,7 @@ export class Agent implements AsyncDisposable {
       onNotice: (notice) => {
         this.#server?.broadcast({ type: 'event', event: 'interruption', notice });
         // The instance may go in two minutes: the log so far goes to the archive now.
-        void this.#logArchive?.archive('interruption', { timeoutMs: EXIT_ARCHIVE_TIMEOUT_MS });
+        void this.#logArchive?.archive('interruption', { timeoutMs: this.#archiveBudgetMs(EXIT_ARCHIVE_TIMEOUT_MS) });
       },
       onRebalanceEvent: (noticeTime, action) => this.#server?.broadcast({ type: 'event', event: 'rebalance', noticeTime, action }),
       // A new set is announced by its own `checkpoint` event; the other outcomes are said here.
@@ -520,7 +525,7 @@ export class Agent implements AsyncDisposable {
     if (this.#logArchive) {
       // Lines written after the job's end (an interruption report, say) go too.
       this.#logArchive.close();
-      await this.#logArchive.archive('close', { timeoutMs: CLOSE_ARCHIVE_TIMEOUT_MS });
+      await this.#logArchive.archive('close', { timeoutMs: this.#archiveBudgetMs(CLOSE_ARCHIVE_TIMEOUT_MS) });
     }
     this.#checkpointStore?.close();
     if (this.#statusTimer) clearTimeout(this.#statusTimer);
