@@ -240,6 +240,35 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 
+  it('logs of a terminated instance come from the S3 archive; without one the error says so plainly', async () => {
+    const bucket = 'aws-run-logs';
+    const created = await fetch(`${moto.endpoint}/${bucket}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
+    expect(created.ok).toBe(true);
+    const r = await runSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, '--', 'sh', '-c', 'for i in $(seq 1 300); do echo "line $i"; done'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const runId = lastRunId();
+    expect(runRecord(runId).aws?.terminatedAt).toBeGreaterThan(0);
+    // Only the archive can answer: the instance is terminated and this machine's copy is gone.
+    rmSync(path.join(home.path, 'runs', runId, 'streamed.records'));
+    const logs = await runSpotctl(['logs', runId], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout.trim().split('\n')).toEqual(Array.from({ length: 300 }, (_, i) => `line ${i + 1}`));
+    expect(logs.stderr).toContain(`was terminated at`);
+    expect(logs.stderr).toContain(`printed its log from the archive at s3://${bucket}/team/${runId}/`);
+    expect(logs.stderr).toMatch(/At most the last few seconds of output may be missing/);
+
+    const plain = await runSpotctl(args('--', 'sh', '-c', 'echo hi'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(plain.code, plain.stderr).toBe(0);
+    const plainId = lastRunId();
+    rmSync(path.join(home.path, 'runs', plainId, 'streamed.records'));
+    const none = await runSpotctl(['logs', plainId], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toMatch(/instance i-\S+ of run \S+ was terminated at \S+, and its log was not archived/);
+    expect(none.stderr).toMatch(/--checkpoint-to s3:\/\/BUCKET\/PREFIX/);
+    expect(none.stderr).not.toMatch(/sshd/);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
   it('ami build bakes an image from stock Ubuntu on a builder it always terminates; runs use the image from then on', async () => {
     await using bakeRoot = await tmpDir();
     await using reqDir = await tmpDir();

@@ -10,6 +10,7 @@ import {
   PROTOCOL_VERSION,
   UserError,
   formatBytes,
+  formatLimit,
   type AgentState,
   type FlushResult,
   type CredentialsParams,
@@ -21,6 +22,7 @@ import {
 import type { CheckpointSync, ForwardedCredentials, ObjectStore } from './checkpoint/index.ts';
 import type { ImdsEmulator, InterruptionHandler, SpotPoller } from './spot/index.ts';
 import type { ResolvedAgentConfig } from './config.ts';
+import { LogArchiver } from './log-archive/index.ts';
 import { LogStore, type AppendedRecord } from './log-store/index.ts';
 import { createAgentLogger, type AgentLogger, type Logger } from './logger.ts';
 import { AgentServer } from './server/index.ts';
@@ -54,6 +56,11 @@ export interface AgentStartOptions {
   onReady?: (state: AgentState) => void;
 }
 
+/** How long archiving the log may hold the job's end (and the instance) when the job exits. */
+const EXIT_ARCHIVE_TIMEOUT_MS = 30_000;
+/** How long the last archive (lines written after the job's end) may hold the agent's exit. */
+const CLOSE_ARCHIVE_TIMEOUT_MS = 10_000;
+
 /** Minimum time between status.json rewrites caused only by new log lines. */
 const STATUS_WRITE_THROTTLE_MS = 1000;
 
@@ -75,6 +82,8 @@ export class Agent implements AsyncDisposable {
   #droppedLoggedAt = 0;
   #checkpointStore: ObjectStore | undefined;
   #checkpoints: CheckpointSync | undefined;
+  /** Copies the job's log to the checkpoint target, so it outlives the instance. */
+  #logArchive: LogArchiver | undefined;
   /** The flush after the job ended (or the interruption's), once done. */
   #finalFlush: FlushResult | undefined;
   /** Forwarded S3 credentials (memory only), when the config asks for them. */
@@ -300,7 +309,10 @@ export class Agent implements AsyncDisposable {
       isJobActive: () => this.#supervisor.active || !this.#settled,
       jobStartedAt: () => this.#supervisor.status.startedAt,
       clientCount: () => this.#server?.clientCount ?? 0,
-      onMaxRuntime: () => this.stopJob({ reason: 'max-runtime' }),
+      onMaxRuntime: () => {
+        this.#systemLine(`max runtime ${formatLimit(config.maxRuntimeMs)} reached: stopping the job`);
+        this.stopJob({ reason: 'max-runtime' });
+      },
       onShutdown: (reason) => void this.#runShutdownAction(reason),
       logger: log.child({ component: 'watchdog' }),
       ...(options.clock ? { clock: options.clock } : {}),
@@ -325,6 +337,8 @@ export class Agent implements AsyncDisposable {
 
   /** Final checkpoint flush (or the interruption's), then subscribers may get their `end`. */
   async #wrapUpJob(): Promise<void> {
+    // The log up to the job's end goes to the archive alongside the final checkpoint, before followers get `end`.
+    const archived = this.#logArchive?.archive('exit', { timeoutMs: this.#archiveBudgetMs(EXIT_ARCHIVE_TIMEOUT_MS) });
     try {
       const handling = this.#interruption?.handling;
       if (handling) {
@@ -339,6 +353,7 @@ export class Agent implements AsyncDisposable {
         // A notice that came in during that flush still gets its report before the end.
         await this.#interruption?.handling;
       }
+      await archived;
     } catch (err) {
       this.logger.error({ err }, 'wrapping up the job failed');
     } finally {
@@ -348,6 +363,11 @@ export class Agent implements AsyncDisposable {
       this.#watchdog?.markActive();
       this.#watchdog?.check();
     }
+  }
+
+  /** The log archive waits no longer than the final checkpoint may (--checkpoint-flush-timeout): a store that is down must not hold the run's end. */
+  #archiveBudgetMs(capMs: number): number {
+    return Math.min(capMs, this.config.checkpoint?.exitFlushBudgetMs ?? capMs);
   }
 
   /** Opens the checkpoint store and restores a set when asked; returns why the job must not start. */
@@ -378,6 +398,15 @@ export class Agent implements AsyncDisposable {
       }
     }
     const target = describeTarget(cfg.target, this.config.runId);
+    const logStore = this.#store;
+    this.#logArchive = new LogArchiver({
+      runId: this.config.runId,
+      logPath: path.join(this.config.stateDir, AGENT_FILES.log),
+      endOffset: () => logStore.endOffset,
+      sink: this.#checkpointStore,
+      logger: this.logger.child({ component: 'log-archive' }),
+    });
+    this.#logArchive.start();
     this.#checkpoints = await CheckpointSync.start({
       runId: this.config.runId,
       dir: cfg.dir,
@@ -433,7 +462,11 @@ export class Agent implements AsyncDisposable {
           : undefined,
       onRebalance: this.config.onRebalance,
       simulated: simulate !== undefined,
-      onNotice: (notice) => this.#server?.broadcast({ type: 'event', event: 'interruption', notice }),
+      onNotice: (notice) => {
+        this.#server?.broadcast({ type: 'event', event: 'interruption', notice });
+        // The instance may go in two minutes: the log so far goes to the archive now.
+        void this.#logArchive?.archive('interruption', { timeoutMs: this.#archiveBudgetMs(EXIT_ARCHIVE_TIMEOUT_MS) });
+      },
       onRebalanceEvent: (noticeTime, action) => this.#server?.broadcast({ type: 'event', event: 'rebalance', noticeTime, action }),
       // A new set is announced by its own `checkpoint` event; the other outcomes are said here.
       onRebalanceFlushed: (flush) => {
@@ -507,6 +540,11 @@ export class Agent implements AsyncDisposable {
     await this.#poller?.close().catch((err: unknown) => log.warn({ err }, 'closing the spot poller failed'));
     await this.#emulator?.close().catch((err: unknown) => log.warn({ err }, 'closing the emulator failed'));
     await this.#checkpoints?.close().catch((err: unknown) => log.warn({ err }, 'closing checkpoint sync failed'));
+    if (this.#logArchive) {
+      // Lines written after the job's end (an interruption report, say) go too.
+      this.#logArchive.close();
+      await this.#logArchive.archive('close', { timeoutMs: this.#archiveBudgetMs(CLOSE_ARCHIVE_TIMEOUT_MS) });
+    }
     this.#checkpointStore?.close();
     this.#credentials?.close();
     if (this.#statusTimer) clearTimeout(this.#statusTimer);

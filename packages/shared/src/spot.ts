@@ -203,6 +203,25 @@ export const checkpointKeys = {
   },
 };
 
+/**
+ * The run's log archived next to its checkpoint sets: append-only segments of the agent's log file
+ * (log-frames.ts records), each named by the byte range of the file it holds. Concatenated in
+ * offset order they are the log file's prefix, so a reader needs no record boundaries in the keys.
+ */
+export const logArchiveKeys = {
+  prefix: (prefix: string, runId: string) => `${join(prefix, runId, 'log')}/`,
+  segment: (prefix: string, runId: string, startOffset: number, endOffset: number) =>
+    join(prefix, runId, 'log', `${String(startOffset).padStart(16, '0')}-${String(endOffset).padStart(16, '0')}.records`),
+  /** The byte range of a segment key, or undefined for anything else under the prefix. */
+  rangeOf: (key: string): { startOffset: number; endOffset: number } | undefined => {
+    const m = /\/log\/(\d{16})-(\d{16})\.records$/.exec(key);
+    if (!m) return undefined;
+    const startOffset = Number(m[1]);
+    const endOffset = Number(m[2]);
+    return endOffset > startOffset ? { startOffset, endOffset } : undefined;
+  },
+};
+
 /** `s3://bucket/some/prefix` → { bucket, prefix }. */
 export function parseS3Url(url: string): { bucket: string; prefix: string } | undefined {
   const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url);

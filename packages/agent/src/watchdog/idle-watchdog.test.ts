@@ -9,7 +9,7 @@ import { IdleWatchdog, type IdleWatchdogOptions, type ShutdownReason, type Watch
 class FakeClock implements WatchdogClock {
   #now = 1_700_000_000_000;
   #nextId = 1;
-  readonly #timers = new Map<number, { callback: () => void; intervalMs: number; dueAt: number }>();
+  readonly #timers = new Map<number, { callback: () => void; intervalMs: number; dueAt: number; once: boolean }>();
 
   now(): number {
     return this.#now;
@@ -17,8 +17,18 @@ class FakeClock implements WatchdogClock {
 
   setInterval(callback: () => void, intervalMs: number): unknown {
     const id = this.#nextId++;
-    this.#timers.set(id, { callback, intervalMs, dueAt: this.#now + intervalMs });
+    this.#timers.set(id, { callback, intervalMs, dueAt: this.#now + intervalMs, once: false });
     return id;
+  }
+
+  setTimeout(callback: () => void, delayMs: number): unknown {
+    const id = this.#nextId++;
+    this.#timers.set(id, { callback, intervalMs: delayMs, dueAt: this.#now + delayMs, once: true });
+    return id;
+  }
+
+  clearTimeout(handle: unknown): void {
+    this.#timers.delete(handle as number);
   }
 
   clearInterval(handle: unknown): void {
@@ -34,8 +44,9 @@ class FakeClock implements WatchdogClock {
     for (;;) {
       const due = [...this.#timers.entries()].filter(([, t]) => t.dueAt <= end).sort((a, b) => a[1].dueAt - b[1].dueAt)[0];
       if (!due) break;
-      const [, timer] = due;
+      const [id, timer] = due;
       this.#now = timer.dueAt;
+      if (timer.once) this.#timers.delete(id);
       timer.dueAt += timer.intervalMs;
       timer.callback();
     }
@@ -197,6 +208,30 @@ describe('IdleWatchdog', () => {
     w.job.active = false;
     w.watchdog.check();
     expect(w.fired).toEqual(['max-runtime']);
+  });
+
+  test('max runtime acts at its deadline, not at the next 5 s check', () => {
+    const w = world({ maxRuntimeMs: 12_345, idleTimeoutMs: 300_000 });
+    expect(w.watchdog.checkIntervalMs).toBe(5000);
+    w.job = { active: true, startedAt: w.clock.now() };
+    w.watchdog.start();
+    w.clock.advance(12_344);
+    expect(w.maxRuntimeCalls).toBe(0);
+    w.clock.advance(1);
+    expect(w.maxRuntimeCalls).toBe(1);
+  });
+
+  test('a job that starts after the watchdog gets its deadline armed at the next check', () => {
+    const w = world({ maxRuntimeMs: 7_500, idleTimeoutMs: 300_000 });
+    w.job = { active: true, startedAt: null };
+    w.watchdog.start();
+    w.clock.advance(1000);
+    w.job.startedAt = w.clock.now();
+    w.watchdog.check();
+    w.clock.advance(7_499);
+    expect(w.maxRuntimeCalls).toBe(0);
+    w.clock.advance(1);
+    expect(w.maxRuntimeCalls).toBe(1);
   });
 
   test('close stops the checks', () => {

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.ts';
 
 /** The part of the agent's clock the watchdog uses. */
-export type WatchdogClock = Pick<Clock, 'now' | 'setInterval' | 'clearInterval'>;
+export type WatchdogClock = Pick<Clock, 'now' | 'setInterval' | 'clearInterval' | 'setTimeout' | 'clearTimeout'>;
 
 export type ShutdownReason = 'idle' | 'max-runtime';
 
@@ -42,6 +42,8 @@ export class IdleWatchdog implements AsyncDisposable {
   readonly #clock: WatchdogClock;
   readonly checkIntervalMs: number;
   #timer: unknown;
+  /** One-shot timer at the job's max-runtime deadline, so the limit acts within a second, not at the next check. */
+  #maxRuntimeTimer: unknown;
   #lastActiveAt = 0;
   #maxRuntimeFired = false;
   #fired = false;
@@ -64,6 +66,16 @@ export class IdleWatchdog implements AsyncDisposable {
     this.#timer = this.#clock.setInterval(() => this.check(), this.checkIntervalMs);
     const timer = this.#timer as { unref?: () => void };
     timer.unref?.();
+    this.#armMaxRuntime();
+  }
+
+  /** Arms the max-runtime deadline once the job's start time is known (start() or any later check). */
+  #armMaxRuntime(): void {
+    const maxRuntimeMs = this.#options.maxRuntimeMs ?? 0;
+    const startedAt = this.#options.jobStartedAt();
+    if (maxRuntimeMs <= 0 || startedAt === null || this.#maxRuntimeTimer !== undefined || this.#maxRuntimeFired || this.#closed) return;
+    const dueInMs = Math.max(0, startedAt + maxRuntimeMs - this.#clock.now());
+    this.#maxRuntimeTimer = this.#clock.setTimeout(() => this.check(), dueInMs);
   }
 
   /**
@@ -83,6 +95,7 @@ export class IdleWatchdog implements AsyncDisposable {
 
     const maxRuntimeMs = o.maxRuntimeMs ?? 0;
     const startedAt = o.jobStartedAt();
+    this.#armMaxRuntime();
     if (maxRuntimeMs > 0 && jobActive && !this.#maxRuntimeFired && startedAt !== null && now - startedAt >= maxRuntimeMs) {
       this.#maxRuntimeFired = true;
       o.logger.warn({ rule: 'max-runtime', maxRuntimeMs, runtimeMs: now - startedAt }, 'job reached its maximum runtime; stopping it');
@@ -113,6 +126,8 @@ export class IdleWatchdog implements AsyncDisposable {
     this.#closed = true;
     if (this.#timer !== undefined) this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
+    if (this.#maxRuntimeTimer !== undefined) this.#clock.clearTimeout(this.#maxRuntimeTimer);
+    this.#maxRuntimeTimer = undefined;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

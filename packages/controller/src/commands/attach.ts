@@ -35,16 +35,20 @@ export default defineCommand<{ from?: string; json?: boolean }>({
     } else {
       await probe.close();
     }
-    out.info(`attached to run ${record.runId}; resuming at line ${fromSeq}`);
+    out.info(`attached to run ${record.runId}; resuming at line ${fromSeq} (Ctrl-C detaches; the job keeps running)`);
     // Forwarded S3 credentials are renewed again while someone follows the run.
     await using _forwarder = await resumeForwarding({ ...record, connect: (signal) => session.connect(signal), out });
-    using signals = new RunSignals();
+    // attach only watches: Ctrl-C detaches, it never stops the job.
+    using signals = new RunSignals(process, { interrupt: 'detach' });
     try {
       const { status } = await tailRun({ store, record, session, out, fromSeq, signals });
       return await finishRun({ store, record, provider, session, out, status });
     } catch (error) {
-      // The terminal went away: the job goes on; attach again later.
-      if (error instanceof Detached) return DETACHED_EXIT_CODE;
+      // Ctrl-C, or the terminal went away: the job goes on; attach again later.
+      if (error instanceof Detached) {
+        out.info(`detached; the job keeps running. Follow it again with: spotctl attach ${record.runId}   (stop it with: spotctl stop ${record.runId})`, { event: 'detached', runId: record.runId });
+        return error.by === 'interrupt' ? 0 : DETACHED_EXIT_CODE;
+      }
       throw error;
     }
   },

@@ -315,6 +315,7 @@ function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
     layout: localLayout(store.runDir(runId)),
     token: newToken(),
     graceMs: plan.spec.graceMs,
+    ...(plan.spec.maxRuntimeMs > 0 ? { maxRuntimeMs: plan.spec.maxRuntimeMs } : {}),
     detached: plan.spec.detached,
   };
   store.save(record);

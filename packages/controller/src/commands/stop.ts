@@ -26,7 +26,7 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
     if (!connection) {
       const status = await session.readStatus().catch(() => undefined);
       if (status && status.state !== 'running' && status.state !== 'starting') {
-        out.result({ runId: record.runId, status }, `run ${record.runId} had already ended: ${describeEnd(status)}`);
+        out.result({ runId: record.runId, status }, `run ${record.runId} had already ended: ${describeEnd(status, record.maxRuntimeMs)}`);
         return 0;
       }
       throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent of run ${record.runId}`, { remediation: `check the host is up, then retry: spotctl stop ${record.runId}` });
@@ -61,7 +61,7 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
     await bye?.close();
     // The agent was let go: what it ran on goes too (aws: the instance is terminated).
     if (letGo) await releaseAfterAgent(provider, record, 'the job ended and the agent was let go');
-    out.result({ runId: record.runId, status }, `stopped run ${record.runId}: ${describeEnd(status)}`);
+    out.result({ runId: record.runId, status }, `stopped run ${record.runId}: ${describeEnd(status, record.maxRuntimeMs)}`);
     return 0;
   },
 });

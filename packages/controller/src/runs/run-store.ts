@@ -53,6 +53,8 @@ export interface RunRecord {
   layout: RemoteLayout;
   token: string;
   graceMs: number;
+  /** --max-runtime (0 or absent: no limit), for the end-of-run message. */
+  maxRuntimeMs?: number;
   detached: boolean;
   agent?: AgentState;
   /**

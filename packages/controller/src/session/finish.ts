@@ -1,12 +1,16 @@
 import os from 'node:os';
-import { exitCodeOf, type JobStatus } from '@spotctl/shared';
+import { exitCodeOf, formatLimit, type JobStatus } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
 import { describeCheckpointTarget } from './checkpoint-options.ts';
 import { describeFinalCheckpoints, describeReport } from './spot-events.ts';
 import type { Provider, ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 
-export function describeEnd(status: JobStatus): string {
+export function describeEnd(status: JobStatus, maxRuntimeMs?: number): string {
+  if (status.stopReason === 'max-runtime') {
+    const how = status.signal ? `killed by ${status.signal}` : `exited with code ${status.exitCode ?? '?'}`;
+    return `job stopped after max runtime${maxRuntimeMs ? ` ${formatLimit(maxRuntimeMs)}` : ''} (${how})`;
+  }
   if (status.state === 'failed-to-start') return `job failed to start: ${status.error ?? 'unknown error'}`;
   if (status.signal) return `job killed by ${status.signal}${status.stopReason ? ` (${status.stopReason}${status.error ? `: ${status.error}` : ''})` : ''}`;
   return `job exited with code ${status.exitCode ?? '?'}`;
@@ -61,6 +65,6 @@ export async function finishRun(options: { store: RunStore; record: RunRecord; p
   if (await letAgentGo(session)) await releaseAfterAgent(options.provider, record, 'the job ended and the agent was let go');
   const code = exitCodeOf(status, os.constants.signals as Record<string, number>);
   const took = status.startedAt && status.endedAt ? ` after ${((status.endedAt - status.startedAt) / 1000).toFixed(1)} s` : '';
-  out.result({ runId: record.runId, exitCode: code, status }, `${describeEnd(status)}${took} · run ${record.runId}`);
+  out.result({ runId: record.runId, exitCode: code, status }, `${describeEnd(status, record.maxRuntimeMs)}${took} · run ${record.runId}`);
   return code;
 }

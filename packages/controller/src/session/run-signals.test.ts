@@ -45,6 +45,21 @@ describe('RunSignals', () => {
     expect(signals.setupSignal.aborted).toBe(false);
   });
 
+  it("in detach mode (attach), Ctrl-C and SIGTERM detach and never stop the job", () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const src = source();
+      using signals = new RunSignals(src, { interrupt: 'detach' });
+      const stops: boolean[] = [];
+      signals.following((force) => stops.push(force));
+      src.emit(signal);
+      src.emit(signal);
+      expect(stops).toEqual([]);
+      expect(signals.hungUp).toBe(true);
+      expect((signals.hangupSignal.reason as Detached).by).toBe('interrupt');
+      expect(signals.setupSignal.aborted).toBe(false);
+    }
+  });
+
   it('disposing removes every handler', () => {
     const src = source();
     const signals = new RunSignals(src);

@@ -8,14 +8,25 @@
  * - SIGHUP (the terminal went away), at any time: detach. Nothing is told to stop; the job keeps
  *   running, the run is recorded as detached, and `spotctl attach` resumes it. Without this Node
  *   dies silently with exit 129.
+ *
+ * `spotctl attach` only watches: with `{ interrupt: 'detach' }` Ctrl-C and SIGTERM detach as
+ * SIGHUP does (the job keeps running; `spotctl stop RUN` stops it).
  */
 import { SpotctlError, UserError } from '@spotctl/shared';
 
 /** The terminal went away: the controller leaves, the job stays. */
 export class Detached extends SpotctlError {
-  constructor() {
-    super('SPOTCTL_JOB_STATE', 'detached: the terminal went away (SIGHUP)');
+  constructor(
+    /** What detached: the terminal went away, or the user pressed Ctrl-C while only watching. */
+    readonly by: 'hangup' | 'interrupt' = 'hangup',
+  ) {
+    super('SPOTCTL_JOB_STATE', by === 'hangup' ? 'detached: the terminal went away (SIGHUP)' : 'detached on Ctrl-C');
   }
+}
+
+export interface RunSignalsOptions {
+  /** What Ctrl-C and SIGTERM do: stop the job (`run`) or detach from it (`attach`). @default 'stop' */
+  interrupt?: 'stop' | 'detach';
 }
 
 /** Conventional exit status for "ended by SIGHUP" (128 + 1): the job's own outcome is not known here. */
@@ -32,7 +43,13 @@ export class RunSignals implements Disposable {
   private readonly onSigterm = (): void => this.interrupt('SIGTERM');
   private readonly onSighup = (): void => this.hangup();
 
-  constructor(private readonly source: SignalSource = process) {
+  private readonly interruptDetaches: boolean;
+
+  constructor(
+    private readonly source: SignalSource = process,
+    options: RunSignalsOptions = {},
+  ) {
+    this.interruptDetaches = options.interrupt === 'detach';
     source.on('SIGINT', this.onSigint);
     source.on('SIGTERM', this.onSigterm);
     source.on('SIGHUP', this.onSighup);
@@ -43,7 +60,7 @@ export class RunSignals implements Disposable {
     return this.setupAbort.signal;
   }
 
-  /** Aborted (with a `Detached` reason) when the terminal goes away. */
+  /** Aborted (with a `Detached` reason) when the terminal goes away, or on Ctrl-C in detach mode. */
   get hangupSignal(): AbortSignal {
     return this.hangupAbort.signal;
   }
@@ -58,6 +75,10 @@ export class RunSignals implements Disposable {
   }
 
   private interrupt(signal: 'SIGINT' | 'SIGTERM'): void {
+    if (this.interruptDetaches) {
+      if (!this.hangupAbort.signal.aborted) this.hangupAbort.abort(new Detached('interrupt'));
+      return;
+    }
     if (!this.onStop) {
       const reason =
         signal === 'SIGINT'

@@ -1,4 +1,4 @@
-import { LogRecordReader, SpotctlError } from '@spotctl/shared';
+import { LogRecordReader, SpotctlError, type LogBatch } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
 import type { ProviderSession } from '../providers/provider.ts';
 
@@ -7,11 +7,13 @@ import type { ProviderSession } from '../providers/provider.ts';
  * far larger than memory (or than the longest string V8 allows). Returns the last seq printed
  * (0 if none). A torn record at the end (the agent died mid-write) is left out.
  */
-export async function printStoredLog(session: ProviderSession, out: Output, fromSeq: number): Promise<number> {
+export async function printStoredLog(session: ProviderSession, out: Output, fromSeq: number, copy?: { write(batch: LogBatch): void }, progress?: { lastSeq: number }): Promise<number> {
   let last = 0;
   let broken: Error | undefined;
   const reader = new LogRecordReader(fromSeq, (batch) => {
+    copy?.write(batch);
     out.batch(batch);
+    if (progress) progress.lastSeq = batch.lastSeq;
     last = batch.lastSeq;
   });
   await session.streamLog((chunk) => {

@@ -10,6 +10,7 @@ import type { ProviderSession } from '../providers/provider.ts';
 import type { RunRecord, RunStore } from '../runs/run-store.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
 import { followLogs } from './follow.ts';
+import { LogCopyWriter, logCopyPath } from './log-copy.ts';
 import { printStoredLog } from './stored-log.ts';
 import { spotEventPrinter } from './spot-events.ts';
 import type { RunSignals } from './run-signals.ts';
@@ -33,6 +34,8 @@ export interface TailOptions {
   reconnectTimeoutMs?: number;
   /** Remember the last line printed so `attach` resumes after it. @default true */
   saveCursor?: boolean;
+  /** Keep every line received in the run's folder here (`logs` falls back to it). @default true */
+  keepLocalCopy?: boolean;
 }
 
 export async function tailRun(options: TailOptions): Promise<{ status: JobStatus; lastSeq: number }> {
@@ -53,6 +56,7 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
   };
   const cursorTimer = setInterval(saveCursor, 250);
   cursorTimer.unref();
+  using copy = options.keepLocalCopy === false ? undefined : LogCopyWriter.open(logCopyPath(store.runDir(record.runId)));
 
   const sendStop = (force: boolean) => {
     current?.request('stop', force ? { force: true } : {}).catch(() => undefined);
@@ -82,6 +86,7 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
       signal,
       reconnectTimeoutMs: options.reconnectTimeoutMs,
       onLines: (batch) => {
+        copy?.write(batch);
         const ok = out.batch(batch);
         lastSeq = batch.lastSeq;
         return ok;
@@ -91,7 +96,7 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
         const status = await options.session.readStatus();
         if (!status || status.state === 'running' || status.state === 'starting') return undefined;
         // The agent is gone but the job had ended: the rest of its lines are in the stored log.
-        const last = await printStoredLog(options.session, out, nextSeq);
+        const last = await printStoredLog(options.session, out, nextSeq, copy);
         lastSeq = Math.max(lastSeq, last);
         return { status, lastSeq };
       },

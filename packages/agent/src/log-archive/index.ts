@@ -1,0 +1,1 @@
+export { LogArchiver, type ArchiveResult, type LogArchiverOptions, type SegmentSink } from './log-archiver.ts';
