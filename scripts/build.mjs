@@ -84,6 +84,26 @@ function common(quiet) {
   };
 }
 
+/**
+ * The CLI bundle's options (test/cli-startup.test.ts builds with them to see what `--help` loads).
+ * @param {boolean} quiet
+ * @returns {import('esbuild').BuildOptions & { metafile: true }}
+ */
+export function cliBuildOptions(quiet) {
+  return {
+    ...common(quiet),
+    // Split so that lazily imported heavy modules (the AWS SDK, and every command's implementation:
+    // cli/main.ts) become chunks loaded only when needed: `spotctl --help` loads the entry chunk only.
+    entryPoints: { spotctl: path.join(root, 'packages/controller/src/cli/main.ts') },
+    outdir: path.join(root, 'packages/controller/dist'),
+    outExtension: { '.js': '.mjs' },
+    chunkNames: 'chunks/[name]-[hash]',
+    splitting: true,
+    minify: false,
+    metafile: true,
+  };
+}
+
 /** @param {{ quiet?: boolean }} [options] */
 export async function buildAll(options = {}) {
   const quiet = options.quiet ?? false;
@@ -97,18 +117,7 @@ export async function buildAll(options = {}) {
       minify: true,
       plugins: [builtinsViaRequire, leaveOut(AGENT_LEFT_OUT)],
     }),
-    build({
-      ...common(quiet),
-      // Split so that lazily imported heavy modules (the AWS SDK) become chunks loaded only by the
-      // commands that need them: `spotctl --help` must not parse megabytes of SDK.
-      entryPoints: { spotctl: path.join(root, 'packages/controller/src/cli/main.ts') },
-      outdir: path.join(root, 'packages/controller/dist'),
-      outExtension: { '.js': '.mjs' },
-      chunkNames: 'chunks/[name]-[hash]',
-      splitting: true,
-      minify: false,
-      metafile: true,
-    }),
+    build(cliBuildOptions(quiet)),
   ]);
   // Chunk names carry content hashes, so earlier builds' chunks pile up. They are not removed at
   // once: a spotctl started before this build (a long aws run) may still import one lazily (its
