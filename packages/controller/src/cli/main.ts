@@ -38,9 +38,9 @@ export function buildProgram(onExitCode: (code: number) => void): Command {
   for (const def of commands) {
     const cmd = program.command(def.name).description(def.description).exitOverride().configureOutput({ outputError: () => undefined });
     def.configure(cmd);
-    // Only `run` hands everything after its first operand to the job untouched; other commands
-    // take options anywhere (`spotctl logs RUN -f`).
-    if (def.name === 'run') cmd.passThroughOptions();
+    // Only `run` and `ssh` hand everything after their first operand(s) to the job or shell
+    // untouched; other commands take options anywhere (`spotctl logs RUN -f`).
+    if (def.name === 'run' || def.name === 'ssh') cmd.passThroughOptions();
     cmd.addHelpText('after', `\nExamples:\n${def.examples.map((e) => `  $ ${e}`).join('\n')}\n`);
     cmd.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs[actionArgs.length - 1] as Command;

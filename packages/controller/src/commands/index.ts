@@ -7,9 +7,11 @@ import logs from './logs.ts';
 import ls from './ls.ts';
 import prices from './prices.ts';
 import ps from './ps.ts';
+import pull from './pull.ts';
 import run from './run.ts';
+import ssh from './ssh.ts';
 import stop from './stop.ts';
 import teardown from './teardown.ts';
 
 /** Every command, in the order --help lists them. */
-export const commands = [run, attach, logs, ps, stop, checkpoints, prices, ls, teardown, gc, ami] as unknown as CommandDefinition[];
+export const commands = [run, attach, logs, ps, stop, pull, ssh, checkpoints, prices, ls, teardown, gc, ami] as unknown as CommandDefinition[];
