@@ -100,6 +100,19 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     expectPulled(to.path);
   });
 
+  it('on a (rehearsed) spot interruption: the job is stopped by the notice, and its files come back', async () => {
+    await using to = await tmpDir();
+    await using store = await tmpDir();
+    const r = await runSpotctl(
+      ['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--pull-to', to.path, '--checkpoint-to', store.path, '--simulate-interruption', '1s', '--', 'outjob.py', '0', 'wait'],
+      { home: home.path, cwd: cwd.path, timeoutMs: 90_000 },
+    );
+    expect(r.code, r.stderr).toBe(143);
+    expect(r.stderr).toMatch(/rehearsed interruption/);
+    expect(r.stderr).toMatch(/pulled 3 files/);
+    expectPulled(to.path);
+  });
+
   it('spotctl pull copies from a live run; spotctl ssh -- cmd runs in the workdir with the venv, and holds the idle watchdog off', async () => {
     const started = await runSpotctl(['run', '--provider', 'local', '--detach', '--idle-timeout', '2s', '--sync', proj.path, '--', 'outjob.py', '0', 'wait'], { home: home.path, cwd: cwd.path });
     expect(started.code, started.stderr).toBe(0);
