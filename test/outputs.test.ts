@@ -100,7 +100,7 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     expectPulled(to.path);
   });
 
-  it('on a (rehearsed) spot interruption: the job is stopped by the notice, and its files come back', async () => {
+  it('on a (rehearsed) spot interruption: the job is stopped by the notice, its files come back, and the agent also saves them to the checkpoint target', async () => {
     await using to = await tmpDir();
     await using store = await tmpDir();
     const r = await runSpotctl(
@@ -111,6 +111,9 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     expect(r.stderr).toMatch(/rehearsed interruption/);
     expect(r.stderr).toMatch(/pulled 3 files/);
     expectPulled(to.path);
+    // The agent also saved them to the checkpoint target, beside the final set: they outlive a reclaimed instance.
+    expect(r.stdout + r.stderr).toMatch(/outputs: 3 files \(10253 bytes\) saved to the checkpoint target under outputs\//);
+    expectPulled(path.join(store.path, runIdOf(r.stderr), 'outputs'));
   });
 
   it('spotctl pull copies from a live run; spotctl ssh -- cmd runs in the workdir with the venv, and holds the idle watchdog off', async () => {

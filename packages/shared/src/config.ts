@@ -50,6 +50,11 @@ export const CheckpointConfig = Type.Object(
     restoreFrom: Type.Optional(Type.String()),
     /** Where `restoreFrom`'s sets live, when not in `target`. @default target */
     restoreTarget: Type.Optional(CheckpointTarget),
+    /**
+     * Workdir paths (`--pull`, sh-style globs per segment) uploaded under `<run>/outputs/` after an
+     * interrupted job's final flush, so they outlive a reclaimed instance. @default none
+     */
+    outputs: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
   },
   { additionalProperties: false },
 );

@@ -134,6 +134,7 @@ function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
             ...(options.checkpointTo ? { to: options.checkpointTo } : {}),
             ...(restoreFrom ? { restoreFrom } : {}),
             ...(flushTimeoutMs !== undefined ? { exitFlushBudgetMs: flushTimeoutMs } : {}),
+            ...(options.pull.length > 0 ? { outputs: options.pull } : {}),
           },
         }
       : {}),

@@ -14,6 +14,8 @@ export interface CheckpointSpec {
   restoreFrom?: { runId: string; target: CheckpointTarget };
   /** How long the flush after the job ended may take. @default the agent's (5 min) */
   exitFlushBudgetMs?: number;
+  /** `--pull` paths, also uploaded to the target when the run is interrupted. @default none */
+  outputs?: string[];
 }
 
 export interface SpotSpec {
@@ -68,6 +70,7 @@ export function spotAgentConfig(spot: SpotSpec, layout: RemoteLayout): Pick<Agen
       target,
       ...(spot.checkpoint.restoreFrom ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target } : {}),
       ...(spot.checkpoint.exitFlushBudgetMs !== undefined ? { exitFlushBudgetMs: spot.checkpoint.exitFlushBudgetMs } : {}),
+      ...(spot.checkpoint.outputs?.length ? { outputs: spot.checkpoint.outputs } : {}),
     };
   }
   // 'default' polls the real metadata address (what the aws provider does on EC2).
