@@ -385,6 +385,28 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 
+  it('--pull copies outputs back before the instance is terminated; spotctl ssh reaches a live instance with its key and pinned host key', async () => {
+    const pulledTo = path.join(home.path, 'pulled');
+    const r = await runSpotctl(args('--pull', 'checkpoints', '--pull-to', pulledTo, 'ckpt.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(path.join(pulledTo, 'checkpoints', 'state.json'), 'utf8')).toBe('{"step": 7}');
+    expect(r.stderr.indexOf('pulled 1 file')).toBeGreaterThan(-1);
+    expect(r.stderr.indexOf('pulled 1 file')).toBeLessThan(r.stderr.search(/terminated i-[0-9a-f]+/));
+    const gone = await runSpotctl(['pull', lastRunId(), 'checkpoints'], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(/spotctl error: the instance of run \S+ was terminated: its workdir is gone → name outputs with spotctl run --pull PATH/);
+
+    const d = await runSpotctl(args('--detach', '--idle-timeout', '5m', 'slow.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(d.code, d.stderr).toBe(0);
+    const runId = lastRunId();
+    const sh = await runSpotctl(['ssh', runId, '--', 'pwd'], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(sh.code, sh.stderr).toBe(0);
+    expect(sh.stdout.trim()).toBe(`${home.path}/remote/runs/${runId}/work`);
+    const td = await runSpotctl(['teardown', runId], { home: home.path, env: env(), timeoutMs: 60_000 });
+    expect(td.code, td.stderr).toBe(0);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
   it('an error after RunInstances (a host key that does not match) terminates the instance before the error surfaces', async () => {
     await using other = await tmpDir();
     const wrong = path.join(other.path, 'known_hosts');

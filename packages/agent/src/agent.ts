@@ -343,6 +343,7 @@ export class Agent implements AsyncDisposable {
       const handling = this.#interruption?.handling;
       if (handling) {
         this.#finalFlush = (await handling).flush ?? undefined;
+        await this.#uploadOutputs();
       } else if (this.#checkpoints) {
         // Bounded: an S3 outage must not hold every follower's `end` (and the instance) for ever.
         const budgetMs = this.config.checkpoint?.exitFlushBudgetMs ?? 0;
@@ -368,6 +369,26 @@ export class Agent implements AsyncDisposable {
   /** The log archive waits no longer than the final checkpoint may (--checkpoint-flush-timeout): a store that is down must not hold the run's end. */
   #archiveBudgetMs(capMs: number): number {
     return Math.min(capMs, this.config.checkpoint?.exitFlushBudgetMs ?? capMs);
+  }
+
+  /** An interrupted run's `--pull` paths, after its final set: bounded by the flush budget, never fatal. */
+  async #uploadOutputs(): Promise<void> {
+    const patterns = this.config.checkpoint?.outputs;
+    const store = this.#checkpointStore;
+    if (!patterns?.length || !store) return;
+    const log = this.logger.child({ component: 'checkpoint' });
+    const budget = new AbortController();
+    const timer = setTimeout(() => budget.abort(new Error('out of time')), this.config.checkpoint?.exitFlushBudgetMs ?? 300_000);
+    try {
+      const { uploadOutputs } = await import('./checkpoint/outputs.ts');
+      const result = await uploadOutputs({ store, runId: this.config.runId, workdir: this.config.workdir, patterns, signal: budget.signal });
+      log[result.failed.length ? 'error' : 'info']({ outputs: result }, 'uploaded the --pull outputs of the interrupted run');
+      this.#systemLine(`outputs: ${result.files} files (${formatBytes(result.bytes)}) saved to the checkpoint target under outputs/${result.failed.length ? `; ${result.failed.length} failed (first: ${result.failed[0]!.path}: ${result.failed[0]!.error})` : ''}`);
+    } catch (err) {
+      log.error({ err }, 'uploading the --pull outputs failed');
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Opens the checkpoint store and restores a set when asked; returns why the job must not start. */

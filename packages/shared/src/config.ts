@@ -59,6 +59,11 @@ export const CheckpointConfig = Type.Object(
     credentials: Type.Optional(Type.Union([Type.Literal('host'), Type.Literal('forwarded')])),
     /** How long S3 calls wait for the first forwarded credentials. @default 60000 */
     credentialsWaitMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    /**
+     * Workdir paths (`--pull`, sh-style globs per segment) uploaded under `<run>/outputs/` after an
+     * interrupted job's final flush, so they outlive a reclaimed instance. @default none
+     */
+    outputs: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
   },
   { additionalProperties: false },
 );

@@ -194,6 +194,8 @@ function join(...parts: string[]): string {
 export const checkpointKeys = {
   runPrefix: (prefix: string, runId: string) => `${join(prefix, runId)}/`,
   object: (prefix: string, runId: string, sha256: string) => join(prefix, runId, 'objects', sha256),
+  /** A `--pull` output of an interrupted run, by its workdir-relative path. */
+  output: (prefix: string, runId: string, relPath: string) => join(prefix, runId, 'outputs', relPath),
   manifestsPrefix: (prefix: string, runId: string) => `${join(prefix, runId, 'manifests')}/`,
   manifest: (prefix: string, runId: string, seq: number) => join(prefix, runId, 'manifests', `${String(seq).padStart(10, '0')}.json`),
   /** The seq of a manifest key, or undefined for anything else under the prefix. */

@@ -69,9 +69,9 @@ export async function buildProgram(onExitCode: (code: number) => void, argv?: re
       return;
     }
     def.configure(cmd);
-    // Only `run` hands everything after its first operand to the job untouched; other commands
-    // take options anywhere (`spotctl logs RUN -f`).
-    if (def.name === 'run') cmd.passThroughOptions();
+    // Only `run` and `ssh` hand everything after their first operand(s) to the job or shell
+    // untouched; other commands take options anywhere (`spotctl logs RUN -f`).
+    if (def.name === 'run' || def.name === 'ssh') cmd.passThroughOptions();
     cmd.addHelpText('after', `\nExamples:\n${def.examples.map((e) => `  $ ${e}`).join('\n')}\n`);
     cmd.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs[actionArgs.length - 1] as Command;

@@ -20,7 +20,7 @@ const META_KEYS = new Set(['profile', 'show-config']);
  * Options whose values are paths on this machine: in the file they are relative to the file's own
  * directory (so the file means the same from any subdirectory), not to where spotctl was started.
  */
-const LOCAL_PATH_KEYS = new Set(['sync', 'identity', 'known-hosts', 'ssh-config']);
+const LOCAL_PATH_KEYS = new Set(['sync', 'identity', 'known-hosts', 'ssh-config', 'pull-to']);
 
 /** Where an option's value came from, for `--show-config` and for errors. */
 export interface ConfigOrigin {

@@ -11,11 +11,13 @@ import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
 import { providerFor } from '../providers/index.ts';
 import { localLayout } from '../providers/local.ts';
-import type { Attempt, LaunchSpec, Provider } from '../providers/provider.ts';
+import type { Attempt, LaunchSpec, Provider, ProviderSession } from '../providers/provider.ts';
 import { newRunId, newToken, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
 import { parseCheckpointTo, type CheckpointSpec, type SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
-import { finishRun } from '../session/finish.ts';
+import { finishRun, letAgentGo } from '../session/finish.ts';
+import { defaultPullDir, pullAndReport, shellInRun } from '../session/outputs.ts';
+import { checkPullPattern } from '../transport/workdir-files.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
 import { CredentialForwarder, DETACHED_CREDENTIALS_S, ATTACHED_CREDENTIALS_S, hostChainWarning, runCredentialMinter, type MintCredentials } from '../session/credential-forwarder.ts';
 import { tailRun } from '../session/tail.ts';
@@ -46,6 +48,9 @@ interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   profile?: string;
   showConfig?: boolean;
   setup?: string;
+  pull: string[];
+  pullTo?: string;
+  ssh?: boolean;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -135,6 +140,7 @@ function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
             ...(options.checkpointTo ? { to: options.checkpointTo } : {}),
             ...(restoreFrom ? { restoreFrom } : {}),
             ...(flushTimeoutMs !== undefined ? { exitFlushBudgetMs: flushTimeoutMs } : {}),
+            ...(options.pull.length > 0 ? { outputs: options.pull } : {}),
           },
         }
       : {}),
@@ -177,6 +183,9 @@ export default defineCommand<RunOptions>({
       .option('--simulate-interruption <duration>', 'rehearse a spot interruption this long after the job starts (emulated metadata service)')
       .option('--imds-endpoint <url>', 'poll this instance metadata endpoint for interruption notices: a URL (an emulator), or default (169.254.169.254, for EC2 hosts)')
       .option('--detach', 'start the job and return; see it later with spotctl attach')
+      .option('--pull <path>', 'copy this workdir path back when the job ends, however it ends (repeatable; sh globs allowed)', collect, [])
+      .option('--pull-to <dir>', 'where --pull copies to (default: ./spotctl-out/<run-id>/)')
+      .option('--ssh', 'open a shell in the workdir instead of running a command; the run ends when the shell exits')
       .option('--json', 'JSON lines on stdout instead of text');
     configureAwsRunOptions(cmd);
     // Project file and setup: one block, so other option additions merge cleanly.
@@ -220,6 +229,10 @@ export interface RunPlan {
   /** ssh only: the host. */
   target?: SshTarget;
   spec: LaunchSpec;
+  /** `--pull`: workdir paths copied back when the job ends, and where to. */
+  pull?: { patterns: string[]; to?: string };
+  /** `--ssh`: a shell instead of a command. */
+  ssh: boolean;
   /** aws was picked by default (no --provider, no SPOTCTL_PROVIDER): a credentials error may suggest local. */
   awsByDefault: boolean;
 }
@@ -229,7 +242,9 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
   checkRunOptions(options, provider, given);
   const aws: AwsLaunchOptions | undefined =
     provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
-  const command = jobArgv(words);
+  const { pull, ssh } = outputsPlan(words, options);
+  // The agent still supervises a job under a shell (the run's lifetime, the idle watchdog): one that ends at once.
+  const command = ssh ? ['true'] : jobArgv(words);
   const target: SshTarget | undefined = options.host
     ? {
         ...parseHostSpec(options.host),
@@ -259,7 +274,26 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
   if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).
   if (aws) s3CheckpointAccess(spec);
-  return { provider, ...(aws ? { aws } : {}), ...(target ? { target } : {}), spec, awsByDefault: options.provider === undefined && !process.env.SPOTCTL_PROVIDER };
+  return { provider, ...(aws ? { aws } : {}), ...(target ? { target } : {}), spec, ...(pull ? { pull } : {}), ssh, awsByDefault: options.provider === undefined && !process.env.SPOTCTL_PROVIDER };
+}
+
+/** `--pull`, `--pull-to` and `--ssh`, checked. */
+function outputsPlan(words: string[], options: RunOptions): { pull?: RunPlan['pull']; ssh: boolean } {
+  for (const pattern of options.pull) checkPullPattern(pattern, '--pull');
+  if (options.pullTo !== undefined && options.pull.length === 0) {
+    throw new UserError('SPOTCTL_USAGE', '--pull-to needs something to pull', { remediation: 'add --pull PATH (e.g. --pull results), or drop --pull-to', exitCode: 2 });
+  }
+  if (options.detach && (options.pull.length > 0 || options.ssh)) {
+    throw new UserError('SPOTCTL_USAGE', `${options.ssh ? '--ssh' : '--pull'} cannot be used with --detach: nothing here waits for the end`, {
+      remediation: 'drop --detach; for a detached run, fetch files with spotctl pull RUN PATH or open a shell with spotctl ssh RUN',
+      exitCode: 2,
+    });
+  }
+  if (options.ssh && words.length > 0) {
+    throw new UserError('SPOTCTL_USAGE', '--ssh opens a shell instead of running a command', { remediation: `drop the command (${words.join(' ')}) or drop --ssh`, exitCode: 2 });
+  }
+  const pull = options.pull.length > 0 ? { patterns: options.pull, ...(options.pullTo !== undefined ? { to: path.resolve(options.pullTo) } : {}) } : undefined;
+  return { ...(pull ? { pull } : {}), ssh: options.ssh === true };
 }
 
 interface RunContext {
@@ -287,7 +321,9 @@ async function runLoop(run: RunContext): Promise<number> {
   if (signals.hungUp) return detach(run, record);
   let detached = false;
   try {
+    if (run.plan.ssh) return await shellThenEnd(run, record, session);
     const { status } = await tailRun({ store, record, session, out, fromSeq: 1, signals });
+    await pullAtEnd(run, record, session);
     return await finishRun({ store, record, provider, session, out, status });
   } catch (error) {
     if (!(error instanceof Detached)) throw error;
@@ -301,6 +337,36 @@ async function runLoop(run: RunContext): Promise<number> {
       await provider.releaseRun(record);
     }
   }
+}
+
+/**
+ * `--pull`: after the job ended (success, failure, Ctrl-C, max-runtime) and before the agent is let
+ * go and the host released. A failed pull is a warning: the job's own exit code still stands.
+ */
+async function pullAtEnd({ plan, signals, out }: RunContext, record: RunRecord, session: ProviderSession): Promise<void> {
+  if (!plan.pull) return;
+  const abort = new AbortController();
+  // Ctrl-C now cancels the copy; the release after it still runs.
+  signals.following(() => abort.abort(new UserError('SPOTCTL_USAGE', 'cancelled', { exitCode: 130 })));
+  try {
+    await pullAndReport({ session, record, patterns: plan.pull.patterns, dir: plan.pull.to ?? defaultPullDir(record.runId), out, signal: abort.signal });
+  } catch (error) {
+    out.warn(`could not pull ${plan.pull.patterns.join(' ')}: ${error instanceof Error ? error.message : String(error)}`, { event: 'pull-failed' });
+  } finally {
+    signals.following(undefined);
+  }
+}
+
+/** `--ssh`: the shell is the run; when it exits, outputs come back and the agent and host go. */
+async function shellThenEnd(run: RunContext, record: RunRecord, session: ProviderSession): Promise<number> {
+  const { signals, out } = run;
+  // Ctrl-C belongs to the shell, not to the run.
+  signals.following(() => undefined);
+  const code = await shellInRun({ session, record, commandLine: undefined, out, tty: process.stdin.isTTY === true });
+  await pullAtEnd(run, record, session);
+  await letAgentGo(session);
+  out.result({ runId: record.runId, exitCode: code, shell: true }, `shell exited with code ${code} · run ${record.runId}`);
+  return code;
 }
 
 function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
@@ -319,7 +385,7 @@ function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
     detached: plan.spec.detached,
   };
   store.save(record);
-  out.info(`run ${runId}: ${plan.spec.command.join(' ')} (${provider.where(record)})`, { runId, provider: plan.provider });
+  out.info(`run ${runId}: ${plan.ssh ? 'a shell' : plan.spec.command.join(' ')} (${provider.where(record)})`, { runId, provider: plan.provider });
   return record;
 }
 

@@ -9,6 +9,7 @@ import { AGENT_FILES, UserError, parseAgentState, parseJobStatus, type AgentStat
 import { AgentConnection } from '../transport/agent-client.ts';
 import { rsyncTo } from '../transport/rsync.ts';
 import { lastLine } from '../transport/shell.ts';
+import { pullFromWorkdir, runOnTerminal, workdirShellScript, type PullOptions, type PullResult } from '../transport/workdir-files.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
@@ -166,6 +167,14 @@ export class LocalSession implements ProviderSession {
     }
   }
 
+  pull(patterns: string[], localDir: string, options?: PullOptions): Promise<PullResult> {
+    return pullFromWorkdir(null, this.record.layout.workdir, patterns, localDir, options);
+  }
+
+  /** A local shell: no ssh, no tty of its own needed. */
+  shell(commandLine: string | undefined): Promise<number> {
+    return runOnTerminal(['sh', '-c', workdirShellScript(this.record.layout.workdir, commandLine)]);
+  }
 
   async close(): Promise<void> {}
 

@@ -13,6 +13,7 @@ import type { SpotSpec } from '../session/checkpoint-options.ts';
 import type { Output } from '../output/output.ts';
 import type { ProviderKind, RunRecord, RunStore } from '../runs/run-store.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
+import type { PullOptions, PullResult } from '../transport/workdir-files.ts';
 
 /** An open way to a run's agent and files. Closing it drops the transport, never the job. */
 export interface ProviderSession extends AsyncDisposable {
@@ -22,6 +23,13 @@ export interface ProviderSession extends AsyncDisposable {
   readStatus(signal?: AbortSignal): Promise<JobStatus | undefined>;
   /** Streams the stored log (for when the agent is gone) in chunks, without holding it whole. */
   streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void>;
+  /** Copies what `patterns` (workdir-relative, sh globs) match in the run's workdir into `localDir`. */
+  pull(patterns: string[], localDir: string, options?: PullOptions): Promise<PullResult>;
+  /**
+   * Runs `commandLine` (one shell command line, as ssh takes it) or an interactive shell in the
+   * run's workdir with its venv active, on this terminal; resolves with its exit code.
+   */
+  shell(commandLine: string | undefined, options: { tty: boolean; signal?: AbortSignal }): Promise<number>;
   close(): Promise<void>;
 }
 

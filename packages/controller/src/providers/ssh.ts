@@ -13,6 +13,7 @@ import { SshConnection, type SshTarget } from '../transport/ssh.ts';
 import type { RemoteLayout, RunRecord, RunStore } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { lastLine, shellQuote } from '../transport/shell.ts';
+import { pullFromWorkdir, runOnTerminal, workdirShellScript, type PullOptions, type PullResult } from '../transport/workdir-files.ts';
 import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
 import { SETUP_MARKER_DONE, setupFailed, setupKey, setupMarkerPath, setupScript } from './setup.ts';
 import { notStarted, parseStartOutput, prepareAgentConfig, type AgentConfigOptions } from './agent-config.ts';
@@ -255,6 +256,17 @@ export class SshSession implements ProviderSession {
     await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.log))}`, { signal, timeoutMs: 3_600_000, onStdout: onChunk });
   }
 
+  async pull(patterns: string[], localDir: string, options: PullOptions = {}): Promise<PullResult> {
+    const conn = await this.connection(options.signal);
+    return await pullFromWorkdir(conn, this.record.layout.workdir, patterns, localDir, options);
+  }
+
+  /** ssh through the run's master: its key, its pinned host key; a pty when this terminal is one. */
+  async shell(commandLine: string | undefined, options: { tty: boolean; signal?: AbortSignal }): Promise<number> {
+    const conn = await this.connection(options.signal);
+    const script = workdirShellScript(this.record.layout.workdir, commandLine);
+    return await runOnTerminal([...conn.sshCommandArgs(), options.tty ? '-t' : '-T', '--', conn.target.host, script]);
+  }
 
   async close(): Promise<void> {
     const conn = this.conn;

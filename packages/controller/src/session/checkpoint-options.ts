@@ -16,6 +16,8 @@ export interface CheckpointSpec {
   exitFlushBudgetMs?: number;
   /** `forwarded`: the controller pushes run-scoped S3 credentials to the agent (ssh and local providers). @default the host's chain */
   credentials?: 'forwarded';
+  /** `--pull` paths, also uploaded to the target when the run is interrupted. @default none */
+  outputs?: string[];
 }
 
 export interface SpotSpec {
@@ -71,6 +73,7 @@ export function spotAgentConfig(spot: SpotSpec, layout: RemoteLayout): Pick<Agen
       ...(spot.checkpoint.restoreFrom ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target } : {}),
       ...(spot.checkpoint.exitFlushBudgetMs !== undefined ? { exitFlushBudgetMs: spot.checkpoint.exitFlushBudgetMs } : {}),
       ...(spot.checkpoint.credentials ? { credentials: spot.checkpoint.credentials } : {}),
+      ...(spot.checkpoint.outputs?.length ? { outputs: spot.checkpoint.outputs } : {}),
     };
   }
   // 'default' polls the real metadata address (what the aws provider does on EC2).

@@ -167,17 +167,60 @@ export async function rsyncTo(
   });
 }
 
+/**
+ * Copies `relPaths` (relative to `remoteDir` on the host, or to a local directory when `conn` is
+ * null) into `localDir`, keeping their relative paths (`results/a.csv` lands in
+ * `localDir/results/a.csv`); directories come whole. Files already there with the same checksum
+ * are skipped; every transferred file is verified by rsync's whole-file checksum.
+ */
+export async function rsyncFrom(conn: SshConnection | null, remoteDir: string, relPaths: string[], localDir: string, opts: Pick<RsyncOptions, 'signal' | 'onProgress'> = {}): Promise<RsyncResult> {
+  const { signal, onProgress } = opts;
+  signal?.throwIfAborted();
+  try {
+    await mkdir(localDir, { recursive: true });
+  } catch (e) {
+    throw new UserError('SPOTCTL_SYNC_FAILED', `could not create ${localDir}: ${(e as Error).message}`, { remediation: 'check that the path is a writable directory', cause: e });
+  }
+  // The list goes on stdin, NUL-separated: any file name survives, none reaches a shell.
+  const args = ['-a', '-r', '--no-owner', '--no-group', '--checksum', '--partial', '--from0', '--files-from=-', `--out-format=${ITEM_PREFIX}%i %n`];
+  if (onProgress) args.push('--info=progress2');
+  let source: string;
+  if (conn) {
+    args.push('--compress', '--protect-args', '-e', conn.sshCommandArgs().map(rsyncShellWord).join(' '));
+    const host = conn.target.host.includes(':') ? `[${conn.target.host}]` : conn.target.host;
+    source = `${host}:${remoteDir.replace(/\/+$/, '')}/`;
+  } else {
+    source = `${path.resolve(remoteDir)}/`;
+  }
+  args.push('--', source, `${path.resolve(localDir)}/`);
+  const result = await runRsync(args, { signal, onProgress, input: Buffer.from(relPaths.map((p) => `${p}\0`).join('')) });
+  if (result.code === 0 || result.code === 24) return { files: result.files };
+  if (conn && !(await conn.check())) {
+    throw new UserError('SPOTCTL_SSH_UNREACHABLE', `lost the SSH connection to ${conn.target.host} while copying files back`, {
+      remediation: 'check that the host is still running and reachable, then retry with: spotctl pull RUN PATH',
+      cause: new Error(result.stderr.trim()),
+    });
+  }
+  throw new UserError('SPOTCTL_SYNC_FAILED', `copying files back failed (rsync exit ${result.code}): ${telling(result.stderr) || 'no message'}`, {
+    remediation: 'fix the cause above and retry with: spotctl pull RUN PATH; DEBUG=spotctl:rsync shows the full command',
+    cause: new Error(result.stderr.trim()),
+  });
+}
+
 interface RunRsyncResult {
   code: number | null;
   stderr: string;
   files: string[];
 }
 
-function runRsync(args: string[], options: { signal?: AbortSignal; onProgress?: (p: RsyncProgress) => void }): Promise<RunRsyncResult> {
-  const { signal, onProgress } = options;
+function runRsync(args: string[], options: { signal?: AbortSignal; onProgress?: (p: RsyncProgress) => void; input?: Buffer }): Promise<RunRsyncResult> {
+  const { signal, onProgress, input } = options;
   return new Promise((resolve, reject) => {
     debug('rsync %s', args.join(' '));
-    const child = spawn('rsync', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('rsync', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // rsync that fails before reading its file list must not crash us with EPIPE.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
     const files: string[] = [];
     let stderr = '';
     let pending = '';
