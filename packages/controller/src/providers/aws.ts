@@ -263,6 +263,8 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
     // The run's own known_hosts: exactly the key we generated, for exactly this address.
     const target = await pinnedTarget({
       address: running.address,
+      instanceId: instance.instanceId,
+      signal,
       key,
       hostPublicKey: hostKey.publicKey,
       knownHostsFile: path.join(store.runDir(runId), 'known_hosts'),
