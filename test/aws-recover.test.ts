@@ -6,13 +6,14 @@
  */
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { runSpotctl } from './helpers/cli.ts';
-import { loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
+import { listRunRoles, loadIamSdk } from '@spotctl/controller';
+import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
+import { TEST_CREDENTIALS, loadEc2Sdk, startMotoEc2, type MotoEc2 } from './helpers/aws-moto.ts';
 import { startTestInstancePool, type TestInstancePool } from './helpers/aws-test-pool.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
 import { skipUnlessCi } from './helpers/prerequisites.ts';
@@ -34,6 +35,12 @@ function netnsUnavailable(): string | undefined {
 }
 const skip = skipUnlessCi('aws-recover', netnsUnavailable());
 
+interface RunJson {
+  runId: string;
+  aws?: { instanceId: string; az: string; instanceType: string; terminatedAt?: number };
+  attempts?: { attempt: number; instanceId: string; instanceType: string; az: string; outcome?: string }[];
+}
+
 describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', () => {
   let hub: Netns;
   let moto: MotoEc2;
@@ -52,6 +59,8 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     ...extra,
   ];
   const env = (): Record<string, string> => ({ ...moto.env(), ...pool.env(), SPOTCTL_IP_LOOKUP_URL: lookupUrl });
+  const runRecord = (runId: string): RunJson => JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as RunJson;
+  const lastRunId = (): string => readdirSync(path.join(home.path, 'runs')).sort().at(-1)!;
 
   async function instances(filters: { Name: string; Values: string[] }[]) {
     const { DescribeInstancesCommand } = await loadEc2Sdk();
@@ -60,6 +69,16 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     return (r.Reservations ?? []).flatMap((res) => res.Instances ?? []);
   }
   const liveSpotctlInstances = () => instances([{ Name: 'tag:spotctl:managed', Values: ['true'] }, { Name: 'instance-state-name', Values: LIVE }]);
+  async function runRoles(): Promise<string[]> {
+    const { IAMClient } = await loadIamSdk();
+    const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
+    try {
+      return (await listRunRoles(iam)).map((r) => r.runId);
+    } finally {
+      iam.destroy();
+    }
+  }
+
   beforeAll(async () => {
     // moto listens on this namespace's host-side address; every instance host routes to it.
     hub = await createNetns();
@@ -130,5 +149,72 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     expect((await b.imds.stats()).requests.gets).toBeGreaterThan(0);
     expect(await liveSpotctlInstances()).toEqual([]);
   });
+
+  it('an interruption mid-job: attempt 2 runs on another pool, resumes from the committed set, and everything ends', async () => {
+    const first = pool.booted.length;
+    const cli = watchSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 300_000 });
+    await cli.until('stdout', /^step 2$/m, 150_000);
+    const host1 = await pool.waitForHost(first);
+    await host1.imds.scheduleInterruption({ leadMs: 120_000 });
+    const r = await cli.done;
+    expect(r.code, r.stderr).toBe(0);
+    const runId = lastRunId();
+    const lines = r.stdout.trim().split('\n');
+    // Attempt 1 started from scratch and stopped at some step; attempt 2 resumed exactly there.
+    expect(lines[0]).toBe('attempt 1 restored-set none from step 0');
+    const stopped = Number(/^stopping at step (\d+)$/m.exec(r.stdout)?.[1]);
+    expect(stopped).toBeGreaterThanOrEqual(2);
+    const resumed = lines.findIndex((l) => l.startsWith('attempt 2 '));
+    expect(lines[resumed]).toMatch(new RegExp(`^attempt 2 restored-set \\d+ from step ${stopped}$`));
+    // Every step once, in order, across both attempts; then done.
+    const steps = lines.filter((l) => /^step \d+$/.test(l)).map((l) => Number(l.slice(5)));
+    expect(steps).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(lines.at(-1)).toBe('done');
+    expect(r.stderr).toMatch(/attempt 1 interrupted on i-/);
+    expect(r.stderr).toMatch(/↻ attempt 2: relaunching/);
+
+    const record = runRecord(runId);
+    expect(record.attempts).toHaveLength(2);
+    const [a1, a2] = record.attempts!;
+    expect(a1).toMatchObject({ attempt: 1, outcome: 'interrupted' });
+    expect(a2).toMatchObject({ attempt: 2, outcome: 'ended' });
+    expect(`${a2!.instanceType} ${a2!.az}`).not.toBe(`${a1!.instanceType} ${a1!.az}`);
+    // Two machines: attempt 2's disk never had attempt 1's files (the restore came from S3).
+    expect(pool.booted.slice(first)).toEqual([a1!.instanceId, a2!.instanceId]);
+    const host2 = pool.host(a2!.instanceId)!;
+    expect(host2.disk).not.toBe(host1.disk);
+    // The run's role was kept for attempt 2 (same profile) and is gone at the end; nothing runs.
+    expect(host1.profileArn).toBeDefined();
+    expect(host2.profileArn).toBe(host1.profileArn);
+    expect(await runRoles()).not.toContain(runId);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  }, 320_000);
+
+  it('--no-recover: an interrupted run ends with its own exit code and says the job did not finish, even if the job exited 0', async () => {
+    const first = pool.booted.length;
+    const cli = watchSpotctl(args('--no-recover', '--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 240_000 });
+    await cli.until('stdout', /^step 1$/m, 150_000);
+    await (await pool.waitForHost(first)).imds.scheduleInterruption({ leadMs: 120_000 });
+    const r = await cli.done;
+    expect(r.stdout).toMatch(/^stopping at step \d+$/m);
+    expect(r.code, r.stderr).toBe(75);
+    expect(r.stderr).toMatch(/the job did not finish: a spot interruption ended attempt 1 and --no-recover was given; the newest committed checkpoint set is #\d+/);
+    expect(pool.booted.length).toBe(first + 1);
+    expect(await runRoles()).not.toContain(lastRunId());
+    expect(await liveSpotctlInstances()).toEqual([]);
+  }, 260_000);
+
+  it('--max-attempts exhausted: a clear error naming the last set, nothing left running', async () => {
+    const first = pool.booted.length;
+    const cli = watchSpotctl(args('--max-attempts', '1', '--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 240_000 });
+    await cli.until('stdout', /^step 1$/m, 150_000);
+    await (await pool.waitForHost(first)).imds.scheduleInterruption({ leadMs: 120_000 });
+    const r = await cli.done;
+    expect(r.code, r.stderr).toBe(75);
+    expect(r.stderr).toMatch(/the job did not finish: 1 attempts were interrupted \(--max-attempts 1\); the newest committed checkpoint set is #\d+; nothing of the run is left running/);
+    expect(r.stderr).toContain(`spotctl run --restore-from ${lastRunId()}`);
+    expect(await runRoles()).not.toContain(lastRunId());
+    expect(await liveSpotctlInstances()).toEqual([]);
+  }, 260_000);
 });
 

@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from '@spotctl/shared';
+import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type InterruptionReport, type JobStatus } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { checkRunOptions } from '../cli/run-options.ts';
@@ -10,11 +10,14 @@ import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
 import { providerFor } from '../providers/index.ts';
 import { localLayout } from '../providers/local.ts';
-import type { Attempt, LaunchSpec, Provider } from '../providers/provider.ts';
-import { newRunId, newToken, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
+import type { Attempt, LaunchContext, LaunchSpec, Provider } from '../providers/provider.ts';
+import { newRunId, newToken, type AttemptRecord, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
 import { parseCheckpointTo, type CheckpointSpec, type SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
-import { finishRun } from '../session/finish.ts';
+import { finishRun, letAgentGo } from '../session/finish.ts';
+import { describeReport } from '../session/spot-events.ts';
+import { formatDuration } from '../output/output.ts';
+import { parseWholeNumber } from '../cli/numbers.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
 import { tailRun } from '../session/tail.ts';
 
@@ -40,6 +43,10 @@ interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   onRebalance?: string;
   simulateInterruption?: string;
   imdsEndpoint?: string;
+  // Managed aws runs (issue 10): recovery from spot interruptions.
+  recover: boolean;
+  maxAttempts?: string;
+  recoveryCooldown?: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -173,6 +180,11 @@ export default defineCommand<RunOptions>({
       .option('--detach', 'start the job and return; see it later with spotctl attach')
       .option('--json', 'JSON lines on stdout instead of text');
     configureAwsRunOptions(cmd);
+    // Managed aws runs: an interrupted attempt is followed by another, elsewhere.
+    cmd
+      .option('--no-recover', `aws: after a spot interruption, end the run (exit ${INTERRUPTED_EXIT_CODE}) instead of relaunching elsewhere`)
+      .option('--max-attempts <n>', 'aws: instances a run may use across interruptions', String(DEFAULT_MAX_ATTEMPTS))
+      .option('--recovery-cooldown <duration>', 'aws: how long an interrupted pool (type + AZ) is left out of placement', '30m');
   },
   run: async (words, options, { out, store, testOverrides, given }) => {
     // Every option is parsed and checked before anything exists: no record, no sync, no instance.
@@ -193,6 +205,8 @@ export interface RunPlan {
   spec: LaunchSpec;
   /** aws was picked by default (no --provider, no SPOTCTL_PROVIDER): a credentials error may suggest local. */
   awsByDefault: boolean;
+  /** aws without --no-recover: an interrupted attempt is followed by another. */
+  recovery?: { maxAttempts: number; cooldownMs: number };
 }
 
 export function planRun(words: string[], options: RunOptions, store: RunStore, given: (attributeName: string) => boolean = () => false): RunPlan {
@@ -229,7 +243,10 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
   if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).
   if (aws) s3CheckpointAccess(spec);
-  return { provider, ...(aws ? { aws } : {}), ...(target ? { target } : {}), spec, awsByDefault: options.provider === undefined && !process.env.SPOTCTL_PROVIDER };
+  const maxAttempts = parseWholeNumber(options.maxAttempts ?? String(DEFAULT_MAX_ATTEMPTS), '--max-attempts', 'spotctl run --max-attempts 3 train.py');
+  const cooldownMs = parseDuration(options.recoveryCooldown ?? '30m', '--recovery-cooldown');
+  const recovery = aws && options.recover !== false ? { maxAttempts, cooldownMs } : undefined;
+  return { provider, ...(aws ? { aws } : {}), ...(target ? { target } : {}), spec, awsByDefault: options.provider === undefined && !process.env.SPOTCTL_PROVIDER, ...(recovery ? { recovery } : {}) };
 }
 
 interface RunContext {
@@ -240,35 +257,98 @@ interface RunContext {
   out: Output;
 }
 
+/** Exit code of an aws run a spot interruption ended before its job finished (EX_TEMPFAIL: try again). */
+export const INTERRUPTED_EXIT_CODE = 75;
+/** @default 10 */
+export const DEFAULT_MAX_ATTEMPTS = 10;
+
+/** The job ended because of a real spot interruption (a rehearsal is not one). */
+function interruptedBy(status: JobStatus): InterruptionReport | undefined {
+  return status.interruption && !status.interruption.simulated ? status.interruption : undefined;
+}
+
 /**
- * The run loop on top of the Provider interface: attempt → follow → ended. Spot recovery (an
- * interrupted attempt → the next attempt) belongs between follow and ended.
+ * The run loop on top of the Provider interface: attempt → follow → interrupted? → next attempt
+ * (aws) → ended. Each attempt's instance goes when the attempt ends; the run's IAM role once, at
+ * the run's end.
  */
 async function runLoop(run: RunContext): Promise<number> {
-  const { provider, signals, store, out } = run;
-  const { record, session } = await startAttempt(run, createRecord(run));
-  await using _session = session;
-  if (run.plan.spec.detached) {
+  const { provider, signals, store, out, plan } = run;
+  let attemptNo = 1;
+  let { record, session } = await startAttempt(run, createRecord(run), attemptNo);
+  if (plan.spec.detached) {
+    await session.close();
     out.result({ runId: record.runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${record.runId}   (or spotctl logs ${record.runId} -f; stop it with spotctl stop ${record.runId})`);
     return 0;
   }
-  if (signals.hungUp) return detach(run, record);
+  const exclude: { instanceType: string; az: string; until: number }[] = [];
   let detached = false;
   try {
-    const { status } = await tailRun({ store, record, session, out, fromSeq: 1, signals });
-    return await finishRun({ store, record, provider, session, out, status });
-  } catch (error) {
-    if (!(error instanceof Detached)) throw error;
-    detached = true;
-    return detach(run, record);
+    for (;;) {
+      if (signals.hungUp) {
+        detached = true;
+        return detach(run, record);
+      }
+      let status: JobStatus;
+      try {
+        ({ status } = await tailRun({ store, record, session, out, fromSeq: 1, signals }));
+      } catch (error) {
+        if (!(error instanceof Detached)) throw error;
+        detached = true;
+        return detach(run, record);
+      }
+      const interruption = provider.kind === 'aws' ? interruptedBy(status) : undefined;
+      if (!interruption) {
+        endAttempt(store, record.runId, 'ended', status);
+        return await finishRun({ store, record, provider, session, out, status });
+      }
+      // Attempt N ends here: its final set is committed (or known lost), its instance goes.
+      store.update(record.runId, { status });
+      endAttempt(store, record.runId, 'interrupted', status);
+      out.warn(describeReport(interruption), { event: 'interruption-report', report: interruption });
+      const lastSet = interruption.flush?.committedSeq ?? status.checkpoints?.lastCommittedSeq ?? null;
+      const aws = store.load(record.runId).aws!;
+      out.warn(`attempt ${attemptNo} interrupted on ${aws.instanceId} (${aws.instanceType} ${aws.az})`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, committedSet: lastSet });
+      await letAgentGo(session);
+      await session.close();
+      await provider.release(record, `attempt ${attemptNo} was interrupted`);
+      const setText = lastSet !== null ? `the newest committed checkpoint set is #${lastSet}` : 'no checkpoint set was committed';
+      if (!plan.recovery) {
+        out.result({ runId: record.runId, exitCode: INTERRUPTED_EXIT_CODE, interrupted: true, committedSet: lastSet, status }, `the job did not finish: a spot interruption ended attempt ${attemptNo} and --no-recover was given; ${setText}. Resume it with: spotctl run --restore-from ${record.runId} … · run ${record.runId}`);
+        return INTERRUPTED_EXIT_CODE;
+      }
+      if (attemptNo >= plan.recovery.maxAttempts) {
+        throw new UserError('SPOTCTL_INTERRUPTED', `the job did not finish: ${attemptNo} attempts were interrupted (--max-attempts ${plan.recovery.maxAttempts}); ${setText}; nothing of the run is left running`, {
+          remediation: `resume it from there: spotctl run --restore-from ${record.runId} …  (or allow more with --max-attempts)`,
+          exitCode: INTERRUPTED_EXIT_CODE,
+        });
+      }
+      const now = Date.now();
+      exclude.push({ instanceType: aws.instanceType, az: aws.az, until: now + plan.recovery.cooldownMs });
+      attemptNo++;
+      out.info(`↻ attempt ${attemptNo}: relaunching (${aws.instanceType} ${aws.az} excluded for ${formatDuration(plan.recovery.cooldownMs)}); restoring ${lastSet !== null ? `checkpoint set #${lastSet}` : 'no set (none committed): the job starts over'}`, { event: 'attempt-relaunch', attempt: attemptNo, excluded: { instanceType: aws.instanceType, az: aws.az } });
+      signals.settingUp();
+      ({ record, session } = await startAttempt(run, store.load(record.runId), attemptNo, exclude.filter((x) => x.until > now)));
+    }
   } finally {
-    // However the run ended here (done, failed, Ctrl-C), what it ran on goes: aws terminates the
-    // instance, then deletes the run's IAM role. A detached job keeps both; its agent ends them.
+    // However the run ended here (done, failed, Ctrl-C, attempts exhausted), what it ran on goes:
+    // aws terminates the instance, then deletes the run's IAM role. A detached job keeps both.
+    await session.close();
     if (!detached) {
       await provider.release(record);
       await provider.releaseRun(record);
     }
   }
+}
+
+/** Closes the current attempt's entry in the run's attempts list (aws). */
+function endAttempt(store: RunStore, runId: string, outcome: 'interrupted' | 'ended', status: JobStatus): void {
+  const current = store.load(runId);
+  const attempts = current.attempts;
+  const last = attempts?.at(-1);
+  if (!attempts || !last || last.endedAt !== undefined) return;
+  const committedSet = status.interruption?.flush?.committedSeq ?? status.checkpoints?.lastCommittedSeq ?? null;
+  store.update(runId, { attempts: [...attempts.slice(0, -1), { ...last, endedAt: Date.now(), outcome, committedSet }] });
 }
 
 function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
@@ -294,10 +374,18 @@ function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
  * One attempt, launched through the provider (which undoes its own partial work when it fails).
  * A setup that fails or is cancelled is recorded as `failed` (with the reason) or `cancelled`.
  */
-async function startAttempt(run: RunContext, record: RunRecord): Promise<Attempt> {
+async function startAttempt(run: RunContext, record: RunRecord, attempt: number, exclude: LaunchContext['exclude'] = []): Promise<Attempt> {
   const { plan, provider, signals, store, out } = run;
   try {
-    return await provider.launch({ store, out, record, spec: plan.spec, signal: signals.setupSignal });
+    const launched = await provider.launch({ store, out, record, spec: attemptSpec(plan.spec, record, attempt, provider.kind), signal: signals.setupSignal, exclude });
+    const aws = launched.record.aws;
+    if (provider.kind === 'aws' && aws) {
+      const entry: AttemptRecord = { attempt, instanceId: aws.instanceId, region: aws.region, az: aws.az, instanceType: aws.instanceType, market: aws.market, pricePerHour: aws.pricePerHour, launchedAt: aws.launchedAt };
+      const updated = store.update(record.runId, { attempts: [...(store.load(record.runId).attempts ?? []), entry] });
+      out.info(`attempt ${attempt} started on ${aws.instanceType} ${aws.az} at $${aws.pricePerHour.toFixed(4)}/h (${aws.instanceId})`, { event: 'attempt-started', ...entry });
+      return { record: updated, session: launched.session };
+    }
+    return launched;
   } catch (error) {
     const cancelled = signals.setupSignal.aborted;
     const reason: unknown = cancelled ? signals.setupSignal.reason : error;
@@ -315,6 +403,18 @@ async function startAttempt(run: RunContext, record: RunRecord): Promise<Attempt
     }
     throw error;
   }
+}
+
+/**
+ * What attempt N runs: the same job, told its attempt (SPOTCTL_ATTEMPT); from attempt 2 on it
+ * restores the run's own newest committed set, whichever attempt wrote it.
+ */
+function attemptSpec(spec: LaunchSpec, record: RunRecord, attempt: number, kind: ProviderKind): LaunchSpec {
+  if (kind !== 'aws') return spec;
+  const env = { ...spec.env, SPOTCTL_ATTEMPT: String(attempt) };
+  const checkpoint = spec.spot.checkpoint;
+  if (attempt === 1 || !checkpoint || !record.checkpoint) return { ...spec, env };
+  return { ...spec, env, spot: { ...spec.spot, checkpoint: { ...checkpoint, restoreFrom: { runId: record.runId, target: record.checkpoint.target } } } };
 }
 
 async function stopStartedJob(provider: Provider, record: RunRecord): Promise<void> {

@@ -46,6 +46,8 @@ export interface LaunchContext {
   record: RunRecord;
   spec: LaunchSpec;
   signal?: AbortSignal;
+  /** aws recovery: pools (type + AZ) an earlier attempt was interrupted in, left out of placement. */
+  exclude?: readonly { instanceType: string; az: string }[];
 }
 
 /** One place the job runs: the run's record as the launch left it, and a way to its agent. */
