@@ -38,7 +38,7 @@ const skip = skipUnlessCi('aws-recover', netnsUnavailable());
 interface RunJson {
   runId: string;
   aws?: { instanceId: string; az: string; instanceType: string; terminatedAt?: number };
-  attempts?: { attempt: number; instanceId: string; instanceType: string; az: string; outcome?: string }[];
+  attempts?: { attempt: number; instanceId: string; instanceType: string; az: string; outcome?: string; pricePerHour: number; launchedAt: number; endedAt?: number }[];
 }
 
 describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', () => {
@@ -112,7 +112,8 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     lookup.listen(0, '127.0.0.1');
     await once(lookup, 'listening');
     lookupUrl = `http://127.0.0.1:${(lookup.address() as AddressInfo).port}/`;
-    const created = await fetch(`${moto.endpoint}/${bucket}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
+    // moto loads its S3 backend on the first call: slow on a loaded machine.
+    const created = await fetch(`${moto.endpoint}/${bucket}`, { method: 'PUT', signal: AbortSignal.timeout(60_000) });
     expect(created.ok).toBe(true);
   });
   afterAll(async () => {
@@ -187,6 +188,38 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     expect(host1.profileArn).toBeDefined();
     expect(host2.profileArn).toBe(host1.profileArn);
     expect(await runRoles()).not.toContain(runId);
+    expect(await liveSpotctlInstances()).toEqual([]);
+    // ps: the attempt count and current instance; --json the per-attempt list, spend over both.
+    const ps = await runSpotctl(['ps', '--json'], { home: home.path });
+    const row = (JSON.parse(ps.stdout) as { runId: string; host: string; spend: number; attempts: { instanceId: string }[] }[]).find((x) => x.runId === runId)!;
+    expect(row.host).toBe(`${a2!.instanceId} (${a2!.az}), attempt 2`);
+    expect(row.attempts.map((a) => a.instanceId)).toEqual([a1!.instanceId, a2!.instanceId]);
+    const both = [a1!, a2!].reduce((sum, a) => sum + (a.pricePerHour * (a.endedAt! - a.launchedAt)) / 3_600_000, 0);
+    expect(row.spend).toBeGreaterThan(0);
+    expect(row.spend).toBeCloseTo(both, 8);
+  }, 320_000);
+
+  it('an instance terminated without notice is found gone through EC2 and the run recovers on another instance', async () => {
+    const first = pool.booted.length;
+    const cli = watchSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 300_000 });
+    await cli.until('stdout', /^step 2$/m, 150_000);
+    const victim = pool.booted[first]!;
+    const { TerminateInstancesCommand } = await loadEc2Sdk();
+    {
+      using ec2 = await moto.ec2(REGION);
+      await ec2.send(new TerminateInstancesCommand({ InstanceIds: [victim] }));
+    }
+    const r = await cli.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`attempt 1 interrupted: ${victim}`);
+    expect(r.stderr).toMatch(/terminated without notice \(EC2 says it is gone\)/);
+    // Attempt 2 resumed from a set attempt 1 committed before it vanished (not from scratch).
+    expect(r.stdout).toMatch(/^attempt 2 restored-set \d+ from step [12]$/m);
+    expect(r.stdout.trim().split('\n').at(-1)).toBe('done');
+    const record = runRecord(lastRunId());
+    expect(record.attempts?.map((a) => a.outcome)).toEqual(['interrupted', 'ended']);
+    expect(record.attempts![1]!.instanceId).not.toBe(victim);
+    expect(await runRoles()).not.toContain(lastRunId());
     expect(await liveSpotctlInstances()).toEqual([]);
   }, 320_000);
 

@@ -20,6 +20,7 @@ import { formatDuration } from '../output/output.ts';
 import { parseWholeNumber } from '../cli/numbers.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
 import { tailRun } from '../session/tail.ts';
+import { HostGone } from '../session/follow.ts';
 
 interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   provider?: string;
@@ -289,30 +290,41 @@ async function runLoop(run: RunContext): Promise<number> {
         detached = true;
         return detach(run, record);
       }
-      let status: JobStatus;
+      let status: JobStatus | undefined;
+      const current = record;
+      const isGone = provider.isGone?.bind(provider);
       try {
-        ({ status } = await tailRun({ store, record, session, out, fromSeq: 1, signals }));
+        ({ status } = await tailRun({ store, record, session, out, fromSeq: 1, signals, ...(isGone ? { hostGone: () => isGone(current) } : {}) }));
       } catch (error) {
-        if (!(error instanceof Detached)) throw error;
-        detached = true;
-        return detach(run, record);
+        if (error instanceof Detached) {
+          detached = true;
+          return detach(run, record);
+        }
+        // Terminated without notice: EC2 says the instance is gone, so no copy of the job runs on.
+        if (!(error instanceof HostGone)) throw error;
       }
-      const interruption = provider.kind === 'aws' ? interruptedBy(status) : undefined;
-      if (!interruption) {
+      const interruption = status && provider.kind === 'aws' ? interruptedBy(status) : undefined;
+      if (status && !interruption) {
         endAttempt(store, record.runId, 'ended', status);
         return await finishRun({ store, record, provider, session, out, status });
       }
       // Attempt N ends here: its final set is committed (or known lost), its instance goes.
-      store.update(record.runId, { status });
+      if (status) store.update(record.runId, { status });
       endAttempt(store, record.runId, 'interrupted', status);
-      out.warn(describeReport(interruption), { event: 'interruption-report', report: interruption });
-      const lastSet = interruption.flush?.committedSeq ?? status.checkpoints?.lastCommittedSeq ?? null;
       const aws = store.load(record.runId).aws!;
-      out.warn(`attempt ${attemptNo} interrupted on ${aws.instanceId} (${aws.instanceType} ${aws.az})`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, committedSet: lastSet });
-      await letAgentGo(session);
+      let lastSet: number | null | undefined;
+      if (interruption && status) {
+        out.warn(describeReport(interruption), { event: 'interruption-report', report: interruption });
+        lastSet = interruption.flush?.committedSeq ?? status.checkpoints?.lastCommittedSeq ?? null;
+        out.warn(`attempt ${attemptNo} interrupted on ${aws.instanceId} (${aws.instanceType} ${aws.az})`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, committedSet: lastSet });
+        await letAgentGo(session);
+      } else {
+        out.warn(`attempt ${attemptNo} interrupted: ${aws.instanceId} (${aws.instanceType} ${aws.az}) was terminated without notice (EC2 says it is gone)`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, withoutNotice: true });
+      }
       await session.close();
       await provider.release(record, `attempt ${attemptNo} was interrupted`);
-      const setText = lastSet !== null ? `the newest committed checkpoint set is #${lastSet}` : 'no checkpoint set was committed';
+      const setText =
+        lastSet === undefined ? 'its newest committed checkpoint set is in the checkpoint target' : lastSet !== null ? `the newest committed checkpoint set is #${lastSet}` : 'no checkpoint set was committed';
       if (!plan.recovery) {
         out.result({ runId: record.runId, exitCode: INTERRUPTED_EXIT_CODE, interrupted: true, committedSet: lastSet, status }, `the job did not finish: a spot interruption ended attempt ${attemptNo} and --no-recover was given; ${setText}. Resume it with: spotctl run --restore-from ${record.runId} … · run ${record.runId}`);
         return INTERRUPTED_EXIT_CODE;
@@ -326,7 +338,8 @@ async function runLoop(run: RunContext): Promise<number> {
       const now = Date.now();
       exclude.push({ instanceType: aws.instanceType, az: aws.az, until: now + plan.recovery.cooldownMs });
       attemptNo++;
-      out.info(`↻ attempt ${attemptNo}: relaunching (${aws.instanceType} ${aws.az} excluded for ${formatDuration(plan.recovery.cooldownMs)}); restoring ${lastSet !== null ? `checkpoint set #${lastSet}` : 'no set (none committed): the job starts over'}`, { event: 'attempt-relaunch', attempt: attemptNo, excluded: { instanceType: aws.instanceType, az: aws.az } });
+      const restoring = lastSet === undefined ? 'the newest committed checkpoint set' : lastSet !== null ? `checkpoint set #${lastSet}` : 'no set (none committed): the job starts over';
+      out.info(`↻ attempt ${attemptNo}: relaunching (${aws.instanceType} ${aws.az} excluded for ${formatDuration(plan.recovery.cooldownMs)}); restoring ${restoring}`, { event: 'attempt-relaunch', attempt: attemptNo, excluded: { instanceType: aws.instanceType, az: aws.az } });
       signals.settingUp();
       ({ record, session } = await startAttempt(run, store.load(record.runId), attemptNo, exclude.filter((x) => x.until > now)));
     }
@@ -342,12 +355,12 @@ async function runLoop(run: RunContext): Promise<number> {
 }
 
 /** Closes the current attempt's entry in the run's attempts list (aws). */
-function endAttempt(store: RunStore, runId: string, outcome: 'interrupted' | 'ended', status: JobStatus): void {
+function endAttempt(store: RunStore, runId: string, outcome: 'interrupted' | 'ended', status: JobStatus | undefined): void {
   const current = store.load(runId);
   const attempts = current.attempts;
   const last = attempts?.at(-1);
   if (!attempts || !last || last.endedAt !== undefined) return;
-  const committedSet = status.interruption?.flush?.committedSeq ?? status.checkpoints?.lastCommittedSeq ?? null;
+  const committedSet = status?.interruption?.flush?.committedSeq ?? status?.checkpoints?.lastCommittedSeq ?? null;
   store.update(runId, { attempts: [...attempts.slice(0, -1), { ...last, endedAt: Date.now(), outcome, committedSet }] });
 }
 

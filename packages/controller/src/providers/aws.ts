@@ -351,6 +351,19 @@ export class AwsProvider implements Provider {
     return await terminateRunInstance({ store: this.deps.store, record, out: this.deps.out, ...(reason ? { reason } : {}) });
   }
 
+  /** Asks EC2 (DescribeInstances) whether the attempt's instance is shutting down or terminated. */
+  async isGone(record: RunRecord, signal?: AbortSignal): Promise<boolean> {
+    const aws = record.aws;
+    if (!aws) return false;
+    const { DescribeInstancesCommand } = await loadEc2Sdk();
+    using clients = new Ec2Clients();
+    const ec2 = await clients.forRegion(aws.region);
+    const r = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [aws.instanceId] }), { abortSignal: signal ?? AbortSignal.timeout(15_000) });
+    const state = r.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+    debug('%s is %s', aws.instanceId, state);
+    return state === 'shutting-down' || state === 'terminated';
+  }
+
   /** Deletes the run's IAM role and instance profile, once its instance is gone. */
   async releaseRun(record: RunRecord): Promise<void> {
     await releaseRunRole({ store: this.deps.store, record, out: this.deps.out });

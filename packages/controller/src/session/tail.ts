@@ -33,6 +33,8 @@ export interface TailOptions {
   reconnectTimeoutMs?: number;
   /** Remember the last line printed so `attach` resumes after it. @default true */
   saveCursor?: boolean;
+  /** See FollowOptions.hostGone: ends the tail with `HostGone` once the host is known to be gone. */
+  hostGone?: () => Promise<boolean>;
 }
 
 export async function tailRun(options: TailOptions): Promise<{ status: JobStatus; lastSeq: number }> {
@@ -81,6 +83,7 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
       follow: options.follow ?? true,
       signal,
       reconnectTimeoutMs: options.reconnectTimeoutMs,
+      ...(options.hostGone ? { hostGone: options.hostGone } : {}),
       onLines: (batch) => {
         const ok = out.batch(batch);
         lastSeq = batch.lastSeq;
