@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -90,12 +90,14 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     pool = await startTestInstancePool({ moto, region: REGION, remoteDir: remoteDir(), dir: work.path });
     writeProject(proj.path, {
       'hello.py': 'print("hello", flush=True)\n',
+      'version.txt': 'v1\n',
       // Counts to 8, one step per 0.5 s, saving its step as a checkpoint; resumes from a restored one.
       'count.py': [
         'import json, os, signal, sys, time',
         'os.makedirs("checkpoints", exist_ok=True)',
         'state = "checkpoints/state.json"',
         'step = json.load(open(state))["step"] if os.path.exists(state) else 0',
+        'print(f"code {open(\'version.txt\').read().strip()}", flush=True)',
         'print(f"attempt {os.environ.get(\'SPOTCTL_ATTEMPT\')} restored-set {os.environ.get(\'SPOTCTL_RESTORED_SET\', \'none\')} from step {step}", flush=True)',
         'signal.signal(signal.SIGTERM, lambda *a: (print(f"stopping at step {step}", flush=True), sys.exit(0)))',
         'while step < 8:',
@@ -156,11 +158,15 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     const cli = watchSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 300_000 });
     await cli.until('stdout', /^step 2$/m, 150_000);
     const host1 = await pool.waitForHost(first);
+    // The laptop's tree changes while attempt 1 runs: attempt 2 must still run attempt 1's code.
+    writeFileSync(path.join(proj.path, 'version.txt'), 'v2\n');
     await host1.imds.scheduleInterruption({ leadMs: 120_000 });
     const r = await cli.done;
+    writeFileSync(path.join(proj.path, 'version.txt'), 'v1\n');
     expect(r.code, r.stderr).toBe(0);
     const runId = lastRunId();
-    const lines = r.stdout.trim().split('\n');
+    expect(r.stdout.match(/^code .*$/gm)).toEqual(['code v1', 'code v1']);
+    const lines = r.stdout.trim().split('\n').filter((l) => !l.startsWith('code '));
     // Attempt 1 started from scratch and stopped at some step; attempt 2 resumed exactly there.
     expect(lines[0]).toBe('attempt 1 restored-set none from step 0');
     const stopped = Number(/^stopping at step (\d+)$/m.exec(r.stdout)?.[1]);

@@ -1,4 +1,4 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type InterruptionReport, type JobStatus } from '@spotctl/shared';
@@ -10,10 +10,11 @@ import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
 import { providerFor } from '../providers/index.ts';
 import { localLayout } from '../providers/local.ts';
-import type { Attempt, LaunchContext, LaunchSpec, Provider } from '../providers/provider.ts';
+import { step, type Attempt, type LaunchContext, type LaunchSpec, type Provider } from '../providers/provider.ts';
 import { newRunId, newToken, type AttemptRecord, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
 import { parseCheckpointTo, type CheckpointSpec, type SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
+import { rsyncTo } from '../transport/rsync.ts';
 import { finishRun, letAgentGo } from '../session/finish.ts';
 import { describeReport } from '../session/spot-events.ts';
 import { formatDuration } from '../output/output.ts';
@@ -390,6 +391,8 @@ function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
 async function startAttempt(run: RunContext, record: RunRecord, attempt: number, exclude: LaunchContext['exclude'] = []): Promise<Attempt> {
   const { plan, provider, signals, store, out } = run;
   try {
+    // Every attempt runs the code as it was when the run started, never the tree as edited since.
+    if (attempt === 1 && plan.recovery) record = await step(out, 'snapshot', 'kept a copy of the code for every attempt', () => snapshotCode(store, record, plan.spec.syncPaths, signals.setupSignal));
     const launched = await provider.launch({ store, out, record, spec: attemptSpec(plan.spec, record, attempt, provider.kind), signal: signals.setupSignal, exclude });
     const aws = launched.record.aws;
     if (provider.kind === 'aws' && aws) {
@@ -425,9 +428,21 @@ async function startAttempt(run: RunContext, record: RunRecord, attempt: number,
 function attemptSpec(spec: LaunchSpec, record: RunRecord, attempt: number, kind: ProviderKind): LaunchSpec {
   if (kind !== 'aws') return spec;
   const env = { ...spec.env, SPOTCTL_ATTEMPT: String(attempt) };
+  const syncPaths = record.codeSnapshot ? [record.codeSnapshot] : spec.syncPaths;
   const checkpoint = spec.spot.checkpoint;
-  if (attempt === 1 || !checkpoint || !record.checkpoint) return { ...spec, env };
-  return { ...spec, env, spot: { ...spec.spot, checkpoint: { ...checkpoint, restoreFrom: { runId: record.runId, target: record.checkpoint.target } } } };
+  if (attempt === 1 || !checkpoint || !record.checkpoint) return { ...spec, env, syncPaths };
+  return { ...spec, env, syncPaths, spot: { ...spec.spot, checkpoint: { ...checkpoint, restoreFrom: { runId: record.runId, target: record.checkpoint.target } } } };
+}
+
+/**
+ * Copies what the run syncs, with the same rules (ignored files stay out), into the run's folder
+ * here: the paths land in it as they land in the workdir, so syncing the copy is the same sync.
+ */
+async function snapshotCode(store: RunStore, record: RunRecord, syncPaths: string[], signal: AbortSignal): Promise<RunRecord> {
+  const dir = path.join(store.runDir(record.runId), 'code');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  await rsyncTo(null, syncPaths, dir, { signal });
+  return store.update(record.runId, { codeSnapshot: dir });
 }
 
 async function stopStartedJob(provider: Provider, record: RunRecord): Promise<void> {

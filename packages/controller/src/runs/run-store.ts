@@ -85,6 +85,8 @@ export interface RunRecord {
   aws?: AwsRunInfo;
   /** aws runs with S3 checkpoints: the run's IAM role (and instance profile of the same name), kept across attempts. */
   runRole?: { name: string; /** The instance profile's ARN, for the next attempt's launch. */ arn?: string; deletedAt?: number };
+  /** aws managed runs: a local copy of the synced code taken when the run started; every attempt syncs it. */
+  codeSnapshot?: string;
   /** aws managed runs: one entry per instance the run ran on, in order (`aws` is the current one). */
   attempts?: AttemptRecord[];
   /** Set when the setup never got the job going: it failed (with the reason) or was cancelled. */
