@@ -25,6 +25,11 @@ export interface StartSshdOptions {
   address?: string;
   /** @default a free port on loopback; 22 inside a namespace (it is fresh, so 22 is free) */
   port?: number;
+  /**
+   * An argv prefix sshd is run under (it must exec sshd in place, so the pid stays sshd's), e.g.
+   * a shell that bind-mounts a disk of the host's own first.
+   */
+  wrap?: string[];
 }
 
 export interface Sshd extends AsyncDisposable {
@@ -156,7 +161,8 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<Sshd> {
     );
     const argv = [SSHD, '-D', '-e', '-f', sshdConfig];
     // `ip netns exec` execs sshd in place, so the child's pid is sshd's.
-    const [file, ...args] = netnsName ? ['ip', 'netns', 'exec', netnsName, ...argv] : argv;
+    const wrapped = [...(options.wrap ?? []), ...argv];
+    const [file, ...args] = netnsName ? ['ip', 'netns', 'exec', netnsName, ...wrapped] : wrapped;
     const proc = spawn(file!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     child = proc;
     const stderr = proc.stderr!;

@@ -95,6 +95,8 @@ export class Agent implements AsyncDisposable {
   /** The job has ended and its wrap-up (final checkpoint, interruption report) is done. */
   #settled = false;
   #wrapUp: Promise<void> | undefined;
+  /** The checkpoint set restored before the job started, if any. */
+  #restoredSeq: number | undefined;
 
   private constructor(config: ResolvedAgentConfig, agentLogger: AgentLogger, store: LogStore) {
     this.config = config;
@@ -298,7 +300,8 @@ export class Agent implements AsyncDisposable {
     // The job starts only once its checkpoint is back: running from scratch would discard work.
     const restoreError = await this.#prepareCheckpoints();
     if (restoreError) this.#supervisor.failBeforeStart(restoreError);
-    else this.#supervisor.start();
+    // The job learns which set it resumes from (a managed run's next attempt, or --restore-from).
+    else this.#supervisor.start(this.#restoredSeq !== undefined ? { SPOTCTL_RESTORED_SET: String(this.#restoredSeq) } : {});
     await this.#startSpotPolling();
 
     this.#watchdog = new IdleWatchdog({
@@ -406,6 +409,7 @@ export class Agent implements AsyncDisposable {
       this.#systemLine(`restoring the latest checkpoint of run ${cfg.restoreFrom} from ${where}`);
       try {
         const restored = await restoreLatest({ store: source, runId: cfg.restoreFrom, dir: cfg.dir, logger: log });
+        this.#restoredSeq = restored?.seq;
         this.#systemLine(
           restored
             ? `restored checkpoint #${restored.seq}: ${restored.files} files, ${formatBytes(restored.bytes)} in ${(restored.durationMs / 1000).toFixed(1)} s into ${cfg.dir}`

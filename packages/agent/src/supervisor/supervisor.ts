@@ -111,7 +111,8 @@ export class Supervisor implements AsyncDisposable {
     return this.#ended;
   }
 
-  start(): void {
+  /** `extraEnv` adds what is known only at start (the checkpoint set that was restored). */
+  start(extraEnv: Record<string, string> = {}): void {
     if (this.#started) throw new SpotctlError('SPOTCTL_INTERNAL', 'job already started');
     this.#started = true;
     const [file, ...args] = this.#options.argv as [string, ...string[]];
@@ -121,7 +122,7 @@ export class Supervisor implements AsyncDisposable {
     try {
       child = spawn(file, args, {
         cwd: this.#options.cwd,
-        env: this.#options.env,
+        env: { ...this.#options.env, ...extraEnv },
         // Own process group: stop() signals the whole group, and a Ctrl-C or SIGHUP aimed at the
         // agent's group (the ssh session that started it) does not reach the job.
         detached: true,

@@ -58,4 +58,7 @@ export const AWS_ONLY_RUN_FLAGS: Readonly<Record<string, string>> = {
   onDemand: '--on-demand',
   spotFallback: '--spot-fallback',
   sshCidr: '--ssh-cidr',
+  recover: '--no-recover',
+  maxAttempts: '--max-attempts',
+  recoveryCooldown: '--recovery-cooldown',
 };

@@ -52,7 +52,7 @@ export default defineCommand<LsOptions>({
             instance: i,
             store,
             keysDir: path.join(spotctlHome(), 'keys'),
-            ...(override ? { targetOverride: override.target } : {}),
+            ...(override?.target ? { targetOverride: override.target } : {}),
             ...(options.sshConfig ? { sshConfig: path.resolve(options.sshConfig) } : {}),
             signal: AbortSignal.timeout(60_000),
           });

@@ -10,7 +10,7 @@ import { formatDuration, table } from '../output/output.ts';
 import { providerFor } from '../providers/index.ts';
 import type { Output } from '../output/output.ts';
 import type { TestOverrides } from '../providers/test-overrides.ts';
-import type { RunRecord, RunStore } from '../runs/run-store.ts';
+import { attemptsSpend, type AttemptRecord, type RunRecord, type RunStore } from '../runs/run-store.ts';
 
 async function freshStatus(record: RunRecord, deps: { store: RunStore; out: Output; testOverrides: TestOverrides }): Promise<JobStatus | undefined> {
   if (record.status && record.status.state !== 'running' && record.status.state !== 'starting') return record.status;
@@ -50,6 +50,8 @@ interface PsRow {
   spend?: number;
   /** Set while the run's checkpoints are not getting through (uploads or commits failing). */
   checkpointsFailing?: { failures: number; since: number | null; lastError: string | null };
+  /** Managed aws runs: every instance the run ran on, in order (the spend above covers them all). */
+  attempts?: AttemptRecord[];
   /** Found only in the cloud's tags (no record on this machine: `spotctl ls --adopt` makes one). */
   cloudOnly?: boolean;
 }
@@ -81,7 +83,7 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
       return {
         runId: r.runId,
         provider: r.provider,
-        host: r.aws ? `${r.aws.instanceId} (${r.aws.az})` : r.target ? r.target.host : 'localhost',
+        host: r.aws ? `${r.aws.instanceId} (${r.aws.az})${(r.attempts?.length ?? 0) > 1 ? `, attempt ${r.attempts!.length}` : ''}` : r.target ? r.target.host : 'localhost',
         // A setup that ended without a job says so (failed, cancelled); only one in progress is `setup`.
         state: s?.state ?? (r.agent ? 'unknown' : (r.setup?.state ?? 'setup')),
         exitCode: s?.exitCode ?? null,
@@ -89,7 +91,8 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
         createdAt: r.createdAt,
         command: r.command,
         ...(!s && !r.agent && r.setup ? { reason: r.setup.reason } : {}),
-        ...(r.aws ? { pricePerHour: r.aws.pricePerHour, spend: spendSoFar(r.aws.pricePerHour, r.aws.launchedAt, r.aws.terminatedAt ?? now) } : {}),
+        ...(r.aws ? { pricePerHour: r.aws.pricePerHour, spend: r.attempts?.length ? attemptsSpend(r.attempts, now) : spendSoFar(r.aws.pricePerHour, r.aws.launchedAt, r.aws.terminatedAt ?? now) } : {}),
+        ...(r.attempts?.length ? { attempts: r.attempts } : {}),
         ...(checkpointsFailing(s) ?? {}),
       };
     });

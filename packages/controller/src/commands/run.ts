@@ -1,7 +1,7 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type CredentialsParams } from '@spotctl/shared';
+import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type CredentialsParams, type InterruptionReport, type JobStatus } from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { checkRunOptions } from '../cli/run-options.ts';
@@ -11,16 +11,21 @@ import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
 import { providerFor } from '../providers/index.ts';
 import { localLayout } from '../providers/local.ts';
-import type { Attempt, LaunchSpec, Provider, ProviderSession } from '../providers/provider.ts';
-import { newRunId, newToken, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
+import { step, type Attempt, type LaunchContext, type LaunchSpec, type Provider, type ProviderSession } from '../providers/provider.ts';
+import { newRunId, newToken, type AttemptRecord, type ProviderKind, type RunRecord, type RunStore } from '../runs/run-store.ts';
 import { parseCheckpointTo, type CheckpointSpec, type SpotSpec } from '../session/checkpoint-options.ts';
 import { parseHostSpec, type SshTarget } from '../transport/ssh.ts';
+import { rsyncTo } from '../transport/rsync.ts';
 import { finishRun, letAgentGo } from '../session/finish.ts';
 import { defaultPullDir, pullAndReport, shellInRun } from '../session/outputs.ts';
 import { checkPullPattern } from '../transport/workdir-files.ts';
+import { describeReport } from '../session/spot-events.ts';
+import { formatDuration } from '../output/output.ts';
+import { parseWholeNumber } from '../cli/numbers.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
 import { CredentialForwarder, DETACHED_CREDENTIALS_S, ATTACHED_CREDENTIALS_S, hostChainWarning, runCredentialMinter, type MintCredentials } from '../session/credential-forwarder.ts';
 import { tailRun } from '../session/tail.ts';
+import { HostGone } from '../session/follow.ts';
 
 interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   provider?: string;
@@ -51,6 +56,10 @@ interface RunOptions extends Record<string, unknown>, AwsCliOptions {
   pull: string[];
   pullTo?: string;
   ssh?: boolean;
+  // Managed aws runs (issue 10): recovery from spot interruptions.
+  recover: boolean;
+  maxAttempts?: string;
+  recoveryCooldown?: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -193,6 +202,11 @@ export default defineCommand<RunOptions>({
       .option('--profile <name>', 'use [profile.NAME] of spotctl.toml on top of its top-level settings')
       .option('--show-config', 'print the merged settings (flags, spotctl.toml, defaults) and where each came from, then exit')
       .option('--setup <command>', 'a shell command run in the workdir before the job, once per host (again when it or the dependency files change)');
+    // Managed aws runs: an interrupted attempt is followed by another, elsewhere.
+    cmd
+      .option('--no-recover', `aws: after a spot interruption, end the run (exit ${INTERRUPTED_EXIT_CODE}) instead of relaunching elsewhere`)
+      .option('--max-attempts <n>', 'aws: instances a run may use across interruptions', String(DEFAULT_MAX_ATTEMPTS))
+      .option('--recovery-cooldown <duration>', 'aws: how long an interrupted pool (type + AZ) is left out of placement', '30m');
   },
   projectFile: true,
   run: async (words, options, { out, store, testOverrides, given, projectFile, settings }) => {
@@ -235,6 +249,8 @@ export interface RunPlan {
   ssh: boolean;
   /** aws was picked by default (no --provider, no SPOTCTL_PROVIDER): a credentials error may suggest local. */
   awsByDefault: boolean;
+  /** aws without --no-recover: an interrupted attempt is followed by another. */
+  recovery?: { maxAttempts: number; cooldownMs: number };
 }
 
 export function planRun(words: string[], options: RunOptions, store: RunStore, given: (attributeName: string) => boolean = () => false): RunPlan {
@@ -274,7 +290,19 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
   if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).
   if (aws) s3CheckpointAccess(spec);
-  return { provider, ...(aws ? { aws } : {}), ...(target ? { target } : {}), spec, ...(pull ? { pull } : {}), ssh, awsByDefault: options.provider === undefined && !process.env.SPOTCTL_PROVIDER };
+  const maxAttempts = parseWholeNumber(options.maxAttempts ?? String(DEFAULT_MAX_ATTEMPTS), '--max-attempts', 'spotctl run --max-attempts 3 train.py');
+  const cooldownMs = parseDuration(options.recoveryCooldown ?? '30m', '--recovery-cooldown');
+  const recovery = aws && options.recover !== false ? { maxAttempts, cooldownMs } : undefined;
+  return {
+    provider,
+    ...(aws ? { aws } : {}),
+    ...(target ? { target } : {}),
+    spec,
+    ...(pull ? { pull } : {}),
+    ssh,
+    awsByDefault: options.provider === undefined && !process.env.SPOTCTL_PROVIDER,
+    ...(recovery ? { recovery } : {}),
+  };
 }
 
 /** `--pull`, `--pull-to` and `--ssh`, checked. */
@@ -304,34 +332,100 @@ interface RunContext {
   out: Output;
 }
 
+/** Exit code of an aws run a spot interruption ended before its job finished (EX_TEMPFAIL: try again). */
+export const INTERRUPTED_EXIT_CODE = 75;
+/** @default 10 */
+export const DEFAULT_MAX_ATTEMPTS = 10;
+
+/** The job ended because of a real spot interruption (a rehearsal is not one). */
+function interruptedBy(status: JobStatus): InterruptionReport | undefined {
+  return status.interruption && !status.interruption.simulated ? status.interruption : undefined;
+}
+
 /**
- * The run loop on top of the Provider interface: attempt → follow → ended. Spot recovery (an
- * interrupted attempt → the next attempt) belongs between follow and ended.
+ * The run loop on top of the Provider interface: attempt → follow → interrupted? → next attempt
+ * (aws) → ended. Each attempt's instance goes when the attempt ends; the run's IAM role once, at
+ * the run's end.
  */
 async function runLoop(run: RunContext): Promise<number> {
-  const { provider, signals, store, out } = run;
-  const { record, session, credentials } = await startAttempt(run, createRecord(run));
-  await using _session = session;
+  const { provider, signals, store, out, plan } = run;
+  let attemptNo = 1;
+  const first = await startAttempt(run, createRecord(run), attemptNo);
+  let { record, session } = first;
   // Pushed before anything else: the agent's restore and first upload wait (bounded) for them.
-  await using _forwarder = credentials ? await CredentialForwarder.start({ ...credentials, connect: (signal) => session.connect(signal), out }) : undefined;
-  if (run.plan.spec.detached) {
+  await using _forwarder = first.credentials ? await CredentialForwarder.start({ ...first.credentials, connect: (signal) => session.connect(signal), out }) : undefined;
+  if (plan.spec.detached) {
+    await session.close();
     out.result({ runId: record.runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${record.runId}   (or spotctl logs ${record.runId} -f; stop it with spotctl stop ${record.runId})`);
     return 0;
   }
-  if (signals.hungUp) return detach(run, record);
+  const exclude: { instanceType: string; az: string; until: number }[] = [];
   let detached = false;
   try {
-    if (run.plan.ssh) return await shellThenEnd(run, record, session);
-    const { status } = await tailRun({ store, record, session, out, fromSeq: 1, signals });
-    await pullAtEnd(run, record, session);
-    return await finishRun({ store, record, provider, session, out, status });
-  } catch (error) {
-    if (!(error instanceof Detached)) throw error;
-    detached = true;
-    return detach(run, record);
+    if (plan.ssh) return await shellThenEnd(run, record, session);
+    for (;;) {
+      if (signals.hungUp) {
+        detached = true;
+        return detach(run, record);
+      }
+      let status: JobStatus | undefined;
+      const current = record;
+      const isGone = provider.isGone?.bind(provider);
+      try {
+        ({ status } = await tailRun({ store, record, session, out, fromSeq: 1, signals, ...(isGone ? { hostGone: () => isGone(current) } : {}) }));
+      } catch (error) {
+        if (error instanceof Detached) {
+          detached = true;
+          return detach(run, record);
+        }
+        // Terminated without notice: EC2 says the instance is gone, so no copy of the job runs on.
+        if (!(error instanceof HostGone)) throw error;
+      }
+      const interruption = status && provider.kind === 'aws' ? interruptedBy(status) : undefined;
+      if (status && !interruption) {
+        endAttempt(store, record.runId, 'ended', status);
+        await pullAtEnd(run, record, session);
+        return await finishRun({ store, record, provider, session, out, status });
+      }
+      // Attempt N ends here: its final set is committed (or known lost), its instance goes.
+      if (status) store.update(record.runId, { status });
+      endAttempt(store, record.runId, 'interrupted', status);
+      const aws = store.load(record.runId).aws!;
+      let lastSet: number | null | undefined;
+      if (interruption && status) {
+        out.warn(describeReport(interruption), { event: 'interruption-report', report: interruption });
+        lastSet = interruption.flush?.committedSeq ?? status.checkpoints?.lastCommittedSeq ?? null;
+        out.warn(`attempt ${attemptNo} interrupted on ${aws.instanceId} (${aws.instanceType} ${aws.az})`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, committedSet: lastSet });
+        await letAgentGo(session);
+      } else {
+        out.warn(`attempt ${attemptNo} interrupted: ${aws.instanceId} (${aws.instanceType} ${aws.az}) was terminated without notice (EC2 says it is gone)`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, withoutNotice: true });
+      }
+      await session.close();
+      await provider.release(record, `attempt ${attemptNo} was interrupted`);
+      const setText =
+        lastSet === undefined ? 'its newest committed checkpoint set is in the checkpoint target' : lastSet !== null ? `the newest committed checkpoint set is #${lastSet}` : 'no checkpoint set was committed';
+      if (!plan.recovery) {
+        out.result({ runId: record.runId, exitCode: INTERRUPTED_EXIT_CODE, interrupted: true, committedSet: lastSet, status }, `the job did not finish: a spot interruption ended attempt ${attemptNo} and --no-recover was given; ${setText}. Resume it with: spotctl run --restore-from ${record.runId} … · run ${record.runId}`);
+        return INTERRUPTED_EXIT_CODE;
+      }
+      if (attemptNo >= plan.recovery.maxAttempts) {
+        throw new UserError('SPOTCTL_INTERRUPTED', `the job did not finish: ${attemptNo} attempts were interrupted (--max-attempts ${plan.recovery.maxAttempts}); ${setText}; nothing of the run is left running`, {
+          remediation: `resume it from there: spotctl run --restore-from ${record.runId} …  (or allow more with --max-attempts)`,
+          exitCode: INTERRUPTED_EXIT_CODE,
+        });
+      }
+      const now = Date.now();
+      exclude.push({ instanceType: aws.instanceType, az: aws.az, until: now + plan.recovery.cooldownMs });
+      attemptNo++;
+      const restoring = lastSet === undefined ? 'the newest committed checkpoint set' : lastSet !== null ? `checkpoint set #${lastSet}` : 'no set (none committed): the job starts over';
+      out.info(`↻ attempt ${attemptNo}: relaunching (${aws.instanceType} ${aws.az} excluded for ${formatDuration(plan.recovery.cooldownMs)}); restoring ${restoring}`, { event: 'attempt-relaunch', attempt: attemptNo, excluded: { instanceType: aws.instanceType, az: aws.az } });
+      signals.settingUp();
+      ({ record, session } = await startAttempt(run, store.load(record.runId), attemptNo, exclude.filter((x) => x.until > now)));
+    }
   } finally {
-    // However the run ended here (done, failed, Ctrl-C), what it ran on goes: aws terminates the
-    // instance, then deletes the run's IAM role. A detached job keeps both; its agent ends them.
+    // However the run ended here (done, failed, Ctrl-C, attempts exhausted), what it ran on goes:
+    // aws terminates the instance, then deletes the run's IAM role. A detached job keeps both.
+    await session.close();
     if (!detached) {
       await provider.release(record);
       await provider.releaseRun(record);
@@ -369,6 +463,16 @@ async function shellThenEnd(run: RunContext, record: RunRecord, session: Provide
   return code;
 }
 
+/** Closes the current attempt's entry in the run's attempts list (aws). */
+function endAttempt(store: RunStore, runId: string, outcome: 'interrupted' | 'ended', status: JobStatus | undefined): void {
+  const current = store.load(runId);
+  const attempts = current.attempts;
+  const last = attempts?.at(-1);
+  if (!attempts || !last || last.endedAt !== undefined) return;
+  const committedSet = status?.interruption?.flush?.committedSeq ?? status?.checkpoints?.lastCommittedSeq ?? null;
+  store.update(runId, { attempts: [...attempts.slice(0, -1), { ...last, endedAt: Date.now(), outcome, committedSet }] });
+}
+
 function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
   const runId = newRunId();
   const record: RunRecord = {
@@ -393,12 +497,26 @@ function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
  * One attempt, launched through the provider (which undoes its own partial work when it fails).
  * A setup that fails or is cancelled is recorded as `failed` (with the reason) or `cancelled`.
  */
-async function startAttempt(run: RunContext, record: RunRecord): Promise<Attempt & { credentials?: RunCredentials }> {
+async function startAttempt(
+  run: RunContext,
+  record: RunRecord,
+  attempt: number,
+  exclude: LaunchContext['exclude'] = [],
+): Promise<Attempt & { credentials?: RunCredentials }> {
   const { plan, provider, signals, store, out } = run;
   try {
-    const credentials = await mintCredentials(run, record.runId);
-    const attempt = await provider.launch({ store, out, record, spec: plan.spec, signal: signals.setupSignal });
-    return { ...attempt, ...(credentials ? { credentials } : {}) };
+    // Every attempt runs the code as it was when the run started, never the tree as edited since.
+    if (attempt === 1 && plan.recovery) record = await step(out, 'snapshot', 'kept a copy of the code for every attempt', () => snapshotCode(store, record, plan.spec.syncPaths, signals.setupSignal));
+    const credentials = attempt === 1 ? await mintCredentials(run, record.runId) : undefined;
+    const launched = await provider.launch({ store, out, record, spec: attemptSpec(plan.spec, record, attempt, provider.kind), signal: signals.setupSignal, exclude });
+    const aws = launched.record.aws;
+    if (provider.kind === 'aws' && aws) {
+      const entry: AttemptRecord = { attempt, instanceId: aws.instanceId, region: aws.region, az: aws.az, instanceType: aws.instanceType, market: aws.market, pricePerHour: aws.pricePerHour, launchedAt: aws.launchedAt };
+      const updated = store.update(record.runId, { attempts: [...(store.load(record.runId).attempts ?? []), entry] });
+      out.info(`attempt ${attempt} started on ${aws.instanceType} ${aws.az} at $${aws.pricePerHour.toFixed(4)}/h (${aws.instanceId})`, { event: 'attempt-started', ...entry });
+      return { record: updated, session: launched.session };
+    }
+    return { ...launched, ...(credentials ? { credentials } : {}) };
   } catch (error) {
     const cancelled = signals.setupSignal.aborted;
     const reason: unknown = cancelled ? signals.setupSignal.reason : error;
@@ -447,6 +565,30 @@ async function mintCredentials({ plan, provider, signals, out }: RunContext, run
     out.warn(hostChainWarning((error as Error).message));
     return undefined;
   }
+}
+
+/**
+ * What attempt N runs: the same job, told its attempt (SPOTCTL_ATTEMPT); from attempt 2 on it
+ * restores the run's own newest committed set, whichever attempt wrote it.
+ */
+function attemptSpec(spec: LaunchSpec, record: RunRecord, attempt: number, kind: ProviderKind): LaunchSpec {
+  if (kind !== 'aws') return spec;
+  const env = { ...spec.env, SPOTCTL_ATTEMPT: String(attempt) };
+  const syncPaths = record.codeSnapshot ? [record.codeSnapshot] : spec.syncPaths;
+  const checkpoint = spec.spot.checkpoint;
+  if (attempt === 1 || !checkpoint || !record.checkpoint) return { ...spec, env, syncPaths };
+  return { ...spec, env, syncPaths, spot: { ...spec.spot, checkpoint: { ...checkpoint, restoreFrom: { runId: record.runId, target: record.checkpoint.target } } } };
+}
+
+/**
+ * Copies what the run syncs, with the same rules (ignored files stay out), into the run's folder
+ * here: the paths land in it as they land in the workdir, so syncing the copy is the same sync.
+ */
+async function snapshotCode(store: RunStore, record: RunRecord, syncPaths: string[], signal: AbortSignal): Promise<RunRecord> {
+  const dir = path.join(store.runDir(record.runId), 'code');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  await rsyncTo(null, syncPaths, dir, { signal });
+  return store.update(record.runId, { codeSnapshot: dir });
 }
 
 async function stopStartedJob(provider: Provider, record: RunRecord): Promise<void> {

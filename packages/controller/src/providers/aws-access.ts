@@ -12,7 +12,7 @@ import { UBUNTU_USER, ensureLocalKey, resolveSshCidr, type LocalKey } from '../a
 import type { Output } from '../output/output.ts';
 import { spotctlHome } from '../runs/run-store.ts';
 import { SshConnection, type SshTarget } from '../transport/ssh.ts';
-import { TEST_ENV, type TestHostOverride } from './test-overrides.ts';
+import { TEST_ENV, testTargetFor, type TestHostOverride } from './test-overrides.ts';
 
 const debug = createDebug('spotctl:aws');
 
@@ -86,6 +86,8 @@ export async function sshIdentity(options: { sshCidr?: string; hostKeyComment: s
  */
 export async function pinnedTarget(options: {
   address: string;
+  instanceId: string;
+  signal?: AbortSignal;
   key: LocalKey;
   hostPublicKey: string;
   knownHostsFile: string;
@@ -96,8 +98,9 @@ export async function pinnedTarget(options: {
   const { address, override, knownHostsFile } = options;
   let target: SshTarget = { user: UBUNTU_USER, host: address, identityFile: options.key.privateKeyPath, knownHostsFile };
   if (override) {
-    target = { ...target, ...override.target };
-    options.out.warn(`test-only setting ${TEST_ENV.host} in effect: connecting to ${override.target.host}${override.target.port ? `:${override.target.port}` : ''} instead of ${address}`);
+    const testTarget = await testTargetFor(override, options.instanceId, options.signal);
+    target = { ...target, ...testTarget };
+    options.out.warn(`test-only setting ${override.hostsFile ? TEST_ENV.hosts : TEST_ENV.host} in effect: connecting to ${testTarget.host}${testTarget.port ? `:${testTarget.port}` : ''} instead of ${address}`);
   }
   if (options.sshConfig) target.configFile = options.sshConfig;
   if (target.knownHostsFile === knownHostsFile) await writeKnownHosts(knownHostsFile, target.host, target.port, options.hostPublicKey);

@@ -247,6 +247,8 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
     const running = await step(out, 'boot', `${builderId} is running`, async () => await waitForRunning(ec2, builderId!, { signal }));
     const target = await pinnedTarget({
       address: running.address,
+      instanceId: builderId,
+      signal,
       key,
       hostPublicKey: hostKey.publicKey,
       knownHostsFile: path.join(workDir, 'known_hosts'),

@@ -1,9 +1,12 @@
 /** The aws provider's option parsing and its test-only settings (no AWS involved). */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { UserError } from '@spotctl/shared';
 import { describe, expect, it } from 'vitest';
 import { EC2_SHUTDOWN_ACTION, shutdownActionFor } from './aws.ts';
 import { parseAwsOptions } from './aws-options.ts';
-import { TEST_ENV, readTestOverrides, testHostOverride } from './test-overrides.ts';
+import { TEST_ENV, readTestOverrides, testHostOverride, testTargetFor } from './test-overrides.ts';
 
 const instance = { instanceId: 'i-0abc', region: 'us-east-2' };
 
@@ -30,6 +33,22 @@ describe('test host override', () => {
       target: { user: 'root', host: '10.213.0.2', port: 2222, identityFile: '/k/id', knownHostsFile: '/k/kh' },
     });
     expect(() => testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.shutdownArgv]: '"sudo shutdown"' })).toThrow(/JSON array/);
+  });
+  it('a hosts file gives each instance its own host, once its entry is there', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'spotctl-hosts-'));
+    try {
+      const file = path.join(dir, 'hosts.json');
+      const override = testHostOverride({ [TEST_ENV.hosts]: file });
+      expect(override).toEqual({ hostsFile: file });
+      expect(() => testHostOverride({ [TEST_ENV.hosts]: file, [TEST_ENV.host]: 'root@10.213.0.2' })).toThrow(/cannot be used together/);
+      writeFileSync(file, JSON.stringify({ 'i-1': 'root@10.213.0.2:22', 'i-2': 'root@10.213.0.6:22' }));
+      expect(await testTargetFor(override!, 'i-2')).toEqual({ user: 'root', host: '10.213.0.6', port: 22 });
+      const gone = new AbortController();
+      gone.abort(new Error('cancelled'));
+      await expect(testTargetFor(override!, 'i-3', gone.signal)).rejects.toThrow('cancelled');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   it('is read once into one object with the bake root, which also needs the host', () => {
     expect(readTestOverrides({})).toEqual({});

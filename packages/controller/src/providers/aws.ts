@@ -167,21 +167,33 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
     });
     for (const note of plan.notes) out.info(note);
     for (const f of plan.failures) out.warn(`${f.region} skipped: ${f.message}${f.remediation ? ` → ${f.remediation}` : ''}`);
-    const cheapest = plan.candidates[0]!;
-    out.info(`${plan.need}: cheapest is ${describeCandidate(cheapest, 'spot')} (${plan.candidates.length} placements ranked)`);
+    // A recovery leaves out the pools earlier attempts were interrupted in (their cool-down).
+    const exclude = ctx.exclude ?? [];
+    const candidates = plan.candidates.filter((c) => !exclude.some((x) => x.instanceType === c.instanceType && x.az === c.az));
+    if (candidates.length === 0) {
+      throw new UserError('SPOTCTL_NO_CAPACITY', `no placement is left once the interrupted pools (${exclude.map((x) => `${x.instanceType} ${x.az}`).join(', ')}) are excluded`, {
+        remediation: 'allow more placements (--regions, --families or --instance-type), or a shorter --recovery-cooldown',
+      });
+    }
+    const cheapest = candidates[0]!;
+    out.info(`${plan.need}: cheapest is ${describeCandidate(cheapest, 'spot')} (${candidates.length} placements ranked${exclude.length ? `, ${plan.candidates.length - candidates.length} excluded after an interruption` : ''})`);
 
     const now = new Date();
     const { cidr, key, hostKey } = await step(out, 'infra', 'checked SSH key and address', async () =>
       await sshIdentity({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), hostKeyComment: `spotctl-host-${runId}`, signal }),
     );
     const access = s3AccessOf(ctx.spec, runId, owner);
-    if (access) {
+    const kept = record.runRole;
+    if (kept && !kept.deletedAt && kept.arn) {
+      // A later attempt: the run's role outlives its attempts (releaseRun ends it at the run's end).
+      runRole = { roleName: kept.name, instanceProfileName: kept.name, instanceProfileArn: kept.arn };
+    } else if (access) {
       runRole = await step(out, 'iam', `IAM role ${runRoleName(runId)}: S3 access to ${access.label} only`, async () => {
         using iam = await iamClient();
         return await createRunRole({ iam, runId, owner, policy: access.policy, createdAt: now, signal });
       });
       // The role is the run's, not this attempt's: releaseRun() deletes it once the run is over.
-      record = store.update(runId, { runRole: { name: runRole.instanceProfileName } });
+      record = store.update(runId, { runRole: { name: runRole.instanceProfileName, arn: runRole.instanceProfileArn } });
     }
     if (cidr.cidr === '0.0.0.0/0') out.warn('SSH is open to the whole internet (--ssh-cidr 0.0.0.0/0); the instance accepts only your key, but anyone can knock');
     debug('ssh cidr %s from %s; key %s', cidr.cidr, cidr.source, key.name);
@@ -218,7 +230,7 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
 
     const launched = await step(out, 'launch', 'launched the instance', async () =>
       await launchInstance({
-        candidates: plan.candidates,
+        candidates,
         clientFor: clients.forRegion,
         infraFor,
         userDataFor: (infra) => cloudConfig({ hostKey, install: !infra.image.baked, runId }),
@@ -263,6 +275,8 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
     // The run's own known_hosts: exactly the key we generated, for exactly this address.
     const target = await pinnedTarget({
       address: running.address,
+      instanceId: instance.instanceId,
+      signal,
       key,
       hostPublicKey: hostKey.publicKey,
       knownHostsFile: path.join(store.runDir(runId), 'known_hosts'),
@@ -335,6 +349,19 @@ export class AwsProvider implements Provider {
   /** Terminates the attempt's instance (bounded, Ctrl-C held off) and says what it cost. */
   async release(record: RunRecord, reason?: string): Promise<boolean> {
     return await terminateRunInstance({ store: this.deps.store, record, out: this.deps.out, ...(reason ? { reason } : {}) });
+  }
+
+  /** Asks EC2 (DescribeInstances) whether the attempt's instance is shutting down or terminated. */
+  async isGone(record: RunRecord, signal?: AbortSignal): Promise<boolean> {
+    const aws = record.aws;
+    if (!aws) return false;
+    const { DescribeInstancesCommand } = await loadEc2Sdk();
+    using clients = new Ec2Clients();
+    const ec2 = await clients.forRegion(aws.region);
+    const r = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [aws.instanceId] }), { abortSignal: signal ?? AbortSignal.timeout(15_000) });
+    const state = r.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+    debug('%s is %s', aws.instanceId, state);
+    return state === 'shutting-down' || state === 'terminated';
   }
 
   /** Deletes the run's IAM role and instance profile, once its instance is gone. */

@@ -56,6 +56,8 @@ export interface LaunchContext {
   record: RunRecord;
   spec: LaunchSpec;
   signal?: AbortSignal;
+  /** aws recovery: pools (type + AZ) an earlier attempt was interrupted in, left out of placement. */
+  exclude?: readonly { instanceType: string; az: string }[];
 }
 
 /** One place the job runs: the run's record as the launch left it, and a way to its agent. */
@@ -81,6 +83,12 @@ export interface Provider {
    * what it cost. Idempotent; never throws; false when something may still be billing.
    */
   release(record: RunRecord, reason?: string): Promise<boolean>;
+  /**
+   * True only when the attempt's machine is known to be gone (aws: EC2 reports the instance
+   * shutting-down or terminated); false when it may still run the job, or nobody can tell.
+   * Optional: local and ssh hosts are not ours to declare gone.
+   */
+  isGone?(record: RunRecord, signal?: AbortSignal): Promise<boolean>;
   /** Ends what the run holds across attempts (aws: deletes the run's IAM role). Never throws. */
   releaseRun(record: RunRecord): Promise<void>;
 }

@@ -42,6 +42,28 @@ export interface RemoteLayout {
   agentPath: string;
 }
 
+/** One attempt of a managed aws run: the instance it ran on, and how it ended. */
+export interface AttemptRecord {
+  attempt: number;
+  instanceId: string;
+  region: string;
+  az: string;
+  instanceType: string;
+  market: string;
+  pricePerHour: number;
+  launchedAt: number;
+  endedAt?: number;
+  /** interrupted: a spot interruption ended it; ended: the job ended on it. */
+  outcome?: 'interrupted' | 'ended';
+  /** The newest committed checkpoint set when it ended. */
+  committedSet?: number | null;
+}
+
+/** What a run's attempts cost so far: hours × launch price, summed (spot prices move; an estimate). */
+export function attemptsSpend(attempts: readonly AttemptRecord[], now = Date.now()): number {
+  return attempts.reduce((sum, a) => sum + (a.pricePerHour * Math.max(0, (a.endedAt ?? now) - a.launchedAt)) / 3_600_000, 0);
+}
+
 export interface RunRecord {
   runId: string;
   provider: ProviderKind;
@@ -67,7 +89,11 @@ export interface RunRecord {
   /** aws runs: the instance (the SSH part of the run is in `target`). */
   aws?: AwsRunInfo;
   /** aws runs with S3 checkpoints: the run's IAM role (and instance profile of the same name), kept across attempts. */
-  runRole?: { name: string; deletedAt?: number };
+  runRole?: { name: string; /** The instance profile's ARN, for the next attempt's launch. */ arn?: string; deletedAt?: number };
+  /** aws managed runs: a local copy of the synced code taken when the run started; every attempt syncs it. */
+  codeSnapshot?: string;
+  /** aws managed runs: one entry per instance the run ran on, in order (`aws` is the current one). */
+  attempts?: AttemptRecord[];
   /** Set when the setup never got the job going: it failed (with the reason) or was cancelled. */
   setup?: { state: 'failed' | 'cancelled'; reason: string; endedAt: number };
 }

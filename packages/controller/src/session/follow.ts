@@ -35,6 +35,12 @@ export interface FollowOptions {
    * have exited on purpose (another client's shutdown, max runtime) while we were behind.
    */
   endedWithoutAgent?: (nextSeq: number) => Promise<FollowResult | undefined>;
+  /**
+   * Asked when the agent cannot be reached, before retrying: true when the machine it ran on is
+   * known to be gone (aws: EC2 says the instance is shutting down or terminated). The follow then
+   * ends at once with `HostGone` instead of reconnecting to nothing for minutes.
+   */
+  hostGone?: () => Promise<boolean>;
   /** Give up when no connection could be made for this long. @default 600000 (10 min) */
   reconnectTimeoutMs?: number;
   /** Ceiling of the reconnect backoff. @default 5000 */
@@ -45,6 +51,13 @@ export interface FollowResult {
   status: JobStatus;
   /** Seq of the last line delivered (0 if none). */
   lastSeq: number;
+}
+
+/** The machine the agent ran on is gone (terminated without notice): nothing is left to reconnect to. */
+export class HostGone extends SpotctlError {
+  constructor(readonly lastSeq: number) {
+    super('SPOTCTL_AGENT_UNREACHABLE', 'the host the agent ran on is gone');
+  }
 }
 
 /** Failures of the way to the agent, which a later attempt may cure (host rebooting, link down). */
@@ -86,6 +99,7 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
       connection = await options.connect(signal);
     } catch (error) {
       if (isFatal(error) || signal?.aborted) throw error;
+      if (await options.hostGone?.().catch(() => false)) throw new HostGone(next - 1);
       const finished = await options.endedWithoutAgent?.(next).catch(() => undefined);
       if (finished) return finished;
       downSince ??= Date.now();

@@ -74,6 +74,12 @@ export class RunSignals implements Disposable {
     this.onStop = onStop;
   }
 
+  /** Back to setup (a managed run launching its next attempt): Ctrl-C and SIGTERM cancel again. */
+  settingUp(): void {
+    this.onStop = undefined;
+    this.stops = 0;
+  }
+
   private interrupt(signal: 'SIGINT' | 'SIGTERM'): void {
     if (this.interruptDetaches) {
       if (!this.hangupAbort.signal.aborted) this.hangupAbort.abort(new Detached('interrupt'));

@@ -36,6 +36,8 @@ export interface TailOptions {
   saveCursor?: boolean;
   /** Keep every line received in the run's folder here (`logs` falls back to it). @default true */
   keepLocalCopy?: boolean;
+  /** See FollowOptions.hostGone: ends the tail with `HostGone` once the host is known to be gone. */
+  hostGone?: () => Promise<boolean>;
 }
 
 export async function tailRun(options: TailOptions): Promise<{ status: JobStatus; lastSeq: number }> {
@@ -85,6 +87,7 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
       follow: options.follow ?? true,
       signal,
       reconnectTimeoutMs: options.reconnectTimeoutMs,
+      ...(options.hostGone ? { hostGone: options.hostGone } : {}),
       onLines: (batch) => {
         copy?.write(batch);
         const ok = out.batch(batch);
