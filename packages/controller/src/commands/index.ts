@@ -6,10 +6,11 @@ import gc from './gc.ts';
 import logs from './logs.ts';
 import ls from './ls.ts';
 import prices from './prices.ts';
+import prune from './prune.ts';
 import ps from './ps.ts';
 import run from './run.ts';
 import stop from './stop.ts';
 import teardown from './teardown.ts';
 
 /** Every command, in the order --help lists them. */
-export const commands = [run, attach, logs, ps, stop, checkpoints, prices, ls, teardown, gc, ami] as unknown as CommandDefinition[];
+export const commands = [run, attach, logs, ps, stop, checkpoints, prices, ls, teardown, gc, prune, ami] as unknown as CommandDefinition[];

@@ -62,7 +62,7 @@ export class Output {
 
   private drawProgress(): void {
     if (!this.progressLine) return;
-    const width = Math.max(20, (this.err.columns ?? 80) - 1);
+    const width = Math.max(20, (this.err.columns || 80) - 1);
     let line = this.progressLine();
     // Count code points, not UTF-16 units: a line wider than the terminal wraps and cannot be redrawn.
     if ([...line].length > width) line = `${[...line].slice(0, width - 1).join('')}…`;
