@@ -258,8 +258,12 @@ describe.each(targets)('checkpoint sync to %s', (kind, makeTarget) => {
     await fx.inspect.put(checkpointKeys.object('', runId, sha256(stray)), stray, { sha256: sha256(stray), size: stray.length });
 
     const into = path.join(work.path, 'restored');
-    const restored = await restoreLatest({ store: fx.store, runId, dir: into });
+    const progress: { bytes: number; totalBytes: number; files: number; totalFiles: number }[] = [];
+    const restored = await restoreLatest({ store: fx.store, runId, dir: into, onProgress: (p) => progress.push(p) });
     expect(restored).toMatchObject({ seq: 3, files: 2, bytes: (versions[2] as Buffer).length + JSON.stringify({ step: 3 }).length });
+    // One report per file in place, the last one at the set's totals.
+    expect(progress.map((p) => p.files)).toEqual([1, 2]);
+    expect(progress.at(-1)).toEqual({ bytes: restored!.bytes, totalBytes: restored!.bytes, files: 2, totalFiles: 2 });
     expect(sha256(await readFile(path.join(into, 'model.bin')))).toBe(sha256(versions[2] as Buffer));
     expect(await readFile(path.join(into, 'meta/step.json'), 'utf8')).toBe('{"step":3}');
     expect(await restoreLatest({ store: fx.store, runId: 'no-such-run', dir: path.join(work.path, 'none') })).toBeUndefined();

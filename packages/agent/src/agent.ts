@@ -399,7 +399,7 @@ export class Agent implements AsyncDisposable {
     const cfg = this.config.checkpoint;
     if (!cfg) return undefined;
     const log = this.logger.child({ component: 'checkpoint' });
-    const { CheckpointSync, createObjectStore, describeTarget, restoreLatest } = await import('./checkpoint/index.ts');
+    const { CheckpointSync, createObjectStore, describeTarget, restoreLatest, restoreMilestone } = await import('./checkpoint/index.ts');
     // Forwarded credentials cover both this run's prefix and the restored run's (read).
     const storeOptions = { logger: log, ...(this.#credentials ? { s3: { credentials: this.#credentials.provider } } : {}) };
     this.#checkpointStore = createObjectStore(cfg.target, storeOptions);
@@ -408,7 +408,20 @@ export class Agent implements AsyncDisposable {
       const where = describeTarget(cfg.restoreTarget ?? cfg.target, cfg.restoreFrom);
       this.#systemLine(`restoring the latest checkpoint of run ${cfg.restoreFrom} from ${where}`);
       try {
-        const restored = await restoreLatest({ store: source, runId: cfg.restoreFrom, dir: cfg.dir, logger: log });
+        let lastPercent = 0;
+        const restored = await restoreLatest({
+          store: source,
+          runId: cfg.restoreFrom,
+          dir: cfg.dir,
+          logger: log,
+          // A big set takes minutes: say how far it got, in the job's log where every client sees it.
+          onProgress: (p) => {
+            const percent = restoreMilestone(p, lastPercent);
+            if (percent === undefined) return;
+            lastPercent = percent;
+            this.#systemLine(`restoring: ${formatBytes(p.bytes)} of ${formatBytes(p.totalBytes)} (${p.files} of ${p.totalFiles} files)`);
+          },
+        });
         this.#restoredSeq = restored?.seq;
         this.#systemLine(
           restored

@@ -24,6 +24,28 @@ export interface RestoreOptions {
   /** How long a download keeps being retried through connection failures. @default 120000 */
   retryForMs?: number;
   logger?: CheckpointLogger;
+  /** Called after each file is in place, with the running totals. @default none */
+  onProgress?: (progress: RestoreProgress) => void;
+}
+
+export interface RestoreProgress {
+  bytes: number;
+  totalBytes: number;
+  files: number;
+  totalFiles: number;
+}
+
+/** Sets smaller than this restore in a moment: no progress lines for them. */
+export const RESTORE_PROGRESS_MIN_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Which quarter (25, 50, 75) a restore just passed, for a progress line, or undefined when it
+ * passed none since `lastPercent` (or the set is small, or it is complete: the result line says that).
+ */
+export function restoreMilestone(progress: RestoreProgress, lastPercent: number): number | undefined {
+  if (progress.totalBytes < RESTORE_PROGRESS_MIN_BYTES || progress.bytes >= progress.totalBytes) return undefined;
+  const quarter = Math.floor((progress.bytes / progress.totalBytes) * 4) * 25;
+  return quarter > lastPercent && quarter > 0 ? quarter : undefined;
 }
 
 export interface RestoreResult {
@@ -134,6 +156,7 @@ export async function restoreLatest(options: RestoreOptions): Promise<RestoreRes
     return { file, dest };
   });
   await mkdir(dir, { recursive: true });
+  const totals = { bytes: 0, totalBytes: manifest.files.reduce((sum, f) => sum + f.size, 0), files: 0, totalFiles: manifest.files.length };
   const queue = [...targets];
   const worker = async (): Promise<void> => {
     for (let next = queue.shift(); next; next = queue.shift()) {
@@ -147,6 +170,9 @@ export async function restoreLatest(options: RestoreOptions): Promise<RestoreRes
           logger,
           isRetryable: (err) => !(err instanceof ContentMismatchError) && isRetryableError(err),
         });
+        totals.bytes += file.size;
+        totals.files++;
+        options.onProgress?.({ ...totals });
       } catch (err) {
         queue.length = 0;
         if (err instanceof ContentMismatchError) {

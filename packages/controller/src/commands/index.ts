@@ -41,6 +41,7 @@ export const commands: CommandEntry[] = [
   ),
   entry('pull', '<run> <path...>', "Copy files from a run's workdir to this machine (any time the host is up; checksums verified)", () => import('./pull.ts')),
   entry('ssh', '<run> [command...]', "Open a shell (or run one command) on a run's host, in its workdir, with the project's venv active", () => import('./ssh.ts')),
+  entry('prune', '', "Remove old run folders here and on reachable SSH hosts (never a live run's), and cached venvs no run used lately", () => import('./prune.ts')),
   entry('init', '', 'Write a commented spotctl.toml for the project in the current directory', () => import('./init.ts')),
   entry('ami', '<action>', 'Bake a spotctl image (build) from stock Ubuntu 24.04 so runs skip the boot-time install, or list the baked ones (ls)', () => import('./ami.ts')),
 ];

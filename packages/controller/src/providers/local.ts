@@ -3,7 +3,7 @@
  * this machine in `$SPOTCTL_HOME/runs/<run-id>/`. No cloud account needed; the embedded default.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, createReadStream, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AGENT_FILES, UserError, parseAgentState, parseJobStatus, type AgentState, type JobStatus } from '@spotctl/shared';
 import { AgentConnection } from '../transport/agent-client.ts';
@@ -12,8 +12,9 @@ import { lastLine } from '../transport/shell.ts';
 import { pullFromWorkdir, runOnTerminal, workdirShellScript, type PullOptions, type PullResult } from '../transport/workdir-files.ts';
 import type { RemoteLayout, RunRecord } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
-import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
+import { DepsReporter, depsInstallScript } from './deps.ts';
 import { SETUP_MARKER_DONE, setupFailed, setupKey, setupMarkerPath, setupScript } from './setup.ts';
+import { previousWorkdir, syncProgress } from './reuse.ts';
 import { notStarted, parseStartOutput, prepareAgentConfig } from './agent-config.ts';
 import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
@@ -71,9 +72,12 @@ export async function launchLocal(ctx: LaunchContext): Promise<Attempt> {
   mkdirSync(layout.workdir, { recursive: true });
   mkdirSync(layout.stateDir, { recursive: true, mode: 0o700 });
 
-  await step(out, 'sync', `copied ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${layout.workdir}`, async () => {
+  const candidate = previousWorkdir(store, record, () => path.dirname(layout.runDir));
+  const linkDest = candidate && existsSync(candidate) ? candidate : undefined;
+  const copied = `copied ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${layout.workdir}`;
+  await step(out, 'sync', linkDest ? `${copied} (unchanged files linked from run ${path.basename(path.dirname(linkDest))})` : copied, async (progress) => {
     try {
-      await rsyncTo(null, spec.syncPaths, layout.workdir, { signal });
+      await rsyncTo(null, spec.syncPaths, layout.workdir, { signal, onProgress: syncProgress(progress, 'copying the project'), ...(linkDest ? { linkDest } : {}) });
     } catch (error) {
       if (!(error instanceof UserError && error.code === 'SPOTCTL_HOST_REQUIREMENT')) throw error;
       out.warn('rsync is not installed: copying without .gitignore rules (apt-get install rsync)');
@@ -106,22 +110,19 @@ async function runLocalSetup(ctx: LaunchContext, command: string): Promise<void>
 }
 
 async function installLocalDeps(ctx: LaunchContext, workdir: string): Promise<void> {
-  const started = performance.now();
-  let printed = false;
-  const result = await runProcess(['sh', '-c', depsInstallScript(workdir)], {
+  using deps = new DepsReporter(ctx.out);
+  // Venvs shared by this machine's runs sit beside its runs folder.
+  const venvCache = path.join(path.dirname(path.dirname(ctx.record.layout.runDir)), 'venvs');
+  const result = await runProcess(['sh', '-c', depsInstallScript(workdir, { venvCache })], {
     signal: ctx.signal,
-    onOutput: (chunk) => {
-      if (chunk.includes(DEPS_MARKER_NONE)) return;
-      printed = true;
-      ctx.out.setupOutput(chunk);
-    },
+    onOutput: (chunk) => deps.chunk(chunk),
   });
   if (result.code !== 0) {
     throw new UserError('SPOTCTL_DEPS_FAILED', `installing Python dependencies failed: ${lastLine(result.stderr || result.stdout)}`, {
       remediation: 'fix requirements.txt / pyproject.toml, or skip the step with --no-install',
     });
   }
-  if (printed || !result.stdout.includes(DEPS_MARKER_NONE)) ctx.out.step('deps', 'installed Python dependencies', performance.now() - started);
+  deps.finish();
 }
 
 async function startLocalAgent(ctx: LaunchContext): Promise<AgentState> {

@@ -10,7 +10,7 @@
  */
 import type { JobStatus } from '@spotctl/shared';
 import type { SpotSpec } from '../session/checkpoint-options.ts';
-import type { Output } from '../output/output.ts';
+import type { Output, Progress } from '../output/output.ts';
 import type { ProviderKind, RunRecord, RunStore } from '../runs/run-store.ts';
 import type { AgentConnection } from '../transport/agent-client.ts';
 import type { PullOptions, PullResult } from '../transport/workdir-files.ts';
@@ -93,10 +93,35 @@ export interface Provider {
   releaseRun(record: RunRecord): Promise<void>;
 }
 
-/** Runs `fn` as a named step and reports its duration. */
-export async function step<T>(out: Output, name: string, message: string, fn: () => Promise<T>): Promise<T> {
+/** What a step shows while it is under way (its past-tense message is printed when it ends). */
+const STEP_DOING: Record<string, string> = {
+  credentials: 'checking AWS credentials',
+  place: 'pricing the fitting instance types',
+  infra: 'checking the SSH key, address and image',
+  iam: 'creating the run\'s IAM role',
+  launch: 'launching the instance',
+  boot: 'waiting for the instance to be running',
+  ssh: 'waiting for SSH to answer (then for cloud-init to finish)',
+  connect: 'connecting over SSH',
+  'install-agent': 'installing the agent',
+  sync: 'syncing the project',
+  deps: 'installing Python dependencies',
+  agent: 'starting the agent',
+  bake: 'installing the image\'s software',
+  image: 'waiting for the image',
+};
+
+/**
+ * Runs `fn` as a named step and reports its duration. While it runs, a progress line (a TTY) or
+ * `step-progress` events (--json) say what it waits for; `fn` may refine that through `progress`.
+ */
+export async function step<T>(out: Output, name: string, message: string, fn: (progress: Progress) => Promise<T>): Promise<T> {
   const started = performance.now();
-  const value = await fn();
+  let value: T;
+  {
+    using progress = out.progress(name, STEP_DOING[name] ?? name);
+    value = await fn(progress);
+  }
   out.step(name, message, performance.now() - started);
   return value;
 }

@@ -14,8 +14,9 @@ import type { RemoteLayout, RunRecord, RunStore } from '../runs/run-store.ts';
 import { agentBundle } from './agent-bundle.ts';
 import { lastLine, shellQuote } from '../transport/shell.ts';
 import { pullFromWorkdir, runOnTerminal, workdirShellScript, type PullOptions, type PullResult } from '../transport/workdir-files.ts';
-import { DEPS_MARKER_NONE, depsInstallScript } from './deps.ts';
+import { DepsReporter, depsInstallScript } from './deps.ts';
 import { SETUP_MARKER_DONE, setupFailed, setupKey, setupMarkerPath, setupScript } from './setup.ts';
+import { previousWorkdir, syncProgress } from './reuse.ts';
 import { notStarted, parseStartOutput, prepareAgentConfig, type AgentConfigOptions } from './agent-config.ts';
 import { step, type Attempt, type LaunchContext, type Provider, type ProviderSession } from './provider.ts';
 
@@ -46,7 +47,7 @@ interface HostFacts {
  * One round trip for everything known before the sync: the host's facts, whether this agent
  * build is installed, and the run's directories (each multiplexed ssh command costs ~0.1 s).
  */
-async function probeHost(conn: SshConnection, where: { remoteDir: string; runId: string; buildId: string }, signal?: AbortSignal): Promise<HostFacts & { agentInstalled: boolean }> {
+async function probeHost(conn: SshConnection, where: { remoteDir: string; runId: string; buildId: string; linkDest?: string | undefined }, signal?: AbortSignal): Promise<HostFacts & { agentInstalled: boolean; linkDest: boolean }> {
   const base = where.remoteDir.startsWith('/') ? shellQuote(where.remoteDir) : `"$HOME"/${shellQuote(where.remoteDir.replace(/^~\/?/, '') || '.')}`;
   const script = [
     'umask 077',
@@ -58,6 +59,8 @@ async function probeHost(conn: SshConnection, where: { remoteDir: string; runId:
     'command -v python3 >/dev/null 2>&1 && echo python3=yes || echo python3=no',
     `test -f "$base/agent/${where.buildId}/agent.mjs" && echo agent=yes || echo agent=no`,
     `mkdir -p "$base/runs/${where.runId}/work" "$base/runs/${where.runId}/agent" && echo dirs=yes || echo dirs=no`,
+    // The previous run's workdir, if `spotctl prune` has not removed it: rsync links from it.
+    ...(where.linkDest ? [`test -d ${shellQuote(where.linkDest)} && echo linkdest=yes || echo linkdest=no`] : []),
   ].join('\n');
   const result = await conn.exec(script, { signal, timeoutMs: 30_000 });
   const facts = Object.fromEntries(result.stdout.split('\n').map((l) => l.split('=', 2) as [string, string]).filter((kv) => kv.length === 2));
@@ -69,6 +72,7 @@ async function probeHost(conn: SshConnection, where: { remoteDir: string; runId:
     rsync: facts.rsync === 'yes',
     python3: facts.python3 === 'yes',
     agentInstalled: facts.agent === 'yes',
+    linkDest: facts.linkdest === 'yes',
   };
 }
 
@@ -129,9 +133,12 @@ export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions 
   try {
     const conn = await step(out, 'connect', `connected to ${target.host}`, () => session.connection(signal));
     const remoteDir = spec.remoteDir ?? '~/.spotctl';
-    const facts = await probeHost(conn, { remoteDir, runId: record.runId, buildId: bundle.buildId }, signal);
+    // The host's home (so the base) is known only after the probe: an earlier run's own home places it.
+    const linkDestCandidate = previousWorkdir(store, record, (r) => path.posix.join(remoteBase(r.layout.home, remoteDir), 'runs'));
+    const facts = await probeHost(conn, { remoteDir, runId: record.runId, buildId: bundle.buildId, linkDest: linkDestCandidate }, signal);
     requireHost(facts, target);
     const layout = sshLayout(facts.home, record.runId, bundle.buildId, remoteDir);
+    const linkDest = facts.linkDest && linkDestCandidate && path.posix.dirname(path.posix.dirname(linkDestCandidate)) === path.posix.dirname(layout.runDir) ? linkDestCandidate : undefined;
     record = store.update(record.runId, { layout });
     session.record = record;
 
@@ -145,8 +152,9 @@ export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions 
       });
     }
 
-    await step(out, 'sync', `synced ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${target.host}:${layout.workdir}`, () =>
-      rsyncTo(conn, spec.syncPaths, layout.workdir, { signal }),
+    const synced = `synced ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${target.host}:${layout.workdir}`;
+    await step(out, 'sync', linkDest ? `${synced} (unchanged files linked from run ${path.posix.basename(path.posix.dirname(linkDest))})` : synced, (progress) =>
+      rsyncTo(conn, spec.syncPaths, layout.workdir, { signal, onProgress: syncProgress(progress), ...(linkDest ? { linkDest } : {}) }),
     );
 
     if (spec.setup !== undefined) {
@@ -169,25 +177,19 @@ export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions 
 
     // Nothing to install: spare the round trip.
     if (spec.install && hasDependencyFiles(spec.syncPaths)) {
-      const started = performance.now();
-      let installed = false;
-      const r = await conn.exec(depsInstallScript(layout.workdir), {
+      using deps = new DepsReporter(out);
+      const r = await conn.exec(depsInstallScript(layout.workdir, { venvCache: path.posix.join(path.posix.dirname(path.posix.dirname(layout.runDir)), 'venvs') }), {
         signal,
         timeoutMs: 3_600_000,
-        onStdout: (chunk) => {
-          const text = chunk.toString();
-          if (text.includes(DEPS_MARKER_NONE)) return;
-          installed = true;
-          out.setupOutput(text);
-        },
-        onStderr: (chunk) => out.setupOutput(chunk.toString()),
+        onStdout: (chunk) => deps.chunk(chunk.toString()),
+        onStderr: (chunk) => deps.chunk(chunk.toString()),
       });
       if (r.code !== 0) {
         throw new UserError('SPOTCTL_DEPS_FAILED', `installing Python dependencies on the host failed: ${lastLine(r.stderr || r.stdout)}`, {
           remediation: 'fix requirements.txt / pyproject.toml, or skip the step with --no-install',
         });
       }
-      if (installed) out.step('deps', 'installed Python dependencies', performance.now() - started);
+      deps.finish();
     }
 
     const state = await step(out, 'agent', 'started the agent', async () => {

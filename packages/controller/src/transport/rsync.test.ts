@@ -1,8 +1,8 @@
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { rsyncTo } from './rsync.ts';
+import { rsyncTo, type RsyncProgress } from './rsync.ts';
 
 // conn = null is the local provider's copy: the same rsync filters without an SSH host.
 describe('rsyncTo (local copy)', () => {
@@ -99,5 +99,27 @@ describe('rsyncTo (local copy)', () => {
   test('abort stops the copy and rejects with the reason', async () => {
     const reason = new Error('cancelled');
     await expect(rsyncTo(null, [proj], path.join(root, 'd'), { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+  });
+
+  test('linkDest hard-links unchanged files from an earlier copy and sends only the changed one', async () => {
+    const first = path.join(root, 'run1');
+    await rsyncTo(null, [proj], first);
+    await writeFile(path.join(proj, 'train.py'), 'print("changed")\n');
+    const second = path.join(root, 'run2');
+    const r = await rsyncTo(null, [proj], second, { linkDest: first });
+    expect(r.files).toEqual(['train.py']);
+    const kept = [await stat(path.join(first, 'sub', 'kept.txt')), await stat(path.join(second, 'sub', 'kept.txt'))];
+    expect(kept[1]!.ino).toBe(kept[0]!.ino);
+    expect((await stat(path.join(second, 'train.py'))).ino).not.toBe((await stat(path.join(first, 'train.py'))).ino);
+    expect(await readFile(path.join(first, 'train.py'), 'utf8')).toBe('print(1)\n');
+  });
+
+  test('onProgress receives rsync\'s overall progress, ending at the bytes sent', async () => {
+    await writeFile(path.join(proj, 'big.bin'), Buffer.alloc(3 * 1024 * 1024, 7));
+    const seen: RsyncProgress[] = [];
+    await rsyncTo(null, [proj], path.join(root, 'dest'), { onProgress: (p) => seen.push(p) });
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.at(-1)!.bytes).toBeGreaterThanOrEqual(3 * 1024 * 1024);
+    expect(seen.at(-1)!.percent).toBe(100);
   });
 });

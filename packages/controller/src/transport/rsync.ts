@@ -37,6 +37,12 @@ export interface RsyncOptions {
   deleteExtraneous?: boolean;
   /** Called as rsync reports overall progress (`--info=progress2`). @default no progress reporting */
   onProgress?: (progress: RsyncProgress) => void;
+  /**
+   * An absolute directory on the receiving side holding an earlier copy (the previous run's
+   * workdir): unchanged files are hard-linked from it instead of sent (`--link-dest`).
+   * @default none: every file is sent
+   */
+  linkDest?: string;
 }
 
 export interface RsyncResult {
@@ -82,7 +88,7 @@ export async function rsyncTo(
   remoteDir: string,
   opts: RsyncOptions = {},
 ): Promise<RsyncResult> {
-  const { signal, deleteExtraneous = false, onProgress } = opts;
+  const { signal, deleteExtraneous = false, onProgress, linkDest } = opts;
   signal?.throwIfAborted();
   if (localPaths.length === 0) {
     throw new UserError('SPOTCTL_USAGE', 'nothing to sync: no local paths given', {
@@ -115,6 +121,7 @@ export async function rsyncTo(
   ];
   if (deleteExtraneous) args.push('--delete');
   if (onProgress) args.push('--info=progress2');
+  if (linkDest) args.push(`--link-dest=${linkDest}`);
 
   let destination: string;
   if (conn) {
