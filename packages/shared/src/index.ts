@@ -6,3 +6,4 @@ export * from './spot.ts';
 export * from './log-frames.ts';
 export * from './deadline.ts';
 export * from './format.ts';
+export * from './gpus.ts';

@@ -3,6 +3,7 @@ import ami from './ami.ts';
 import attach from './attach.ts';
 import checkpoints from './checkpoints.ts';
 import gc from './gc.ts';
+import gpus from './gpus.ts';
 import logs from './logs.ts';
 import ls from './ls.ts';
 import prices from './prices.ts';
@@ -12,4 +13,4 @@ import stop from './stop.ts';
 import teardown from './teardown.ts';
 
 /** Every command, in the order --help lists them. */
-export const commands = [run, attach, logs, ps, stop, checkpoints, prices, ls, teardown, gc, ami] as unknown as CommandDefinition[];
+export const commands = [run, attach, logs, ps, stop, checkpoints, prices, gpus, ls, teardown, gc, ami] as unknown as CommandDefinition[];

@@ -5,6 +5,8 @@ import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf } from
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { checkRunOptions } from '../cli/run-options.ts';
+import { addGpuOptions } from '../aws/cli-options.ts';
+import { parseGpuRequest } from '../aws/gpus.ts';
 import type { Output } from '../output/output.ts';
 import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
@@ -172,6 +174,7 @@ export default defineCommand<RunOptions>({
       .option('--imds-endpoint <url>', 'poll this instance metadata endpoint for interruption notices: a URL (an emulator), or default (169.254.169.254, for EC2 hosts)')
       .option('--detach', 'start the job and return; see it later with spotctl attach')
       .option('--json', 'JSON lines on stdout instead of text');
+    addGpuOptions(cmd);
     configureAwsRunOptions(cmd);
   },
   run: async (words, options, { out, store, testOverrides, given }) => {
@@ -199,7 +202,8 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
   const provider = resolveProvider(options);
   checkRunOptions(options, provider, given);
   const aws: AwsLaunchOptions | undefined =
-    provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
+    provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }, given) : undefined;
+  const gpus = parseGpuRequest(options);
   const command = jobArgv(words);
   const target: SshTarget | undefined = options.host
     ? {
@@ -225,6 +229,7 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
     env: parseEnv(options.env),
     ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
     spot: spotSpec(options, store),
+    ...(gpus ? { gpus: { count: gpus.count, ...(gpus.names ? { names: gpus.names } : {}), ...(gpus.minMemoryMiB === undefined ? {} : { minMemoryMiB: gpus.minMemoryMiB }) } } : {}),
   };
   if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).
