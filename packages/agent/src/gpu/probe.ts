@@ -40,7 +40,11 @@ export function parseNvidiaSmi(stdout: string): GpuSeen[] {
 export async function probeGpus(options: GpuProbeOptions = {}): Promise<GpuProbe> {
   const command = options.command ?? 'nvidia-smi';
   const timeoutMs = options.timeoutMs ?? GPU_PROBE_TIMEOUT_MS;
+  let hardStop: NodeJS.Timeout | undefined;
   return await new Promise<GpuProbe>((resolve) => {
+    // execFile's callback waits for stdout to close; a grandchild that inherited it could hold it
+    // open past the kill. This settles regardless, shortly after the timeout.
+    hardStop = setTimeout(() => resolve({ gpus: [], error: `${command} did not answer within ${Math.round(timeoutMs / 1000)} s` }), timeoutMs + 1000);
     execFile(command, NVIDIA_SMI_ARGS, { env: options.env ?? process.env, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1024 * 1024 }, (error, stdout, stderr) => {
       if (error) {
         const code = (error as NodeJS.ErrnoException).code;
@@ -55,5 +59,5 @@ export async function probeGpus(options: GpuProbeOptions = {}): Promise<GpuProbe
       }
       resolve({ gpus: parseNvidiaSmi(String(stdout)) });
     });
-  });
+  }).finally(() => clearTimeout(hardStop));
 }
