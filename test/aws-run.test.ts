@@ -327,6 +327,24 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 
+  it('--gpus on an instance whose agent sees no GPU fails before the job starts, names type and image, and terminates it', async () => {
+    // The test host has no nvidia-smi, as a GPU type booted without the driver would not.
+    const marker = path.join(home.path, 'remote', 'gpu-job-started');
+    const r = await runSpotctl(args('--gpus', 'A10G', '--', 'sh', '-c', `touch ${marker}`), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(r.code).not.toBe(0);
+    const record = runRecord(lastRunId());
+    const aws = record.aws!;
+    expect(aws.instanceType).toMatch(/^g5\./);
+    // The Deep Learning Base image (test/fixtures/moto-amis.json), not stock Ubuntu.
+    expect(aws.imageId).toBe('ami-0d1a2b3c4d5e60002');
+    expect(r.stderr).toContain(`the run asked for 1 GPU (A10G) but the agent sees no GPU on ${aws.instanceType} with image ami-0d1a2b3c4d5e60002 (Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250610)`);
+    expect(r.stderr).toMatch(/nvidia-smi not found/);
+    expect(r.stderr).toContain('spotctl ami build --region us-east-2 --gpu');
+    expect(existsSync(marker)).toBe(false);
+    expect(aws.terminatedAt).toBeGreaterThan(0);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
   it('an error after RunInstances (a host key that does not match) terminates the instance before the error surfaces', async () => {
     await using other = await tmpDir();
     const wrong = path.join(other.path, 'known_hosts');
