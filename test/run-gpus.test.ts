@@ -3,7 +3,7 @@
  * probes the GPUs with nvidia-smi before the job starts and refuses to start a job that asked for
  * GPUs the machine lacks. The real nvidia-smi cannot exist here: fake ones on PATH stand in.
  */
-import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
@@ -38,6 +38,16 @@ describe('spotctl run --gpus (local provider)', () => {
     expect(r.stderr).toMatch(/the run asked for 1 GPU but the agent sees no GPU on host \S+ \(nvidia-smi failed: NVIDIA-SMI has failed/);
     expect(r.stderr).toMatch(/the job was not started/);
     expect(existsSync(marker)).toBe(false);
+  });
+
+  it('a bad --gpus is refused before anything exists (no run record), with the fix', async () => {
+    await using home = await tmpDir();
+    await using proj = await tmpDir();
+    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--gpus', 'A10G:zero', '--', 'true'], { home: home.path });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--gpus 'A10G:zero': the GPU count must be a whole number/);
+    expect(r.stderr).toMatch(/--gpus A100:8/);
+    expect(existsSync(path.join(home.path, 'runs')) ? readdirSync(path.join(home.path, 'runs')) : []).toEqual([]);
   });
 
   it('fails when the GPUs are the wrong model; a run without --gpus does not care', async () => {
