@@ -3,7 +3,7 @@
  * replay and live streaming, stop, shutdown, the idle watchdog, and flow control.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import {
@@ -28,6 +28,7 @@ import {
   type TestClient,
   type TestMessage,
 } from './helpers/agent-process.ts';
+import { tmpDir } from './helpers/tmp.ts';
 
 beforeAll(async () => {
   await ensureAgentBundle();
@@ -135,8 +136,21 @@ describe('authentication and handshake', () => {
       agentVersion: '0.1.0',
       buildId: bundleHash,
       runId: agent.config.runId,
+      // No nvidia-smi on this machine: no GPU seen.
+      gpus: [],
     });
     expect(agent.state).toMatchObject({ buildId: bundleHash, agentVersion: '0.1.0', protocolVersion: PROTOCOL_VERSION, host: '127.0.0.1' });
+  });
+
+  test('hello carries the GPUs the agent sees with nvidia-smi (a fake one on PATH here)', async () => {
+    await using bin = await tmpDir();
+    const smi = path.join(bin.path, 'nvidia-smi');
+    writeFileSync(smi, '#!/bin/sh\necho "NVIDIA L4, 23034 MiB"\necho "NVIDIA L4, 23034 MiB"\n');
+    chmodSync(smi, 0o755);
+    await using agent = await startAgent({ command: ['sleep', '30'], env: { PATH: `${bin.path}:${process.env.PATH ?? '/usr/bin:/bin'}` } });
+    await using client = await connectClient(agent);
+    const hello = await client.nextEvent('hello');
+    expect(hello).toMatchObject({ gpus: [{ name: 'NVIDIA L4', memoryMiB: 23034 }, { name: 'NVIDIA L4', memoryMiB: 23034 }] });
   });
 });
 

@@ -407,6 +407,24 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 
+  it('--gpus on an instance whose agent sees no GPU fails before the job starts, names type and image, and terminates it', async () => {
+    // The test host has no nvidia-smi, as a GPU type booted without the driver would not.
+    const marker = path.join(home.path, 'remote', 'gpu-job-started');
+    const r = await runSpotctl(args('--gpus', 'A10G', '--', 'sh', '-c', `touch ${marker}`), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(r.code).not.toBe(0);
+    const record = runRecord(lastRunId());
+    const aws = record.aws!;
+    expect(aws.instanceType).toMatch(/^g5\./);
+    // The Deep Learning Base image (test/fixtures/moto-amis.json), not stock Ubuntu.
+    expect(aws.imageId).toBe('ami-0d1a2b3c4d5e60002');
+    expect(r.stderr).toContain(`the run asked for 1 GPU (A10G) but the agent sees no GPU on ${aws.instanceType} with image ami-0d1a2b3c4d5e60002 (Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250610)`);
+    expect(r.stderr).toMatch(/nvidia-smi not found/);
+    expect(r.stderr).toContain('spotctl ami build --region us-east-2 --gpu');
+    expect(existsSync(marker)).toBe(false);
+    expect(aws.terminatedAt).toBeGreaterThan(0);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  });
+
   it('an error after RunInstances (a host key that does not match) terminates the instance before the error surfaces', async () => {
     await using other = await tmpDir();
     const wrong = path.join(other.path, 'known_hosts');
@@ -440,4 +458,31 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(r.stderr).toMatch(/terminated i-[0-9a-f]+ .*because the launch did not complete/);
     expect(await liveSpotctlInstances()).toEqual([]);
   });
+
+  // Last: the GPU image it bakes would otherwise be what the --gpus test above boots.
+  it('ami build --gpu bakes from the Deep Learning Base image; GPU runs use that bake, CPU runs never do', async () => {
+    await using bakeRoot = await tmpDir();
+    const r = await runSpotctl(['ami', 'build', '--gpu', '--region', REGION, '--ssh-config', sshd.configFile, '--json'], { home: home.path, env: { ...env(), SPOTCTL_TEST_BAKE_ROOT: bakeRoot.path }, timeoutMs: 180_000 });
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    const [result] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { imageId: string; name: string; builderId: string }[];
+    expect(result!.name).toMatch(/^spotctl-dlami-gpu-x86_64-/);
+    const { DescribeImagesCommand } = await sdk();
+    using ec2 = await moto.ec2(REGION);
+    const [image] = (await ec2.send(new DescribeImagesCommand({ ImageIds: [result!.imageId] }))).Images ?? [];
+    expect(Object.fromEntries((image!.Tags ?? []).map((t) => [t.Key, t.Value]))).toMatchObject({ 'spotctl:ami': 'true', 'spotctl:gpu': 'true' });
+    const [builder] = await instances([{ Name: 'instance-id', Values: [result!.builderId] }]);
+    expect(builder!.ImageId).toBe('ami-0d1a2b3c4d5e60002');
+    expect(['shutting-down', 'terminated']).toContain(builder!.State?.Name);
+    await host.waitIdle();
+
+    const gpuRun = await runSpotctl(args('--gpus', '1', 'hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(gpuRun.code).not.toBe(0); // the test host has no GPU, but the image is the point here
+    expect(runRecord(lastRunId()).aws!.imageId).toBe(result!.imageId);
+    expect(gpuRun.stderr).toContain(`with image ${result!.imageId} (${result!.name})`);
+    await host.waitIdle();
+    const cpuRun = await runSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    expect(cpuRun.code, cpuRun.stderr).toBe(0);
+    expect(runRecord(lastRunId()).aws!.imageId).not.toBe(result!.imageId);
+    expect(await liveSpotctlInstances()).toEqual([]);
+  }, 3 * 180_000);
 });

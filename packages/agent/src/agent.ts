@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import { isIP } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import {
   AGENT_FILES,
@@ -11,6 +12,7 @@ import {
   UserError,
   formatBytes,
   formatLimit,
+  gpuShortfall,
   type AgentState,
   type FlushResult,
   type CredentialsParams,
@@ -25,6 +27,7 @@ import type { ResolvedAgentConfig } from './config.ts';
 import { LogArchiver } from './log-archive/index.ts';
 import { LogStore, type AppendedRecord } from './log-store/index.ts';
 import { createAgentLogger, type AgentLogger, type Logger } from './logger.ts';
+import { probeGpus, type GpuProbe } from './gpu/index.ts';
 import { AgentServer } from './server/index.ts';
 import { writeJsonAtomic } from './state-files.ts';
 import { Supervisor, buildJobLaunch, type StopOptions } from './supervisor/index.ts';
@@ -259,6 +262,9 @@ export class Agent implements AsyncDisposable {
       });
     }
     const credentials = this.#credentials;
+    // Before the server, so every hello carries what the machine really has (bounded; instant without nvidia-smi).
+    const gpuProbe = await probeGpus();
+    log.info({ gpus: gpuProbe.gpus, ...(gpuProbe.error ? { gpuProbeError: gpuProbe.error } : {}) }, 'GPU probe');
     this.#server = await AgentServer.listen({
       host: config.host,
       port: config.port,
@@ -267,6 +273,7 @@ export class Agent implements AsyncDisposable {
       agentVersion: AGENT_VERSION,
       buildId,
       startedAt,
+      gpus: gpuProbe.gpus,
       logs: this.#store,
       job: {
         status: () => this.status(),
@@ -298,7 +305,9 @@ export class Agent implements AsyncDisposable {
     options.onReady?.(this.#state);
 
     // The job starts only once its checkpoint is back: running from scratch would discard work.
-    const restoreError = await this.#prepareCheckpoints();
+    // A job that needs GPUs must not start (nor restore its checkpoint) on a machine without them.
+    const gpuError = this.#gpuShortfall(gpuProbe);
+    const restoreError = gpuError ?? (await this.#prepareCheckpoints());
     if (restoreError) this.#supervisor.failBeforeStart(restoreError);
     // The job learns which set it resumes from (a managed run's next attempt, or --restore-from).
     else this.#supervisor.start(this.#restoredSeq !== undefined ? { SPOTCTL_RESTORED_SET: String(this.#restoredSeq) } : {});
@@ -392,6 +401,14 @@ export class Agent implements AsyncDisposable {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Why the job must not start for want of GPUs, or undefined (also when it asked for none). */
+  #gpuShortfall(probe: GpuProbe): string | undefined {
+    const required = this.config.gpus;
+    if (!required) return undefined;
+    const shortfall = gpuShortfall({ ...required, where: required.where ?? `host ${os.hostname()}` }, probe.gpus, probe.error);
+    return shortfall === undefined ? undefined : `${shortfall}; the job was not started`;
   }
 
   /** Opens the checkpoint store and restores a set when asked; returns why the job must not start. */

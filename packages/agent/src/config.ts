@@ -10,6 +10,7 @@ import {
   parseAgentConfig,
   type AgentConfig,
   type CheckpointConfig,
+  type GpuRequirement,
   type ImdsConfig,
   type ShutdownAction,
   type SimulateConfig,
@@ -51,6 +52,8 @@ export interface ResolvedAgentConfig {
   onRebalance: string;
   /** Checkpoint sync, with `dir` made absolute against the workdir. */
   checkpoint: (CheckpointConfig & { dir: string; settleMs: number; exitFlushBudgetMs: number }) | undefined;
+  /** GPUs the job needs; checked before it starts. */
+  gpus: GpuRequirement | undefined;
 }
 
 /** Environment variables that override config fields, so secrets need not sit in the file. */
@@ -118,6 +121,7 @@ export function resolveAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = proces
     checkpoint: c.checkpoint
       ? { ...c.checkpoint, dir: path.resolve(path.resolve(c.workdir), c.checkpoint.dir ?? 'checkpoints'), settleMs: c.checkpoint.settleMs ?? DEFAULT_CHECKPOINT_SETTLE_MS, exitFlushBudgetMs: c.checkpoint.exitFlushBudgetMs ?? DEFAULT_EXIT_FLUSH_BUDGET_MS }
       : undefined,
+    gpus: c.gpus,
   };
 }
 

@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { Parsed } from './protocol.ts';
 import { Value } from '@sinclair/typebox/value';
 import { MAX_TIMER_MS } from './constants.ts';
+import { GpuRequirement } from './gpus.ts';
 
 /** A delay the agent hands to a timer: a whole number of ms that setTimeout can hold (≤ 2^31-1). */
 const TimerMs = (minimum: number) => Type.Integer({ minimum, maximum: MAX_TIMER_MS });
@@ -132,6 +133,8 @@ export const AgentConfig = Type.Object(
     /** What a rebalance recommendation does besides the event. @default 'checkpoint' */
     onRebalance: Type.Optional(Type.String({ pattern: '^(checkpoint|ignore|signal:[A-Z0-9]+)$' })),
     checkpoint: Type.Optional(CheckpointConfig),
+    /** GPUs the job needs: checked with nvidia-smi before it starts; a shortfall fails the start. */
+    gpus: Type.Optional(GpuRequirement),
     /** pino level. @default 'info' */
     logLevel: Type.Optional(Type.String()),
   },

@@ -7,3 +7,4 @@ export * from './log-frames.ts';
 export * from './deadline.ts';
 export * from './format.ts';
 export * from './verified-download.ts';
+export * from './gpus.ts';

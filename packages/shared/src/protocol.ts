@@ -12,6 +12,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { MAX_TIMER_MS } from './constants.ts';
 import { lazyCompile } from './lazy-check.ts';
+import { GpuSeen } from './gpus.ts';
 import { CheckpointEvent, CheckpointFailedEvent, CheckpointHealth, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
 
 const Seq = Type.Integer({ minimum: 0 });
@@ -200,6 +201,8 @@ export const HelloEvent = Type.Object(
     agentVersion: Type.String(),
     buildId: Type.String(),
     runId: Type.String(),
+    /** GPUs the agent's nvidia-smi probe found (empty: none, or no nvidia-smi). Absent from older agents. */
+    gpus: Type.Optional(Type.Array(GpuSeen)),
   },
   { additionalProperties: false },
 );

@@ -16,6 +16,7 @@ import {
   type JobStatus,
   type ServerEvent,
   type ResultOf,
+  type GpuSeen,
 } from '@spotctl/shared';
 import { redactUrl } from '../logger.ts';
 import { createTokenCheck } from './auth.ts';
@@ -31,6 +32,8 @@ export interface AgentServerOptions {
   runId: string;
   agentVersion: string;
   buildId: string;
+  /** GPUs the agent's probe found, for the hello. @default [] */
+  gpus?: GpuSeen[];
   logs: LogSource;
   job: JobControl;
   logger: Logger;
@@ -264,6 +267,7 @@ export class AgentServer implements AsyncDisposable {
         agentVersion: this.#o.agentVersion,
         buildId: this.#o.buildId,
         runId: this.#o.runId,
+        gpus: this.#o.gpus ?? [],
       }),
     );
   }

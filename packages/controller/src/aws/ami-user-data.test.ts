@@ -43,6 +43,23 @@ describe('cloud-config', () => {
     expect(text).not.toContain('write_files');
   });
 
+  it('an image with the NVIDIA driver: no package upgrade, kernel and driver held before the install runs', async () => {
+    const text = cloudConfig({ hostKey: await generateHostKey('x'), install: true, runId: 'r1', gpu: true });
+    expect(text).toMatch(/^package_upgrade: false$/m);
+    expect(text).toMatch(/^package_update: false$/m);
+    // bootcmd runs before runcmd (the install), so its apt-get cannot swap the kernel under the driver.
+    const bootcmd = /^bootcmd:\n {2}- \[sh, -c, (".*")\]$/m.exec(text);
+    expect(bootcmd).not.toBeNull();
+    const command = JSON.parse(bootcmd![1]!) as string;
+    expect(command).toContain('apt-mark hold');
+    for (const pkg of ["'linux-image-*'", "'nvidia-*'", "'libnvidia-*'"]) expect(command).toContain(pkg);
+    expect(command).toMatch(/\|\| true$/);
+    expect(text.indexOf('bootcmd:')).toBeLessThan(text.indexOf('runcmd:'));
+    const cpu = cloudConfig({ hostKey: await generateHostKey('x'), install: true, runId: 'r1' });
+    expect(cpu).not.toContain('bootcmd');
+    expect(cpu).not.toContain('package_upgrade');
+  });
+
   it('known_hosts pins the key for the address (and the port when it is not 22)', () => {
     expect(knownHostsLine('203.0.113.5', 22, 'ssh-ed25519 AAAAkey spotctl-host')).toBe('203.0.113.5 ssh-ed25519 AAAAkey\n');
     expect(knownHostsLine('10.0.0.2', 2222, 'ssh-ed25519 AAAAkey c')).toBe('[10.0.0.2]:2222 ssh-ed25519 AAAAkey\n');

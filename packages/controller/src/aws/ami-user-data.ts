@@ -6,6 +6,9 @@
  *     other host key before sshd starts.
  *   - on stock Ubuntu: ami/install.sh (Node.js 20+, python3-venv, rsync, build-essential). A baked
  *     spotctl image has all of that already and gets the host key only.
+ *   - on an image with the NVIDIA driver (the Deep Learning Base image or a bake from it): no
+ *     package upgrade, and the kernel and NVIDIA packages held before anything else runs, so neither
+ *     our install nor unattended-upgrades can swap the kernel the driver was built for.
  *
  * The host key's private half travels in user-data, which anyone allowed
  * ec2:DescribeInstanceAttribute in the account (and any process on the instance) can read: it
@@ -78,7 +81,18 @@ export interface UserDataOptions {
   install: boolean;
   /** Goes into a comment, for whoever reads the user-data later. */
   runId: string;
+  /** The image carries the NVIDIA driver: keep it working (see the file comment). @default false */
+  gpu?: boolean;
 }
+
+/**
+ * bootcmd (runs first, every boot): hold the kernel and the NVIDIA driver packages. A held package
+ * is never upgraded by apt-get install/upgrade or unattended-upgrades.
+ */
+export const HOLD_DRIVER_COMMAND =
+  // `${…}` is dpkg-query's own format syntax, not ours.
+  // eslint-disable-next-line no-template-curly-in-string
+  "dpkg-query -W -f='${binary:Package}\\n' 'linux-image-*' 'linux-headers-*' 'linux-modules-*' 'linux-aws*' 'nvidia-*' 'libnvidia-*' 'cuda-drivers*' 2>/dev/null | xargs -r apt-mark hold >/dev/null 2>&1 || true";
 
 /** The cloud-config document (plain text; RunInstances wants it base64-encoded). */
 export function cloudConfig(options: UserDataOptions): string {
@@ -94,6 +108,7 @@ export function cloudConfig(options: UserDataOptions): string {
     indent(hostKey.privateKey, 4),
     `  ed25519_public: ${hostKey.publicKey.trim()}`,
   ];
+  if (options.gpu) lines.push('package_update: false', 'package_upgrade: false', 'bootcmd:', `  - [sh, -c, ${JSON.stringify(HOLD_DRIVER_COMMAND)}]`);
   if (options.install) {
     lines.push(
       'write_files:',

@@ -13,7 +13,31 @@ export interface PlacementCliOptions {
   /** commander's `--no-ht` sets `ht: false`. */
   ht?: boolean;
   placementScores?: boolean;
+  gpus?: string;
+  gpuMemory?: string;
 }
+
+/**
+ * `--gpus` and `--gpu-memory`, shared by `prices` and `run` (on `run` they also apply to local and
+ * ssh hosts: the agent checks the host has the GPUs before the job starts).
+ */
+export function addGpuOptions(cmd: Command, prefix = ''): Command {
+  return cmd
+    .option('--gpus <spec>', `${prefix}NVIDIA GPUs the machine must have: 1 (any model), A10G, L4:1, A100:8, "T4|L4" (count is exact; see spotctl gpus)`)
+    .option('--gpu-memory <size>', `${prefix}memory each GPU must have, e.g. 20G (alone: one GPU of any model with that much)`);
+}
+
+/**
+ * Workers the machine is sized for. With GPUs and no --workers, 1: the GPU does the work, and the
+ * default 4 workers would rule out the cheapest GPU types (4 vCPUs: g4dn.xlarge, g5.xlarge, g6.xlarge).
+ */
+export function workersFor(options: PlacementCliOptions, example: string, workersGiven: boolean): number {
+  if (!workersGiven && (options.gpus !== undefined || options.gpuMemory !== undefined)) return GPU_DEFAULT_WORKERS;
+  return parseWorkersOption(options.workers, example);
+}
+
+/** @default 1 */
+export const GPU_DEFAULT_WORKERS = 1;
 
 /**
  * Adds the placement flags, one definition for both commands so they cannot drift apart

@@ -36,6 +36,20 @@ describe('the AWS error table', () => {
     expect(e.remediation).toMatch(/--quota-code L-1216C47A --desired-value 32 --region us-east-2/);
   });
 
+  it('names the G/VT and P quotas for GPU types, not the standard one', () => {
+    const g = awsUserError(awsError('VcpuLimitExceeded'), { region: 'us-east-1', market: 'spot', vcpus: 4, instanceType: 'g5.xlarge' });
+    expect(g.remediation).toContain('"All G and VT Spot Instance Requests"');
+    expect(g.remediation).toMatch(/--quota-code L-3819A6DF --desired-value 32 --region us-east-1/);
+    const p = awsUserError(awsError('MaxSpotInstanceCountExceeded'), { region: 'us-west-2', vcpus: 96, instanceType: 'p4d.24xlarge' });
+    expect(p.remediation).toContain('"All P Spot Instance Requests"');
+    expect(p.remediation).toMatch(/--quota-code L-7212CCBC --desired-value 192/);
+    const onDemand = awsUserError(awsError('VcpuLimitExceeded'), { market: 'on-demand', instanceType: 'g6.xlarge' });
+    expect(onDemand.remediation).toMatch(/"Running On-Demand G and VT instances".*--quota-code L-DB2E81BA/);
+    const cpu = awsUserError(awsError('VcpuLimitExceeded'), { market: 'spot', instanceType: 'c7a.2xlarge' });
+    expect(cpu.remediation).toMatch(/--quota-code L-34B43A08/);
+    expect(cpu.remediation).not.toContain('G and VT');
+  });
+
   it('reads the error name from SDK errors and plain objects', () => {
     expect(awsErrorName(awsError('RequestLimitExceeded'))).toBe('RequestLimitExceeded');
     expect(awsErrorName({ Code: 'AuthFailure' })).toBe('AuthFailure');

@@ -49,8 +49,33 @@ export const AWS_ERROR_CODES = {
 } as const satisfies Record<string, ErrorCode>;
 const CODE = AWS_ERROR_CODES;
 
-/** Service Quotas codes for the "Standard (A, C, D, H, I, M, R, T, Z)" bucket our families fall in. */
-const QUOTA_CODE: Record<Market, string> = { spot: 'L-34B43A08', 'on-demand': 'L-1216C47A' };
+/**
+ * EC2's vCPU quotas are per bucket of families. The CPU families spotctl picks fall in "Standard
+ * (A, C, D, H, I, M, R, T, Z)"; GPU types count against the G/VT or P bucket, which is 0 on a new
+ * account, so a GPU run's quota error must name that bucket or the user raises the wrong one.
+ */
+interface QuotaBucket {
+  name: Record<Market, string>;
+  code: Record<Market, string>;
+}
+const STANDARD_QUOTA: QuotaBucket = {
+  name: { spot: 'All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests', 'on-demand': 'Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances' },
+  code: { spot: 'L-34B43A08', 'on-demand': 'L-1216C47A' },
+};
+const G_QUOTA: QuotaBucket = {
+  name: { spot: 'All G and VT Spot Instance Requests', 'on-demand': 'Running On-Demand G and VT instances' },
+  code: { spot: 'L-3819A6DF', 'on-demand': 'L-DB2E81BA' },
+};
+const P_QUOTA: QuotaBucket = {
+  name: { spot: 'All P Spot Instance Requests', 'on-demand': 'Running On-Demand P instances' },
+  code: { spot: 'L-7212CCBC', 'on-demand': 'L-417A185B' },
+};
+
+/** The vCPU quota bucket an instance type counts against (by the family's first letter, as AWS groups them). */
+function quotaBucketOf(instanceType: string | undefined): QuotaBucket {
+  const letter = instanceType?.[0];
+  return letter === 'g' || letter === 'v' ? G_QUOTA : letter === 'p' ? P_QUOTA : STANDARD_QUOTA;
+}
 
 const where = (ctx: AwsErrorContext): string => [ctx.instanceType, ctx.az ?? ctx.region].filter(Boolean).join(' in ');
 const regionFlag = (ctx: AwsErrorContext): string => (ctx.region ? ` --region ${ctx.region}` : '');
@@ -60,10 +85,12 @@ const widen = 'spotctl tries the next placement by itself; to widen the search p
 function quotaRemediation(ctx: AwsErrorContext): string {
   const market = ctx.market ?? 'spot';
   const desired = Math.max(32, (ctx.vcpus ?? 16) * 2);
+  const bucket = quotaBucketOf(ctx.instanceType);
+  const named = bucket === STANDARD_QUOTA ? '' : ` ("${bucket.name[market]}", 0 on new accounts)`;
   return (
-    `ask for a larger ${market} vCPU quota: aws service-quotas request-service-quota-increase --service-code ec2 ` +
-    `--quota-code ${QUOTA_CODE[market]} --desired-value ${desired}${regionFlag(ctx)} (current value: aws service-quotas get-service-quota ` +
-    `--service-code ec2 --quota-code ${QUOTA_CODE[market]}${regionFlag(ctx)}); meanwhile ${widen}`
+    `ask for a larger ${market} vCPU quota${named}: aws service-quotas request-service-quota-increase --service-code ec2 ` +
+    `--quota-code ${bucket.code[market]} --desired-value ${desired}${regionFlag(ctx)} (current value: aws service-quotas get-service-quota ` +
+    `--service-code ec2 --quota-code ${bucket.code[market]}${regionFlag(ctx)}); meanwhile ${widen}`
   );
 }
 

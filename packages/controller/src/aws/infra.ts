@@ -37,7 +37,14 @@ const execFileAsync = promisify(execFile);
 export const CANONICAL_OWNER_ID = '099720109477';
 /** Stock Ubuntu 24.04 LTS (noble), gp3 root volume, server edition. */
 export const UBUNTU_NAME_PATTERN = 'ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-*-server-*';
-/** The login user of Ubuntu's cloud images (and of images baked from them). */
+/**
+ * The AWS Deep Learning Base image with NVIDIA's driver and CUDA, on Ubuntu (x86_64: "Deep Learning
+ * Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250610"; arm64 has "ARM64" after "Learning").
+ * Published by Amazon (owner alias `amazon`); the newest of the right architecture is used.
+ */
+export const DLAMI_NAME_PATTERN = 'Deep Learning *Base OSS Nvidia Driver GPU AMI (Ubuntu *) *';
+export const DLAMI_OWNER = 'amazon';
+/** The login user of Ubuntu's cloud images (and of images baked from them, and of the Ubuntu DLAMI). */
 export const UBUNTU_USER = 'ubuntu';
 /** Where the caller's public IPv4 address is asked by default: AWS's own, plain-text answer. */
 export const DEFAULT_IP_LOOKUP_URL = 'https://checkip.amazonaws.com';
@@ -356,6 +363,8 @@ export interface ResolvedImage {
   name: string;
   /** A spotctl-baked image (tag `spotctl:ami`) rather than stock Ubuntu. */
   baked: boolean;
+  /** Carries the NVIDIA driver (the Deep Learning Base image, or a bake from it). */
+  gpu?: boolean;
   rootDeviceName: string;
   /** Size of the image's root snapshot, GiB (the launch volume may not be smaller). */
   rootSnapshotGiB?: number;
@@ -368,23 +377,34 @@ export function newestImage(images: readonly Image[]): Image | undefined {
     .sort((a, b) => (b.CreationDate ?? '').localeCompare(a.CreationDate ?? '') || (b.Name ?? '').localeCompare(a.Name ?? ''))[0];
 }
 
-function toResolved(image: Image, baked: boolean): ResolvedImage {
+function toResolved(image: Image, baked: boolean, gpu = false): ResolvedImage {
   const root = image.BlockDeviceMappings?.find((m) => m.DeviceName === image.RootDeviceName)?.Ebs?.VolumeSize;
   return {
     imageId: image.ImageId!,
     name: image.Name ?? image.ImageId!,
     baked,
+    ...(gpu ? { gpu } : {}),
     rootDeviceName: image.RootDeviceName ?? '/dev/sda1',
     ...(root ? { rootSnapshotGiB: root } : {}),
   };
 }
 
+/** Whether a baked image was baked for GPUs (tag `spotctl:gpu=true`). */
+const isGpuBake = (image: Image): boolean => (image.Tags ?? []).some((t) => t.Key === TAG.gpu && t.Value === 'true');
+
 /**
  * A spotctl-baked image of this account (tag `spotctl:ami=true`) for the architecture when one
- * exists, else the newest stock Ubuntu 24.04 from Canonical's account.
+ * exists, else the newest stock Ubuntu 24.04 from Canonical's account. With `gpu` (an NVIDIA type),
+ * only a GPU bake counts, else the newest Deep Learning Base image: stock Ubuntu has no NVIDIA
+ * driver. CPU runs skip GPU bakes (tens of GiB of CUDA they would boot for nothing).
  */
-export async function resolveImage(ctx: Pick<InfraContext, 'ec2' | 'region' | 'signal'>, architecture: Architecture, options: { stockOnly?: boolean } = {}): Promise<ResolvedImage> {
+export async function resolveImage(
+  ctx: Pick<InfraContext, 'ec2' | 'region' | 'signal'>,
+  architecture: Architecture,
+  options: { stockOnly?: boolean; gpu?: boolean } = {},
+): Promise<ResolvedImage> {
   const { DescribeImagesCommand } = await loadEc2Sdk();
+  const gpu = options.gpu === true;
   try {
     const baked = options.stockOnly ? { Images: [] } : await ctx.ec2.send(
       new DescribeImagesCommand({
@@ -397,8 +417,9 @@ export async function resolveImage(ctx: Pick<InfraContext, 'ec2' | 'region' | 's
       }),
       sendOptions(ctx.signal),
     );
-    const mine = newestImage(baked.Images ?? []);
-    if (mine) return toResolved(mine, true);
+    const mine = newestImage((baked.Images ?? []).filter((i) => isGpuBake(i) === gpu));
+    if (mine) return toResolved(mine, true, gpu);
+    if (gpu) return await deepLearningImage(ctx, architecture);
     const stock = await ctx.ec2.send(
       new DescribeImagesCommand({
         Owners: [CANONICAL_OWNER_ID],
@@ -414,11 +435,32 @@ export async function resolveImage(ctx: Pick<InfraContext, 'ec2' | 'region' | 's
     const ubuntu = newestImage((stock.Images ?? []).filter((i) => i.OwnerId === CANONICAL_OWNER_ID));
     if (ubuntu) return toResolved(ubuntu, false);
   } catch (error) {
-    if (ctx.signal?.aborted) throw error;
+    if (ctx.signal?.aborted || error instanceof UserError) throw error;
     throw awsUserError(error, { region: ctx.region, action: 'DescribeImages' });
   }
   throw new UserError('SPOTCTL_CONFIG', `no Ubuntu 24.04 (${architecture}) image from Canonical found in ${ctx.region}`, {
     remediation: `check with: aws ec2 describe-images --owners ${CANONICAL_OWNER_ID} --filters 'Name=name,Values=${UBUNTU_NAME_PATTERN}' --region ${ctx.region}`,
+  });
+}
+
+/** The newest Deep Learning Base (NVIDIA driver, Ubuntu) image for the architecture. */
+async function deepLearningImage(ctx: Pick<InfraContext, 'ec2' | 'region' | 'signal'>, architecture: Architecture): Promise<ResolvedImage> {
+  const { DescribeImagesCommand } = await loadEc2Sdk();
+  const response = await ctx.ec2.send(
+    new DescribeImagesCommand({
+      Owners: [DLAMI_OWNER],
+      Filters: [
+        { Name: 'name', Values: [DLAMI_NAME_PATTERN] },
+        { Name: 'architecture', Values: [architecture] },
+        { Name: 'state', Values: ['available'] },
+      ],
+    }),
+    sendOptions(ctx.signal),
+  );
+  const image = newestImage(response.Images ?? []);
+  if (image) return toResolved(image, false, true);
+  throw new UserError('SPOTCTL_CONFIG', `no Deep Learning Base image with the NVIDIA driver (Ubuntu, ${architecture}) found in ${ctx.region}`, {
+    remediation: `check with: aws ec2 describe-images --owners ${DLAMI_OWNER} --filters 'Name=name,Values=${DLAMI_NAME_PATTERN}' 'Name=architecture,Values=${architecture}' --region ${ctx.region}; or leave the region out with --regions`,
   });
 }
 
@@ -435,13 +477,13 @@ export interface RegionInfra {
 }
 
 /** Key pair, security group and image for one region (the subnet is per AZ: `defaultSubnetId`). */
-export async function ensureRegionInfra(ctx: InfraContext & { key: LocalKey; sshCidr: string; architecture: Architecture; stockImage?: boolean }): Promise<RegionInfra> {
+export async function ensureRegionInfra(ctx: InfraContext & { key: LocalKey; sshCidr: string; architecture: Architecture; stockImage?: boolean; gpu?: boolean }): Promise<RegionInfra> {
   const vpcId = await defaultVpcId(ctx);
   const [keyName, securityGroupId, image] = await Promise.all([
     ensureKeyPair(ctx, ctx.key),
     ensureSecurityGroup(ctx, vpcId, ctx.sshCidr),
     // A bake starts from stock Ubuntu, never from an earlier bake.
-    resolveImage(ctx, ctx.architecture, { stockOnly: ctx.stockImage === true }),
+    resolveImage(ctx, ctx.architecture, { stockOnly: ctx.stockImage === true, gpu: ctx.gpu === true }),
   ]);
   return { region: ctx.region, vpcId, keyName, privateKeyPath: ctx.key.privateKeyPath, securityGroupId, sshCidr: ctx.sshCidr, image };
 }

@@ -51,6 +51,7 @@ import {
   type RegionFailure,
   type SpotPriceQuote,
 } from './pricing.ts';
+import type { GpuInfo, GpuRequest } from './gpus.ts';
 import {
   DEFAULT_WORKERS,
   describeNeed,
@@ -81,6 +82,8 @@ export interface PlacementCandidate {
   priceSince: string;
   /** Spot placement score 1–10 of the AZ (only with placement scores on). */
   placementScore?: number;
+  /** The type's GPUs, when it has any. */
+  gpu?: GpuInfo;
 }
 
 export interface RankOptions {
@@ -127,6 +130,7 @@ export function rankPlacements(quotes: readonly SpotPriceQuote[], types: readonl
       architecture: type.architecture,
       priceSince: q.since.toISOString(),
       ...(score !== undefined ? { placementScore: score } : {}),
+      ...(type.gpu ? { gpu: { ...type.gpu } } : {}),
     });
   }
   return candidates.sort(compareCandidates);
@@ -374,6 +378,8 @@ export interface FindPlacementsOptions {
   noHt?: boolean;
   /** @default 1 */
   sizesUp?: number;
+  /** GPUs each candidate type must carry (`--gpus`, `--gpu-memory`). @default undefined */
+  gpus?: GpuRequest;
   /**
    * Ask GetSpotPlacementScores and use the score to break price ties (and, with `minScore`, to
    * drop unlikely AZs). Off by default: it needs its own IAM permission and AWS limits how many
@@ -407,6 +413,7 @@ export async function findPlacements(options: FindPlacementsOptions): Promise<Pl
     architecture: (options.arm ? 'arm64' : 'x86_64') as Architecture,
     noHt: options.noHt ?? false,
     ...(options.sizesUp === undefined ? {} : { sizesUp: options.sizesUp }),
+    ...(options.gpus ? { gpus: options.gpus } : {}),
   };
   const choice = await findCandidateTypes({
     ...request,

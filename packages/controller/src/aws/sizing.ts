@@ -20,6 +20,7 @@ import type { _InstanceType, EC2Client, InstanceTypeInfo } from '@aws-sdk/client
 import createDebug from 'debug';
 import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
 import { awsErrorName, awsUserError, isAbort } from './errors.ts';
+import { GPU_FAMILY_PATTERNS, describeGpuRequest, gpuInfoOf, gpuMismatch, type GpuInfo, type GpuRequest } from './gpus.ts';
 
 const debug = createDebug('spotctl:ec2');
 
@@ -59,6 +60,8 @@ export interface InstanceTypeSpec {
   supportsSpot: boolean;
   bareMetal: boolean;
   memoryMiB: number | undefined;
+  /** The type's GPUs (DescribeInstanceTypes GpuInfo); absent on types without one. */
+  gpu?: GpuInfo;
 }
 
 /** A type that fits the request, with how it would be launched. */
@@ -72,6 +75,7 @@ export interface SizedType {
   threadsPerCore: number;
   cpuOptions?: CpuOptions;
   memoryMiB?: number;
+  gpu?: GpuInfo;
 }
 
 export interface SizingRequest {
@@ -83,6 +87,8 @@ export interface SizingRequest {
   noHt?: boolean;
   /** @default 1 */
   sizesUp?: number;
+  /** GPUs the type must carry (`--gpus`, `--gpu-memory`). @default undefined (any type, GPU or not) */
+  gpus?: GpuRequest;
 }
 
 export function familyOf(instanceType: string): string {
@@ -103,9 +109,10 @@ export function coresNeeded(workers: number): number {
 export function describeNeed(request: SizingRequest): string {
   const n = request.workers;
   const w = `${n} worker${n === 1 ? '' : 's'}`;
-  if (request.architecture === 'arm64') return `${w} → ≥ ${vcpusNeeded(n, 1)} vCPUs (Graviton: 1 thread per core)`;
+  const gpus = request.gpus ? `${describeGpuRequest(request.gpus)}, ` : '';
+  if (request.architecture === 'arm64') return `${gpus}${w} → ≥ ${vcpusNeeded(n, 1)} vCPUs (Graviton: 1 thread per core)`;
   const smt = request.noHt ? `≥ ${coresNeeded(n)} cores with SMT off` : `≥ ${vcpusNeeded(n, 2)} vCPUs with 2 threads per core`;
-  return `${w} → ${smt}, or ≥ ${vcpusNeeded(n, 1)} vCPUs with 1 thread per core`;
+  return `${gpus}${w} → ${smt}, or ≥ ${vcpusNeeded(n, 1)} vCPUs with 1 thread per core`;
 }
 
 export function validateWorkers(workers: number): number {
@@ -123,6 +130,7 @@ export function toSpec(info: InstanceTypeInfo): InstanceTypeSpec | undefined {
   const vcpu = info.VCpuInfo;
   if (!instanceType || !vcpu?.DefaultVCpus) return undefined;
   const threads = vcpu.DefaultThreadsPerCore ?? 1;
+  const gpu = gpuInfoOf(info);
   const cores = vcpu.DefaultCores ?? Math.max(1, Math.floor(vcpu.DefaultVCpus / threads));
   return {
     instanceType,
@@ -136,6 +144,7 @@ export function toSpec(info: InstanceTypeInfo): InstanceTypeSpec | undefined {
     supportsSpot: (info.SupportedUsageClasses ?? []).includes('spot'),
     bareMetal: info.BareMetal === true,
     memoryMiB: info.MemoryInfo?.SizeInMiB,
+    ...(gpu ? { gpu } : {}),
   };
 }
 
@@ -145,7 +154,13 @@ export type FitResult = { ok: true; type: SizedType; note?: string } | { ok: fal
 export function sizeType(spec: InstanceTypeSpec, request: SizingRequest): FitResult {
   const { workers, architecture } = request;
   if (!spec.architectures.includes(architecture)) return { ok: false, reason: `${spec.instanceType} is not ${architecture}` };
-  const base = { instanceType: spec.instanceType, family: spec.family, architecture, ...(spec.memoryMiB === undefined ? {} : { memoryMiB: spec.memoryMiB }) };
+  const base = {
+    instanceType: spec.instanceType,
+    family: spec.family,
+    architecture,
+    ...(spec.memoryMiB === undefined ? {} : { memoryMiB: spec.memoryMiB }),
+    ...(spec.gpu ? { gpu: spec.gpu } : {}),
+  };
   const oneThreadAlready = spec.defaultThreadsPerCore === 1;
   if (request.noHt && !oneThreadAlready) {
     if (!spec.validThreadsPerCore.includes(1)) return { ok: false, reason: `${spec.instanceType} cannot run with one thread per core` };
@@ -180,6 +195,7 @@ export function chooseTypes(specs: readonly InstanceTypeSpec[], request: SizingR
   const byFamily = new Map<string, SizedType[]>();
   for (const spec of specs) {
     if (spec.bareMetal || !spec.supportsSpot) continue;
+    if (request.gpus && gpuMismatch(spec.instanceType, spec.gpu, request.gpus) !== undefined) continue;
     const fit = sizeType(spec, request);
     if (!fit.ok) continue;
     if (fit.note) notes.add(fit.note);
@@ -216,6 +232,11 @@ export function choosePinnedTypes(specs: readonly InstanceTypeSpec[], request: S
       notes.push(`${spec.instanceType} left out: it is not sold as spot`);
       continue;
     }
+    const gpuProblem = request.gpus ? gpuMismatch(spec.instanceType, spec.gpu, request.gpus) : undefined;
+    if (gpuProblem !== undefined) {
+      notes.push(`${gpuProblem}: left out`);
+      continue;
+    }
     const fit = sizeType(spec, request);
     if (fit.ok) {
       if (fit.note) notes.push(fit.note);
@@ -231,6 +252,7 @@ export function choosePinnedTypes(specs: readonly InstanceTypeSpec[], request: S
       vcpus: spec.defaultVcpus,
       threadsPerCore: spec.defaultThreadsPerCore,
       ...(spec.memoryMiB === undefined ? {} : { memoryMiB: spec.memoryMiB }),
+      ...(spec.gpu ? { gpu: spec.gpu } : {}),
     });
   }
   return { types, notes };
@@ -264,6 +286,11 @@ export interface DescribeTypesOptions {
   families?: readonly string[];
   /** Exact types (`--instance-type`). */
   instanceTypes?: readonly string[];
+  /**
+   * Only types with a GPU: without `families`, every `g*`/`p*` family is listed and kept when its
+   * GpuInfo says it has a GPU. @default false
+   */
+  gpuOnly?: boolean;
   signal?: AbortSignal;
 }
 
@@ -274,7 +301,9 @@ export async function describeInstanceTypes(
 ): Promise<InstanceTypeSpec[]> {
   const { DescribeInstanceTypesCommand } = await loadEc2Sdk();
   const exact = options.instanceTypes !== undefined && options.instanceTypes.length > 0;
-  const families = options.families ?? DEFAULT_FAMILIES[options.architecture];
+  const anyGpuFamily = options.gpuOnly === true && options.families === undefined;
+  const families = options.families ?? (anyGpuFamily ? [] : DEFAULT_FAMILIES[options.architecture]);
+  const typePatterns = anyGpuFamily ? [...GPU_FAMILY_PATTERNS] : families.map((f) => `${f}.*`);
   const specs: InstanceTypeSpec[] = [];
   let token: string | undefined;
   for (let page = 0; page < MAX_TYPE_PAGES; page++) {
@@ -286,7 +315,7 @@ export async function describeInstanceTypes(
             { InstanceTypes: [...(options.instanceTypes ?? [])] as _InstanceType[], ...(token ? { NextToken: token } : {}) }
           : {
               Filters: [
-                { Name: 'instance-type', Values: families.map((f) => `${f}.*`) },
+                { Name: 'instance-type', Values: typePatterns },
                 { Name: 'processor-info.supported-architecture', Values: [options.architecture] },
                 { Name: 'supported-usage-class', Values: ['spot'] },
               ],
@@ -299,7 +328,8 @@ export async function describeInstanceTypes(
     for (const info of response.InstanceTypes ?? []) {
       const spec = toSpec(info);
       // The filters are re-checked here: a family filter `c6a.*` must not let `c6an.*` through.
-      if (spec && (exact || families.includes(spec.family))) specs.push(spec);
+      if (!spec || (options.gpuOnly && !spec.gpu)) continue;
+      if (exact || anyGpuFamily || families.includes(spec.family)) specs.push(spec);
     }
     const next = response.NextToken;
     if (!next || next === token) return specs;
@@ -334,6 +364,7 @@ export async function findCandidateTypes(options: FindTypesOptions): Promise<Typ
         architecture: options.architecture,
         ...(options.families ? { families: options.families } : {}),
         ...(options.instanceTypes ? { instanceTypes: options.instanceTypes } : {}),
+        ...(options.gpus && !options.instanceTypes?.length ? { gpuOnly: true } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       });
       break;
@@ -356,6 +387,12 @@ export async function findCandidateTypes(options: FindTypesOptions): Promise<Typ
   }
   const choice = options.instanceTypes?.length ? choosePinnedTypes(specs, options) : chooseTypes(specs, options);
   if (choice.types.length === 0) {
+    if (options.gpus && !options.instanceTypes?.length) {
+      const where = options.families ? ` in ${options.families.join(', ')}` : '';
+      throw new UserError('SPOTCTL_CONFIG', `no ${options.architecture} spot instance type${where} has ${describeNeed(options)}`, {
+        remediation: `see the GPU types AWS offers with: spotctl gpus${options.architecture === 'arm64' ? ' (and drop --arm: most GPU types are x86)' : ''}; then pick a model and count that exists (e.g. --gpus A10G or --gpus T4|L4), or fewer --workers`,
+      });
+    }
     const what = options.instanceTypes?.length ? options.instanceTypes.join(', ') : (options.families ?? DEFAULT_FAMILIES[options.architecture]).join(', ');
     const archHint =
       options.architecture === 'x86_64' ? ' (Graviton families such as c7g need --arm)' : ' (x86 families such as c7a need no --arm)';

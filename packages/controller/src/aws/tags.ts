@@ -34,6 +34,8 @@ export const TAG = {
   sshCidr: 'spotctl:ssh-cidr',
   /** On a baked image: `true`. */
   ami: 'spotctl:ami',
+  /** On a baked image: `true` when it was baked from the Deep Learning Base image (NVIDIA driver). */
+  gpu: 'spotctl:gpu',
   /** On a baked image: the agent build it carries. */
   agentBuild: 'spotctl:agent-build',
 } as const;

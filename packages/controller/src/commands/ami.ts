@@ -16,6 +16,7 @@ interface AmiOptions extends Record<string, unknown> {
   region?: string;
   regions?: string;
   arm?: boolean;
+  gpu?: boolean;
   instanceType?: string;
   requirements?: string;
   sshCidr?: string;
@@ -44,6 +45,7 @@ export default defineCommand<AmiOptions>({
       .option('--region <region>', 'the region to bake in (AWS_REGION does the same); an image lives in one region')
       .option('--regions <list>', 'build: bake in each of these regions in turn; ls: where to look')
       .option('--arm', 'build: a Graviton (arm64) image instead of x86_64')
+      .option('--gpu', 'build: bake from the AWS Deep Learning Base image (NVIDIA driver) for GPU runs (--gpus)')
       .option('--instance-type <type>', 'build: the builder instance type (default c7a.large, or c7g.large with --arm)')
       .option('--requirements <file>', "build: pip requirements whose packages go into the image's pip cache")
       .option('--ssh-cidr <cidr>', "build: allow SSH from this CIDR (default: this machine's public address /32)")
@@ -110,6 +112,7 @@ export default defineCommand<AmiOptions>({
         testOverrides,
         region,
         architecture: options.arm ? 'arm64' : 'x86_64',
+        ...(options.gpu ? { gpu: true } : {}),
         out,
         ...(options.instanceType ? { instanceType: options.instanceType } : {}),
         ...(requirements ? { requirements } : {}),

@@ -31,6 +31,7 @@ export const commands: CommandEntry[] = [
   entry('stop', '<run>', 'Stop a run: SIGTERM to the job, SIGKILL after the grace; then let the agent go', () => import('./stop.ts')),
   entry('checkpoints', '<action> <run> [dir]', "List a run's committed checkpoint sets (ls), or download one with its checksums verified (pull)", () => import('./checkpoints.ts')),
   entry('prices', '', 'Show the spot price in effect now for the instance types that fit, per region and Availability Zone, cheapest first', () => import('./prices.ts')),
+  entry('gpus', '', 'List the GPU instance types offered as spot, with GPU model, count and memory, vCPUs, and the cheapest spot price now', () => import('./gpus.ts')),
   entry('ls', '', 'List the EC2 instances spotctl launched (tagged spotctl:managed) in the candidate regions, with age, $/h and spend so far', () => import('./ls.ts')),
   entry('teardown', '[run]', "Terminate a run's EC2 instance (found by its spotctl:run-id tag, so it works from any machine), or every spotctl run instance with --all", () => import('./teardown.ts')),
   entry(

@@ -1,5 +1,6 @@
 import { UserError } from '@spotctl/shared';
-import { addPlacementOptions, parseWorkersOption, type PlacementCliOptions } from '../aws/cli-options.ts';
+import { addGpuOptions, addPlacementOptions, workersFor, type PlacementCliOptions } from '../aws/cli-options.ts';
+import { formatGpuMemory, parseGpuRequest } from '../aws/gpus.ts';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseWholeNumber } from '../cli/numbers.ts';
 import { table } from '../output/output.ts';
@@ -25,13 +26,14 @@ export function formatPrice(pricePerHour: number): string {
 export default defineCommand<PricesOptions>({
   name: 'prices',
   description: 'Show the spot price in effect now for the instance types that fit, per region and Availability Zone, cheapest first',
-  examples: ['spotctl prices', 'spotctl prices -w 16 --arm', 'spotctl prices --regions us-east-1,eu-west-1 --families c7a,m7a --json'],
+  examples: ['spotctl prices', 'spotctl prices -w 16 --arm', 'spotctl prices --gpus A10G', 'spotctl prices --regions us-east-1,eu-west-1 --families c7a,m7a --json'],
   configure: (cmd) =>
-    addPlacementOptions(cmd)
+    addGpuOptions(addPlacementOptions(cmd))
       .option('-n, --limit <n>', `show at most this many rows (default ${DEFAULT_ROWS}; all with --json)`)
       .option('--json', 'one JSON array on stdout'),
-  run: async (_args, options, { out }) => {
-    const workers = parseWorkersOption(options.workers, 'spotctl prices {}');
+  run: async (_args, options, { out, given }) => {
+    const gpus = parseGpuRequest(options);
+    const workers = workersFor(options, 'spotctl prices {}', given?.('workers') ?? false);
     const families = parseFamilies(options.families);
     const instanceTypes = parseInstanceTypes(options.instanceType);
     if (families && instanceTypes) {
@@ -58,6 +60,7 @@ export default defineCommand<PricesOptions>({
       signal,
       ...(families ? { families } : {}),
       ...(instanceTypes ? { instanceTypes } : {}),
+      ...(gpus ? { gpus } : {}),
     }).catch((error: unknown) => {
       if (!signal.aborted) throw error;
       throw new UserError('SPOTCTL_CONFIG', `the price search took longer than ${COMMAND_TIMEOUT_MS / 1000} s`, {
@@ -75,12 +78,13 @@ export default defineCommand<PricesOptions>({
     const shown = plan.candidates.slice(0, limit);
     const rows = shown.map((c: PlacementCandidate, i) => ({ ...c, cheapest: i === 0 }));
     const scores = options.placementScores === true;
-    const headers = ['REGION', 'AZ', 'TYPE', 'VCPUS', '$/HOUR', ...(scores ? ['SCORE'] : []), ''];
+    const headers = ['REGION', 'AZ', 'TYPE', 'VCPUS', ...(gpus ? ['GPUS'] : []), '$/HOUR', ...(scores ? ['SCORE'] : []), ''];
     const body = rows.map((r) => [
       r.region,
       r.az,
       r.instanceType,
       r.cpuOptions ? `${r.vcpus} (SMT off)` : String(r.vcpus),
+      ...(gpus ? [r.gpu ? `${r.gpu.count}× ${r.gpu.name} ${formatGpuMemory(r.gpu.memoryMiB)}` : '-'] : []),
       formatPrice(r.pricePerHour),
       ...(scores ? [r.placementScore === undefined ? '-' : String(r.placementScore)] : []),
       r.cheapest ? '← cheapest' : '',

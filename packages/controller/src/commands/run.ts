@@ -6,6 +6,8 @@ import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { checkRunOptions } from '../cli/run-options.ts';
 import { attributeToProjectFile, type AppliedProjectFile, type ConfigSetting } from '../cli/project-file.ts';
+import { addGpuOptions } from '../aws/cli-options.ts';
+import { parseGpuRequest } from '../aws/gpus.ts';
 import type { Output } from '../output/output.ts';
 import { s3CheckpointAccess } from '../providers/aws.ts';
 import { configureAwsRunOptions, parseAwsOptions, type AwsCliOptions, type AwsLaunchOptions } from '../providers/aws-options.ts';
@@ -196,6 +198,7 @@ export default defineCommand<RunOptions>({
       .option('--pull-to <dir>', 'where --pull copies to (default: ./spotctl-out/<run-id>/)')
       .option('--ssh', 'open a shell in the workdir instead of running a command; the run ends when the shell exits')
       .option('--json', 'JSON lines on stdout instead of text');
+    addGpuOptions(cmd);
     configureAwsRunOptions(cmd);
     // Project file and setup: one block, so other option additions merge cleanly.
     cmd
@@ -257,8 +260,9 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
   const provider = resolveProvider(options);
   checkRunOptions(options, provider, given);
   const aws: AwsLaunchOptions | undefined =
-    provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }) : undefined;
+    provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }, given) : undefined;
   const { pull, ssh } = outputsPlan(words, options);
+  const gpus = parseGpuRequest(options);
   // The agent still supervises a job under a shell (the run's lifetime, the idle watchdog): one that ends at once.
   const command = ssh ? ['true'] : jobArgv(words);
   const target: SshTarget | undefined = options.host
@@ -286,6 +290,7 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
     ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
     spot: spotSpec(options, store),
     ...(options.setup !== undefined ? { setup: options.setup } : {}),
+    ...(gpus ? { gpus: { count: gpus.count, ...(gpus.names ? { names: gpus.names } : {}), ...(gpus.minMemoryMiB === undefined ? {} : { minMemoryMiB: gpus.minMemoryMiB }) } } : {}),
   };
   if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).

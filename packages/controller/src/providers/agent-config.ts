@@ -27,6 +27,7 @@ export function agentConfigFor(record: RunRecord, spec: LaunchContext['spec'], o
     graceMs: spec.graceMs,
     shutdownAction: options.shutdownAction ?? { kind: 'exit' },
     env: spec.env,
+    ...(spec.gpus ? { gpus: spec.gpus } : {}),
     ...spotAgentConfig(spec.spot, record.layout),
   };
 }

@@ -56,6 +56,11 @@ export interface AmiBuildOptions {
   region: string;
   architecture: Architecture;
   instanceType?: string;
+  /**
+   * Bake from the Deep Learning Base image (NVIDIA driver) instead of stock Ubuntu; the image is
+   * tagged `spotctl:gpu=true` and GPU runs use it (CPU runs do not). @default false
+   */
+  gpu?: boolean;
   /** A requirements.txt whose packages warm the image's pip cache. */
   requirements?: { name: string; contents: Buffer };
   sshCidr?: string;
@@ -114,9 +119,9 @@ export function bakeScript(options: { agentBuild: string; requirements: boolean 
 }
 
 /** `spotctl-ubuntu-24.04-x86_64-20261125-2359-<build>`: unique per bake, sortable by date. */
-export function imageName(architecture: Architecture, agentBuild: string, at: Date): string {
+export function imageName(architecture: Architecture, agentBuild: string, at: Date, gpu = false): string {
   const stamp = at.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 13);
-  return `spotctl-ubuntu-24.04-${architecture}-${stamp}-${agentBuild.slice(0, 8)}`;
+  return `spotctl-${gpu ? 'dlami-gpu' : 'ubuntu-24.04'}-${architecture}-${stamp}-${agentBuild.slice(0, 8)}`;
 }
 
 async function waitForImage(options: { region: string; imageId: string; clients: Ec2Clients; signal?: AbortSignal; pollMs: number }): Promise<void> {
@@ -186,8 +191,10 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
       return { owner: ownerArn, ...identity };
     });
     const ec2 = await clients.forRegion(region);
-    const infra = await step(out, 'infra', `${region}: key pair, security group, stock Ubuntu 24.04 (${architecture})`, async () =>
-      await ensureRegionInfra({ ec2, region, owner, key, sshCidr: cidr.cidr, architecture, stockImage: true, signal }),
+    const gpu = options.gpu === true;
+    const base = gpu ? 'the Deep Learning Base image (NVIDIA driver)' : 'stock Ubuntu 24.04';
+    const infra = await step(out, 'infra', `${region}: key pair, security group, ${base} (${architecture})`, async () =>
+      await ensureRegionInfra({ ec2, region, owner, key, sshCidr: cidr.cidr, architecture, stockImage: true, gpu, signal }),
     );
     out.info(`base image ${infra.image.name} (${infra.image.imageId}); builder ${instanceType} on-demand`);
 
@@ -217,7 +224,7 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
           market: 'on-demand',
           infra,
           subnetId,
-          userData: cloudConfig({ hostKey, install: false, runId: bakeId }),
+          userData: cloudConfig({ hostKey, install: false, runId: bakeId, gpu }),
           tags: { runId: bakeId, owner, command: ['ami', 'build'], createdAt: now, expiresAt: now, sshUser: UBUNTU_USER, launchedFrom: os.hostname(), detached: false },
           clientToken: `${bakeId}-${i + 1}`,
         });
@@ -287,12 +294,13 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
       }
     });
 
-    const name = imageName(architecture, bundle.buildId, now);
+    const name = imageName(architecture, bundle.buildId, now, gpu);
     const imageTags = {
       Name: name,
       [TAG.managed]: 'true',
       [TAG.ami]: 'true',
       [TAG.agentBuild]: bundle.buildId,
+      ...(gpu ? { [TAG.gpu]: 'true' } : {}),
       [TAG.owner]: owner,
       [TAG.created]: new Date().toISOString(),
       ...(options.requirements ? { 'spotctl:requirements': options.requirements.name } : {}),

@@ -1,7 +1,8 @@
 /** The aws provider's `spotctl run` options: declared for commander, parsed and checked into a typed launch plan. */
 import { UserError } from '@spotctl/shared';
 import type { Command } from 'commander';
-import { addPlacementOptions, parseWorkersOption, type PlacementCliOptions } from '../aws/cli-options.ts';
+import { addPlacementOptions, workersFor, type PlacementCliOptions } from '../aws/cli-options.ts';
+import { parseGpuRequest, type GpuRequest } from '../aws/gpus.ts';
 import type { Market } from '../aws/errors.ts';
 import { parseSshCidr } from '../aws/infra.ts';
 import { resolveRegions } from '../aws/pricing.ts';
@@ -36,9 +37,13 @@ export interface AwsLaunchOptions {
   placementScores: boolean;
   /** ssh client config for the connection (`--ssh-config`). */
   sshConfig?: string;
+  /** GPUs the instance type must carry (`--gpus`, `--gpu-memory`). */
+  gpus?: GpuRequest;
 }
 
-export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string }): AwsLaunchOptions {
+/** `given` says whether the user typed an option (by attribute name) rather than getting its default. */
+export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string }, given: (attributeName: string) => boolean = () => false): AwsLaunchOptions {
+  const gpus = parseGpuRequest(options);
   const families = parseFamilies(options.families);
   const instanceTypes = parseInstanceTypes(options.instanceType);
   if (families && instanceTypes) {
@@ -55,7 +60,7 @@ export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string })
   return {
     regions: selection.regions,
     ...(selection.pinnedBy ? { pinnedBy: selection.pinnedBy } : {}),
-    workers: parseWorkersOption(options.workers, 'spotctl run --provider aws {} train.py'),
+    workers: workersFor(options, 'spotctl run --provider aws {} train.py', given('workers')),
     architecture: options.arm ? 'arm64' : 'x86_64',
     ...(families ? { families } : {}),
     ...(instanceTypes ? { instanceTypes } : {}),
@@ -66,5 +71,6 @@ export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string })
     ...(options.sshCidr !== undefined ? { sshCidr: parseSshCidr(options.sshCidr) } : {}),
     placementScores: options.placementScores === true,
     ...(options.sshConfig ? { sshConfig: options.sshConfig } : {}),
+    ...(gpus ? { gpus } : {}),
   };
 }

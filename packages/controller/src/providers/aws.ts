@@ -163,6 +163,7 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
         signal: placementSignal,
         ...(options.families ? { families: options.families } : {}),
         ...(options.instanceTypes ? { instanceTypes: options.instanceTypes } : {}),
+        ...(options.gpus ? { gpus: options.gpus } : {}),
       });
     });
     for (const note of plan.notes) out.info(note);
@@ -204,9 +205,12 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
       if (!p) {
         p = (async () => {
           const started = performance.now();
-          const infra = await ensureRegionInfra({ ec2: await clients.forRegion(region), region, owner, key: key satisfies LocalKey, sshCidr: cidr.cidr, architecture: options.architecture, signal });
+          const infra = await ensureRegionInfra({ ec2: await clients.forRegion(region), region, owner, key: key satisfies LocalKey, sshCidr: cidr.cidr, architecture: options.architecture, gpu: options.gpus !== undefined, signal });
           out.step('infra', `${region}: key pair ${infra.keyName}, security group ${infra.securityGroupId} (22/tcp from ${cidr.cidr}), image ${infra.image.name}`, performance.now() - started);
-          if (!infra.image.baked) out.info(`using stock Ubuntu 24.04 and installing Node.js and python3 at boot; \`spotctl ami build --region ${region}\` bakes an image that makes launches faster`);
+          if (!infra.image.baked) {
+            const base = infra.image.gpu ? 'the Deep Learning Base image (NVIDIA driver)' : 'stock Ubuntu 24.04';
+            out.info(`using ${base} and installing Node.js and python3 at boot; \`spotctl ami build --region ${region}${infra.image.gpu ? ' --gpu' : ''}\` bakes an image that makes launches faster`);
+          }
           return infra;
         })();
         infraByRegion.set(region, p);
@@ -233,7 +237,7 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
         candidates,
         clientFor: clients.forRegion,
         infraFor,
-        userDataFor: (infra) => cloudConfig({ hostKey, install: !infra.image.baked, runId }),
+        userDataFor: (infra) => cloudConfig({ hostKey, install: !infra.image.baked, runId, gpu: infra.image.gpu === true }),
         tags,
         market: options.market,
         spotFallback: options.spotFallback,
@@ -291,12 +295,18 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
       await waitForSsh(target, { controlDir: store.runDir(runId), signal, out }),
     );
 
+    const imageName = ctx.spec.gpus ? (await infraFor(instance.region)).image.name : undefined;
     const sshCtx: LaunchContext = {
       ...ctx,
       record,
       signal,
       // On EC2 the agent polls the real metadata service for interruption notices.
-      spec: { ...ctx.spec, spot: { ...ctx.spec.spot, imdsEndpoint: ctx.spec.spot.imdsEndpoint ?? 'default' } },
+      spec: {
+        ...ctx.spec,
+        spot: { ...ctx.spec.spot, imdsEndpoint: ctx.spec.spot.imdsEndpoint ?? 'default' },
+        // The agent's GPU error names the type and image, so the user knows which launch lacked them.
+        ...(ctx.spec.gpus ? { gpus: { ...ctx.spec.gpus, where: `${instance.instanceType} with image ${instance.imageId} (${imageName ?? '?'}) in ${instance.az}` } } : {}),
+      },
     };
     const launchedSsh = await launchSsh(sshCtx, { shutdownAction: shutdownActionFor(instance, override) });
     try {

@@ -8,7 +8,7 @@
  * attempt holds once its agent was let go; `releaseRun` ends what the run holds across attempts
  * (aws: the run's IAM role), so a later recovery can launch again without losing them.
  */
-import type { JobStatus } from '@spotctl/shared';
+import type { GpuRequirement, JobStatus } from '@spotctl/shared';
 import type { SpotSpec } from '../session/checkpoint-options.ts';
 import type { Output, Progress } from '../output/output.ts';
 import type { ProviderKind, RunRecord, RunStore } from '../runs/run-store.ts';
@@ -48,6 +48,8 @@ export interface LaunchSpec {
   spot: SpotSpec;
   /** A shell command run in the workdir before the dependencies and the job, once per host (providers/setup.ts). */
   setup?: string;
+  /** GPUs the job needs (`--gpus`, `--gpu-memory`): the agent checks them before the job starts. */
+  gpus?: GpuRequirement;
 }
 
 export interface LaunchContext {
