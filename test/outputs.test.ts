@@ -68,7 +68,7 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     expect(r.code, r.stderr).toBe(0);
     const dir = path.join(cwd.path, 'spotctl-out', runIdOf(r.stderr));
     expectPulled(dir);
-    expect(r.stderr).toContain(`pulled 3 files (10.0 KiB) into ${dir}`);
+    expect(r.stderr).toContain(`pulled 3 files (10 KiB) into ${dir}`);
     expect(r.stderr).toMatch(/warning: nothing matched missing\/\* in the workdir/);
   });
 
@@ -112,7 +112,7 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     expect(r.stderr).toMatch(/pulled 3 files/);
     expectPulled(to.path);
     // The agent also saved them to the checkpoint target, beside the final set: they outlive a reclaimed instance.
-    expect(r.stdout + r.stderr).toMatch(/outputs: 3 files \(10253 bytes\) saved to the checkpoint target under outputs\//);
+    expect(r.stdout + r.stderr).toMatch(/outputs: 3 files \(10 KiB\) saved to the checkpoint target under outputs\//);
     expectPulled(path.join(store.path, runIdOf(r.stderr), 'outputs'));
   });
 
@@ -128,7 +128,7 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     expect(pulled.code, pulled.stderr).toBe(0);
     expect(readFileSync(path.join(to.path, 'results', 'a.csv'), 'utf8')).toBe('a,b\n1,2\n');
     expect(existsSync(path.join(to.path, 'results', 'sub'))).toBe(false);
-    expect(pulled.stderr).toContain(`pulled 2 files (10.0 KiB) into ${to.path}`);
+    expect(pulled.stderr).toContain(`pulled 2 files (10 KiB) into ${to.path}`);
 
     const workdir = path.join(home.path, 'runs', runId, 'work');
     const sh = await runSpotctl(['ssh', runId, '--', 'pwd; command -v python; echo "$VIRTUAL_ENV"'], { home: home.path });
@@ -196,7 +196,7 @@ describe('run --pull, spotctl pull, spotctl ssh and run --ssh (loopback sshd)', 
     expect(r.code, r.stderr).toBe(4);
     const runId = runIdOf(r.stderr);
     expectPulled(path.join(cwd.path, 'spotctl-out', runId));
-    expect(r.stderr).toMatch(/pulled 3 files \(10\.0 KiB\)/);
+    expect(r.stderr).toMatch(/pulled 3 files \(10 KiB\)/);
 
     await using to = await tmpDir();
     const pulled = await runSpotctl(['pull', runId, 'results/sub', '--to', to.path], { home: home.path, cwd: cwd.path });

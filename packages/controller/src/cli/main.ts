@@ -11,7 +11,7 @@
 import { Command, CommanderError, Help } from 'commander';
 import { SpotctlError, UserError, type ErrorCode } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
-import { commands, type CommandEntry } from '../commands/index.ts';
+import { commandTerm, commands, type CommandEntry } from '../commands/index.ts';
 import { refuseInvalidUtf8 } from './argv-text.ts';
 import { optionGiven, refuseEmptyOptions } from './option-checks.ts';
 
@@ -52,7 +52,7 @@ export async function buildProgram(onExitCode: (code: number) => void, argv?: re
       // A command that is not loaded has no options or arguments yet: its line comes from the registry.
       subcommandTerm: (cmd) => {
         const known = commands.find((c) => c.name === cmd.name());
-        return known ? `${known.name} [options]${known.args ? ` ${known.args}` : ''}` : new Help().subcommandTerm(cmd);
+        return known ? commandTerm(known) : new Help().subcommandTerm(cmd);
       },
     });
 

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Help } from 'commander';
 import { expect, it } from 'vitest';
-import { commands } from './index.ts';
+import { commandTerm, commands } from './index.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -14,7 +14,7 @@ it('lists each command as its own file defines it: name, arguments and descripti
     def.configure(cmd);
     expect({ name: def.name, term: new Help().subcommandTerm(cmd), description: def.description }).toEqual({
       name: entry.name,
-      term: `${entry.name} [options]${entry.args ? ` ${entry.args}` : ''}`,
+      term: commandTerm(entry),
       description: entry.description,
     });
   }

@@ -3,6 +3,7 @@
  * (`spotctl ssh`, `run --ssh`), on top of the provider session.
  */
 import path from 'node:path';
+import { formatBytes } from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
 import type { ProviderSession } from '../providers/provider.ts';
 import type { RunRecord } from '../runs/run-store.ts';
@@ -12,18 +13,6 @@ import { tryConnect } from './connect-once.ts';
 /** Where pulled files land without `--pull-to` / `--to`: `./spotctl-out/<run-id>/`. */
 export function defaultPullDir(runId: string, cwd = process.cwd()): string {
   return path.join(cwd, 'spotctl-out', runId);
-}
-
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** Copies what `patterns` match into `dir` and says so in one line (each pattern that matched nothing in a warning). */
