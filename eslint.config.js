@@ -10,7 +10,10 @@ const noCrossImports = (forbidden) => ({
   'no-restricted-imports': [
     'error',
     {
-      patterns: forbidden.map((pkg) => ({ group: [pkg, `${pkg}/*`], message: `${pkg} must not be imported from here (see STYLE.md: the house)` })),
+      patterns: forbidden.map((pkg) => ({
+        group: [pkg, `${pkg}/*`],
+        message: `${pkg} must not be imported from here (see STYLE.md: the house)`,
+      })),
     },
   ],
 });
@@ -49,7 +52,10 @@ export default tseslint.config(
   // Package to package, by name or by relative path: agent and controller import only shared, shared
   // neither; test/ only through the packages' public indexes (scripts/eslint-package-boundaries.mjs).
   { files: ['packages/**/*.ts', 'test/**/*.ts'], plugins: { spotctl }, rules: { 'spotctl/package-boundaries': 'error' } },
-  { files: ['packages/shared/**/*.ts'], rules: noCrossImports(['fastify', 'ws', 'pino', 'chokidar', '@aws-sdk/client-ec2', '@aws-sdk/client-s3']) },
+  {
+    files: ['packages/shared/**/*.ts'],
+    rules: noCrossImports(['fastify', 'ws', 'pino', 'chokidar', '@aws-sdk/client-ec2', '@aws-sdk/client-s3']),
+  },
   // Generated from ami/: the text of shell scripts, whose `${VAR}`s are the shell's.
   { files: ['packages/controller/src/aws/ami-scripts.ts'], rules: { 'no-template-curly-in-string': 'off' } },
   // Tests and benchmarks print what they measure.

@@ -42,8 +42,25 @@ Memory is in MB of 10⁶ bytes (/proc reports KiB), the stricter reading of the 
     const remoteDir = ctx.remoteDir();
     const out = path.join(ctx.tmp, 'out.txt');
     const env = { ...process.env, SPOTCTL_HOME: path.join(ctx.tmp, 'home'), NO_COLOR: '1' };
-    const args = ['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--grace', '2s', '--idle-timeout', '1m', '--sync', project, '--', 'sh', '-c', `yes ${LINE} | head -c ${FLOOD_BYTES}`];
-    expectOk(await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--sync', project, '--', 'true'], { timeoutMs: 60_000 }), 'spotctl warm-up');
+    const args = [
+      'run',
+      ...ctx.hostArgs(sshd, remoteDir),
+      '--no-install',
+      '--grace',
+      '2s',
+      '--idle-timeout',
+      '1m',
+      '--sync',
+      project,
+      '--',
+      'sh',
+      '-c',
+      `yes ${LINE} | head -c ${FLOOD_BYTES}`,
+    ];
+    expectOk(
+      await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--sync', project, '--', 'true'], { timeoutMs: 60_000 }),
+      'spotctl warm-up',
+    );
     rmSync(path.join(remoteDir, 'runs'), { recursive: true, force: true });
 
     const controllerPeaks = [];
@@ -91,23 +108,40 @@ Memory is in MB of 10⁶ bytes (/proc reports KiB), the stricter reading of the 
       rmSync(out, { force: true });
       // The run's log (1 GB of lines) is on disk; its agent has exited.
       rmSync(path.join(remoteDir, 'runs'), { recursive: true, force: true });
-      if (r.code !== 0 || r.bytes !== FLOOD_BYTES) throw new Error(`flood run exited ${r.code ?? r.signal} after ${r.bytes} bytes: ${r.stderr.slice(-1500)}`);
-      if (!agentHwm) throw new Error(`never saw the agent process in /proc (${samples} samples; agent.json: ${states}; ${seen.slice(0, 5).join('; ')})`);
+      if (r.code !== 0 || r.bytes !== FLOOD_BYTES)
+        throw new Error(`flood run exited ${r.code ?? r.signal} after ${r.bytes} bytes: ${r.stderr.slice(-1500)}`);
+      if (!agentHwm)
+        throw new Error(`never saw the agent process in /proc (${samples} samples; agent.json: ${states}; ${seen.slice(0, 5).join('; ')})`);
       const mbps = FLOOD_BYTES / 1e6 / (byteTimes(r).streamMs / 1000);
       throughputs.push(mbps);
       controllerPeaks.push(controllerHwm / MB);
-      ctx.log(`agent peak RSS ${(agentHwm / MB).toFixed(1)} MB over ${samples} samples (max sampled RSS ${(agentRssMax / MB).toFixed(1)}), controller peak ${(controllerHwm / MB).toFixed(1)} MB, ${mbps.toFixed(1)} MB/s`);
+      ctx.log(
+        `agent peak RSS ${(agentHwm / MB).toFixed(1)} MB over ${samples} samples (max sampled RSS ${(agentRssMax / MB).toFixed(1)}), controller peak ${(controllerHwm / MB).toFixed(1)} MB, ${mbps.toFixed(1)} MB/s`,
+      );
       return agentHwm / MB;
     };
     const bare = async () => (await bareNodeRss()) / MB;
     const { a, b } = await interleaved({ runs: RUNS, a: flood, b: bare, signal: ctx.signal, deadline: ctx.deadline, log: ctx.log });
     return {
       measures: [
-        measure({ key: 'peak-rss', label: 'agent peak RSS (VmHWM), 1 GB flood', unit: 'MB', figure: a, baseline: b, baselineLabel: 'bare idle node' }),
-        measure({ key: 'controller-peak-rss', label: 'controller peak RSS, same runs (info)', unit: 'MB', figure: controllerPeaks, baseline: b, baselineLabel: 'bare idle node' }),
+        measure({
+          key: 'peak-rss',
+          label: 'agent peak RSS (VmHWM), 1 GB flood',
+          unit: 'MB',
+          figure: a,
+          baseline: b,
+          baselineLabel: 'bare idle node',
+        }),
+        measure({
+          key: 'controller-peak-rss',
+          label: 'controller peak RSS, same runs (info)',
+          unit: 'MB',
+          figure: controllerPeaks,
+          baseline: b,
+          baselineLabel: 'bare idle node',
+        }),
         measure({ key: 'flood-throughput', label: 'flood throughput to the controller (info)', unit: 'MB/s', figure: throughputs }),
       ],
     };
   },
 });
-

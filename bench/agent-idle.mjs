@@ -96,21 +96,63 @@ with \`--memory-reducer-single-gc\` (agent \`start\` adds it), which drops only 
     const bareRss = barePids.map(rss);
     const first = await cpuWindow([...agentPids, ...barePids], ctx.signal);
     const steady = await cpuWindow([...agentPids, ...barePids], ctx.signal);
-    if (!first.ticks.every(Number.isFinite) || !steady.ticks.every(Number.isFinite)) throw new Error('an agent exited during the measurement');
+    if (!first.ticks.every(Number.isFinite) || !steady.ticks.every(Number.isFinite))
+      throw new Error('an agent exited during the measurement');
     const agentRssLater = agentPids.map(rss);
     const bareRssLater = barePids.map(rss);
     const f = (values) => values.map((v) => v.toFixed(3)).join(' ');
     ctx.log(`RSS agent ${agentRss.map((v) => v.toFixed(1)).join(' ')} MB, bare ${bareRss.map((v) => v.toFixed(1)).join(' ')} MB`);
-    ctx.log(`CPU first window: agent ${f(first.ticks.slice(0, COUNT))} %, bare ${f(first.ticks.slice(COUNT))} % (ns: ${f(first.ns.slice(0, COUNT))} / ${f(first.ns.slice(COUNT))})`);
-    ctx.log(`CPU steady window: agent ${f(steady.ticks.slice(0, COUNT))} %, bare ${f(steady.ticks.slice(COUNT))} % (ns: ${f(steady.ns.slice(0, COUNT))} / ${f(steady.ns.slice(COUNT))})`);
+    ctx.log(
+      `CPU first window: agent ${f(first.ticks.slice(0, COUNT))} %, bare ${f(first.ticks.slice(COUNT))} % (ns: ${f(first.ns.slice(0, COUNT))} / ${f(first.ns.slice(COUNT))})`,
+    );
+    ctx.log(
+      `CPU steady window: agent ${f(steady.ticks.slice(0, COUNT))} %, bare ${f(steady.ticks.slice(COUNT))} % (ns: ${f(steady.ns.slice(0, COUNT))} / ${f(steady.ns.slice(COUNT))})`,
+    );
     const tick = `utime+stime count ${(1000 / clkTck()).toFixed(0)} ms ticks: ${((1 / clkTck() / (CPU_WINDOW_MS / 1000)) * 100).toFixed(3)} % per tick over ${CPU_WINDOW_MS / 1000} s`;
     return {
       measures: [
-        measure({ key: 'idle-rss', label: 'agent idle RSS (job finished, 1 client)', unit: 'MB', figure: agentRss, baseline: bareRss, baselineLabel: 'bare idle node', note: `${CPU_WINDOW_MS * 2 / 1000} s later: agent ${agentRssLater.map((v) => v.toFixed(1)).join(', ')} MB, bare node ${bareRssLater.map((v) => v.toFixed(1)).join(', ')} MB.` }),
-        measure({ key: 'idle-cpu', label: `agent idle CPU, first ${CPU_WINDOW_MS / 1000} s after settling`, unit: '% core', figure: first.ticks.slice(0, COUNT), baseline: first.ticks.slice(COUNT), baselineLabel: 'bare idle node', note: `${tick}.` }),
-        measure({ key: 'idle-cpu-ns', label: 'same window, from schedstat ns (info)', unit: '% core', figure: first.ns.slice(0, COUNT), baseline: first.ns.slice(COUNT), baselineLabel: 'bare idle node' }),
-        measure({ key: 'idle-cpu-steady', label: `agent idle CPU, the next ${CPU_WINDOW_MS / 1000} s (info)`, unit: '% core', figure: steady.ticks.slice(0, COUNT), baseline: steady.ticks.slice(COUNT), baselineLabel: 'bare idle node' }),
-        measure({ key: 'idle-cpu-steady-ns', label: 'same window, from schedstat ns (info)', unit: '% core', figure: steady.ns.slice(0, COUNT), baseline: steady.ns.slice(COUNT), baselineLabel: 'bare idle node' }),
+        measure({
+          key: 'idle-rss',
+          label: 'agent idle RSS (job finished, 1 client)',
+          unit: 'MB',
+          figure: agentRss,
+          baseline: bareRss,
+          baselineLabel: 'bare idle node',
+          note: `${(CPU_WINDOW_MS * 2) / 1000} s later: agent ${agentRssLater.map((v) => v.toFixed(1)).join(', ')} MB, bare node ${bareRssLater.map((v) => v.toFixed(1)).join(', ')} MB.`,
+        }),
+        measure({
+          key: 'idle-cpu',
+          label: `agent idle CPU, first ${CPU_WINDOW_MS / 1000} s after settling`,
+          unit: '% core',
+          figure: first.ticks.slice(0, COUNT),
+          baseline: first.ticks.slice(COUNT),
+          baselineLabel: 'bare idle node',
+          note: `${tick}.`,
+        }),
+        measure({
+          key: 'idle-cpu-ns',
+          label: 'same window, from schedstat ns (info)',
+          unit: '% core',
+          figure: first.ns.slice(0, COUNT),
+          baseline: first.ns.slice(COUNT),
+          baselineLabel: 'bare idle node',
+        }),
+        measure({
+          key: 'idle-cpu-steady',
+          label: `agent idle CPU, the next ${CPU_WINDOW_MS / 1000} s (info)`,
+          unit: '% core',
+          figure: steady.ticks.slice(0, COUNT),
+          baseline: steady.ticks.slice(COUNT),
+          baselineLabel: 'bare idle node',
+        }),
+        measure({
+          key: 'idle-cpu-steady-ns',
+          label: 'same window, from schedstat ns (info)',
+          unit: '% core',
+          figure: steady.ns.slice(0, COUNT),
+          baseline: steady.ns.slice(COUNT),
+          baselineLabel: 'bare idle node',
+        }),
       ],
     };
   },

@@ -54,7 +54,14 @@ modules out, and V8's compile cache (Node 22's \`module.enableCompileCache()\`, 
     return {
       measures: [
         measure({ key: 'bundle-size', label: 'agent bundle size (agent.mjs)', unit: 'MB', figure: [size] }),
-        measure({ key: 'start-to-ready', label: 'agent start-to-ready (`agent.mjs start` → state line)', unit: 'ms', figure: a, baseline: b, baselineLabel: '`node -e 0`' }),
+        measure({
+          key: 'start-to-ready',
+          label: 'agent start-to-ready (`agent.mjs start` → state line)',
+          unit: 'ms',
+          figure: a,
+          baseline: b,
+          baselineLabel: '`node -e 0`',
+        }),
       ],
     };
   },

@@ -9,7 +9,18 @@ import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { defineBenchmark, measure, target } from './lib/define.mjs';
 import { pollUntil } from './lib/proc.mjs';
-import { agentLog, awsEnv, awsS3Cat, awsS3CpRecursive, jobLines, readStatus, startBenchMoto, startEmulator, startSpotAgent, uniform } from './lib/spot.mjs';
+import {
+  agentLog,
+  awsEnv,
+  awsS3Cat,
+  awsS3CpRecursive,
+  jobLines,
+  readStatus,
+  startBenchMoto,
+  startEmulator,
+  startSpotAgent,
+  uniform,
+} from './lib/spot.mjs';
 import { interleaved } from './lib/stats.mjs';
 
 const MB = 1e6;
@@ -82,7 +93,12 @@ async function oursTrial(ctx, { moto, emu, env, jobFile, i }) {
     const savedAt = Number(savedLine[1]) * 1000;
     const noticeAt = savedAt + uniform(...NOTICE_AFTER_FIRST_SAVE_MS);
     const scheduled = emu.scheduleInterruption({ action: 'terminate', inMs: Math.max(0, Math.round(noticeAt - Date.now())) });
-    const report = await pollUntil(() => readStatus(agent)?.interruption, { timeoutMs: 90_000, intervalMs: 50, what: 'the interruption report', signal: ctx.signal });
+    const report = await pollUntil(() => readStatus(agent)?.interruption, {
+      timeoutMs: 90_000,
+      intervalMs: 50,
+      what: 'the interruption report',
+      signal: ctx.signal,
+    });
     const { notice, jobEndedAt, flush, sigtermAt, killed } = report;
     if (!flush || flush.error || flush.committedSeq === null) throw new Error(`final flush failed: ${JSON.stringify(flush)}`);
     const log = agentLog(agent);
@@ -96,7 +112,9 @@ async function oursTrial(ctx, { moto, emu, env, jobFile, i }) {
     const onDisk = statSync(path.join(ckdir, 'ckpt.bin'));
     const inSet = manifest.files.find((f) => f.path === 'ckpt.bin');
     if (!inSet || inSet.size !== onDisk.size || inSet.mtimeMs !== onDisk.mtimeMs) {
-      throw new Error(`the final set does not hold the newest checkpoint: ${JSON.stringify(inSet)} vs size ${onDisk.size} mtime ${onDisk.mtimeMs}`);
+      throw new Error(
+        `the final set does not hold the newest checkpoint: ${JSON.stringify(inSet)} vs size ${onDisk.size} mtime ${onDisk.mtimeMs}`,
+      );
     }
     const background = log.filter((e) => e.msg === 'checkpoint committed' && e.reason === 'settled').map((e) => e.durationMs);
     return {
@@ -160,7 +178,13 @@ ${TRIALS} trials; medians with min–max. Target: ours ≥ 10× faster, i.e. rat
       },
       b: async (i) => {
         const t = ours[i];
-        const ms = await awsS3CpRecursive({ dir: t.ckdir, url: `s3://${BUCKET}/runctl/trial-${i}/`, endpoint: moto.endpoint, env, signal: ctx.signal });
+        const ms = await awsS3CpRecursive({
+          dir: t.ckdir,
+          url: `s3://${BUCKET}/runctl/trial-${i}/`,
+          endpoint: moto.endpoint,
+          env,
+          signal: ctx.signal,
+        });
         ctx.log(`trial ${i + 1}: aws s3 cp --recursive ${ms.toFixed(0)} ms`);
         return ms;
       },
@@ -174,13 +198,30 @@ ${TRIALS} trials; medians with min–max. Target: ours ≥ 10× faster, i.e. rat
       `Checkpoint ${CHECKPOINT_BYTES / MIB} MiB every ${PERIOD_S} s (not scaled down): the agent's background uploads of it took ${bg.length ? `${bg[0]}–${bg.at(-1)} ms` : 'n/a'} (settle → manifest), well inside the period, so it keeps up.`,
       `${withPending.length} of ${ours.length} notices came while a checkpoint was still to upload; their exit → safe: ${withPending.map((t) => `${t.exitToSafeMs} ms`).join(', ') || '—'}.`,
       `SIGTERM → job exit: ${ours.map((t) => t.sigtermToExitMs).join(', ')} ms (a job in the middle of a 16 MiB write finishes that write first); no job needed SIGKILL: ${ours.every((t) => !t.killed)}.`,
-      'The agent\'s final flush re-checks candidate files for 300 ms (`finalRecheckMs`) before uploading, to leave out a file still being written; with nothing pending that pause is most of exit → safe.',
+      "The agent's final flush re-checks candidate files for 300 ms (`finalRecheckMs`) before uploading, to leave out a file still being written; with nothing pending that pause is most of exit → safe.",
     ];
     return {
       measures: [
-        measure({ key: 'pending', label: 'still to upload at the notice (agent pendingBytes)', unit: 'MB', figure: ours.map((t) => t.pendingBytes / MB) }),
-        measure({ key: 'exit-to-safe', label: 'job exit → final checkpoint set committed in S3', unit: 'ms', figure: a, baseline: b, baselineLabel: 'runctl: aws s3 cp --recursive of the folder after SIGTERM' }),
-        measure({ key: 'notice-to-safe', label: 'notice served → final set committed (info)', unit: 'ms', figure: ours.map((t) => t.noticeToSafeMs) }),
+        measure({
+          key: 'pending',
+          label: 'still to upload at the notice (agent pendingBytes)',
+          unit: 'MB',
+          figure: ours.map((t) => t.pendingBytes / MB),
+        }),
+        measure({
+          key: 'exit-to-safe',
+          label: 'job exit → final checkpoint set committed in S3',
+          unit: 'ms',
+          figure: a,
+          baseline: b,
+          baselineLabel: 'runctl: aws s3 cp --recursive of the folder after SIGTERM',
+        }),
+        measure({
+          key: 'notice-to-safe',
+          label: 'notice served → final set committed (info)',
+          unit: 'ms',
+          figure: ours.map((t) => t.noticeToSafeMs),
+        }),
       ],
       notes,
     };

@@ -74,7 +74,17 @@ AWS SDK already is, is the way to the target; it is a change to the controller's
     const { a, b } = await interleaved({ runs: RUNS, a: help, b: bare, signal: ctx.signal, deadline: ctx.deadline, log: ctx.log });
     ctx.log(`--help ${a.map((v) => v.toFixed(0)).join(' ')} ms; node -e 0 ${b.map((v) => v.toFixed(0)).join(' ')} ms`);
     return {
-      measures: [measure({ key: 'help', label: '`spotctl --help` (bin → dist bundle)', unit: 'ms', figure: a, baseline: b, baselineLabel: '`node -e 0`', ...(retakes ? { note: `${retakes} samples retaken: a bundle was rebuilt while they ran.` } : {}) })],
+      measures: [
+        measure({
+          key: 'help',
+          label: '`spotctl --help` (bin → dist bundle)',
+          unit: 'ms',
+          figure: a,
+          baseline: b,
+          baselineLabel: '`node -e 0`',
+          ...(retakes ? { note: `${retakes} samples retaken: a bundle was rebuilt while they ran.` } : {}),
+        }),
+      ],
     };
   },
 });

@@ -91,7 +91,14 @@ the deadline ends and there is nothing to commit; it must not end late).`,
     ctx.log(`flush ${a.map((v) => v.toFixed(0)).join(' ')} ms; timer ${b.map((v) => v.toFixed(0)).join(' ')} ms`);
     return {
       measures: [
-        measure({ key: 'give-up', label: `final flush with S3 refusing, deadline ${DEADLINE_MS} ms: call → return`, unit: 'ms', figure: a, baseline: b, baselineLabel: `plain ${DEADLINE_MS} ms timer` }),
+        measure({
+          key: 'give-up',
+          label: `final flush with S3 refusing, deadline ${DEADLINE_MS} ms: call → return`,
+          unit: 'ms',
+          figure: a,
+          baseline: b,
+          baselineLabel: `plain ${DEADLINE_MS} ms timer`,
+        }),
       ],
       notes: [`What the flushes reported: ${[...errors].join(' | ')}`],
     };

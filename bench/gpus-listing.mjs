@@ -21,9 +21,20 @@ async function awsParallel(ctx, { endpoint, env, instanceTypes }) {
       runCommand(
         'aws',
         [
-          '--endpoint-url', endpoint, '--region', region, 'ec2', 'describe-spot-price-history',
-          '--start-time', new Date().toISOString(), '--product-descriptions', 'Linux/UNIX',
-          '--instance-types', ...instanceTypes, '--output', 'json',
+          '--endpoint-url',
+          endpoint,
+          '--region',
+          region,
+          'ec2',
+          'describe-spot-price-history',
+          '--start-time',
+          new Date().toISOString(),
+          '--product-descriptions',
+          'Linux/UNIX',
+          '--instance-types',
+          ...instanceTypes,
+          '--output',
+          'json',
         ],
         { env, signal: ctx.signal, timeoutMs: 60_000 },
       ),
@@ -68,7 +79,10 @@ process making its calls concurrently. Each pair takes some 30 s on a loaded mac
       return { ms: r.ms, rows: JSON.parse(r.stdout) };
     };
     const placement = async () => {
-      const r = expectOk(await ctx.spotctl(['prices', '--gpus', 'A10G', '--regions', regionsArg, '--json'], { env, timeoutMs: 120_000 }), 'spotctl prices --gpus');
+      const r = expectOk(
+        await ctx.spotctl(['prices', '--gpus', 'A10G', '--regions', regionsArg, '--json'], { env, timeoutMs: 120_000 }),
+        'spotctl prices --gpus',
+      );
       if (!(JSON.parse(r.stdout).length > 0)) throw new Error('spotctl prices --gpus A10G found nothing');
       return r.ms;
     };
@@ -80,15 +94,41 @@ process making its calls concurrently. Each pair takes some 30 s on a loaded mac
     await awsParallel(ctx, { endpoint: moto.endpoint, env, instanceTypes });
 
     const common = { runs: RUNS, signal: ctx.signal, log: ctx.log };
-    const listing = await interleaved({ ...common, deadline: ctx.deadline - 60_000, a: async () => (await gpus()).ms, b: () => awsParallel(ctx, { endpoint: moto.endpoint, env, instanceTypes }) });
-    const search = await interleaved({ ...common, deadline: ctx.deadline, a: placement, b: () => awsParallel(ctx, { endpoint: moto.endpoint, env, instanceTypes }) });
+    const listing = await interleaved({
+      ...common,
+      deadline: ctx.deadline - 60_000,
+      a: async () => (await gpus()).ms,
+      b: () => awsParallel(ctx, { endpoint: moto.endpoint, env, instanceTypes }),
+    });
+    const search = await interleaved({
+      ...common,
+      deadline: ctx.deadline,
+      a: placement,
+      b: () => awsParallel(ctx, { endpoint: moto.endpoint, env, instanceTypes }),
+    });
     const baselineLabel = `8 × aws ec2 describe-spot-price-history in parallel (${instanceTypes.length} types)`;
     return {
       measures: [
-        measure({ key: 'gpus', label: `spotctl gpus, 8 regions (${instanceTypes.length} GPU types listed)`, unit: 'ms', figure: listing.a, baseline: listing.b, baselineLabel }),
-        measure({ key: 'placement', label: 'spotctl prices --gpus A10G, 8 regions', unit: 'ms', figure: search.a, baseline: search.b, baselineLabel }),
+        measure({
+          key: 'gpus',
+          label: `spotctl gpus, 8 regions (${instanceTypes.length} GPU types listed)`,
+          unit: 'ms',
+          figure: listing.a,
+          baseline: listing.b,
+          baselineLabel,
+        }),
+        measure({
+          key: 'placement',
+          label: 'spotctl prices --gpus A10G, 8 regions',
+          unit: 'ms',
+          figure: search.a,
+          baseline: search.b,
+          baselineLabel,
+        }),
       ],
-      notes: [`moto answers every type in every AZ of every region at one constant price, so these are the costs of the calls and the processing, not of AWS's latency.`],
+      notes: [
+        `moto answers every type in every AZ of every region at one constant price, so these are the costs of the calls and the processing, not of AWS's latency.`,
+      ],
     };
   },
 });

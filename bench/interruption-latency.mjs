@@ -122,13 +122,20 @@ async function agentRound(ctx, lanes, env, jobFile, round) {
     ),
   );
   try {
-    await pollUntil(() => agents.every((a) => jobLines(a).includes('ready')), { timeoutMs: 20_000, intervalMs: 20, what: 'every job to be ready', signal: ctx.signal });
+    await pollUntil(() => agents.every((a) => jobLines(a).includes('ready')), {
+      timeoutMs: 20_000,
+      intervalMs: 20,
+      what: 'every job to be ready',
+      signal: ctx.signal,
+    });
     await untilPolled(ctx, lanes, before, 'every agent to poll its emulator');
     // Let the starts (CPU-heavy on 2 cores) die down before any notice appears.
     await sleep(500, undefined, { signal: ctx.signal });
     const schedules = scheduleAll(lanes);
     const sigterms = await Promise.all(
-      agents.map((a) => pollUntil(() => sigtermAt(a), { timeoutMs: 20_000, intervalMs: 25, what: 'the job to print its SIGTERM time', signal: ctx.signal })),
+      agents.map((a) =>
+        pollUntil(() => sigtermAt(a), { timeoutMs: 20_000, intervalMs: 25, what: 'the job to print its SIGTERM time', signal: ctx.signal }),
+      ),
     );
     return sigterms.map((at, i) => ({
       served: at - lanes[i].noticeServedAt,
@@ -170,12 +177,24 @@ async function rawRound(ctx, lanes, script) {
   const before = lanes.map((emu) => emu.countFor(INSTANCE_ACTION_PATH, 'GET'));
   const pollers = lanes.map((emu) => spawnRawPoller(ctx, script, emu.url));
   try {
-    await pollUntil(() => pollers.every((p) => p.ready()), { timeoutMs: 20_000, intervalMs: 20, what: 'every bare poller to get its token', signal: ctx.signal });
+    await pollUntil(() => pollers.every((p) => p.ready()), {
+      timeoutMs: 20_000,
+      intervalMs: 20,
+      what: 'every bare poller to get its token',
+      signal: ctx.signal,
+    });
     await untilPolled(ctx, lanes, before, 'every bare poller to poll');
     await sleep(500, undefined, { signal: ctx.signal });
     const schedules = scheduleAll(lanes);
     const detected = await Promise.all(
-      pollers.map((p) => pollUntil(() => p.detected(), { timeoutMs: 20_000, intervalMs: 25, what: `the bare poller to see the notice (${p.stderr().slice(-300)})`, signal: ctx.signal })),
+      pollers.map((p) =>
+        pollUntil(() => p.detected(), {
+          timeoutMs: 20_000,
+          intervalMs: 25,
+          what: `the bare poller to see the notice (${p.stderr().slice(-300)})`,
+          signal: ctx.signal,
+        }),
+      ),
     );
     return lanes.map((emu, i) => ({ served: detected[i] - emu.noticeServedAt, appeared: detected[i] - schedules[i].noticeAt }));
   } finally {
@@ -274,7 +293,9 @@ the agent's heap and modules loaded, not the client. Polling less often would me
     ctx.log('CPU of an idle agent with and without IMDS polling…');
     const cpu = await cpuCost(ctx, env, script);
     const f = (xs) => xs.map((v) => v.toFixed(3)).join(' ');
-    ctx.log(`cpu %: agent with imds ${f(cpu.withImds)}, without ${f(cpu.without)}; bare poller ${f(cpu.rawPoller)}, bare node ${f(cpu.bareNode)} (${cpu.requests} IMDS requests in ${cpu.seconds} s)`);
+    ctx.log(
+      `cpu %: agent with imds ${f(cpu.withImds)}, without ${f(cpu.without)}; bare poller ${f(cpu.rawPoller)}, bare node ${f(cpu.bareNode)} (${cpu.requests} IMDS requests in ${cpu.seconds} s)`,
+    );
 
     const lanes = [];
     for (let i = 0; i < LANES; i++) lanes.push(await startEmulator(ctx));
@@ -282,12 +303,16 @@ the agent's heap and modules loaded, not the client. Polling less often would me
       runs: ROUNDS,
       a: async (round) => {
         const r = await agentRound(ctx, lanes, env, jobFile, round);
-        ctx.log(`round ${round + 1} agent: served→SIGTERM ${r.map((t) => t.served.toFixed(0)).join(' ')} ms; appeared→SIGTERM ${r.map((t) => t.appeared.toFixed(0)).join(' ')} ms`);
+        ctx.log(
+          `round ${round + 1} agent: served→SIGTERM ${r.map((t) => t.served.toFixed(0)).join(' ')} ms; appeared→SIGTERM ${r.map((t) => t.appeared.toFixed(0)).join(' ')} ms`,
+        );
         return r;
       },
       b: async (round) => {
         const r = await rawRound(ctx, lanes, script);
-        ctx.log(`round ${round + 1} bare poll: served→detected ${r.map((t) => t.served.toFixed(0)).join(' ')} ms; appeared→detected ${r.map((t) => t.appeared.toFixed(0)).join(' ')} ms`);
+        ctx.log(
+          `round ${round + 1} bare poll: served→detected ${r.map((t) => t.served.toFixed(0)).join(' ')} ms; appeared→detected ${r.map((t) => t.appeared.toFixed(0)).join(' ')} ms`,
+        );
         return r;
       },
       signal: ctx.signal,
@@ -301,7 +326,8 @@ the agent's heap and modules loaded, not the client. Polling less often would me
     const rawServed = raw.map((t) => t.served);
     const rawAppeared = raw.map((t) => t.appeared);
     const p99 = (xs) => [percentile(xs, 99)];
-    const maxNote = (xs, ys) => `p99 over ${xs.length} trials (baseline ${ys.length}); max ${Math.max(...xs).toFixed(0)} ms (baseline ${Math.max(...ys).toFixed(0)} ms)`;
+    const maxNote = (xs, ys) =>
+      `p99 over ${xs.length} trials (baseline ${ys.length}); max ${Math.max(...xs).toFixed(0)} ms (baseline ${Math.max(...ys).toFixed(0)} ms)`;
     const extra = pairDiffs(cpu.withImds, cpu.without);
     const notes = [
       `${agent.length} agent trials and ${raw.length} bare-poll trials (${a.length} rounds × ${LANES} at once); default poll interval 1 s.`,
@@ -311,13 +337,53 @@ the agent's heap and modules loaded, not the client. Polling less often would me
     if (agent.length < 50) notes.push(`Fewer than 50 trials: the time budget ran out after ${a.length} rounds.`);
     return {
       measures: [
-        latencyMeasure({ key: 'p50', label: 'notice served → job SIGTERM, median', unit: 'ms', figure: served, baseline: rawServed, baselineLabel: 'bare 1 s IMDSv2 poll: served → seen' }),
-        latencyMeasure({ key: 'p99', label: 'notice served → job SIGTERM, p99', unit: 'ms', figure: p99(served), baseline: p99(rawServed), baselineLabel: 'bare 1 s IMDSv2 poll: served → seen, p99', note: maxNote(served, rawServed) }),
-        latencyMeasure({ key: 'appeared-p50', label: 'notice appears → job SIGTERM (incl. wait for the 1 s poll), median', unit: 'ms', figure: appeared, baseline: rawAppeared, baselineLabel: 'bare 1 s IMDSv2 poll: appears → seen' }),
-        latencyMeasure({ key: 'appeared-p99', label: 'notice appears → job SIGTERM (incl. wait for the 1 s poll), p99', unit: 'ms', figure: p99(appeared), baseline: p99(rawAppeared), baselineLabel: 'bare 1 s IMDSv2 poll: appears → seen, p99', note: maxNote(appeared, rawAppeared) }),
+        latencyMeasure({
+          key: 'p50',
+          label: 'notice served → job SIGTERM, median',
+          unit: 'ms',
+          figure: served,
+          baseline: rawServed,
+          baselineLabel: 'bare 1 s IMDSv2 poll: served → seen',
+        }),
+        latencyMeasure({
+          key: 'p99',
+          label: 'notice served → job SIGTERM, p99',
+          unit: 'ms',
+          figure: p99(served),
+          baseline: p99(rawServed),
+          baselineLabel: 'bare 1 s IMDSv2 poll: served → seen, p99',
+          note: maxNote(served, rawServed),
+        }),
+        latencyMeasure({
+          key: 'appeared-p50',
+          label: 'notice appears → job SIGTERM (incl. wait for the 1 s poll), median',
+          unit: 'ms',
+          figure: appeared,
+          baseline: rawAppeared,
+          baselineLabel: 'bare 1 s IMDSv2 poll: appears → seen',
+        }),
+        latencyMeasure({
+          key: 'appeared-p99',
+          label: 'notice appears → job SIGTERM (incl. wait for the 1 s poll), p99',
+          unit: 'ms',
+          figure: p99(appeared),
+          baseline: p99(rawAppeared),
+          baselineLabel: 'bare 1 s IMDSv2 poll: appears → seen, p99',
+          note: maxNote(appeared, rawAppeared),
+        }),
         measure({ key: 'cpu-extra', label: 'agent CPU added by IMDS polling (idle job)', unit: '% of a core', figure: extra }),
         // No ratio: the baseline is close to zero; the difference is the measure above.
-        { ...measure({ key: 'cpu', label: 'agent CPU with IMDS polling, idle job (info)', unit: '% of a core', figure: cpu.withImds, baseline: cpu.without, baselineLabel: 'same agent config without imds' }), ratio: undefined },
+        {
+          ...measure({
+            key: 'cpu',
+            label: 'agent CPU with IMDS polling, idle job (info)',
+            unit: '% of a core',
+            figure: cpu.withImds,
+            baseline: cpu.without,
+            baselineLabel: 'same agent config without imds',
+          }),
+          ratio: undefined,
+        },
         measure({
           key: 'cpu-poll-floor',
           label: 'CPU added by a bare Node.js 1 s IMDSv2 poll (floor, info)',

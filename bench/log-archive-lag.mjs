@@ -53,7 +53,26 @@ function oneRun(ctx, project, store) {
     const home = path.join(ctx.tmp, 'home');
     const child = spawn(
       process.execPath,
-      [ctx.bin, 'run', '--provider', 'local', '--no-install', '--grace', '2s', '--idle-timeout', '1m', '--checkpoint-to', store, '--sync', project, '--', 'python3', 'lag.py', String(RATE_PER_S), String(DURATION_S)],
+      [
+        ctx.bin,
+        'run',
+        '--provider',
+        'local',
+        '--no-install',
+        '--grace',
+        '2s',
+        '--idle-timeout',
+        '1m',
+        '--checkpoint-to',
+        store,
+        '--sync',
+        project,
+        '--',
+        'python3',
+        'lag.py',
+        String(RATE_PER_S),
+        String(DURATION_S),
+      ],
       { env: { ...process.env, SPOTCTL_HOME: home, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const stdoutLag = new Map();
@@ -86,10 +105,13 @@ function oneRun(ctx, project, store) {
       });
     }, POLL_MS);
     const kill = () => child.kill('SIGKILL');
-    const timer = setTimeout(() => {
-      kill();
-      reject(new Error(`run did not finish; stderr: ${stderr.slice(-1500)}`));
-    }, (DURATION_S + 60) * 1000);
+    const timer = setTimeout(
+      () => {
+        kill();
+        reject(new Error(`run did not finish; stderr: ${stderr.slice(-1500)}`));
+      },
+      (DURATION_S + 60) * 1000,
+    );
     ctx.signal.addEventListener('abort', kill, { once: true });
     child.once('error', reject);
     child.once('close', (code) => {
@@ -99,7 +121,8 @@ function oneRun(ctx, project, store) {
       if (code !== 0) return reject(new Error(`spotctl run exited ${code}: ${stderr.slice(-1500)}`));
       const now = Date.now();
       if (runDir) scanArchive(path.join(store, runDir, 'log'), seenSegments, (i, ms) => archiveLag.has(i) || archiveLag.set(i, now - ms));
-      if (stdoutLag.size !== LINES || archiveLag.size !== LINES) return reject(new Error(`got ${stdoutLag.size} lines on stdout and ${archiveLag.size} in the archive, of ${LINES}`));
+      if (stdoutLag.size !== LINES || archiveLag.size !== LINES)
+        return reject(new Error(`got ${stdoutLag.size} lines on stdout and ${archiveLag.size} in the archive, of ${LINES}`));
       resolve({ stdout: [...stdoutLag.values()], archive: [...archiveLag.values()], segments: seenSegments.size });
     });
   });
@@ -131,7 +154,9 @@ the controller's stdout in the same run. p99 and p50 per run; the table shows th
       }
       const r = await oneRun(ctx, project, path.join(ctx.tmp, `store-${round}`));
       runs.push(r);
-      ctx.log(`round ${round + 1}: archive p50 ${percentile(r.archive, 50).toFixed(0)} p99 ${percentile(r.archive, 99).toFixed(0)} max ${Math.max(...r.archive).toFixed(0)} ms (${r.segments} segments) | stdout p99 ${percentile(r.stdout, 99).toFixed(1)} ms`);
+      ctx.log(
+        `round ${round + 1}: archive p50 ${percentile(r.archive, 50).toFixed(0)} p99 ${percentile(r.archive, 99).toFixed(0)} max ${Math.max(...r.archive).toFixed(0)} ms (${r.segments} segments) | stdout p99 ${percentile(r.stdout, 99).toFixed(1)} ms`,
+      );
     }
     return {
       measures: [

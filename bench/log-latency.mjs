@@ -107,7 +107,10 @@ their median over ${ROUNDS} rounds. Each round runs, in turn: \`spotctl run --ho
     const env = { ...process.env, SPOTCTL_HOME: path.join(ctx.tmp, 'home'), NO_COLOR: '1' };
     const jobArgs = ['--', 'python3', 'lat.py', String(RATE_PER_S), String(DURATION_S)];
     const common = ['--no-install', '--grace', '2s', '--idle-timeout', '1m', '--sync', project];
-    expectOk(await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--sync', project, '--', 'true'], { timeoutMs: 60_000 }), 'spotctl warm-up');
+    expectOk(
+      await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--sync', project, '--', 'true'], { timeoutMs: 60_000 }),
+      'spotctl warm-up',
+    );
 
     const opts = { env, signal: ctx.signal, timeoutMs: 90_000 };
     const ssh = [];
@@ -119,8 +122,18 @@ their median over ${ROUNDS} rounds. Each round runs, in turn: \`spotctl run --ho
         ctx.log(`time budget reached after ${round} rounds`);
         break;
       }
-      ssh.push(summary(await readLatencies(process.execPath, [ctx.bin, 'run', ...ctx.hostArgs(sshd, remoteDir), ...common, ...jobArgs], opts), 'spotctl --host'));
-      local.push(summary(await readLatencies(process.execPath, [ctx.bin, 'run', '--provider', 'local', ...common, ...jobArgs], opts), 'spotctl local'));
+      ssh.push(
+        summary(
+          await readLatencies(process.execPath, [ctx.bin, 'run', ...ctx.hostArgs(sshd, remoteDir), ...common, ...jobArgs], opts),
+          'spotctl --host',
+        ),
+      );
+      local.push(
+        summary(
+          await readLatencies(process.execPath, [ctx.bin, 'run', '--provider', 'local', ...common, ...jobArgs], opts),
+          'spotctl local',
+        ),
+      );
       pipe.push(summary(await readLatencies('python3', [job, String(RATE_PER_S), String(DURATION_S)], opts), 'pipe'));
       const f = (s) => `p50 ${s.p50.toFixed(2)} p99 ${s.p99.toFixed(2)} max ${s.max.toFixed(1)} ms`;
       ctx.log(`round ${round + 1}: ssh ${f(ssh.at(-1))} | local ${f(local.at(-1))} | pipe ${f(pipe.at(-1))}`);
@@ -128,10 +141,40 @@ their median over ${ROUNDS} rounds. Each round runs, in turn: \`spotctl run --ho
     const maxNote = (runs) => `max per run: ${runs.map((s) => s.max.toFixed(1)).join(', ')} ms`;
     return {
       measures: [
-        measure({ key: 'p50', label: 'p50 latency, spotctl run --host (ssh tunnel + websocket)', unit: 'ms', figure: ssh.map((s) => s.p50), baseline: pipe.map((s) => s.p50), baselineLabel: 'plain pipe' }),
-        measure({ key: 'p99', label: 'p99 latency, spotctl run --host', unit: 'ms', figure: ssh.map((s) => s.p99), baseline: pipe.map((s) => s.p99), baselineLabel: 'plain pipe', note: maxNote(ssh) }),
-        measure({ key: 'local-p50', label: 'p50 latency, local provider (info)', unit: 'ms', figure: local.map((s) => s.p50), baseline: pipe.map((s) => s.p50), baselineLabel: 'plain pipe' }),
-        measure({ key: 'local-p99', label: 'p99 latency, local provider (info)', unit: 'ms', figure: local.map((s) => s.p99), baseline: pipe.map((s) => s.p99), baselineLabel: 'plain pipe', note: maxNote(local) }),
+        measure({
+          key: 'p50',
+          label: 'p50 latency, spotctl run --host (ssh tunnel + websocket)',
+          unit: 'ms',
+          figure: ssh.map((s) => s.p50),
+          baseline: pipe.map((s) => s.p50),
+          baselineLabel: 'plain pipe',
+        }),
+        measure({
+          key: 'p99',
+          label: 'p99 latency, spotctl run --host',
+          unit: 'ms',
+          figure: ssh.map((s) => s.p99),
+          baseline: pipe.map((s) => s.p99),
+          baselineLabel: 'plain pipe',
+          note: maxNote(ssh),
+        }),
+        measure({
+          key: 'local-p50',
+          label: 'p50 latency, local provider (info)',
+          unit: 'ms',
+          figure: local.map((s) => s.p50),
+          baseline: pipe.map((s) => s.p50),
+          baselineLabel: 'plain pipe',
+        }),
+        measure({
+          key: 'local-p99',
+          label: 'p99 latency, local provider (info)',
+          unit: 'ms',
+          figure: local.map((s) => s.p99),
+          baseline: pipe.map((s) => s.p99),
+          baselineLabel: 'plain pipe',
+          note: maxNote(local),
+        }),
       ],
     };
   },

@@ -40,13 +40,22 @@ right after each pair.`,
     const ssh = ctx.plainSshArgs(sshd);
     const rsyncShell = ['ssh', ...ssh].join(' ');
     const spot = async (extra = ['--no-install']) =>
-      expectOk(await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), ...extra, '--sync', project, '--', 'true'], { timeoutMs: 60_000 }), 'spotctl run -- true').ms;
+      expectOk(
+        await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), ...extra, '--sync', project, '--', 'true'], { timeoutMs: 60_000 }),
+        'spotctl run -- true',
+      ).ms;
     let n = 0;
     const byHand = async () => {
       const dir = path.join(manualDir, String(n++));
       const t0 = performance.now();
       expectOk(await runCommand('ssh', [...ssh, sshd.host, `mkdir -p ${dir}`], { signal: ctx.signal, timeoutMs: 30_000 }), 'ssh mkdir');
-      expectOk(await runCommand('rsync', ['-a', '-e', rsyncShell, `${project}/`, `${sshd.host}:${dir}/`], { signal: ctx.signal, timeoutMs: 30_000 }), 'rsync');
+      expectOk(
+        await runCommand('rsync', ['-a', '-e', rsyncShell, `${project}/`, `${sshd.host}:${dir}/`], {
+          signal: ctx.signal,
+          timeoutMs: 30_000,
+        }),
+        'rsync',
+      );
       expectOk(await runCommand('ssh', [...ssh, sshd.host, `cd ${dir} && true`], { signal: ctx.signal, timeoutMs: 30_000 }), 'ssh true');
       return performance.now() - t0;
     };
@@ -65,11 +74,27 @@ right after each pair.`,
       deadline: ctx.deadline,
       log: ctx.log,
     });
-    ctx.log(`spotctl ${a.map((v) => v.toFixed(0)).join(' ')} ms; by hand ${b.map((v) => v.toFixed(0)).join(' ')} ms; default (deps step) ${withInstall.map((v) => v.toFixed(0)).join(' ')} ms`);
+    ctx.log(
+      `spotctl ${a.map((v) => v.toFixed(0)).join(' ')} ms; by hand ${b.map((v) => v.toFixed(0)).join(' ')} ms; default (deps step) ${withInstall.map((v) => v.toFixed(0)).join(' ')} ms`,
+    );
     return {
       measures: [
-        measure({ key: 'run', label: 'whole `spotctl run --host --no-install -- true`', unit: 'ms', figure: a, baseline: b, baselineLabel: 'ssh mkdir + rsync + ssh true' }),
-        measure({ key: 'run-default', label: 'same without `--no-install` (info)', unit: 'ms', figure: withInstall, baseline: b, baselineLabel: 'ssh mkdir + rsync + ssh true' }),
+        measure({
+          key: 'run',
+          label: 'whole `spotctl run --host --no-install -- true`',
+          unit: 'ms',
+          figure: a,
+          baseline: b,
+          baselineLabel: 'ssh mkdir + rsync + ssh true',
+        }),
+        measure({
+          key: 'run-default',
+          label: 'same without `--no-install` (info)',
+          unit: 'ms',
+          figure: withInstall,
+          baseline: b,
+          baselineLabel: 'ssh mkdir + rsync + ssh true',
+        }),
       ],
     };
   },

@@ -46,7 +46,9 @@ process.stderr.on('error', () => undefined);
 process.stdout.on('error', () => undefined);
 
 async function loadBenchmarks() {
-  const files = readdirSync(BENCH_DIR).filter((f) => f.endsWith('.mjs') && f !== 'run.mjs').sort();
+  const files = readdirSync(BENCH_DIR)
+    .filter((f) => f.endsWith('.mjs') && f !== 'run.mjs')
+    .sort();
   const modules = [];
   for (const file of files) {
     const mod = (await import(pathToFileURL(path.join(BENCH_DIR, file)).href)).default;
@@ -54,13 +56,19 @@ async function loadBenchmarks() {
     if (`${mod.name}.mjs` !== file) throw new Error(`bench/${file} exports the benchmark "${mod.name}"; name the file after it`);
     modules.push(mod);
   }
-  const rowKey = (m) => (m.row ?? '9.9').split('.').map((n) => n.padStart(3, '0')).join('.');
+  const rowKey = (m) =>
+    (m.row ?? '9.9')
+      .split('.')
+      .map((n) => n.padStart(3, '0'))
+      .join('.');
   return modules.sort((a, b) => rowKey(a).localeCompare(rowKey(b)) || (a.order ?? 0) - (b.order ?? 0) || a.name.localeCompare(b.name));
 }
 
 function git(args) {
   try {
-    return execFileSync('git', args, { cwd: REPO, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    return execFileSync('git', args, { cwd: REPO, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
   } catch {
     return '';
   }
@@ -111,7 +119,11 @@ async function main(argv) {
 
   if (flags.has('--list')) {
     for (const m of modules) {
-      process.stdout.write(`${(m.row ?? '').padEnd(4)} ${m.name.padEnd(22)} ${m.title} — ${Object.values(m.target).map((t) => t.text).join(', ')}\n`);
+      process.stdout.write(
+        `${(m.row ?? '').padEnd(4)} ${m.name.padEnd(22)} ${m.title} — ${Object.values(m.target)
+          .map((t) => t.text)
+          .join(', ')}\n`,
+      );
     }
     return 0;
   }

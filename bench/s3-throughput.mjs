@@ -45,7 +45,10 @@ async function ours(ctx, { moto, env, dir, set, i }) {
     command: ['true'],
     env,
     // debug: one "checkpoint file uploaded" line per file (with its put's duration), for the breakdown.
-    extra: { logLevel: 'debug', checkpoint: { dir, target: { kind: 's3', bucket: BUCKET, prefix: 'ours', endpoint: moto.endpoint, region: 'us-east-1' } } },
+    extra: {
+      logLevel: 'debug',
+      checkpoint: { dir, target: { kind: 's3', bucket: BUCKET, prefix: 'ours', endpoint: moto.endpoint, region: 'us-east-1' } },
+    },
   });
   try {
     const committed = await pollUntil(() => agentLog(agent).find((e) => e.msg === 'checkpoint committed'), {
@@ -63,7 +66,12 @@ async function ours(ctx, { moto, env, dir, set, i }) {
     const puts = agentLog(agent).filter((e) => e.msg === 'checkpoint file uploaded');
     const firstPut = Math.min(...puts.map((e) => e.time - e.durationMs));
     const lastPut = Math.max(...puts.map((e) => e.time));
-    return { ms: committed.time - started.time, beforeFirstPutMs: firstPut - started.time, putSpanMs: lastPut - firstPut, afterLastPutMs: committed.time - lastPut };
+    return {
+      ms: committed.time - started.time,
+      beforeFirstPutMs: firstPut - started.time,
+      putSpanMs: lastPut - firstPut,
+      afterLastPutMs: committed.time - lastPut,
+    };
   } finally {
     await agent.stop();
   }
@@ -104,13 +112,19 @@ on this machine, so moto_server is the only S3 endpoint measured.`,
         a: async (i) => {
           const r = await ours(ctx, { moto, env, dir, set, i });
           breakdown.push(r);
-          ctx.log(`${set.key} run ${i + 1}: agent ${r.ms} ms (${(total / MB / (r.ms / 1000)).toFixed(1)} MB/s; before the first put ${r.beforeFirstPutMs} ms, puts ${r.putSpanMs} ms, manifest ${r.afterLastPutMs} ms)`);
+          ctx.log(
+            `${set.key} run ${i + 1}: agent ${r.ms} ms (${(total / MB / (r.ms / 1000)).toFixed(1)} MB/s; before the first put ${r.beforeFirstPutMs} ms, puts ${r.putSpanMs} ms, manifest ${r.afterLastPutMs} ms)`,
+          );
           return total / MB / (r.ms / 1000);
         },
         b: async (i) => {
           await moto.fresh();
           // The CLI's own floor: start-up plus one request, for the note.
-          const floor = await runCommand('aws', ['--endpoint-url', moto.endpoint, 's3', 'ls', `s3://${BUCKET}/none/`], { env, signal: ctx.signal, timeoutMs: 30_000 });
+          const floor = await runCommand('aws', ['--endpoint-url', moto.endpoint, 's3', 'ls', `s3://${BUCKET}/none/`], {
+            env,
+            signal: ctx.signal,
+            timeoutMs: 30_000,
+          });
           if (floor.code !== 0 && floor.code !== 1) expectOk(floor, 'aws s3 ls');
           floors.push(floor.ms);
           const ms = await awsS3CpRecursive({ dir, url: `s3://${BUCKET}/runctl/`, endpoint: moto.endpoint, env, signal: ctx.signal });
@@ -125,7 +139,16 @@ on this machine, so moto_server is the only S3 endpoint measured.`,
       notes.push(
         `${set.label}, agent (medians): ${med(breakdown.map((r) => r.beforeFirstPutMs)).toFixed(0)} ms from job start to the first byte sent (the exit flush's re-check, which waits out what is left of 300 ms since the newest mtime: nothing here, the files are older; then SHA-256 of the file and a HEAD), ${med(breakdown.map((r) => r.putSpanMs)).toFixed(0)} ms of uploads (${med(breakdown.map((r) => total / MB / (r.putSpanMs / 1000))).toFixed(0)} MB/s while sending), ${med(breakdown.map((r) => r.afterLastPutMs)).toFixed(0)} ms for the manifest.`,
       );
-      measures.push(measure({ key: set.key, label: `${set.label}: agent uploader`, unit: 'MB/s', figure: a, baseline: b, baselineLabel: 'aws s3 cp --recursive (CLI v1)' }));
+      measures.push(
+        measure({
+          key: set.key,
+          label: `${set.label}: agent uploader`,
+          unit: 'MB/s',
+          figure: a,
+          baseline: b,
+          baselineLabel: 'aws s3 cp --recursive (CLI v1)',
+        }),
+      );
     }
     const sortedFloors = [...floors].sort((x, y) => x - y);
     notes.push(

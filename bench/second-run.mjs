@@ -36,7 +36,10 @@ Wall time of \`spotctl run --host … --sync <dir> -- true\` on the loopback ssh
     writeFileSync(path.join(project, 'main.py'), 'print("ok")\n');
     const warm = ctx.remoteDir('warm');
     const spot = async (remoteDir) =>
-      expectOk(await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--sync', project, '--', 'true'], { timeoutMs: 180_000 }), 'spotctl run -- true').ms;
+      expectOk(
+        await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--sync', project, '--', 'true'], { timeoutMs: 180_000 }),
+        'spotctl run -- true',
+      ).ms;
     await spot(warm);
     const { a, b } = await interleaved({
       runs: RUNS,
@@ -48,7 +51,16 @@ Wall time of \`spotctl run --host … --sync <dir> -- true\` on the loopback ssh
     });
     ctx.log(`second ${a.map((v) => v.toFixed(0)).join(' ')} ms; first ${b.map((v) => v.toFixed(0)).join(' ')} ms`);
     return {
-      measures: [measure({ key: 'second', label: 'repeated run on the same host (link-dest, cached venv)', unit: 'ms', figure: a, baseline: b, baselineLabel: 'first run of the project on the host' })],
+      measures: [
+        measure({
+          key: 'second',
+          label: 'repeated run on the same host (link-dest, cached venv)',
+          unit: 'ms',
+          figure: a,
+          baseline: b,
+          baselineLabel: 'first run of the project on the host',
+        }),
+      ],
     };
   },
 });

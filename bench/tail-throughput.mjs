@@ -72,16 +72,39 @@ bigger frames than the 1 MiB in-flight window allows; neither was worth the guar
     const expectedHash = await fileHash(data);
     const remoteDir = ctx.remoteDir();
     const out = path.join(ctx.tmp, 'out.txt');
-    const spotArgs = ['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--grace', '2s', '--idle-timeout', '1m', '--sync', project, '--', 'cat', data];
+    const spotArgs = [
+      'run',
+      ...ctx.hostArgs(sshd, remoteDir),
+      '--no-install',
+      '--grace',
+      '2s',
+      '--idle-timeout',
+      '1m',
+      '--sync',
+      project,
+      '--',
+      'cat',
+      data,
+    ];
     const env = { ...process.env, SPOTCTL_HOME: path.join(ctx.tmp, 'home'), NO_COLOR: '1' };
 
     // Warm-up: installs the agent on the "host" and warms the page cache for both sides.
-    expectOk(await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--sync', project, '--', 'true'], { timeoutMs: 60_000 }), 'spotctl warm-up');
+    expectOk(
+      await ctx.spotctl(['run', ...ctx.hostArgs(sshd, remoteDir), '--no-install', '--sync', project, '--', 'true'], { timeoutMs: 60_000 }),
+      'spotctl warm-up',
+    );
     await runCommand('cat', [data], { stdout: 'ignore' });
 
     const checks = [];
     const spot = async () => {
-      const r = await runToFile({ file: process.execPath, args: [ctx.bin, ...spotArgs], outFile: out, env, signal: ctx.signal, timeoutMs: 180_000 });
+      const r = await runToFile({
+        file: process.execPath,
+        args: [ctx.bin, ...spotArgs],
+        outFile: out,
+        env,
+        signal: ctx.signal,
+        timeoutMs: 180_000,
+      });
       if (r.code !== 0) throw new Error(`spotctl run exited ${r.code ?? r.signal}: ${r.stderr.slice(-1500)}`);
       const lines = await checkNumberedLines(out, LINES);
       const identical = statSync(out).size === bytes && (await fileHash(out)) === expectedHash;
@@ -90,12 +113,22 @@ bigger frames than the 1 MiB in-flight window allows; neither was worth the guar
       // The run's log is as big as the data; drop it before the next run (its agent has exited).
       rmSync(path.join(remoteDir, 'runs'), { recursive: true, force: true });
       const { firstByteMs, streamMs } = byteTimes(r);
-      ctx.log(`spotctl: ${(bytes / MB / (streamMs / 1000)).toFixed(1)} MB/s streaming, ${(r.wallMs / 1000).toFixed(2)} s whole; lost ${lines.lost}, identical ${identical}`);
+      ctx.log(
+        `spotctl: ${(bytes / MB / (streamMs / 1000)).toFixed(1)} MB/s streaming, ${(r.wallMs / 1000).toFixed(2)} s whole; lost ${lines.lost}, identical ${identical}`,
+      );
       return { mbps: bytes / MB / (streamMs / 1000), wallMbps: bytes / MB / (r.wallMs / 1000), wallMs: r.wallMs, setupMs: firstByteMs };
     };
     const ssh = async () => {
-      const r = await runToFile({ file: 'ssh', args: [...ctx.plainSshArgs(sshd), sshd.host, 'cat', data], outFile: out, env, signal: ctx.signal, timeoutMs: 120_000 });
-      if (r.code !== 0 || r.bytes !== bytes) throw new Error(`ssh cat exited ${r.code ?? r.signal} after ${r.bytes} bytes: ${r.stderr.slice(-1500)}`);
+      const r = await runToFile({
+        file: 'ssh',
+        args: [...ctx.plainSshArgs(sshd), sshd.host, 'cat', data],
+        outFile: out,
+        env,
+        signal: ctx.signal,
+        timeoutMs: 120_000,
+      });
+      if (r.code !== 0 || r.bytes !== bytes)
+        throw new Error(`ssh cat exited ${r.code ?? r.signal} after ${r.bytes} bytes: ${r.stderr.slice(-1500)}`);
       rmSync(out, { force: true });
       const { firstByteMs, streamMs } = byteTimes(r);
       ctx.log(`ssh cat: ${(bytes / MB / (streamMs / 1000)).toFixed(1)} MB/s streaming, ${(r.wallMs / 1000).toFixed(2)} s whole`);

@@ -53,7 +53,11 @@ const AGENT_LEFT_OUT = {
 const leaveOut = (modules) => ({
   name: 'leave-out',
   setup(b) {
-    const filter = new RegExp(`^(${Object.keys(modules).map((m) => m.replace(/[/]/g, '\\/')).join('|')})$`);
+    const filter = new RegExp(
+      `^(${Object.keys(modules)
+        .map((m) => m.replace(/[/]/g, '\\/'))
+        .join('|')})$`,
+    );
     b.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'left-out' }));
     b.onLoad({ filter: /.*/, namespace: 'left-out' }, (args) => ({
       contents: `throw new Error(${JSON.stringify(`${args.path} is not in the agent bundle: ${modules[args.path]}`)});`,
@@ -68,19 +72,21 @@ const leaveOut = (modules) => ({
  */
 function common(quiet) {
   return {
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'esm',
-  conditions: ['spotctl-source'],
-  // Prefer ESM builds (the AWS SDK ships both): lazy \`import()\` of a CommonJS chunk loses its
-  // named exports under code splitting, and ESM tree-shakes better.
-  mainFields: ['module', 'main'],
-  external: Object.keys(EXTERNALS),
-  legalComments: 'none',
-  logLevel: quiet ? 'warning' : 'info',
-  // ESM bundles of CommonJS dependencies need a real `require`.
-  banner: { js: "import { createRequire as __spotctlCreateRequire } from 'node:module'; const require = __spotctlCreateRequire(import.meta.url);" },
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'esm',
+    conditions: ['spotctl-source'],
+    // Prefer ESM builds (the AWS SDK ships both): lazy \`import()\` of a CommonJS chunk loses its
+    // named exports under code splitting, and ESM tree-shakes better.
+    mainFields: ['module', 'main'],
+    external: Object.keys(EXTERNALS),
+    legalComments: 'none',
+    logLevel: quiet ? 'warning' : 'info',
+    // ESM bundles of CommonJS dependencies need a real `require`.
+    banner: {
+      js: "import { createRequire as __spotctlCreateRequire } from 'node:module'; const require = __spotctlCreateRequire(import.meta.url);",
+    },
   };
 }
 

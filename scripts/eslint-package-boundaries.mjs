@@ -46,10 +46,14 @@ function targetOf(spec, fromFile) {
 const packageBoundaries = {
   meta: {
     type: 'problem',
-    docs: { description: 'agent and controller import only shared, shared imports neither; test/ imports packages only through their public index' },
+    docs: {
+      description:
+        'agent and controller import only shared, shared imports neither; test/ imports packages only through their public index',
+    },
     schema: [],
     messages: {
-      forbidden: '{{from}} must not import from packages/{{to}} ("{{spec}}"): agent and controller import only @spotctl/shared (see STYLE.md: the house)',
+      forbidden:
+        '{{from}} must not import from packages/{{to}} ("{{spec}}"): agent and controller import only @spotctl/shared (see STYLE.md: the house)',
       deep: 'import @spotctl/{{to}} (its public src/index.ts), not "{{spec}}": export what is needed from the index',
     },
   },

@@ -152,7 +152,14 @@ describe('start', () => {
     const configPath = path.join(dir, 'config.json');
     writeFileSync(
       configPath,
-      JSON.stringify({ runId: 'r', workdir: dir, stateDir: path.join(dir, 'state'), command: ['sleep', '30'], token: 'x'.repeat(20), port }),
+      JSON.stringify({
+        runId: 'r',
+        workdir: dir,
+        stateDir: path.join(dir, 'state'),
+        command: ['sleep', '30'],
+        token: 'x'.repeat(20),
+        port,
+      }),
     );
     try {
       const result = await runAgentCli(['start', '--config', configPath]);
@@ -204,7 +211,10 @@ describe('lifecycle', () => {
 
   test('with the longest grace a timer holds, SIGTERM still waits for the job to end', async () => {
     // The job takes a moment to act on SIGTERM (the trap runs once the current sleep is over).
-    await using agent = await startAgent({ command: ['sh', '-c', 'trap "exit 3" TERM; while :; do sleep 0.2; done'], config: { graceMs: 2 ** 31 - 1 } });
+    await using agent = await startAgent({
+      command: ['sh', '-c', 'trap "exit 3" TERM; while :; do sleep 0.2; done'],
+      config: { graceMs: 2 ** 31 - 1 },
+    });
     await pollUntil(() => agent.readStatus()?.state === 'running', 'the job to run');
     process.kill(agent.pid, 'SIGTERM');
     await agent.waitForExit(10_000);

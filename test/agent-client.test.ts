@@ -66,8 +66,13 @@ describe('following a real agent', () => {
 async function oldAgent(): Promise<{ endpoint: AgentEndpoint } & AsyncDisposable> {
   const server = createServer();
   server.on('upgrade', (_req, socket) => {
-    const body = JSON.stringify({ code: 'SPOTCTL_AGENT_VERSION', message: `this agent speaks websocket subprotocol spotctl.v1 (protocol v1); offered: ${WS_SUBPROTOCOL}` });
-    socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    const body = JSON.stringify({
+      code: 'SPOTCTL_AGENT_VERSION',
+      message: `this agent speaks websocket subprotocol spotctl.v1 (protocol v1); offered: ${WS_SUBPROTOCOL}`,
+    });
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
@@ -84,14 +89,26 @@ async function oldAgent(): Promise<{ endpoint: AgentEndpoint } & AsyncDisposable
  * A websocket server that greets like an agent and then does what `onSubscribe` says when the
  * client subscribes.
  */
-async function fakeAgent(options: { protocolVersion?: number; onSubscribe?: (ws: WebSocket) => void }): Promise<{ endpoint: AgentEndpoint } & AsyncDisposable> {
+async function fakeAgent(options: {
+  protocolVersion?: number;
+  onSubscribe?: (ws: WebSocket) => void;
+}): Promise<{ endpoint: AgentEndpoint } & AsyncDisposable> {
   const wss = new WebSocketServer({
     port: 0,
     host: '127.0.0.1',
     handleProtocols: (protocols) => (protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
   });
   wss.on('connection', (ws) => {
-    ws.send(JSON.stringify({ type: 'event', event: 'hello', protocolVersion: options.protocolVersion ?? PROTOCOL_VERSION, agentVersion: '0.0.0', buildId: 'fake', runId: 'fake' }));
+    ws.send(
+      JSON.stringify({
+        type: 'event',
+        event: 'hello',
+        protocolVersion: options.protocolVersion ?? PROTOCOL_VERSION,
+        agentVersion: '0.0.0',
+        buildId: 'fake',
+        runId: 'fake',
+      }),
+    );
     ws.on('message', (data) => {
       const request = JSON.parse(data.toString()) as { id: number; method: string };
       if (request.method === 'subscribe') {
@@ -127,7 +144,11 @@ describe('a peer that breaks the protocol', () => {
     ['a header that breaks the schema', frameWith({ ...good, firstSeq: -1 }, 'a\nb\n'), /header \/firstSeq/],
     ['a payload with fewer lines than the header says', frameWith(good, 'abc\n'), /does not hold 2 complete lines/],
     ['a payload longer than the header says', frameWith(good, 'a\nb\nextra\n'), /bytes after its last segment/],
-    ['log lines as JSON, the v1 way', JSON.stringify({ type: 'event', event: 'logs', lines: [{ seq: 1, ts: 1, stream: 'stdout', text: 'x' }] }), /breaks the protocol/],
+    [
+      'log lines as JSON, the v1 way',
+      JSON.stringify({ type: 'event', event: 'logs', lines: [{ seq: 1, ts: 1, stream: 'stdout', text: 'x' }] }),
+      /breaks the protocol/,
+    ],
   ];
   for (const [what, frame, error] of cases) {
     test(`${what} ends the connection with a protocol error saying why`, async () => {
@@ -164,13 +185,20 @@ describe('a peer that breaks the protocol', () => {
       await using old = await oldAgent();
       const failure = await AgentConnection.connect(old.endpoint).catch((e: unknown) => e);
       expect(failure).toMatchObject({ code: 'SPOTCTL_AGENT_VERSION' });
-      expect((failure as Error).message).toMatch(new RegExp(`refused websocket subprotocol ${WS_SUBPROTOCOL} \\(this spotctl speaks protocol v${PROTOCOL_VERSION}\\): this agent speaks websocket subprotocol spotctl.v1`));
+      expect((failure as Error).message).toMatch(
+        new RegExp(
+          `refused websocket subprotocol ${WS_SUBPROTOCOL} \\(this spotctl speaks protocol v${PROTOCOL_VERSION}\\): this agent speaks websocket subprotocol spotctl.v1`,
+        ),
+      );
       expect((failure as { remediation?: string }).remediation).toMatch(/re-run/);
     }
     {
       await using old = await fakeAgent({ protocolVersion: 1 });
       const failure = await AgentConnection.connect(old.endpoint).catch((e: unknown) => e);
-      expect(failure).toMatchObject({ code: 'SPOTCTL_AGENT_VERSION', message: `the agent speaks protocol v1, this spotctl speaks v${PROTOCOL_VERSION}` });
+      expect(failure).toMatchObject({
+        code: 'SPOTCTL_AGENT_VERSION',
+        message: `the agent speaks protocol v1, this spotctl speaks v${PROTOCOL_VERSION}`,
+      });
     }
   });
 });

@@ -67,7 +67,8 @@ function expectSeqs(lines: LogLine[], from: number, to: number): void {
   const seqs = lines.map((l) => l.seq);
   expect(seqs.length).toBe(to - from + 1);
   for (let i = 0; i < seqs.length; i++) {
-    if (seqs[i] !== from + i) throw new Error(`line ${i}: expected seq ${from + i}, got ${seqs[i]} (lines ${seqs.slice(Math.max(0, i - 3), i + 3).join(',')})`);
+    if (seqs[i] !== from + i)
+      throw new Error(`line ${i}: expected seq ${from + i}, got ${seqs[i]} (lines ${seqs.slice(Math.max(0, i - 3), i + 3).join(',')})`);
   }
 }
 
@@ -150,7 +151,12 @@ describe('authentication and handshake', () => {
     await using agent = await startAgent({ command: ['sleep', '30'], env: { PATH: `${bin.path}:${process.env.PATH ?? '/usr/bin:/bin'}` } });
     await using client = await connectClient(agent);
     const hello = await client.nextEvent('hello');
-    expect(hello).toMatchObject({ gpus: [{ name: 'NVIDIA L4', memoryMiB: 23034 }, { name: 'NVIDIA L4', memoryMiB: 23034 }] });
+    expect(hello).toMatchObject({
+      gpus: [
+        { name: 'NVIDIA L4', memoryMiB: 23034 },
+        { name: 'NVIDIA L4', memoryMiB: 23034 },
+      ],
+    });
   });
 });
 
@@ -182,7 +188,10 @@ describe('requests', () => {
 
     client.sendRaw(JSON.stringify([1, 2, 3]));
     client.sendRaw(Buffer.from([1, 2, 3]), { binary: true });
-    await client.waitFor((m) => 'error' in m && m.id === null && /binary/.test(m.error.message), { what: 'the binary-frame error', fromStart: true });
+    await client.waitFor((m) => 'error' in m && m.id === null && /binary/.test(m.error.message), {
+      what: 'the binary-frame error',
+      fromStart: true,
+    });
 
     // Still alive and answering.
     const status = (await client.call('status', {})) as JobStatus;

@@ -47,7 +47,14 @@ describe('GPUs against moto', () => {
   const spotctl = (...args: string[]): Promise<CliResult> =>
     runSpotctl(args, {
       home: home.path,
-      env: { AWS_ENDPOINT_URL: moto.endpoint, AWS_ENDPOINT_URL_EC2: '', AWS_REGION: '', AWS_EC2_METADATA_DISABLED: 'true', AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing' },
+      env: {
+        AWS_ENDPOINT_URL: moto.endpoint,
+        AWS_ENDPOINT_URL_EC2: '',
+        AWS_REGION: '',
+        AWS_EC2_METADATA_DISABLED: 'true',
+        AWS_ACCESS_KEY_ID: 'testing',
+        AWS_SECRET_ACCESS_KEY: 'testing',
+      },
       timeoutMs: 90_000,
     });
   const types = (rows: { instanceType: string }[]): Set<string> => new Set(rows.map((r) => r.instanceType));
@@ -57,7 +64,15 @@ describe('GPUs against moto', () => {
     expect(code, stderr).toBe(0);
     const rows = JSON.parse(stdout) as GpuRow[];
     const byType = new Map(rows.map((r) => [r.instanceType, r]));
-    expect(byType.get('g5.xlarge')).toMatchObject({ gpu: 'A10G', manufacturer: 'NVIDIA', gpuCount: 1, gpuMemoryMiB: 22888, vcpus: 4, architecture: 'x86_64', pricePerHour: 0.00001 });
+    expect(byType.get('g5.xlarge')).toMatchObject({
+      gpu: 'A10G',
+      manufacturer: 'NVIDIA',
+      gpuCount: 1,
+      gpuMemoryMiB: 22888,
+      vcpus: 4,
+      architecture: 'x86_64',
+      pricePerHour: 0.00001,
+    });
     expect(byType.get('g4dn.12xlarge')).toMatchObject({ gpu: 'T4', gpuCount: 4, gpuMemoryMiB: 16384, vcpus: 48 });
     expect(byType.get('g6.xlarge')).toMatchObject({ gpu: 'L4', gpuCount: 1 });
     expect(byType.get('p4d.24xlarge')).toMatchObject({ gpu: 'A100', gpuCount: 8, gpuMemoryMiB: 40960, vcpus: 96 });

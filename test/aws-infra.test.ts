@@ -71,7 +71,9 @@ describe('aws infrastructure and launch against moto', () => {
       const group = groups[0]!;
       expect(group.GroupName).toBe(securityGroupName(CIDR));
       expect(tagMap(group.Tags)).toMatchObject({ [TAG.managed]: 'true', [TAG.owner]: OWNER, [TAG.sshCidr]: CIDR });
-      const ranges = (group.IpPermissions ?? []).flatMap((p) => (p.IpRanges ?? []).map((r) => ({ proto: p.IpProtocol, from: p.FromPort, to: p.ToPort, cidr: r.CidrIp })));
+      const ranges = (group.IpPermissions ?? []).flatMap((p) =>
+        (p.IpRanges ?? []).map((r) => ({ proto: p.IpProtocol, from: p.FromPort, to: p.ToPort, cidr: r.CidrIp })),
+      );
       expect(ranges).toEqual([{ proto: 'tcp', from: 22, to: 22, cidr: CIDR }]);
 
       const pairs = (await ec2.send(new sdk.DescribeKeyPairsCommand({ KeyNames: [key.name], IncludePublicKey: true }))).KeyPairs ?? [];
@@ -81,7 +83,9 @@ describe('aws infrastructure and launch against moto', () => {
       // Second time round: everything is reused, nothing is added.
       const again = await ensureRegionInfra({ ec2, region, owner: OWNER, key, sshCidr: CIDR, architecture: 'x86_64' });
       expect(again.securityGroupId).toBe(infra.securityGroupId);
-      const all = (await ec2.send(new sdk.DescribeSecurityGroupsCommand({ Filters: [{ Name: `tag:${TAG.managed}`, Values: ['true'] }] }))).SecurityGroups ?? [];
+      const all =
+        (await ec2.send(new sdk.DescribeSecurityGroupsCommand({ Filters: [{ Name: `tag:${TAG.managed}`, Values: ['true'] }] })))
+          .SecurityGroups ?? [];
       expect(all).toHaveLength(1);
     }
   });
@@ -104,7 +108,15 @@ describe('aws infrastructure and launch against moto', () => {
       launchedFrom: 'test',
       detached: false,
     };
-    const candidate: PlacementCandidate = { region, az: 'us-east-2b', instanceType: 'c7a.xlarge', vcpus: 4, pricePerHour: 0.05, architecture: 'x86_64', priceSince: new Date().toISOString() };
+    const candidate: PlacementCandidate = {
+      region,
+      az: 'us-east-2b',
+      instanceType: 'c7a.xlarge',
+      vcpus: 4,
+      pricePerHour: 0.05,
+      architecture: 'x86_64',
+      priceSince: new Date().toISOString(),
+    };
     const launched = await launchInstance({
       candidates: [candidate],
       clientFor: clients.forRegion,
@@ -130,19 +142,27 @@ describe('aws infrastructure and launch against moto', () => {
     const subnet = (await ec2.send(new sdk.DescribeSubnetsCommand({ SubnetIds: [inst.SubnetId!] }))).Subnets?.[0];
     expect(subnet?.AvailabilityZone).toBe('us-east-2b');
     expect(inst.BlockDeviceMappings?.[0]?.Ebs?.DeleteOnTermination).toBe(true);
-    const shutdown = await ec2.send(new sdk.DescribeInstanceAttributeCommand({ InstanceId: id, Attribute: 'instanceInitiatedShutdownBehavior' }));
+    const shutdown = await ec2.send(
+      new sdk.DescribeInstanceAttributeCommand({ InstanceId: id, Attribute: 'instanceInitiatedShutdownBehavior' }),
+    );
     expect(shutdown.InstanceInitiatedShutdownBehavior?.Value).toBe('terminate');
     const userData = await ec2.send(new sdk.DescribeInstanceAttributeCommand({ InstanceId: id, Attribute: 'userData' }));
     const text = Buffer.from(userData.UserData?.Value ?? '', 'base64').toString();
     expect(hostKeyFromCloudConfig(text)?.publicKey).toBe(hostKey.publicKey);
-    const volumes = (await ec2.send(new sdk.DescribeVolumesCommand({ Filters: [{ Name: `tag:${TAG.runId}`, Values: [runId] }] }))).Volumes ?? [];
+    const volumes =
+      (await ec2.send(new sdk.DescribeVolumesCommand({ Filters: [{ Name: `tag:${TAG.runId}`, Values: [runId] }] }))).Volumes ?? [];
     expect(volumes.length).toBeGreaterThanOrEqual(1);
 
     const { terminated, failed } = await terminateRun(clients.forRegion, [region], runId);
     expect(failed).toEqual([]);
     expect(terminated.map((t) => t.instanceId)).toEqual([id]);
     const live = await ec2.send(
-      new sdk.DescribeInstancesCommand({ Filters: [{ Name: `tag:${TAG.managed}`, Values: ['true'] }, { Name: 'instance-state-name', Values: ['pending', 'running', 'stopping', 'stopped'] }] }),
+      new sdk.DescribeInstancesCommand({
+        Filters: [
+          { Name: `tag:${TAG.managed}`, Values: ['true'] },
+          { Name: 'instance-state-name', Values: ['pending', 'running', 'stopping', 'stopped'] },
+        ],
+      }),
     );
     expect((live.Reservations ?? []).flatMap((r) => r.Instances ?? [])).toEqual([]);
   });
@@ -152,14 +172,25 @@ describe('aws infrastructure and launch against moto', () => {
     const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
     try {
       const runId = '20260314-093000-ab12';
-      const policy = runRolePolicy({ partition: 'aws', runId, checkpoints: { bucket: 'ck', prefix: 'team/a' }, restoreFrom: { bucket: 'old', prefix: '', runId: '20260301-000000-0000' } });
+      const policy = runRolePolicy({
+        partition: 'aws',
+        runId,
+        checkpoints: { bucket: 'ck', prefix: 'team/a' },
+        restoreFrom: { bucket: 'old', prefix: '', runId: '20260301-000000-0000' },
+      });
       const role = await createRunRole({ iam, runId, owner: OWNER, policy });
       expect(role.instanceProfileArn).toMatch(/^arn:aws:iam::\d{12}:instance-profile\/spotctl\/spotctl-run-20260314-093000-ab12$/);
       const profile = (await iam.send(new GetInstanceProfileCommand({ InstanceProfileName: role.instanceProfileName }))).InstanceProfile!;
       expect(profile.Roles?.map((r) => r.RoleName)).toEqual([role.roleName]);
       const trust = (await iam.send(new GetRoleCommand({ RoleName: role.roleName }))).Role!;
-      expect(JSON.parse(decodeURIComponent(trust.AssumeRolePolicyDocument!))).toMatchObject({ Statement: [{ Principal: { Service: 'ec2.amazonaws.com' }, Action: 'sts:AssumeRole' }] });
-      const stored = JSON.parse(decodeURIComponent((await iam.send(new GetRolePolicyCommand({ RoleName: role.roleName, PolicyName: 'checkpoints' }))).PolicyDocument!)) as {
+      expect(JSON.parse(decodeURIComponent(trust.AssumeRolePolicyDocument!))).toMatchObject({
+        Statement: [{ Principal: { Service: 'ec2.amazonaws.com' }, Action: 'sts:AssumeRole' }],
+      });
+      const stored = JSON.parse(
+        decodeURIComponent(
+          (await iam.send(new GetRolePolicyCommand({ RoleName: role.roleName, PolicyName: 'checkpoints' }))).PolicyDocument!,
+        ),
+      ) as {
         Statement: { Sid: string; Action: string[]; Resource: string[]; Condition?: unknown }[];
       };
       const bySid = Object.fromEntries(stored.Statement.map((st) => [st.Sid, st]));
@@ -173,7 +204,9 @@ describe('aws infrastructure and launch against moto', () => {
       await deleteRunRole(iam, runId);
       await deleteRunRole(iam, runId);
       expect(await listRunRoles(iam)).toEqual([]);
-      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: role.instanceProfileName }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: role.instanceProfileName }))).rejects.toMatchObject({
+        name: 'NoSuchEntityException',
+      });
     } finally {
       iam.destroy();
     }
@@ -183,6 +216,11 @@ describe('aws infrastructure and launch against moto', () => {
     const sdk = await loadEc2Sdk();
     const ec2 = await clients.forRegion('ap-south-1');
     const images = (await ec2.send(new sdk.DescribeImagesCommand({ Owners: [CANONICAL_OWNER_ID] }))).Images ?? [];
-    expect(images.map((i) => i.ImageId).sort()).toEqual(['ami-0a1b2c3d4e5f60001', 'ami-0a1b2c3d4e5f60002', 'ami-0a1b2c3d4e5f60003', 'ami-0a1b2c3d4e5f60004']);
+    expect(images.map((i) => i.ImageId).sort()).toEqual([
+      'ami-0a1b2c3d4e5f60001',
+      'ami-0a1b2c3d4e5f60002',
+      'ami-0a1b2c3d4e5f60003',
+      'ami-0a1b2c3d4e5f60004',
+    ]);
   });
 });

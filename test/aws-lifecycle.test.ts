@@ -57,15 +57,28 @@ describe('spotctl ls / teardown / gc against moto', () => {
     return ((await ec2.send(new sdk.DescribeKeyPairsCommand({}))).KeyPairs ?? []).map((k) => k.KeyName!).sort();
   }
   async function groupNames(): Promise<string[]> {
-    return ((await ec2.send(new sdk.DescribeSecurityGroupsCommand({}))).SecurityGroups ?? []).map((g) => g.GroupName!).filter((n) => n !== 'default').sort();
+    return ((await ec2.send(new sdk.DescribeSecurityGroupsCommand({}))).SecurityGroups ?? [])
+      .map((g) => g.GroupName!)
+      .filter((n) => n !== 'default')
+      .sort();
   }
   async function keyPair(name: string, tags?: Tags): Promise<void> {
-    await ec2.send(new sdk.CreateKeyPairCommand({ KeyName: name, ...(tags ? { TagSpecifications: [{ ResourceType: 'key-pair', Tags: toTags(tags) }] } : {}) }));
+    await ec2.send(
+      new sdk.CreateKeyPairCommand({
+        KeyName: name,
+        ...(tags ? { TagSpecifications: [{ ResourceType: 'key-pair', Tags: toTags(tags) }] } : {}),
+      }),
+    );
   }
   async function group(name: string, tags?: Tags): Promise<string> {
     const vpc = (await ec2.send(new sdk.DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))).Vpcs![0]!.VpcId!;
     const r = await ec2.send(
-      new sdk.CreateSecurityGroupCommand({ GroupName: name, Description: name, VpcId: vpc, ...(tags ? { TagSpecifications: [{ ResourceType: 'security-group', Tags: toTags(tags) }] } : {}) }),
+      new sdk.CreateSecurityGroupCommand({
+        GroupName: name,
+        Description: name,
+        VpcId: vpc,
+        ...(tags ? { TagSpecifications: [{ ResourceType: 'security-group', Tags: toTags(tags) }] } : {}),
+      }),
     );
     return r.GroupId!;
   }
@@ -90,7 +103,16 @@ describe('spotctl ls / teardown / gc against moto', () => {
     const theirs = await launch({ Name: 'not spotctl', 'spotctl:run-id': 'forged' });
     const r = await cli(['ls', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const rows = JSON.parse(r.stdout) as { instanceId: string; region: string; instanceType: string; state: string; pricePerHour: number; spentUsd: number; runId: string; ageMs: number }[];
+    const rows = JSON.parse(r.stdout) as {
+      instanceId: string;
+      region: string;
+      instanceType: string;
+      state: string;
+      pricePerHour: number;
+      spentUsd: number;
+      runId: string;
+      ageMs: number;
+    }[];
     expect(rows.map((x) => x.instanceId)).toEqual([mine]);
     expect(rows[0]).toMatchObject({ region: REGION, instanceType: 'c7a.large', state: 'running', pricePerHour: 0.05, runId: 'run-a' });
     expect(rows[0]!.spentUsd).toBeGreaterThanOrEqual(0);
@@ -137,7 +159,10 @@ describe('spotctl ls / teardown / gc against moto', () => {
     await group('their-group', undefined);
 
     const expired = await launch(spotctl('run-old', { 'spotctl:expires-at': iso(Date.now() - HOUR) }));
-    const alive = await launch(spotctl('run-live', { 'spotctl:expires-at': iso(Date.now() + HOUR) }), { KeyName: 'spotctl-used', SecurityGroupIds: [usedGroup] });
+    const alive = await launch(spotctl('run-live', { 'spotctl:expires-at': iso(Date.now() + HOUR) }), {
+      KeyName: 'spotctl-used',
+      SecurityGroupIds: [usedGroup],
+    });
     const watchdogOwned = await launch(spotctl('run-never', { 'spotctl:expires-at': 'never' }));
     const untagged = await launch({ 'spotctl:expires-at': iso(Date.now() - 10 * HOUR), Name: 'looks expired, is not ours' });
     const bare = await launch(undefined, { KeyName: 'someone-elses' });
@@ -150,7 +175,13 @@ describe('spotctl ls / teardown / gc against moto', () => {
     await createRunRole({ iam, runId: 'run-live', owner: 'o', policy, createdAt: new Date(Date.now() - 2 * HOUR) });
     await createRunRole({ iam, runId: 'run-launching', owner: 'o', policy });
     // Someone's role under the same path, without spotctl's tags: never touched.
-    await iam.send(new CreateRoleCommand({ RoleName: 'spotctl-run-not-ours', Path: '/spotctl/', AssumeRolePolicyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [] }) }));
+    await iam.send(
+      new CreateRoleCommand({
+        RoleName: 'spotctl-run-not-ours',
+        Path: '/spotctl/',
+        AssumeRolePolicyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [] }),
+      }),
+    );
 
     const dry = await cli(['gc', '--dry-run', '--json']);
     expect(dry.code, dry.stderr).toBe(0);

@@ -38,7 +38,14 @@ describe('spotctl prices against moto', () => {
     runSpotctl(['prices', ...args], {
       home: home.path,
       // Every AWS endpoint is https; moto is plain http on loopback, and the only endpoint given.
-      env: { AWS_ENDPOINT_URL: moto.endpoint, AWS_ENDPOINT_URL_EC2: '', AWS_REGION: '', AWS_EC2_METADATA_DISABLED: 'true', AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing' },
+      env: {
+        AWS_ENDPOINT_URL: moto.endpoint,
+        AWS_ENDPOINT_URL_EC2: '',
+        AWS_REGION: '',
+        AWS_EC2_METADATA_DISABLED: 'true',
+        AWS_ACCESS_KEY_ID: 'testing',
+        AWS_SECRET_ACCESS_KEY: 'testing',
+      },
       timeoutMs: 60_000,
     });
 
@@ -54,7 +61,11 @@ describe('spotctl prices against moto', () => {
       expect(r.architecture).toBe('x86_64');
     }
     // eu-west-1 has 3 AZs in moto, us-east-1 6: each type priced per AZ.
-    expect(rows.filter((r) => r.region === 'eu-west-1' && r.instanceType === 'c7a.2xlarge').map((r) => r.az)).toEqual(['eu-west-1a', 'eu-west-1b', 'eu-west-1c']);
+    expect(rows.filter((r) => r.region === 'eu-west-1' && r.instanceType === 'c7a.2xlarge').map((r) => r.az)).toEqual([
+      'eu-west-1a',
+      'eu-west-1b',
+      'eu-west-1c',
+    ]);
     // All prices tie, so the tie-breakers decide: more vCPUs first, then region and AZ names.
     expect(rows[0]).toMatchObject({ region: 'eu-west-1', az: 'eu-west-1a', instanceType: 'c6a.8xlarge', cheapest: true });
     expect(rows.filter((r) => r.cheapest)).toHaveLength(1);

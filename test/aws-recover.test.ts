@@ -38,7 +38,16 @@ const skip = skipUnlessCi('aws-recover', netnsUnavailable());
 interface RunJson {
   runId: string;
   aws?: { instanceId: string; az: string; instanceType: string; terminatedAt?: number };
-  attempts?: { attempt: number; instanceId: string; instanceType: string; az: string; outcome?: string; pricePerHour: number; launchedAt: number; endedAt?: number }[];
+  attempts?: {
+    attempt: number;
+    instanceId: string;
+    instanceType: string;
+    az: string;
+    outcome?: string;
+    pricePerHour: number;
+    launchedAt: number;
+    endedAt?: number;
+  }[];
 }
 
 describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', () => {
@@ -54,12 +63,25 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
 
   const remoteDir = (): string => path.join(work.path, 'remote');
   const args = (...extra: string[]): string[] => [
-    'run', '--provider', 'aws', '--region', REGION, '--workers', '1',
-    '--remote-dir', remoteDir(), '--ssh-config', path.join(work.path, 'ssh_config'), '--sync', proj.path, '--no-install',
+    'run',
+    '--provider',
+    'aws',
+    '--region',
+    REGION,
+    '--workers',
+    '1',
+    '--remote-dir',
+    remoteDir(),
+    '--ssh-config',
+    path.join(work.path, 'ssh_config'),
+    '--sync',
+    proj.path,
+    '--no-install',
     ...extra,
   ];
   const env = (): Record<string, string> => ({ ...moto.env(), ...pool.env(), SPOTCTL_IP_LOOKUP_URL: lookupUrl });
-  const runRecord = (runId: string): RunJson => JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as RunJson;
+  const runRecord = (runId: string): RunJson =>
+    JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as RunJson;
   const lastRunId = (): string => readdirSync(path.join(home.path, 'runs')).sort().at(-1)!;
 
   async function instances(filters: { Name: string; Values: string[] }[]) {
@@ -68,7 +90,11 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     const r = await ec2.send(new DescribeInstancesCommand({ Filters: filters }));
     return (r.Reservations ?? []).flatMap((res) => res.Instances ?? []);
   }
-  const liveSpotctlInstances = () => instances([{ Name: 'tag:spotctl:managed', Values: ['true'] }, { Name: 'instance-state-name', Values: LIVE }]);
+  const liveSpotctlInstances = () =>
+    instances([
+      { Name: 'tag:spotctl:managed', Values: ['true'] },
+      { Name: 'instance-state-name', Values: LIVE },
+    ]);
   async function runRoles(): Promise<string[]> {
     const { IAMClient } = await loadIamSdk();
     const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
@@ -98,7 +124,7 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
         'state = "checkpoints/state.json"',
         'step = json.load(open(state))["step"] if os.path.exists(state) else 0',
         'print(f"code {open(\'version.txt\').read().strip()}", flush=True)',
-        'print(f"attempt {os.environ.get(\'SPOTCTL_ATTEMPT\')} restored-set {os.environ.get(\'SPOTCTL_RESTORED_SET\', \'none\')} from step {step}", flush=True)',
+        "print(f\"attempt {os.environ.get('SPOTCTL_ATTEMPT')} restored-set {os.environ.get('SPOTCTL_RESTORED_SET', 'none')} from step {step}\", flush=True)",
         'signal.signal(signal.SIGTERM, lambda *a: (print(f"stopping at step {step}", flush=True), sys.exit(0)))',
         'while step < 8:',
         '    step += 1',
@@ -155,7 +181,11 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
 
   it('an interruption mid-job: attempt 2 runs on another pool, resumes from the committed set, and everything ends', async () => {
     const first = pool.booted.length;
-    const cli = watchSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 300_000 });
+    const cli = watchSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'count.py'), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 300_000,
+    });
     await cli.until('stdout', /^step 2$/m, 150_000);
     const host1 = await pool.waitForHost(first);
     // The laptop's tree changes while attempt 1 runs: attempt 2 must still run attempt 1's code.
@@ -166,7 +196,10 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     expect(r.code, r.stderr).toBe(0);
     const runId = lastRunId();
     expect(r.stdout.match(/^code .*$/gm)).toEqual(['code v1', 'code v1']);
-    const lines = r.stdout.trim().split('\n').filter((l) => !l.startsWith('code '));
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith('code '));
     // Attempt 1 started from scratch and stopped at some step; attempt 2 resumed exactly there.
     expect(lines[0]).toBe('attempt 1 restored-set none from step 0');
     const stopped = Number(/^stopping at step (\d+)$/m.exec(r.stdout)?.[1]);
@@ -197,7 +230,9 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
     expect(await liveSpotctlInstances()).toEqual([]);
     // ps: the attempt count and current instance; --json the per-attempt list, spend over both.
     const ps = await runSpotctl(['ps', '--json'], { home: home.path });
-    const row = (JSON.parse(ps.stdout) as { runId: string; host: string; spend: number; attempts: { instanceId: string }[] }[]).find((x) => x.runId === runId)!;
+    const row = (JSON.parse(ps.stdout) as { runId: string; host: string; spend: number; attempts: { instanceId: string }[] }[]).find(
+      (x) => x.runId === runId,
+    )!;
     expect(row.host).toBe(`${a2!.instanceId} (${a2!.az}), attempt 2`);
     expect(row.attempts.map((a) => a.instanceId)).toEqual([a1!.instanceId, a2!.instanceId]);
     const both = [a1!, a2!].reduce((sum, a) => sum + (a.pricePerHour * (a.endedAt! - a.launchedAt)) / 3_600_000, 0);
@@ -207,7 +242,11 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
 
   it('an instance terminated without notice is found gone through EC2 and the run recovers on another instance', async () => {
     const first = pool.booted.length;
-    const cli = watchSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 300_000 });
+    const cli = watchSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'count.py'), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 300_000,
+    });
     await cli.until('stdout', /^step 2$/m, 150_000);
     const victim = pool.booted[first]!;
     const { TerminateInstancesCommand } = await loadEc2Sdk();
@@ -231,13 +270,19 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
 
   it('--no-recover: an interrupted run ends with its own exit code and says the job did not finish, even if the job exited 0', async () => {
     const first = pool.booted.length;
-    const cli = watchSpotctl(args('--no-recover', '--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 240_000 });
+    const cli = watchSpotctl(args('--no-recover', '--checkpoint-to', `s3://${bucket}/team`, 'count.py'), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 240_000,
+    });
     await cli.until('stdout', /^step 1$/m, 150_000);
     await (await pool.waitForHost(first)).imds.scheduleInterruption({ leadMs: 120_000 });
     const r = await cli.done;
     expect(r.stdout).toMatch(/^stopping at step \d+$/m);
     expect(r.code, r.stderr).toBe(75);
-    expect(r.stderr).toMatch(/the job did not finish: a spot interruption ended attempt 1 and --no-recover was given; the newest committed checkpoint set is #\d+/);
+    expect(r.stderr).toMatch(
+      /the job did not finish: a spot interruption ended attempt 1 and --no-recover was given; the newest committed checkpoint set is #\d+/,
+    );
     expect(pool.booted.length).toBe(first + 1);
     expect(await runRoles()).not.toContain(lastRunId());
     expect(await liveSpotctlInstances()).toEqual([]);
@@ -245,15 +290,20 @@ describe.skipIf(skip)('managed aws runs (moto + one test host per instance)', ()
 
   it('--max-attempts exhausted: a clear error naming the last set, nothing left running', async () => {
     const first = pool.booted.length;
-    const cli = watchSpotctl(args('--max-attempts', '1', '--checkpoint-to', `s3://${bucket}/team`, 'count.py'), { home: home.path, env: env(), timeoutMs: 240_000 });
+    const cli = watchSpotctl(args('--max-attempts', '1', '--checkpoint-to', `s3://${bucket}/team`, 'count.py'), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 240_000,
+    });
     await cli.until('stdout', /^step 1$/m, 150_000);
     await (await pool.waitForHost(first)).imds.scheduleInterruption({ leadMs: 120_000 });
     const r = await cli.done;
     expect(r.code, r.stderr).toBe(75);
-    expect(r.stderr).toMatch(/the job did not finish: 1 attempts were interrupted \(--max-attempts 1\); the newest committed checkpoint set is #\d+; nothing of the run is left running/);
+    expect(r.stderr).toMatch(
+      /the job did not finish: 1 attempts were interrupted \(--max-attempts 1\); the newest committed checkpoint set is #\d+; nothing of the run is left running/,
+    );
     expect(r.stderr).toContain(`spotctl run --restore-from ${lastRunId()}`);
     expect(await runRoles()).not.toContain(lastRunId());
     expect(await liveSpotctlInstances()).toEqual([]);
   }, 260_000);
 });
-

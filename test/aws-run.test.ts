@@ -48,7 +48,17 @@ const skip = skipUnlessCi('aws-run', netnsUnavailable());
 interface RunJson {
   runId: string;
   provider: string;
-  aws?: { instanceId: string; region: string; az: string; instanceType: string; market: string; securityGroupId: string; keyName: string; imageId: string; terminatedAt?: number };
+  aws?: {
+    instanceId: string;
+    region: string;
+    az: string;
+    instanceType: string;
+    market: string;
+    securityGroupId: string;
+    keyName: string;
+    imageId: string;
+    terminatedAt?: number;
+  };
 }
 
 describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns)', () => {
@@ -63,8 +73,20 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
   let lookupUrl = '';
 
   const args = (...extra: string[]): string[] => [
-    'run', '--provider', 'aws', '--region', REGION, '--workers', '1',
-    '--remote-dir', `${home.path}/remote`, '--ssh-config', sshd.configFile, '--sync', proj.path, '--no-install',
+    'run',
+    '--provider',
+    'aws',
+    '--region',
+    REGION,
+    '--workers',
+    '1',
+    '--remote-dir',
+    `${home.path}/remote`,
+    '--ssh-config',
+    sshd.configFile,
+    '--sync',
+    proj.path,
+    '--no-install',
     ...extra,
   ];
   const env = (): Record<string, string> => ({ ...moto.env(), ...host.env(), SPOTCTL_IP_LOOKUP_URL: lookupUrl });
@@ -76,8 +98,13 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     const r = await ec2.send(new DescribeInstancesCommand({ Filters: filters }));
     return (r.Reservations ?? []).flatMap((res) => res.Instances ?? []);
   }
-  const liveSpotctlInstances = () => instances([{ Name: 'tag:spotctl:managed', Values: ['true'] }, { Name: 'instance-state-name', Values: LIVE }]);
-  const runRecord = (runId: string): RunJson => JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as RunJson;
+  const liveSpotctlInstances = () =>
+    instances([
+      { Name: 'tag:spotctl:managed', Values: ['true'] },
+      { Name: 'instance-state-name', Values: LIVE },
+    ]);
+  const runRecord = (runId: string): RunJson =>
+    JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as RunJson;
   const lastRunId = (): string => readdirSync(path.join(home.path, 'runs')).sort().at(-1)!;
 
   beforeAll(async () => {
@@ -90,7 +117,8 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     proj = await tmpDir();
     writeProject(proj.path, {
       'hello.py': 'import platform, sys\nprint("hello from", platform.node(), flush=True)\nprint("to stderr", file=sys.stderr)\n',
-      'ckpt.py': 'import os\nos.makedirs("checkpoints", exist_ok=True)\nopen("checkpoints/state.json", "w").write("{\\"step\\": 7}")\nprint("saved", flush=True)\n',
+      'ckpt.py':
+        'import os\nos.makedirs("checkpoints", exist_ok=True)\nopen("checkpoints/state.json", "w").write("{\\"step\\": 7}")\nprint("saved", flush=True)\n',
       'slow.py': 'import time\nprint("started", flush=True)\ntime.sleep(4)\nprint("finished", flush=True)\n',
     });
     lookup = http.createServer((_req, res) => res.end(`${CALLER_IP}\n`));
@@ -157,11 +185,15 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
 
     const { DescribeInstanceAttributeCommand, DescribeSecurityGroupsCommand } = await sdk();
     using ec2 = await moto.ec2(REGION);
-    const shutdown = await ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: aws.instanceId, Attribute: 'instanceInitiatedShutdownBehavior' }));
+    const shutdown = await ec2.send(
+      new DescribeInstanceAttributeCommand({ InstanceId: aws.instanceId, Attribute: 'instanceInitiatedShutdownBehavior' }),
+    );
     expect(shutdown.InstanceInitiatedShutdownBehavior?.Value).toBe('terminate');
 
     const group = (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [aws.securityGroupId] }))).SecurityGroups![0]!;
-    const inbound = (group.IpPermissions ?? []).flatMap((p) => (p.IpRanges ?? []).map((x) => `${p.IpProtocol}/${p.FromPort}-${p.ToPort}/${x.CidrIp}`));
+    const inbound = (group.IpPermissions ?? []).flatMap((p) =>
+      (p.IpRanges ?? []).map((x) => `${p.IpProtocol}/${p.FromPort}-${p.ToPort}/${x.CidrIp}`),
+    );
     expect(inbound).toEqual([`tcp/22-22/${CALLER_IP}/32`]);
     expect((group.IpPermissions ?? []).flatMap((p) => p.Ipv6Ranges ?? [])).toEqual([]);
 
@@ -169,7 +201,9 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     const keyFile = path.join(home.path, 'keys', aws.keyName);
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
     // The host key was pinned, never learned: the run's known_hosts holds exactly one key.
-    const knownHosts = readFileSync(path.join(home.path, 'runs', record.runId, 'known_hosts'), 'utf8').trim().split('\n');
+    const knownHosts = readFileSync(path.join(home.path, 'runs', record.runId, 'known_hosts'), 'utf8')
+      .trim()
+      .split('\n');
     expect(knownHosts).toHaveLength(1);
     expect(knownHosts[0]).toMatch(new RegExp(`^${ns.nsAddress.replace(/\./g, '\\.')} ssh-ed25519 `));
 
@@ -186,7 +220,11 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     const created = await fetch(`${moto.endpoint}/${bucket}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
     expect(created.ok).toBe(true);
     const before = (await imds.stats()).requests.credentialsServed;
-    const r = await runSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'ckpt.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    const r = await runSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, 'ckpt.py'), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 180_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     const runId = lastRunId();
     expect(r.stderr).toContain(`IAM role spotctl-run-${runId}: S3 access to s3://${bucket}/team/${runId}/ only`);
@@ -196,15 +234,21 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(host.profiles.get(runRecord(runId).aws!.instanceId)).toMatch(new RegExp(`:instance-profile/spotctl/spotctl-run-${runId}$`));
     // ...and the agent signed its uploads with the credentials the metadata service gave it.
     expect((await imds.stats()).requests.credentialsServed).toBeGreaterThan(before);
-    const manifests = await (await fetch(`${moto.endpoint}/${bucket}?list-type=2&prefix=team/${runId}/manifests/`, { signal: AbortSignal.timeout(10_000) })).text();
+    const manifests = await (
+      await fetch(`${moto.endpoint}/${bucket}?list-type=2&prefix=team/${runId}/manifests/`, { signal: AbortSignal.timeout(10_000) })
+    ).text();
     expect(manifests).toContain(`team/${runId}/manifests/0000000001.json`);
 
     // The role, its policy and the profile went with the instance.
     const { IAMClient, GetRoleCommand, GetInstanceProfileCommand } = await loadIamSdk();
     const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
     try {
-      await expect(iam.send(new GetRoleCommand({ RoleName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
-      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+      await expect(iam.send(new GetRoleCommand({ RoleName: `spotctl-run-${runId}` }))).rejects.toMatchObject({
+        name: 'NoSuchEntityException',
+      });
+      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: `spotctl-run-${runId}` }))).rejects.toMatchObject({
+        name: 'NoSuchEntityException',
+      });
     } finally {
       iam.destroy();
     }
@@ -213,12 +257,18 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
 
   it('an aws run whose checkpoint uploads fail for good ends: flush budget spent, failure reported, instance and role gone', async () => {
     // A bucket that does not exist: every upload the agent signs with the run's credentials fails.
-    const r = await runSpotctl(args('--checkpoint-to', 's3://aws-run-no-such-bucket/team', '--checkpoint-flush-timeout', '3s', 'ckpt.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    const r = await runSpotctl(args('--checkpoint-to', 's3://aws-run-no-such-bucket/team', '--checkpoint-flush-timeout', '3s', 'ckpt.py'), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 180_000,
+    });
     // The job's own exit code: the run ended, the checkpoint did not get through.
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^saved$/m);
     const runId = lastRunId();
-    expect(r.stderr).toMatch(/final checkpoint failed after \d+(\.\d)? s: .*state\.json.*no set got through\. check that the host can write to s3:\/\/aws-run-no-such-bucket\/team\//);
+    expect(r.stderr).toMatch(
+      /final checkpoint failed after \d+(\.\d)? s: .*state\.json.*no set got through\. check that the host can write to s3:\/\/aws-run-no-such-bucket\/team\//,
+    );
     const instanceId = runRecord(runId).aws!.instanceId;
     expect(r.stderr).toContain(`terminated ${instanceId}`);
     // In the order it happened: the flush gave up (reported), then the instance was terminated.
@@ -231,8 +281,12 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     const { IAMClient, GetRoleCommand, GetInstanceProfileCommand } = await loadIamSdk();
     const iam = new IAMClient({ region: 'us-east-1', endpoint: moto.endpoint, credentials: TEST_CREDENTIALS });
     try {
-      await expect(iam.send(new GetRoleCommand({ RoleName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
-      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: `spotctl-run-${runId}` }))).rejects.toMatchObject({ name: 'NoSuchEntityException' });
+      await expect(iam.send(new GetRoleCommand({ RoleName: `spotctl-run-${runId}` }))).rejects.toMatchObject({
+        name: 'NoSuchEntityException',
+      });
+      await expect(iam.send(new GetInstanceProfileCommand({ InstanceProfileName: `spotctl-run-${runId}` }))).rejects.toMatchObject({
+        name: 'NoSuchEntityException',
+      });
       expect(await listRunRoles(iam)).toEqual([]);
     } finally {
       iam.destroy();
@@ -244,7 +298,10 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     const bucket = 'aws-run-logs';
     const created = await fetch(`${moto.endpoint}/${bucket}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
     expect(created.ok).toBe(true);
-    const r = await runSpotctl(args('--checkpoint-to', `s3://${bucket}/team`, '--', 'sh', '-c', 'for i in $(seq 1 300); do echo "line $i"; done'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    const r = await runSpotctl(
+      args('--checkpoint-to', `s3://${bucket}/team`, '--', 'sh', '-c', 'for i in $(seq 1 300); do echo "line $i"; done'),
+      { home: home.path, env: env(), timeoutMs: 180_000 },
+    );
     expect(r.code, r.stderr).toBe(0);
     const runId = lastRunId();
     expect(runRecord(runId).aws?.terminatedAt).toBeGreaterThan(0);
@@ -269,53 +326,90 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     expect(await liveSpotctlInstances()).toEqual([]);
   });
 
-  it('ami build bakes an image from stock Ubuntu on a builder it always terminates; runs use the image from then on', async () => {
-    await using bakeRoot = await tmpDir();
-    await using reqDir = await tmpDir();
-    writeFileSync(path.join(reqDir.path, 'requirements.txt'), '# nothing to fetch offline\n');
-    writeFileSync(path.join(reqDir.path, 'broken.txt'), 'this is not === a requirement\n');
-    const { DescribeImagesCommand } = await sdk();
-    using ec2 = await moto.ec2(REGION);
-    const baked = async () => (await ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'tag:spotctl:ami', Values: ['true'] }] }))).Images ?? [];
-    const bakeEnv = { ...env(), SPOTCTL_TEST_BAKE_ROOT: bakeRoot.path };
+  it(
+    'ami build bakes an image from stock Ubuntu on a builder it always terminates; runs use the image from then on',
+    async () => {
+      await using bakeRoot = await tmpDir();
+      await using reqDir = await tmpDir();
+      writeFileSync(path.join(reqDir.path, 'requirements.txt'), '# nothing to fetch offline\n');
+      writeFileSync(path.join(reqDir.path, 'broken.txt'), 'this is not === a requirement\n');
+      const { DescribeImagesCommand } = await sdk();
+      using ec2 = await moto.ec2(REGION);
+      const baked = async () =>
+        (await ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: 'tag:spotctl:ami', Values: ['true'] }] })))
+          .Images ?? [];
+      const bakeEnv = { ...env(), SPOTCTL_TEST_BAKE_ROOT: bakeRoot.path };
 
-    // A bake that fails on the builder: a clear error, the builder terminated, no image.
-    const bad = await runSpotctl(['ami', 'build', '--region', REGION, '--ssh-config', sshd.configFile, '--requirements', path.join(reqDir.path, 'broken.txt')], { home: home.path, env: bakeEnv, timeoutMs: 180_000 });
-    expect(bad.code, `${bad.stdout}\n${bad.stderr}`).toBe(1);
-    expect(bad.stderr).toMatch(/the bake script failed on the builder \(exit \d+\).*check broken\.txt/);
-    expect(bad.stderr).toMatch(/terminated builder i-[0-9a-f]+/);
-    expect(await baked()).toEqual([]);
-    await host.waitIdle();
+      // A bake that fails on the builder: a clear error, the builder terminated, no image.
+      const bad = await runSpotctl(
+        ['ami', 'build', '--region', REGION, '--ssh-config', sshd.configFile, '--requirements', path.join(reqDir.path, 'broken.txt')],
+        { home: home.path, env: bakeEnv, timeoutMs: 180_000 },
+      );
+      expect(bad.code, `${bad.stdout}\n${bad.stderr}`).toBe(1);
+      expect(bad.stderr).toMatch(/the bake script failed on the builder \(exit \d+\).*check broken\.txt/);
+      expect(bad.stderr).toMatch(/terminated builder i-[0-9a-f]+/);
+      expect(await baked()).toEqual([]);
+      await host.waitIdle();
 
-    const r = await runSpotctl(['ami', 'build', '--region', REGION, '--ssh-config', sshd.configFile, '--requirements', path.join(reqDir.path, 'requirements.txt'), '--json'], { home: home.path, env: bakeEnv, timeoutMs: 180_000 });
-    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
-    const [result] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { imageId: string; agentBuild: string; builderId: string; architecture: string }[];
-    expect(result!.architecture).toBe('x86_64');
-    const images = await baked();
-    expect(images.map((i) => i.ImageId)).toEqual([result!.imageId]);
-    const tags = Object.fromEntries((images[0]!.Tags ?? []).map((t) => [t.Key, t.Value]));
-    expect(tags).toMatchObject({ 'spotctl:managed': 'true', 'spotctl:ami': 'true', 'spotctl:agent-build': result!.agentBuild, 'spotctl:requirements': 'requirements.txt' });
-    // The builder: on-demand, tagged as a builder, and gone.
-    const [builder] = await instances([{ Name: 'instance-id', Values: [result!.builderId] }]);
-    expect(builder!.InstanceLifecycle).toBeUndefined();
-    expect(Object.fromEntries((builder!.Tags ?? []).map((t) => [t.Key, t.Value]))).toMatchObject({ 'spotctl:role': 'ami-builder', 'spotctl:managed': 'true' });
-    expect(['shutting-down', 'terminated']).toContain(builder!.State?.Name);
-    // What the bake script put on the builder (under the test root: never this machine's /).
-    expect(readFileSync(path.join(bakeRoot.path, 'opt/spotctl/agent.mjs')).length).toBeGreaterThan(100_000);
-    expect(readFileSync(path.join(bakeRoot.path, 'etc/systemd/system/spotctl-agent@.service'), 'utf8')).toContain('/opt/spotctl/agent.mjs');
-    expect(readFileSync(path.join(bakeRoot.path, 'var/lib/spotctl/baked'), 'utf8').trim()).toBe(result!.agentBuild);
-    await host.waitIdle();
+      const r = await runSpotctl(
+        [
+          'ami',
+          'build',
+          '--region',
+          REGION,
+          '--ssh-config',
+          sshd.configFile,
+          '--requirements',
+          path.join(reqDir.path, 'requirements.txt'),
+          '--json',
+        ],
+        { home: home.path, env: bakeEnv, timeoutMs: 180_000 },
+      );
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+      const [result] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as {
+        imageId: string;
+        agentBuild: string;
+        builderId: string;
+        architecture: string;
+      }[];
+      expect(result!.architecture).toBe('x86_64');
+      const images = await baked();
+      expect(images.map((i) => i.ImageId)).toEqual([result!.imageId]);
+      const tags = Object.fromEntries((images[0]!.Tags ?? []).map((t) => [t.Key, t.Value]));
+      expect(tags).toMatchObject({
+        'spotctl:managed': 'true',
+        'spotctl:ami': 'true',
+        'spotctl:agent-build': result!.agentBuild,
+        'spotctl:requirements': 'requirements.txt',
+      });
+      // The builder: on-demand, tagged as a builder, and gone.
+      const [builder] = await instances([{ Name: 'instance-id', Values: [result!.builderId] }]);
+      expect(builder!.InstanceLifecycle).toBeUndefined();
+      expect(Object.fromEntries((builder!.Tags ?? []).map((t) => [t.Key, t.Value]))).toMatchObject({
+        'spotctl:role': 'ami-builder',
+        'spotctl:managed': 'true',
+      });
+      expect(['shutting-down', 'terminated']).toContain(builder!.State?.Name);
+      // What the bake script put on the builder (under the test root: never this machine's /).
+      expect(readFileSync(path.join(bakeRoot.path, 'opt/spotctl/agent.mjs')).length).toBeGreaterThan(100_000);
+      expect(readFileSync(path.join(bakeRoot.path, 'etc/systemd/system/spotctl-agent@.service'), 'utf8')).toContain(
+        '/opt/spotctl/agent.mjs',
+      );
+      expect(readFileSync(path.join(bakeRoot.path, 'var/lib/spotctl/baked'), 'utf8').trim()).toBe(result!.agentBuild);
+      await host.waitIdle();
 
-    const run = await runSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
-    expect(run.code, run.stderr).toBe(0);
-    expect(run.stderr).not.toContain('using stock Ubuntu');
-    const record = runRecord(lastRunId());
-    expect(record.aws!.imageId).toBe(result!.imageId);
-    expect(await liveSpotctlInstances()).toEqual([]);
-    // Three spotctl commands (two bakes, one run), each bounded at 180 s: it took 58 s alone on a
-    // loaded 2-core machine, against vitest's default of 60 s for the whole test (the "good bake
-    // failed under load" flake was this test's timeout firing in the middle of the second bake).
-  }, 3 * 180_000);
+      const run = await runSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stderr).not.toContain('using stock Ubuntu');
+      const record = runRecord(lastRunId());
+      expect(record.aws!.imageId).toBe(result!.imageId);
+      expect(await liveSpotctlInstances()).toEqual([]);
+      // Three spotctl commands (two bakes, one run), each bounded at 180 s: it took 58 s alone on a
+      // loaded 2-core machine, against vitest's default of 60 s for the whole test (the "good bake
+      // failed under load" flake was this test's timeout firing in the middle of the second bake).
+    },
+    3 * 180_000,
+  );
 
   it('with the controller SIGKILLed mid-run, the agent’s idle watchdog terminates the instance', async () => {
     const cli = watchSpotctl(args('--idle-timeout', '2s', 'slow.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
@@ -350,11 +444,29 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     // The cloud still knows it: ps --cloud reads the run from its instance's tags.
     const psCloud = await runSpotctl(['ps', '--cloud', '--region', REGION, '--json'], { home: home.path, env: env(), timeoutMs: 60_000 });
     expect(psCloud.code, psCloud.stderr).toBe(0);
-    const fromTags = (JSON.parse(psCloud.stdout) as { runId: string; provider: string; host: string; command: string[]; pricePerHour?: number; cloudOnly?: boolean }[]).find((r) => r.runId === runId);
-    expect(fromTags).toMatchObject({ provider: 'aws', host: expect.stringMatching(new RegExp(`^${instanceId} \\(${REGION}[a-z]\\)$`)), command: ['python3 slow.py'], cloudOnly: true });
+    const fromTags = (
+      JSON.parse(psCloud.stdout) as {
+        runId: string;
+        provider: string;
+        host: string;
+        command: string[];
+        pricePerHour?: number;
+        cloudOnly?: boolean;
+      }[]
+    ).find((r) => r.runId === runId);
+    expect(fromTags).toMatchObject({
+      provider: 'aws',
+      host: expect.stringMatching(new RegExp(`^${instanceId} \\(${REGION}[a-z]\\)$`)),
+      command: ['python3 slow.py'],
+      cloudOnly: true,
+    });
     expect(fromTags?.pricePerHour).toBeGreaterThan(0);
 
-    const ls = await runSpotctl(['ls', '--region', REGION, '--adopt', '--ssh-config', sshd.configFile], { home: home.path, env: env(), timeoutMs: 60_000 });
+    const ls = await runSpotctl(['ls', '--region', REGION, '--adopt', '--ssh-config', sshd.configFile], {
+      home: home.path,
+      env: env(),
+      timeoutMs: 60_000,
+    });
     expect(ls.code, ls.stderr).toBe(0);
     expect(ls.stderr).toContain(`adopted run ${runId} (${instanceId})`);
     expect(ls.stdout).toContain(instanceId);
@@ -387,14 +499,20 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
 
   it('--pull copies outputs back before the instance is terminated; spotctl ssh reaches a live instance with its key and pinned host key', async () => {
     const pulledTo = path.join(home.path, 'pulled');
-    const r = await runSpotctl(args('--pull', 'checkpoints', '--pull-to', pulledTo, 'ckpt.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+    const r = await runSpotctl(args('--pull', 'checkpoints', '--pull-to', pulledTo, 'ckpt.py'), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 180_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(readFileSync(path.join(pulledTo, 'checkpoints', 'state.json'), 'utf8')).toBe('{"step": 7}');
     expect(r.stderr.indexOf('pulled 1 file')).toBeGreaterThan(-1);
     expect(r.stderr.indexOf('pulled 1 file')).toBeLessThan(r.stderr.search(/terminated i-[0-9a-f]+/));
     const gone = await runSpotctl(['pull', lastRunId(), 'checkpoints'], { home: home.path, env: env(), timeoutMs: 60_000 });
     expect(gone.code).toBe(1);
-    expect(gone.stderr).toMatch(/spotctl error: the instance of run \S+ was terminated: its workdir is gone → name outputs with spotctl run --pull PATH/);
+    expect(gone.stderr).toMatch(
+      /spotctl error: the instance of run \S+ was terminated: its workdir is gone → name outputs with spotctl run --pull PATH/,
+    );
 
     const d = await runSpotctl(args('--detach', '--idle-timeout', '5m', 'slow.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
     expect(d.code, d.stderr).toBe(0);
@@ -410,14 +528,20 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
   it('--gpus on an instance whose agent sees no GPU fails before the job starts, names type and image, and terminates it', async () => {
     // The test host has no nvidia-smi, as a GPU type booted without the driver would not.
     const marker = path.join(home.path, 'remote', 'gpu-job-started');
-    const r = await runSpotctl(args('--gpus', 'A10G', '--', 'sh', '-c', `touch ${marker}`), { home: home.path, env: env(), timeoutMs: 180_000 });
+    const r = await runSpotctl(args('--gpus', 'A10G', '--', 'sh', '-c', `touch ${marker}`), {
+      home: home.path,
+      env: env(),
+      timeoutMs: 180_000,
+    });
     expect(r.code).not.toBe(0);
     const record = runRecord(lastRunId());
     const aws = record.aws!;
     expect(aws.instanceType).toMatch(/^g5\./);
     // The Deep Learning Base image (test/fixtures/moto-amis.json), not stock Ubuntu.
     expect(aws.imageId).toBe('ami-0d1a2b3c4d5e60002');
-    expect(r.stderr).toContain(`the run asked for 1 GPU (A10G) but the agent sees no GPU on ${aws.instanceType} with image ami-0d1a2b3c4d5e60002 (Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250610)`);
+    expect(r.stderr).toContain(
+      `the run asked for 1 GPU (A10G) but the agent sees no GPU on ${aws.instanceType} with image ami-0d1a2b3c4d5e60002 (Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250610)`,
+    );
     expect(r.stderr).toMatch(/nvidia-smi not found/);
     expect(r.stderr).toContain('spotctl ami build --region us-east-2 --gpu');
     expect(existsSync(marker)).toBe(false);
@@ -430,7 +554,11 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
     const wrong = path.join(other.path, 'known_hosts');
     writeFileSync(wrong, `${ns.nsAddress} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu1ydZ6KMVXkmOQ4mZkEj1aRvK5YCz1ttgj0ZK9qSqD\n`);
     // With S3 checkpoints, so the run has an IAM role too: it must go with the instance.
-    const r = await runSpotctl(args('--checkpoint-to', 's3://any-bucket/x', 'hello.py'), { home: home.path, env: { ...env(), SPOTCTL_TEST_INSTANCE_KNOWN_HOSTS: wrong }, timeoutMs: 180_000 });
+    const r = await runSpotctl(args('--checkpoint-to', 's3://any-bucket/x', 'hello.py'), {
+      home: home.path,
+      env: { ...env(), SPOTCTL_TEST_INSTANCE_KNOWN_HOSTS: wrong },
+      timeoutMs: 180_000,
+    });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/host key/i);
     expect(r.stderr).toMatch(/IAM role spotctl-run-/);
@@ -460,29 +588,40 @@ describe.skipIf(skip)('spotctl run --provider aws (moto + a test host in a netns
   });
 
   // Last: the GPU image it bakes would otherwise be what the --gpus test above boots.
-  it('ami build --gpu bakes from the Deep Learning Base image; GPU runs use that bake, CPU runs never do', async () => {
-    await using bakeRoot = await tmpDir();
-    const r = await runSpotctl(['ami', 'build', '--gpu', '--region', REGION, '--ssh-config', sshd.configFile, '--json'], { home: home.path, env: { ...env(), SPOTCTL_TEST_BAKE_ROOT: bakeRoot.path }, timeoutMs: 180_000 });
-    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
-    const [result] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { imageId: string; name: string; builderId: string }[];
-    expect(result!.name).toMatch(/^spotctl-dlami-gpu-x86_64-/);
-    const { DescribeImagesCommand } = await sdk();
-    using ec2 = await moto.ec2(REGION);
-    const [image] = (await ec2.send(new DescribeImagesCommand({ ImageIds: [result!.imageId] }))).Images ?? [];
-    expect(Object.fromEntries((image!.Tags ?? []).map((t) => [t.Key, t.Value]))).toMatchObject({ 'spotctl:ami': 'true', 'spotctl:gpu': 'true' });
-    const [builder] = await instances([{ Name: 'instance-id', Values: [result!.builderId] }]);
-    expect(builder!.ImageId).toBe('ami-0d1a2b3c4d5e60002');
-    expect(['shutting-down', 'terminated']).toContain(builder!.State?.Name);
-    await host.waitIdle();
+  it(
+    'ami build --gpu bakes from the Deep Learning Base image; GPU runs use that bake, CPU runs never do',
+    async () => {
+      await using bakeRoot = await tmpDir();
+      const r = await runSpotctl(['ami', 'build', '--gpu', '--region', REGION, '--ssh-config', sshd.configFile, '--json'], {
+        home: home.path,
+        env: { ...env(), SPOTCTL_TEST_BAKE_ROOT: bakeRoot.path },
+        timeoutMs: 180_000,
+      });
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+      const [result] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { imageId: string; name: string; builderId: string }[];
+      expect(result!.name).toMatch(/^spotctl-dlami-gpu-x86_64-/);
+      const { DescribeImagesCommand } = await sdk();
+      using ec2 = await moto.ec2(REGION);
+      const [image] = (await ec2.send(new DescribeImagesCommand({ ImageIds: [result!.imageId] }))).Images ?? [];
+      expect(Object.fromEntries((image!.Tags ?? []).map((t) => [t.Key, t.Value]))).toMatchObject({
+        'spotctl:ami': 'true',
+        'spotctl:gpu': 'true',
+      });
+      const [builder] = await instances([{ Name: 'instance-id', Values: [result!.builderId] }]);
+      expect(builder!.ImageId).toBe('ami-0d1a2b3c4d5e60002');
+      expect(['shutting-down', 'terminated']).toContain(builder!.State?.Name);
+      await host.waitIdle();
 
-    const gpuRun = await runSpotctl(args('--gpus', '1', 'hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
-    expect(gpuRun.code).not.toBe(0); // the test host has no GPU, but the image is the point here
-    expect(runRecord(lastRunId()).aws!.imageId).toBe(result!.imageId);
-    expect(gpuRun.stderr).toContain(`with image ${result!.imageId} (${result!.name})`);
-    await host.waitIdle();
-    const cpuRun = await runSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
-    expect(cpuRun.code, cpuRun.stderr).toBe(0);
-    expect(runRecord(lastRunId()).aws!.imageId).not.toBe(result!.imageId);
-    expect(await liveSpotctlInstances()).toEqual([]);
-  }, 3 * 180_000);
+      const gpuRun = await runSpotctl(args('--gpus', '1', 'hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+      expect(gpuRun.code).not.toBe(0); // the test host has no GPU, but the image is the point here
+      expect(runRecord(lastRunId()).aws!.imageId).toBe(result!.imageId);
+      expect(gpuRun.stderr).toContain(`with image ${result!.imageId} (${result!.name})`);
+      await host.waitIdle();
+      const cpuRun = await runSpotctl(args('hello.py'), { home: home.path, env: env(), timeoutMs: 180_000 });
+      expect(cpuRun.code, cpuRun.stderr).toBe(0);
+      expect(runRecord(lastRunId()).aws!.imageId).not.toBe(result!.imageId);
+      expect(await liveSpotctlInstances()).toEqual([]);
+    },
+    3 * 180_000,
+  );
 });

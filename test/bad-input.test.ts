@@ -21,22 +21,62 @@ const cases: [string, string[], RegExp][] = [
   ['empty --region', ['run', '--provider', 'aws', '--region', '', '--', 'true'], /^--region is empty/],
   ['empty --sync', ['run', '--provider', 'local', '--sync', '.', '--sync', '', '--', 'true'], /^--sync is empty/],
   ['--grace 30d', ['run', '--provider', 'local', '--grace', '30d', '--', 'true'], /^--grace 30d is too long: the limit is .*2\^31-1 ms/],
-  ['--max-runtime overflow', ['run', '--provider', 'local', '--max-runtime', '99999999999h', '--', 'true'], /^--max-runtime 99999999999h is too long/],
-  ['--simulate-interruption overflow', ['run', '--provider', 'local', '--simulate-interruption', '99999999999h', '--', 'true'], /^--simulate-interruption 99999999999h is too long/],
-  ['unknown rebalance signal', ['run', '--provider', 'local', '--on-rebalance', 'signal:NOPE', '--', 'true'], /^--on-rebalance: unknown signal 'NOPE'.*signal:USR1/],
-  ['unknown region', ['run', '--provider', 'aws', '--region', 'xx-fake-9', '--', 'true'], /^--region: unknown region 'xx-fake-9'.*SPOTCTL_EXTRA_REGIONS/],
-  ['unknown region in --regions', ['run', '--provider', 'aws', '--regions', 'us-east-1,eu-fake-1', '--', 'true'], /^--regions: unknown region 'eu-fake-1'/],
+  [
+    '--max-runtime overflow',
+    ['run', '--provider', 'local', '--max-runtime', '99999999999h', '--', 'true'],
+    /^--max-runtime 99999999999h is too long/,
+  ],
+  [
+    '--simulate-interruption overflow',
+    ['run', '--provider', 'local', '--simulate-interruption', '99999999999h', '--', 'true'],
+    /^--simulate-interruption 99999999999h is too long/,
+  ],
+  [
+    'unknown rebalance signal',
+    ['run', '--provider', 'local', '--on-rebalance', 'signal:NOPE', '--', 'true'],
+    /^--on-rebalance: unknown signal 'NOPE'.*signal:USR1/,
+  ],
+  [
+    'unknown region',
+    ['run', '--provider', 'aws', '--region', 'xx-fake-9', '--', 'true'],
+    /^--region: unknown region 'xx-fake-9'.*SPOTCTL_EXTRA_REGIONS/,
+  ],
+  [
+    'unknown region in --regions',
+    ['run', '--provider', 'aws', '--regions', 'us-east-1,eu-fake-1', '--', 'true'],
+    /^--regions: unknown region 'eu-fake-1'/,
+  ],
   ['prices: unknown region', ['prices', '--region', 'xx-fake-9'], /^--region: unknown region 'xx-fake-9'/],
-  ['run --workers abc', ['run', '--provider', 'aws', '--workers', 'abc', '--', 'true'], /^--workers must be a whole number from 1 to \d+, got 'abc'/],
+  [
+    'run --workers abc',
+    ['run', '--provider', 'aws', '--workers', 'abc', '--', 'true'],
+    /^--workers must be a whole number from 1 to \d+, got 'abc'/,
+  ],
   ['run -w abc', ['run', '--provider', 'aws', '-w', 'abc', '--', 'true'], /^--workers must be a whole number/],
   ['prices -w abc', ['prices', '-w', 'abc'], /^--workers must be a whole number/],
-  ['--workers on local', ['run', '--provider', 'local', '-w', '8', '--', 'true'], /^--workers only applies to --provider aws, not local → drop --workers/],
+  [
+    '--workers on local',
+    ['run', '--provider', 'local', '-w', '8', '--', 'true'],
+    /^--workers only applies to --provider aws, not local → drop --workers/,
+  ],
   ['--no-ht on ssh', ['run', '--host', 'root@127.0.0.1', '--no-ht', '--', 'true'], /^--no-ht only applies to --provider aws, not ssh/],
-  ['--spot-fallback on local', ['run', '--provider', 'local', '--spot-fallback', 'on-demand', '--', 'true'], /^--spot-fallback only applies to --provider aws/],
+  [
+    '--spot-fallback on local',
+    ['run', '--provider', 'local', '--spot-fallback', 'on-demand', '--', 'true'],
+    /^--spot-fallback only applies to --provider aws/,
+  ],
   ['--region on local', ['run', '--provider', 'local', '--region', 'us-east-1', '--', 'true'], /^--region only applies to --provider aws/],
   ['--no-recover on local', ['run', '--provider', 'local', '--no-recover', '--', 'true'], /^--no-recover only applies to --provider aws/],
-  ['--max-attempts 0', ['run', '--provider', 'aws', '--max-attempts', '0', '--', 'true'], /^--max-attempts wants a whole number ≥ 1, got '0'/],
-  ['--recovery-cooldown abc', ['run', '--provider', 'aws', '--recovery-cooldown', 'abc', '--', 'true'], /^invalid duration for --recovery-cooldown: 'abc'/],
+  [
+    '--max-attempts 0',
+    ['run', '--provider', 'aws', '--max-attempts', '0', '--', 'true'],
+    /^--max-attempts wants a whole number ≥ 1, got '0'/,
+  ],
+  [
+    '--recovery-cooldown abc',
+    ['run', '--provider', 'aws', '--recovery-cooldown', 'abc', '--', 'true'],
+    /^invalid duration for --recovery-cooldown: 'abc'/,
+  ],
   ['stop --grace abc', ['stop', 'last', '--grace', 'abc'], /^invalid duration for --grace: 'abc'/],
   ['logs --from abc', ['logs', 'last', '--from', 'abc'], /^--from wants a whole number ≥ 1, got 'abc'/],
   ['attach --from 0', ['attach', 'last', '--from', '0'], /^--from wants a whole number ≥ 1, got '0'/],
@@ -69,7 +109,9 @@ describe('an unreachable AWS endpoint', () => {
     // Port 9 on loopback: connection refused, the same path as a DNS failure or a dead proxy.
     const r = await runSpotctl(['prices', '--region', 'us-east-1'], { home: home.path, env: NO_AWS });
     expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toMatch(/spotctl error: could not reach the AWS endpoint of us-east-1 over the network .*ECONNREFUSED.* → check this machine's internet connection/);
+    expect(r.stderr).toMatch(
+      /spotctl error: could not reach the AWS endpoint of us-east-1 over the network .*ECONNREFUSED.* → check this machine's internet connection/,
+    );
     expect(r.stderr).not.toMatch(/looks like a bug/);
   });
 });
@@ -77,10 +119,14 @@ describe('an unreachable AWS endpoint', () => {
 describe('job arguments are UTF-8 text', () => {
   /** Runs spotctl with `printf`-made bytes as the job's argument: Node's spawn only passes strings. */
   const withBytes = (home: string, printfBytes: string) => {
-    const child = spawn('bash', ['-c', `exec "$0" "$1" run --provider local --no-install -- echo "$(printf '${printfBytes}')"`, process.execPath, SPOTCTL_BIN], {
-      env: { ...process.env, SPOTCTL_HOME: home, NO_COLOR: '1' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      'bash',
+      ['-c', `exec "$0" "$1" run --provider local --no-install -- echo "$(printf '${printfBytes}')"`, process.execPath, SPOTCTL_BIN],
+      {
+        env: { ...process.env, SPOTCTL_HOME: home, NO_COLOR: '1' },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     child.stdin.end();
     return collect(child);
   };

@@ -38,7 +38,13 @@ describe('a run whose checkpoint uploads fail for good', () => {
     home = await tmpDir();
     proj = await tmpDir();
     writeProject(proj.path, { 'save.py': ONE_SAVE });
-    env = { AWS_ENDPOINT_URL: moto.endpoint, AWS_REGION: 'us-east-1', AWS_EC2_METADATA_DISABLED: 'true', AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing' };
+    env = {
+      AWS_ENDPOINT_URL: moto.endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_EC2_METADATA_DISABLED: 'true',
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+    };
   });
   afterAll(async () => {
     await moto?.close();
@@ -50,18 +56,34 @@ describe('a run whose checkpoint uploads fail for good', () => {
     await moto.stop('refuse');
     let r;
     try {
-      r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://ckfail/down', '--checkpoint-flush-timeout', '3s', '--', 'save.py'], {
-        home: home.path,
-        env,
-        timeoutMs: 60_000,
-      });
+      r = await runSpotctl(
+        [
+          'run',
+          '--no-install',
+          '--sync',
+          proj.path,
+          '--checkpoint-to',
+          's3://ckfail/down',
+          '--checkpoint-flush-timeout',
+          '3s',
+          '--',
+          'save.py',
+        ],
+        {
+          home: home.path,
+          env,
+          timeoutMs: 60_000,
+        },
+      );
     } finally {
       await moto.start();
     }
     // The job's own exit code: the run ended, the checkpoint did not get through.
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('saved\n');
-    expect(r.stderr).toMatch(/final checkpoint failed after \d+(\.\d)? s: .*state\.bin.*no set got through\. check that the host can write to s3:\/\/ckfail\/down\//);
+    expect(r.stderr).toMatch(
+      /final checkpoint failed after \d+(\.\d)? s: .*state\.bin.*no set got through\. check that the host can write to s3:\/\/ckfail\/down\//,
+    );
 
     const ps = await runSpotctl(['ps', '--json'], { home: home.path, env });
     expect(ps.code, ps.stderr).toBe(0);
@@ -82,13 +104,29 @@ describe('a run whose checkpoint uploads fail for good', () => {
       AWS_SHARED_CREDENTIALS_FILE: `${empty.path}/credentials`,
       AWS_CONFIG_FILE: `${empty.path}/config`,
     };
-    const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://ckfail/nocreds', '--checkpoint-flush-timeout', '3s', '--', 'save.py'], {
-      home: home.path,
-      env: noCreds,
-      timeoutMs: 60_000,
-    });
+    const r = await runSpotctl(
+      [
+        'run',
+        '--no-install',
+        '--sync',
+        proj.path,
+        '--checkpoint-to',
+        's3://ckfail/nocreds',
+        '--checkpoint-flush-timeout',
+        '3s',
+        '--',
+        'save.py',
+      ],
+      {
+        home: home.path,
+        env: noCreds,
+        timeoutMs: 60_000,
+      },
+    );
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/checkpoint upload of state\.bin failed: .*; retrying\. check that the host can write to s3:\/\/ckfail\/nocreds\//);
+    expect(r.stderr).toMatch(
+      /checkpoint upload of state\.bin failed: .*; retrying\. check that the host can write to s3:\/\/ckfail\/nocreds\//,
+    );
     expect(r.stderr).toMatch(/final checkpoint failed after/);
   });
 });

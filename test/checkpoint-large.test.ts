@@ -40,7 +40,7 @@ async function writeRandomFile(file: string, bytes: number): Promise<string> {
   mkdirSync(path.dirname(file), { recursive: true });
   const hash = createHash('sha256');
   const out = createWriteStream(`${file}.tmp`);
-  for (let left = bytes; left > 0; ) {
+  for (let left = bytes; left > 0;) {
     const chunk = randomBytes(Math.min(left, 4 * MIB));
     hash.update(chunk);
     left -= chunk.length;
@@ -79,7 +79,9 @@ test('a 200 MB file goes multipart and round-trips through restore with the same
     await using sync = await CheckpointSync.start({ runId: 'run-big', dir, store, settleMs: 200, onCommitted: (e) => events.push(e) });
     const event = await waitFor(() => events[0], { timeoutMs: 60_000, what: 'the 200 MB set' });
     const seconds = (Date.now() - startedAt) / 1000;
-    console.log(`200 MiB to moto through CheckpointSync: ${seconds.toFixed(1)} s (${(size / MIB / seconds).toFixed(1)} MiB/s, hash included)`);
+    console.log(
+      `200 MiB to moto through CheckpointSync: ${seconds.toFixed(1)} s (${(size / MIB / seconds).toFixed(1)} MiB/s, hash included)`,
+    );
     expect(event).toMatchObject({ seq: 1, files: 1, bytes: size, uploadedBytes: size });
     expect(sync.pendingBytes()).toBe(0);
 
@@ -120,7 +122,8 @@ test('an S3 outage mid-upload delays the set; no torn set is ever the latest', a
       const m = await readManifestOf(direct, runId, seq);
       for (const f of m.files) {
         const head = await direct.head(checkpointKeys.object('', runId, f.sha256));
-        if (head?.size !== f.size) throw new Error(`set ${seq} is torn: ${f.path} (${f.sha256}) is ${head ? `${head.size} bytes` : 'missing'}`);
+        if (head?.size !== f.size)
+          throw new Error(`set ${seq} is torn: ${f.path} (${f.sha256}) is ${head ? `${head.size} bytes` : 'missing'}`);
       }
       verified.add(seq);
     }
@@ -214,7 +217,14 @@ test('a final flush that starts during an outage keeps trying and commits once S
   const dir = path.join(work.path, 'ckpt');
   // No retries below the flush: the SDK's budget and the store's own retry are spent at once, as
   // they are after a long outage. Only the flush's retry can bring the set home.
-  const store = new S3ObjectStore({ bucket, prefix: 'ck', endpoint: moto.endpoint, connectionTimeoutMs: 1000, maxAttempts: 1, retryForMs: 0 });
+  const store = new S3ObjectStore({
+    bucket,
+    prefix: 'ck',
+    endpoint: moto.endpoint,
+    connectionTimeoutMs: 1000,
+    maxAttempts: 1,
+    retryForMs: 0,
+  });
   try {
     await using sync = await CheckpointSync.start({ runId: 'run-outage-flush', dir, store, settleMs: 60_000 });
     await writeRandomFile(path.join(dir, 'state.bin'), 1000);

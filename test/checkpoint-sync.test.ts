@@ -35,7 +35,11 @@ function writeAtomic(file: string, data: Buffer | string): void {
   renameSync(`${file}.tmp`, file);
 }
 
-function commitsOf(): { events: CheckpointCommittedEvent[]; onCommitted: (e: CheckpointCommittedEvent) => void; next: (seq: number) => Promise<CheckpointCommittedEvent> } {
+function commitsOf(): {
+  events: CheckpointCommittedEvent[];
+  onCommitted: (e: CheckpointCommittedEvent) => void;
+  next: (seq: number) => Promise<CheckpointCommittedEvent>;
+} {
   const events: CheckpointCommittedEvent[] = [];
   return {
     events,
@@ -54,7 +58,10 @@ async function readManifestOf(store: ObjectStore, runId: string, seq: number): P
 
 async function manifestSeqs(store: ObjectStore, runId: string): Promise<number[]> {
   const keys = await store.list(checkpointKeys.manifestsPrefix('', runId));
-  return keys.map((k) => checkpointKeys.seqOf(k)).filter((s): s is number => s !== undefined).sort((a, b) => a - b);
+  return keys
+    .map((k) => checkpointKeys.seqOf(k))
+    .filter((s): s is number => s !== undefined)
+    .sort((a, b) => a - b);
 }
 
 /** What a target needs in these tests: how the agent and the controller see it, and how a test inspects it. */
@@ -138,7 +145,13 @@ describe.each(targets)('checkpoint sync to %s', (kind, makeTarget) => {
     {
       await using sync = await CheckpointSync.start({ runId, dir, store: fx.store, settleMs: SETTLE_MS, onCommitted: commits.onCommitted });
       const first = await commits.next(1);
-      expect(first).toMatchObject({ seq: 1, files: 2, bytes: a.length + b1.length, uploadedBytes: a.length + b1.length, reason: 'settled' });
+      expect(first).toMatchObject({
+        seq: 1,
+        files: 2,
+        bytes: a.length + b1.length,
+        uploadedBytes: a.length + b1.length,
+        reason: 'settled',
+      });
       expect(sync.pendingBytes()).toBe(0);
 
       const b2 = randomBytes(25_000);
@@ -167,7 +180,8 @@ describe.each(targets)('checkpoint sync to %s', (kind, makeTarget) => {
         ['nested/b.bin', b2.length, sha256(b2)],
       ]);
       // Every object the manifest names exists with its size.
-      for (const f of manifest.files) expect(await fx.inspect.head(checkpointKeys.object('', runId, f.sha256))).toMatchObject({ size: f.size });
+      for (const f of manifest.files)
+        expect(await fx.inspect.head(checkpointKeys.object('', runId, f.sha256))).toMatchObject({ size: f.size });
 
       // A deleted file leaves the next set.
       await import('node:fs/promises').then((fs) => fs.unlink(path.join(dir, 'c.txt')));
@@ -177,10 +191,18 @@ describe.each(targets)('checkpoint sync to %s', (kind, makeTarget) => {
 
     // A restarted agent (same run) finds the objects in the store and sends nothing again.
     const before = await fx.inspect.list(checkpointKeys.runPrefix('', runId) + 'objects/');
-    const objectTimes = await Promise.all(before.map(async (k) => (kind === 'dir' ? (await stat(path.join((fx.target as { path: string }).path, k))).mtimeMs : 0)));
+    const objectTimes = await Promise.all(
+      before.map(async (k) => (kind === 'dir' ? (await stat(path.join((fx.target as { path: string }).path, k))).mtimeMs : 0)),
+    );
     const restartCommits = commitsOf();
     const puts = await (fx.recordPuts ?? (async (fn: () => Promise<void>) => (await fn(), undefined)))(async () => {
-      await using sync = await CheckpointSync.start({ runId, dir, store: fx.store, settleMs: SETTLE_MS, onCommitted: restartCommits.onCommitted });
+      await using sync = await CheckpointSync.start({
+        runId,
+        dir,
+        store: fx.store,
+        settleMs: SETTLE_MS,
+        onCommitted: restartCommits.onCommitted,
+      });
       const result = await sync.flush('exit');
       expect(result).toMatchObject({ committedSeq: 4, files: 2, uploadedBytes: 0, error: null });
     });
@@ -207,11 +229,18 @@ describe.each(targets)('checkpoint sync to %s', (kind, makeTarget) => {
     // new one: neither ever settles. Bounded: it stops by itself after 15 s.
     const writer = spawn(
       'python3',
-      ['-c', "import sys,time\nfs=[open(p,'ab') for p in sys.argv[1:]]\nfor _ in range(750):\n  for f in fs:\n    f.write(b'x'*4096); f.flush()\n  time.sleep(0.02)\n", path.join(dir, 'state.bin'), path.join(dir, 'new.bin')],
+      [
+        '-c',
+        "import sys,time\nfs=[open(p,'ab') for p in sys.argv[1:]]\nfor _ in range(750):\n  for f in fs:\n    f.write(b'x'*4096); f.flush()\n  time.sleep(0.02)\n",
+        path.join(dir, 'state.bin'),
+        path.join(dir, 'new.bin'),
+      ],
       { stdio: 'ignore' },
     );
     try {
-      await waitFor(() => (statSync(path.join(dir, 'new.bin'), { throwIfNoEntry: false })?.size ?? 0) > 40_000, { what: 'the writer to get going' });
+      await waitFor(() => (statSync(path.join(dir, 'new.bin'), { throwIfNoEntry: false })?.size ?? 0) > 40_000, {
+        what: 'the writer to get going',
+      });
       // The watcher has seen both files change; neither is uploaded in its current version.
       await waitFor(() => sync.pendingBytes() > v1.length + 40_000, { what: 'pendingBytes to count the changing files' });
       // A flush while the job runs (a rebalance) takes only settled files: nothing new here.
@@ -285,13 +314,18 @@ describe.each(targets)('checkpoint sync to %s', (kind, makeTarget) => {
     // Overwrite the latest model's object with other bytes: the store accepts it (moto does not check
     // that the content matches the key), our re-hash must not.
     const evil = Buffer.from('not the model');
-    await fx.inspect.put(checkpointKeys.object('', runId, sha256(versions[2] as Buffer)), evil, { sha256: sha256(evil), size: evil.length });
+    await fx.inspect.put(checkpointKeys.object('', runId, sha256(versions[2] as Buffer)), evil, {
+      sha256: sha256(evil),
+      size: evil.length,
+    });
     const broken = path.join(work.path, 'restored-broken');
     await expect(restoreLatest({ store: fx.store, runId, dir: broken })).rejects.toThrow(/checkpoint file model\.bin .*is corrupt/);
     // Nothing half-written is left behind under the real name, nor a temp file.
     const left = await readdir(broken, { recursive: true }).catch(() => []);
     expect(left.filter((n) => String(n).includes('model.bin'))).toEqual([]);
-    await expect(pullCheckpointSet(fx.target, runId, 'latest', path.join(work.path, 'pulled-broken'))).rejects.toThrow(/model\.bin is corrupt/);
+    await expect(pullCheckpointSet(fx.target, runId, 'latest', path.join(work.path, 'pulled-broken'))).rejects.toThrow(
+      /model\.bin is corrupt/,
+    );
   });
 });
 

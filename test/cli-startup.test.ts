@@ -34,7 +34,11 @@ it('spotctl --help loads commander, the registry and the error classes, not the 
   if (!result.metafile) throw new Error('esbuild wrote no metafile');
   const inputs = startupInputs(result.metafile);
   const ours = inputs.filter((i) => !i.includes('node_modules/')).map((i) => i.replace(/^.*?packages\//, 'packages/'));
-  const theirs = [...new Set(inputs.filter((i) => i.includes('node_modules/')).map((i) => /node_modules\/((?:@[^/]+\/)?[^/]+)\/(?!.*node_modules\/)/.exec(i)?.[1]))];
+  const theirs = [
+    ...new Set(
+      inputs.filter((i) => i.includes('node_modules/')).map((i) => /node_modules\/((?:@[^/]+\/)?[^/]+)\/(?!.*node_modules\/)/.exec(i)?.[1]),
+    ),
+  ];
   expect(theirs).toEqual(['commander']);
   expect(ours.sort()).toEqual(
     [

@@ -22,7 +22,11 @@ async function agentWith(credentials: 'forwarded' | undefined): Promise<AgentPro
   const agent = await startAgent({
     command: LONG_JOB,
     config: (dir) => ({
-      checkpoint: { dir: path.join(dir, 'ckpt'), target: { kind: 'dir', path: path.join(dir, 'store') }, ...(credentials ? { credentials } : {}) },
+      checkpoint: {
+        dir: path.join(dir, 'ckpt'),
+        target: { kind: 'dir', path: path.join(dir, 'store') },
+        ...(credentials ? { credentials } : {}),
+      },
     }),
   });
   agents.push(agent);
@@ -44,7 +48,12 @@ test('pushes the first set, renews at three quarters of its life, retries a fail
   let now = Date.parse('2026-12-06T00:00:00Z');
   const sets: CredentialsParams[] = [];
   const mintAt = (): CredentialsParams => {
-    const c = { accessKeyId: `ASIA${sets.length}`, secretAccessKey: `very-secret-${sets.length}`, sessionToken: `session-${sets.length}`, expiresAt: now + 3_600_000 };
+    const c = {
+      accessKeyId: `ASIA${sets.length}`,
+      secretAccessKey: `very-secret-${sets.length}`,
+      sessionToken: `session-${sets.length}`,
+      expiresAt: now + 3_600_000,
+    };
     sets.push(c);
     return c;
   };

@@ -29,9 +29,13 @@ describe('endpoint', () => {
     expect(resolveImdsEndpoint(undefined, {})).toBe(DEFAULT_IMDS_ENDPOINT);
     expect(DEFAULT_IMDS_ENDPOINT).toBe('http://169.254.169.254');
     expect(resolveImdsEndpoint(undefined, { AWS_EC2_METADATA_SERVICE_ENDPOINT: 'http://127.0.0.1:1338/' })).toBe('http://127.0.0.1:1338');
-    expect(resolveImdsEndpoint('http://127.0.0.1:9', { AWS_EC2_METADATA_SERVICE_ENDPOINT: 'http://127.0.0.1:1338' })).toBe('http://127.0.0.1:9');
+    expect(resolveImdsEndpoint('http://127.0.0.1:9', { AWS_EC2_METADATA_SERVICE_ENDPOINT: 'http://127.0.0.1:1338' })).toBe(
+      'http://127.0.0.1:9',
+    );
     expect(new ImdsClient({ env: {} }).endpoint).toBe('http://169.254.169.254');
-    expect(new ImdsClient({ env: { AWS_EC2_METADATA_SERVICE_ENDPOINT: 'http://[fd00:ec2::254]' } }).endpoint).toBe('http://[fd00:ec2::254]');
+    expect(new ImdsClient({ env: { AWS_EC2_METADATA_SERVICE_ENDPOINT: 'http://[fd00:ec2::254]' } }).endpoint).toBe(
+      'http://[fd00:ec2::254]',
+    );
   });
 
   test('bad options fail at construction', () => {

@@ -167,7 +167,11 @@ describe('SpotPoller', () => {
 
   test('a throwing callback is logged and polling goes on', async () => {
     await using imds = await startImds();
-    const { poller: p, seen, log } = poller(imds, {
+    const {
+      poller: p,
+      seen,
+      log,
+    } = poller(imds, {
       onInterruption: () => {
         throw new Error('handler bug');
       },

@@ -22,12 +22,31 @@ describe('commands on a finished local run with a checkpoint', () => {
     store = await tmpDir();
     proj = await tmpDir();
     // The job writes one checkpoint file, waits for it to be committed, then exits.
-    const job = 'mkdir -p checkpoints && echo saved > checkpoints/state.txt && for i in $(seq 300); do ls "$STORE"/*/manifests/*.json >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1';
-    const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, '--checkpoint-to', store.path, '--env', `STORE=${store.path}`, '--', 'sh', '-c', job], {
-      home: home.path,
-      env: NO_AWS,
-      timeoutMs: 60_000,
-    });
+    const job =
+      'mkdir -p checkpoints && echo saved > checkpoints/state.txt && for i in $(seq 300); do ls "$STORE"/*/manifests/*.json >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1';
+    const r = await runSpotctl(
+      [
+        'run',
+        '--provider',
+        'local',
+        '--no-install',
+        '--sync',
+        proj.path,
+        '--checkpoint-to',
+        store.path,
+        '--env',
+        `STORE=${store.path}`,
+        '--',
+        'sh',
+        '-c',
+        job,
+      ],
+      {
+        home: home.path,
+        env: NO_AWS,
+        timeoutMs: 60_000,
+      },
+    );
     expect(r.code, r.stderr).toBe(0);
     runId = new RunStore(path.join(home.path, 'runs')).resolve('last').runId;
   });
@@ -51,7 +70,10 @@ describe('commands on a finished local run with a checkpoint', () => {
 
   it('checkpoints pull of a missing set points at a command that exists', async () => {
     await using dest = await tmpDir();
-    const r = await runSpotctl(['checkpoints', 'pull', 'last', path.join(dest.path, 'new'), '--seq', '99'], { home: home.path, env: NO_AWS });
+    const r = await runSpotctl(['checkpoints', 'pull', 'last', path.join(dest.path, 'new'), '--seq', '99'], {
+      home: home.path,
+      env: NO_AWS,
+    });
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain(`→ see the committed sets with: spotctl checkpoints ls ${runId}`);
     expect((await runSpotctl(['checkpoints', 'ls', runId], { home: home.path, env: NO_AWS })).code).toBe(0);
@@ -60,7 +82,9 @@ describe('commands on a finished local run with a checkpoint', () => {
   it('teardown says a local run has no instance, without asking AWS', async () => {
     const r = await runSpotctl(['teardown', 'last'], { home: home.path, env: NO_AWS });
     expect(r.code, r.stderr).toBe(2);
-    expect(r.stderr.trim()).toBe(`spotctl error: run ${runId} ran on the local provider: it has no EC2 instance to terminate → stop its job with: spotctl stop ${runId}`);
+    expect(r.stderr.trim()).toBe(
+      `spotctl error: run ${runId} ran on the local provider: it has no EC2 instance to terminate → stop its job with: spotctl stop ${runId}`,
+    );
   });
 
   it('stop refuses a bad --grace even though the run has ended', async () => {

@@ -66,7 +66,13 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
     home = await tmpDir();
     proj = await tmpDir();
     writeProject(proj.path, { 'ckjob.py': CKJOB });
-    env = { AWS_ENDPOINT_URL: moto.endpoint, AWS_REGION: 'us-east-1', AWS_EC2_METADATA_DISABLED: 'true', AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing' };
+    env = {
+      AWS_ENDPOINT_URL: moto.endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_EC2_METADATA_DISABLED: 'true',
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+    };
   });
   afterAll(async () => {
     await imds?.close();
@@ -77,7 +83,10 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
 
   it('SIGTERMs the job once the notice is served, commits the last checkpoint, and restore brings it back', async () => {
     imds.emulator.clearInterruption();
-    const cli = watchSpotctl(['run', '--no-install', '--sync', proj.path, '--imds-endpoint', imds.url, '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py'], { home: home.path, env });
+    const cli = watchSpotctl(
+      ['run', '--no-install', '--sync', proj.path, '--imds-endpoint', imds.url, '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py'],
+      { home: home.path, env },
+    );
     await cli.until('stdout', /saved step 5\n/, 30_000);
     const notice = imds.emulator.scheduleInterruption({ action: 'terminate' });
     const r = await cli.done;
@@ -111,7 +120,10 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
     expect(state.step).toBe(lastSaved);
 
     // A new run restores the newest committed set before the job starts; the job checks its hash.
-    const again = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--restore-from', 'last', '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py', 'once'], { home: home.path, env });
+    const again = await runSpotctl(
+      ['run', '--no-install', '--sync', proj.path, '--restore-from', 'last', '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py', 'once'],
+      { home: home.path, env },
+    );
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain(`restored step ${lastSaved}\n`);
     expect(again.stderr).toMatch(/restored checkpoint #\d+: 1 files/);
@@ -119,7 +131,24 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
 
   it('kills a job that ignores SIGTERM when the grace runs out, and still flushes', async () => {
     imds.emulator.clearInterruption();
-    const cli = watchSpotctl(['run', '--no-install', '--grace', '2s', '--sync', proj.path, '--imds-endpoint', imds.url, '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py', 'ignore-term'], { home: home.path, env });
+    const cli = watchSpotctl(
+      [
+        'run',
+        '--no-install',
+        '--grace',
+        '2s',
+        '--sync',
+        proj.path,
+        '--imds-endpoint',
+        imds.url,
+        '--checkpoint-to',
+        's3://ckpt/runs',
+        '--',
+        'ckjob.py',
+        'ignore-term',
+      ],
+      { home: home.path, env },
+    );
     await cli.until('stdout', /saved step 3\n/, 30_000);
     imds.emulator.scheduleInterruption({ action: 'terminate' });
     const r = await cli.done;
@@ -128,7 +157,10 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
     // It went on saving during the grace; the final flush has the newest complete one.
     expect(r.stderr).toMatch(/killed when the grace ran out.*final checkpoint #\d+: 1 files/);
     const lastSaved = Math.max(...savedSteps(r.stdout));
-    const again = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--restore-from', 'last', '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py', 'once'], { home: home.path, env });
+    const again = await runSpotctl(
+      ['run', '--no-install', '--sync', proj.path, '--restore-from', 'last', '--checkpoint-to', 's3://ckpt/runs', '--', 'ckjob.py', 'once'],
+      { home: home.path, env },
+    );
     expect(again.code, again.stderr).toBe(0);
     const restored = Number(/restored step (\d+)/.exec(again.stdout)?.[1]);
     // The step saved in the last moments before SIGKILL may be mid-write; never a torn one.
@@ -137,7 +169,10 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
 
   it('rides out an S3 outage that spans the notice: the final set is committed once S3 is back', async () => {
     imds.emulator.clearInterruption();
-    const cli = watchSpotctl(['run', '--no-install', '--sync', proj.path, '--imds-endpoint', imds.url, '--checkpoint-to', 's3://ckpt/outage', '--', 'ckjob.py'], { home: home.path, env });
+    const cli = watchSpotctl(
+      ['run', '--no-install', '--sync', proj.path, '--imds-endpoint', imds.url, '--checkpoint-to', 's3://ckpt/outage', '--', 'ckjob.py'],
+      { home: home.path, env },
+    );
     await cli.until('stdout', /saved step 3\n/, 30_000);
     await moto.stop('refuse');
     try {
@@ -153,13 +188,32 @@ describe('spot interruption (local provider, IMDS emulator, S3 on moto)', () => 
     expect(r.code, r.stderr).toBe(143);
     expect(r.stderr).toMatch(/final checkpoint #\d+: 1 files/);
     const lastSaved = Math.max(...savedSteps(r.stdout));
-    const again = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--restore-from', 'last', '--checkpoint-to', 's3://ckpt/outage', '--', 'ckjob.py', 'once'], { home: home.path, env });
+    const again = await runSpotctl(
+      [
+        'run',
+        '--no-install',
+        '--sync',
+        proj.path,
+        '--restore-from',
+        'last',
+        '--checkpoint-to',
+        's3://ckpt/outage',
+        '--',
+        'ckjob.py',
+        'once',
+      ],
+      { home: home.path, env },
+    );
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain(`restored step ${lastSaved}\n`);
   });
 
   it('rehearses an interruption with --simulate-interruption and reports what was saved', async () => {
-    const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--simulate-interruption', '2s', '--', 'ckjob.py'], { home: home.path, env, timeoutMs: 60_000 });
+    const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--simulate-interruption', '2s', '--', 'ckjob.py'], {
+      home: home.path,
+      env,
+      timeoutMs: 60_000,
+    });
     expect(r.code, r.stderr).toBe(143);
     expect(r.stderr).toMatch(/rehearsal: an interruption notice \(terminate, deadline \S+\) will be served in 2 s/);
     expect(r.stderr).toMatch(/rehearsed interruption \(terminate\): job ended .*final checkpoint #\d+: 1 files.*checkpoint-store/);
@@ -175,7 +229,28 @@ describe('spot interruption with the default metadata address (agent inside a ne
     await using proj = await tmpDir();
     writeProject(proj.path, { 'ckjob.py': CKJOB });
     const cli = watchSpotctl(
-      ['run', '--remote-dir', `${home.path}/remote`, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile, '--no-install', '--sync', proj.path, '--imds-endpoint', 'default', '--checkpoint-to', `${home.path}/store`, '--', 'ckjob.py'],
+      [
+        'run',
+        '--remote-dir',
+        `${home.path}/remote`,
+        '--host',
+        sshd.hostSpec,
+        '--identity',
+        sshd.identityFile,
+        '--known-hosts',
+        sshd.knownHostsFile,
+        '--ssh-config',
+        sshd.configFile,
+        '--no-install',
+        '--sync',
+        proj.path,
+        '--imds-endpoint',
+        'default',
+        '--checkpoint-to',
+        `${home.path}/store`,
+        '--',
+        'ckjob.py',
+      ],
       { home: home.path },
     );
     await cli.until('stdout', /saved step 3\n/, 60_000);

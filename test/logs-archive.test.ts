@@ -17,7 +17,18 @@ describe('spotctl logs after the host is gone (loopback sshd)', () => {
   let home: TmpDir;
   let proj: TmpDir;
   let remoteDir = '';
-  const sshArgs = () => ['--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+  const sshArgs = () => [
+    '--remote-dir',
+    remoteDir,
+    '--host',
+    sshd.hostSpec,
+    '--identity',
+    sshd.identityFile,
+    '--known-hosts',
+    sshd.knownHostsFile,
+    '--ssh-config',
+    sshd.configFile,
+  ];
   const lastRunId = () => readdirSync(path.join(home.path, 'runs')).sort().at(-1) as string;
   const copyOf = (runId: string) => path.join(home.path, 'runs', runId, 'streamed.records');
 
@@ -39,7 +50,10 @@ describe('spotctl logs after the host is gone (loopback sshd)', () => {
 
   it('reads the archive on a directory target once the host is unreachable, and says what may be missing', async () => {
     const store = `${home.path}/archive`;
-    const r = await runSpotctl(['run', ...sshArgs(), '--no-install', '--checkpoint-to', store, '--sync', proj.path, '--', 'gen.py', '5000'], { home: home.path, timeoutMs: 120_000 });
+    const r = await runSpotctl(
+      ['run', ...sshArgs(), '--no-install', '--checkpoint-to', store, '--sync', proj.path, '--', 'gen.py', '5000'],
+      { home: home.path, timeoutMs: 120_000 },
+    );
     expect(r.code, r.stderr).toBe(0);
     const runId = lastRunId();
     expect(readdirSync(path.join(store, runId, 'log')).length).toBeGreaterThan(0);
@@ -49,7 +63,9 @@ describe('spotctl logs after the host is gone (loopback sshd)', () => {
     const logs = await runSpotctl(['logs', runId], { home: home.path, timeoutMs: 60_000 });
     expect(logs.code, logs.stderr).toBe(0);
     expect(checkSequence(numberedLines(logs.stdout), 5000)).toEqual({ lost: 0, duplicated: 0, outOfOrder: 0 });
-    expect(logs.stderr).toMatch(/cannot be reached.*printed its log from the archive at .*At most the last few seconds of output may be missing/s);
+    expect(logs.stderr).toMatch(
+      /cannot be reached.*printed its log from the archive at .*At most the last few seconds of output may be missing/s,
+    );
     // -f on a finished run prints and exits, the same way.
     const follow = await runSpotctl(['logs', runId, '-f', '--from', '4990'], { home: home.path, timeoutMs: 60_000 });
     expect(follow.code, follow.stderr).toBe(0);
@@ -61,7 +77,10 @@ describe('spotctl logs after the host is gone (loopback sshd)', () => {
   });
 
   it('without an archive, uses the copy of every line this machine received while following the run', async () => {
-    const r = await runSpotctl(['run', ...sshArgs(), '--no-install', '--sync', proj.path, '--', 'gen.py', '3000'], { home: home.path, timeoutMs: 120_000 });
+    const r = await runSpotctl(['run', ...sshArgs(), '--no-install', '--sync', proj.path, '--', 'gen.py', '3000'], {
+      home: home.path,
+      timeoutMs: 120_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     const runId = lastRunId();
     expect(existsSync(copyOf(runId))).toBe(true);
@@ -73,7 +92,10 @@ describe('spotctl logs after the host is gone (loopback sshd)', () => {
   });
 
   it('with neither archive nor copy, says so plainly and how to keep logs next time', async () => {
-    const r = await runSpotctl(['run', ...sshArgs(), '--no-install', '--sync', proj.path, '--', 'gen.py', '10'], { home: home.path, timeoutMs: 120_000 });
+    const r = await runSpotctl(['run', ...sshArgs(), '--no-install', '--sync', proj.path, '--', 'gen.py', '10'], {
+      home: home.path,
+      timeoutMs: 120_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     const runId = lastRunId();
     rmSync(copyOf(runId));

@@ -26,7 +26,12 @@ describe('attach and max runtime', () => {
       expect(a.stderr).toMatch(/detached; the job keeps running/);
       expect(a.stderr).toMatch(/spotctl stop \S+/);
       expect(a.stderr).not.toMatch(/stopping the job/);
-      const lastTick = Math.max(...a.stdout.split('\n').filter((l) => l.startsWith('tick ')).map((l) => Number(l.slice(5))));
+      const lastTick = Math.max(
+        ...a.stdout
+          .split('\n')
+          .filter((l) => l.startsWith('tick '))
+          .map((l) => Number(l.slice(5))),
+      );
       // Still running: ps says so, and the log keeps growing past what attach saw.
       const ps = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { state: string }[];
       expect(ps[0]?.state).toBe('running');
@@ -45,7 +50,10 @@ describe('attach and max runtime', () => {
   it('a job stopped by --max-runtime says so in text mode', async () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
-    const r = await runSpotctl(['run', '--no-install', '--idle-timeout', '1s', '--max-runtime', '2s', '--grace', '2s', '--sync', proj.path, '--', 'sleep', '60'], { home: home.path, timeoutMs: 60_000 });
+    const r = await runSpotctl(
+      ['run', '--no-install', '--idle-timeout', '1s', '--max-runtime', '2s', '--grace', '2s', '--sync', proj.path, '--', 'sleep', '60'],
+      { home: home.path, timeoutMs: 60_000 },
+    );
     expect(r.code).toBe(128 + 15);
     expect(r.stderr).toMatch(/spotctl: max runtime 2s reached: stopping the job/);
     expect(r.stderr).toMatch(/job stopped after max runtime 2s \(killed by SIGTERM\)/);

@@ -64,7 +64,10 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
   });
 
   it('on success: the named paths land in ./spotctl-out/<run-id>/ with a one-line summary; a pattern that matched nothing is a warning', async () => {
-    const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--', 'outjob.py', '0'], { home: home.path, cwd: cwd.path });
+    const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--', 'outjob.py', '0'], {
+      home: home.path,
+      cwd: cwd.path,
+    });
     expect(r.code, r.stderr).toBe(0);
     const dir = path.join(cwd.path, 'spotctl-out', runIdOf(r.stderr));
     expectPulled(dir);
@@ -74,7 +77,10 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
 
   it('on failure: the job exit code stands, and the files come back into --pull-to', async () => {
     await using to = await tmpDir();
-    const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--pull-to', to.path, '--', 'outjob.py', '3'], { home: home.path, cwd: cwd.path });
+    const r = await runSpotctl(
+      ['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--pull-to', to.path, '--', 'outjob.py', '3'],
+      { home: home.path, cwd: cwd.path },
+    );
     expect(r.code, r.stderr).toBe(3);
     expectPulled(to.path);
     expect(r.stderr.indexOf('pulled 3 files')).toBeLessThan(r.stderr.indexOf('job exited with code 3'));
@@ -82,7 +88,10 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
 
   it('on Ctrl-C: the job is stopped, then its files come back before the run ends', async () => {
     await using to = await tmpDir();
-    const cli = watchSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--pull-to', to.path, '--', 'outjob.py', '0', 'wait'], { home: home.path, cwd: cwd.path });
+    const cli = watchSpotctl(
+      ['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--pull-to', to.path, '--', 'outjob.py', '0', 'wait'],
+      { home: home.path, cwd: cwd.path },
+    );
     await cli.until('stdout', /ready/, 60_000);
     cli.child.kill('SIGINT');
     const r = await cli.done;
@@ -94,7 +103,26 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
 
   it('on --max-runtime: the files come back too', async () => {
     await using to = await tmpDir();
-    const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--pull-to', to.path, '--max-runtime', '1s', '--', 'outjob.py', '0', 'wait'], { home: home.path, cwd: cwd.path });
+    const r = await runSpotctl(
+      [
+        'run',
+        '--provider',
+        'local',
+        '--no-install',
+        '--sync',
+        proj.path,
+        ...PULLS,
+        '--pull-to',
+        to.path,
+        '--max-runtime',
+        '1s',
+        '--',
+        'outjob.py',
+        '0',
+        'wait',
+      ],
+      { home: home.path, cwd: cwd.path },
+    );
     expect(r.code, r.stderr).not.toBe(0);
     expect(r.stderr).toMatch(/pulled 3 files/);
     expectPulled(to.path);
@@ -104,7 +132,25 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     await using to = await tmpDir();
     await using store = await tmpDir();
     const r = await runSpotctl(
-      ['run', '--provider', 'local', '--no-install', '--sync', proj.path, ...PULLS, '--pull-to', to.path, '--checkpoint-to', store.path, '--simulate-interruption', '1s', '--', 'outjob.py', '0', 'wait'],
+      [
+        'run',
+        '--provider',
+        'local',
+        '--no-install',
+        '--sync',
+        proj.path,
+        ...PULLS,
+        '--pull-to',
+        to.path,
+        '--checkpoint-to',
+        store.path,
+        '--simulate-interruption',
+        '1s',
+        '--',
+        'outjob.py',
+        '0',
+        'wait',
+      ],
       { home: home.path, cwd: cwd.path, timeoutMs: 90_000 },
     );
     expect(r.code, r.stderr).toBe(143);
@@ -117,7 +163,10 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
   });
 
   it('spotctl pull copies from a live run; spotctl ssh -- cmd runs in the workdir with the venv, and holds the idle watchdog off', async () => {
-    const started = await runSpotctl(['run', '--provider', 'local', '--detach', '--idle-timeout', '2s', '--sync', proj.path, '--', 'outjob.py', '0', 'wait'], { home: home.path, cwd: cwd.path });
+    const started = await runSpotctl(
+      ['run', '--provider', 'local', '--detach', '--idle-timeout', '2s', '--sync', proj.path, '--', 'outjob.py', '0', 'wait'],
+      { home: home.path, cwd: cwd.path },
+    );
     expect(started.code, started.stderr).toBe(0);
     const runId = runIdOf(started.stderr);
     const logs = watchSpotctl(['logs', runId, '-f'], { home: home.path });
@@ -136,7 +185,8 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
     expect(sh.stdout.split('\n').slice(0, 3)).toEqual([workdir, path.join(workdir, '.venv', 'bin', 'python'), path.join(workdir, '.venv')]);
 
     // The job ends (go), then the shell stays open well past the 2 s idle timeout: the agent must still be there.
-    const agentPid = (JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as { agent: { pid: number } }).agent.pid;
+    const agentPid = (JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'run.json'), 'utf8')) as { agent: { pid: number } }).agent
+      .pid;
     const held = await runSpotctl(['ssh', runId, '--', `touch go; sleep 5; kill -0 ${agentPid} && echo agent-alive`], { home: home.path });
     expect(held.stdout, held.stderr).toContain('agent-alive');
     expect((await logs.done).code).toBe(0);
@@ -158,11 +208,17 @@ describe('run --pull, spotctl pull and spotctl ssh (local provider)', () => {
       [['--pull', 'x', '--detach'], /--pull cannot be used with --detach/],
       [['--ssh', '--detach'], /--ssh cannot be used with --detach/],
     ] as const) {
-      const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, ...args, '--', 'true'], { home: home.path, cwd: cwd.path });
+      const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, ...args, '--', 'true'], {
+        home: home.path,
+        cwd: cwd.path,
+      });
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr).toMatch(message);
     }
-    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--ssh', '--', 'true'], { home: home.path, cwd: cwd.path });
+    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--ssh', '--', 'true'], {
+      home: home.path,
+      cwd: cwd.path,
+    });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--ssh opens a shell instead of running a command/);
   });
@@ -174,7 +230,18 @@ describe('run --pull, spotctl pull, spotctl ssh and run --ssh (loopback sshd)', 
   let proj: TmpDir;
   let cwd: TmpDir;
   let remoteDir = '';
-  const sshArgs = (): string[] => ['--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+  const sshArgs = (): string[] => [
+    '--remote-dir',
+    remoteDir,
+    '--host',
+    sshd.hostSpec,
+    '--identity',
+    sshd.identityFile,
+    '--known-hosts',
+    sshd.knownHostsFile,
+    '--ssh-config',
+    sshd.configFile,
+  ];
 
   beforeAll(async () => {
     sshd = await startSshd();
@@ -192,7 +259,11 @@ describe('run --pull, spotctl pull, spotctl ssh and run --ssh (loopback sshd)', 
   });
 
   it('pulls over the ssh master on failure; spotctl pull and spotctl ssh -- cmd reach the same workdir with its venv', async () => {
-    const r = await runSpotctl(['run', ...sshArgs(), '--sync', proj.path, ...PULLS, '--', 'outjob.py', '4'], { home: home.path, cwd: cwd.path, timeoutMs: 120_000 });
+    const r = await runSpotctl(['run', ...sshArgs(), '--sync', proj.path, ...PULLS, '--', 'outjob.py', '4'], {
+      home: home.path,
+      cwd: cwd.path,
+      timeoutMs: 120_000,
+    });
     expect(r.code, r.stderr).toBe(4);
     const runId = runIdOf(r.stderr);
     expectPulled(path.join(cwd.path, 'spotctl-out', runId));
@@ -211,7 +282,10 @@ describe('run --pull, spotctl pull, spotctl ssh and run --ssh (loopback sshd)', 
 
   it('run --ssh: sync, install, a shell in a pty in the workdir; the run ends with the shell and its code', async () => {
     const command = ['node', SPOTCTL_BIN, 'run', ...sshArgs(), '--sync', proj.path, '--ssh'].map((w) => `'${w}'`).join(' ');
-    const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: cwd.path, env: { ...process.env, SPOTCTL_HOME: home.path, NO_COLOR: '1', SHELL: '/bin/sh' } });
+    const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], {
+      cwd: cwd.path,
+      env: { ...process.env, SPOTCTL_HOME: home.path, NO_COLOR: '1', SHELL: '/bin/sh' },
+    });
     let text = '';
     child.stdout.on('data', (d: Buffer) => (text += d.toString()));
     child.stderr.on('data', (d: Buffer) => (text += d.toString()));

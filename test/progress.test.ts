@@ -17,7 +17,11 @@ const CLEAR = '\r\u001b[2K';
 /** Runs spotctl with stdin, stdout and stderr on a pseudo-terminal; returns what the terminal got. */
 async function inTerminal(args: string[], env: Record<string, string>): Promise<string> {
   const command = [process.execPath, SPOTCTL_BIN, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
-  const r = await run('script', ['-qfec', command, '/dev/null'], { env: { ...process.env, TERM: 'xterm', ...env }, timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
+  const r = await run('script', ['-qfec', command, '/dev/null'], {
+    env: { ...process.env, TERM: 'xterm', ...env },
+    timeout: 120_000,
+    maxBuffer: 64 * 1024 * 1024,
+  });
   return r.stdout;
 }
 
@@ -35,8 +39,11 @@ describe('step progress', () => {
     await home?.[Symbol.asyncDispose]();
   });
 
-  it('on a TTY: a redrawn line per step (sync, dependency install), cleared before the step\'s result', async () => {
-    const screen = await inTerminal(['run', '--provider', 'local', '--sync', proj.path, 'hi.py'], { SPOTCTL_HOME: home.path, NO_COLOR: '' });
+  it("on a TTY: a redrawn line per step (sync, dependency install), cleared before the step's result", async () => {
+    const screen = await inTerminal(['run', '--provider', 'local', '--sync', proj.path, 'hi.py'], {
+      SPOTCTL_HOME: home.path,
+      NO_COLOR: '',
+    });
     expect(screen).toMatch(/\r\n?hi\r?\n/);
     // The line is drawn, redrawn in place (\r + erase line), in colour, and erased before the ✓.
     expect(screen).toContain(`${CLEAR}\u001b[36m`);
@@ -48,21 +55,33 @@ describe('step progress', () => {
   });
 
   it('NO_COLOR: the same line without colour codes', async () => {
-    const screen = await inTerminal(['run', '--provider', 'local', '--no-install', '--sync', proj.path, 'hi.py'], { SPOTCTL_HOME: home.path, NO_COLOR: '1' });
+    const screen = await inTerminal(['run', '--provider', 'local', '--no-install', '--sync', proj.path, 'hi.py'], {
+      SPOTCTL_HOME: home.path,
+      NO_COLOR: '1',
+    });
     expect(screen).toMatch(/\r\u001b\[2K. (syncing|copying) the project/);
     expect(screen).not.toMatch(/\u001b\[3\dm/);
   });
 
   it('not on a TTY: no progress lines; --json: step-progress events for the steps', async () => {
-    const piped = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, 'hi.py'], { home: home.path, timeoutMs: 120_000 });
+    const piped = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, 'hi.py'], {
+      home: home.path,
+      timeoutMs: 120_000,
+    });
     expect(piped.code, piped.stderr).toBe(0);
     expect(piped.stderr).not.toContain('\u001b[2K');
     expect(piped.stderr).not.toMatch(/copying the project/);
     expect(piped.stderr).toMatch(/✓ copied/);
 
-    const json = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--json', 'hi.py'], { home: home.path, timeoutMs: 120_000 });
+    const json = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--json', 'hi.py'], {
+      home: home.path,
+      timeoutMs: 120_000,
+    });
     expect(json.code, json.stderr).toBe(0);
-    const events = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; step?: string; message?: string; elapsedMs?: number });
+    const events = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; step?: string; message?: string; elapsedMs?: number });
     const progress = events.filter((e) => e.type === 'step-progress');
     expect(progress.filter((e) => e.step === 'sync').length).toBeGreaterThan(0);
     expect(progress.filter((e) => e.step === 'deps').length).toBeGreaterThan(0);

@@ -18,7 +18,11 @@ interface Setting {
   source: string;
 }
 
-async function showConfig(cwd: string, home: string, args: string[] = []): Promise<{ file: string | null; profile: string | null; settings: Map<string, Setting> }> {
+async function showConfig(
+  cwd: string,
+  home: string,
+  args: string[] = [],
+): Promise<{ file: string | null; profile: string | null; settings: Map<string, Setting> }> {
   const r = await runSpotctl(['run', '--show-config', '--json', ...args], { home, cwd, env: NO_AWS, timeoutMs: 30_000 });
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
@@ -79,37 +83,90 @@ describe('spotctl.toml', () => {
   it('prints the merged settings as text with their sources', async () => {
     await using dir = await tmpDir();
     writeFileSync(path.join(dir.path, 'spotctl.toml'), PROJECT);
-    const r = await runSpotctl(['run', '--show-config', '--profile', 'big'], { home: path.join(dir.path, 'home'), cwd: dir.path, env: NO_AWS, timeoutMs: 30_000 });
+    const r = await runSpotctl(['run', '--show-config', '--profile', 'big'], {
+      home: path.join(dir.path, 'home'),
+      cwd: dir.path,
+      env: NO_AWS,
+      timeoutMs: 30_000,
+    });
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^# spotctl\.toml, profile big$/m);
     expect(r.stdout).toMatch(/^workers = "32" +# spotctl\.toml:10 \[profile\.big\]$/m);
     expect(r.stdout).toMatch(/^grace = "90s" +# default$/m);
   });
 
-  it('runs the job with the file\'s settings (local provider, env and sync from the file)', async () => {
+  it("runs the job with the file's settings (local provider, env and sync from the file)", async () => {
     await using dir = await tmpDir();
     mkdirSync(path.join(dir.path, 'src'));
     writeFileSync(path.join(dir.path, 'src', 'hello.txt'), 'hello from src\n');
-    writeFileSync(path.join(dir.path, 'spotctl.toml'), ['provider = "local"', 'sync = ["src"]', 'idle-timeout = "2s"', 'env = { GREETING = "from-the-file" }'].join('\n'));
+    writeFileSync(
+      path.join(dir.path, 'spotctl.toml'),
+      ['provider = "local"', 'sync = ["src"]', 'idle-timeout = "2s"', 'env = { GREETING = "from-the-file" }'].join('\n'),
+    );
     const cwd = path.join(dir.path, 'src');
-    const r = await runSpotctl(['run', '--', 'sh', '-c', 'echo "$GREETING"; cat hello.txt'], { home: path.join(dir.path, 'home'), cwd, env: NO_AWS, timeoutMs: 60_000 });
+    const r = await runSpotctl(['run', '--', 'sh', '-c', 'echo "$GREETING"; cat hello.txt'], {
+      home: path.join(dir.path, 'home'),
+      cwd,
+      env: NO_AWS,
+      timeoutMs: 60_000,
+    });
     expect(r.stderr).not.toMatch(/error/);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('from-the-file\nhello from src\n');
   });
 
   const errors: [string, string, string[], RegExp][] = [
-    ['an unknown key, with a suggestion', 'provider = "aws"\nworker = 8\n', [], /^spotctl\.toml:2: unknown key 'worker' → did you mean workers\? /],
-    ['an unknown key in a profile not chosen', 'provider = "local"\n\n[profile.x]\ngpu-count = 1\n', [], /^spotctl\.toml:4 \[profile\.x\]: unknown key 'gpu-count'/],
-    ['a bad value, checked by the flag\'s own check', 'provider = "aws"\nworkers = 0\n', [], /^spotctl\.toml:2: workers: --workers must be a whole number from 1 to \d+, got '0' → fix workers in spotctl\.toml/],
-    ['a bad duration', 'provider = "local"\n\nidle-timeout = "5x"\n', [], /^spotctl\.toml:3: idle-timeout: invalid duration for --idle-timeout: '5x'/],
+    [
+      'an unknown key, with a suggestion',
+      'provider = "aws"\nworker = 8\n',
+      [],
+      /^spotctl\.toml:2: unknown key 'worker' → did you mean workers\? /,
+    ],
+    [
+      'an unknown key in a profile not chosen',
+      'provider = "local"\n\n[profile.x]\ngpu-count = 1\n',
+      [],
+      /^spotctl\.toml:4 \[profile\.x\]: unknown key 'gpu-count'/,
+    ],
+    [
+      "a bad value, checked by the flag's own check",
+      'provider = "aws"\nworkers = 0\n',
+      [],
+      /^spotctl\.toml:2: workers: --workers must be a whole number from 1 to \d+, got '0' → fix workers in spotctl\.toml/,
+    ],
+    [
+      'a bad duration',
+      'provider = "local"\n\nidle-timeout = "5x"\n',
+      [],
+      /^spotctl\.toml:3: idle-timeout: invalid duration for --idle-timeout: '5x'/,
+    ],
     ['an empty value', 'provider = "local"\nhost = ""\n', [], /^spotctl\.toml:2: host: --host is empty/],
-    ['an aws-only key for the local provider', 'workers = 8\nprovider = "local"\n', [], /^spotctl\.toml:1: workers: --workers only applies to --provider aws, not local/],
-    ['a switch given text', 'detach = "yes"\n', [], /^spotctl\.toml:1: detach is a switch \(--detach\), got "yes" → write detach = true \(or false\)/],
+    [
+      'an aws-only key for the local provider',
+      'workers = 8\nprovider = "local"\n',
+      [],
+      /^spotctl\.toml:1: workers: --workers only applies to --provider aws, not local/,
+    ],
+    [
+      'a switch given text',
+      'detach = "yes"\n',
+      [],
+      /^spotctl\.toml:1: detach is a switch \(--detach\), got "yes" → write detach = true \(or false\)/,
+    ],
     ['a value given a table', 'grace = { a = 1 }\n', [], /^spotctl\.toml:1: grace wants one value/],
-    ['a value the flag refuses', 'provider = "aws"\nspot-fallback = "maybe"\n', [], /^spotctl\.toml:2: spot-fallback: --spot-fallback: unknown market 'maybe' → fix spot-fallback in spotctl\.toml/],
+    [
+      'a value the flag refuses',
+      'provider = "aws"\nspot-fallback = "maybe"\n',
+      [],
+      /^spotctl\.toml:2: spot-fallback: --spot-fallback: unknown market 'maybe' → fix spot-fallback in spotctl\.toml/,
+    ],
     ['broken TOML', 'provider = "local"\nworkers = [3\n', [], /^spotctl\.toml:\d+: not valid TOML: .* → fix line \d+ of spotctl\.toml/],
-    ['an unknown profile', 'provider = "local"\n[profile.big]\nworkers = 2\n', ['--profile', 'huge'], /^--profile huge: spotctl\.toml has no \[profile\.huge\] → use one of: --profile big/],
+    [
+      'an unknown profile',
+      'provider = "local"\n[profile.big]\nworkers = 2\n',
+      ['--profile', 'huge'],
+      /^--profile huge: spotctl\.toml has no \[profile\.huge\] → use one of: --profile big/,
+    ],
   ];
   for (const [name, text, args, expected] of errors) {
     it(`refuses ${name}, naming file and line, before anything happens`, async () => {
@@ -125,7 +182,12 @@ describe('spotctl.toml', () => {
 
   it('refuses --profile without a project file', async () => {
     await using dir = await tmpDir();
-    const r = await runSpotctl(['run', '--profile', 'big', '--', 'true'], { home: path.join(dir.path, 'home'), cwd: dir.path, env: NO_AWS, timeoutMs: 30_000 });
+    const r = await runSpotctl(['run', '--profile', 'big', '--', 'true'], {
+      home: path.join(dir.path, 'home'),
+      cwd: dir.path,
+      env: NO_AWS,
+      timeoutMs: 30_000,
+    });
     expect(r.stderr).toMatch(/--profile big: no spotctl\.toml here or in any parent directory → create one with: spotctl init/);
     expect(r.code).toBe(2);
   });
@@ -145,7 +207,10 @@ describe('spotctl init', () => {
     expect(text).toMatch(/^checkpoint-dir = "ckpt"$/m);
     expect(text).toMatch(/^# setup = /m);
     const { settings } = await showConfig(dir.path, home);
-    expect(settings.get('checkpoint-dir')).toMatchObject({ value: 'ckpt', source: expect.stringMatching(/^spotctl\.toml:\d+$/) as unknown });
+    expect(settings.get('checkpoint-dir')).toMatchObject({
+      value: 'ckpt',
+      source: expect.stringMatching(/^spotctl\.toml:\d+$/) as unknown,
+    });
   });
 
   it('writes a file whose every commented example is valid once uncommented', async () => {
@@ -154,7 +219,9 @@ describe('spotctl init', () => {
     expect((await runSpotctl(['init'], { home, cwd: dir.path, env: NO_AWS, timeoutMs: 30_000 })).code).toBe(0);
     const file = path.join(dir.path, 'spotctl.toml');
     // Uncomment `# key = value` and `# [table]` lines: a user following the file's own hints must not meet an error.
-    const uncommented = readFileSync(file, 'utf8').replace(/^# ((?:[a-z-]+ = .*)|(?:\[profile\.[a-z]+\]))$/gm, '$1').replace(/ {3}# skip that$/m, '');
+    const uncommented = readFileSync(file, 'utf8')
+      .replace(/^# ((?:[a-z-]+ = .*)|(?:\[profile\.[a-z]+\]))$/gm, '$1')
+      .replace(/ {3}# skip that$/m, '');
     writeFileSync(file, uncommented);
     const { settings } = await showConfig(dir.path, home, ['--profile', 'big']);
     expect(settings.get('workers')).toMatchObject({ value: '32' });

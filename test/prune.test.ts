@@ -67,10 +67,14 @@ describe('spotctl prune (local)', () => {
       expect(r.code, r.stderr).toBe(0);
       ended.push(runIdOf(r.stderr));
     }
-    const d = await runSpotctl(['run', '--provider', 'local', '--detach', '--no-install', '--sync', proj.path, 'slow.py'], { home: home.path, timeoutMs: 120_000 });
+    const d = await runSpotctl(['run', '--provider', 'local', '--detach', '--no-install', '--sync', proj.path, 'slow.py'], {
+      home: home.path,
+      timeoutMs: 120_000,
+    });
     expect(d.code, d.stderr).toBe(0);
     live = runIdOf(d.stderr);
-    for (const id of ended) await waitFor(async () => agentGone(path.join(home.path, 'runs', id))(), { timeoutMs: 30_000, what: `agent of ${id} exits` });
+    for (const id of ended)
+      await waitFor(async () => agentGone(path.join(home.path, 'runs', id))(), { timeoutMs: 30_000, what: `agent of ${id} exits` });
     for (const id of [...ended, live]) age(home.path, id, 10 * DAY_MS);
     // The venv was last used 10 days ago too.
     const [venv] = readdirSync(path.join(home.path, 'venvs'));
@@ -80,7 +84,12 @@ describe('spotctl prune (local)', () => {
     const dry = await runSpotctl(['prune', '--dry-run', '--json'], { home: home.path });
     expect(dry.code, dry.stderr).toBe(0);
     const planned = JSON.parse(dry.stdout) as PruneReport;
-    expect(planned.actions.filter((a) => a.result === 'would remove').map((a) => a.id).sort()).toEqual([...ended, venv!].sort());
+    expect(
+      planned.actions
+        .filter((a) => a.result === 'would remove')
+        .map((a) => a.id)
+        .sort(),
+    ).toEqual([...ended, venv!].sort());
     for (const id of ended) expect(existsSync(path.join(home.path, 'runs', id))).toBe(true);
 
     const r = await runSpotctl(['prune', '--json'], { home: home.path });
@@ -98,7 +107,10 @@ describe('spotctl prune (local)', () => {
     const bad = await runSpotctl(['prune', '--keep', 'many'], { home: home.path });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--keep wants a whole number/);
-    const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, 'ok.py'], { home: home.path, timeoutMs: 120_000 });
+    const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, 'ok.py'], {
+      home: home.path,
+      timeoutMs: 120_000,
+    });
     const recent = runIdOf(r.stderr);
     await waitFor(async () => agentGone(path.join(home.path, 'runs', recent))(), { timeoutMs: 30_000, what: 'agent exits' });
     // Newest first: [recent, live]; --keep 1 keeps `recent`, and `live` stays because it is live.
@@ -116,7 +128,18 @@ describe('spotctl prune (SSH host)', () => {
   let proj: TmpDir;
   let remoteDir = '';
   let live = '';
-  const args = () => ['--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+  const args = () => [
+    '--remote-dir',
+    remoteDir,
+    '--host',
+    sshd.hostSpec,
+    '--identity',
+    sshd.identityFile,
+    '--known-hosts',
+    sshd.knownHostsFile,
+    '--ssh-config',
+    sshd.configFile,
+  ];
   beforeAll(async () => {
     sshd = await startSshd();
     home = await tmpDir();
@@ -131,7 +154,7 @@ describe('spotctl prune (SSH host)', () => {
     await sshd?.close();
   });
 
-  it('removes an ended run\'s folder on the host and here, and keeps the live one', async () => {
+  it("removes an ended run's folder on the host and here, and keeps the live one", async () => {
     const r = await runSpotctl(['run', ...args(), '--sync', proj.path, 'ok.py'], { home: home.path, timeoutMs: 120_000 });
     expect(r.code, r.stderr).toBe(0);
     const ended = runIdOf(r.stderr);

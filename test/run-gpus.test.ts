@@ -22,7 +22,10 @@ describe('spotctl run --gpus (local provider)', () => {
     await using proj = await tmpDir();
     await using bin = await tmpDir();
     const env = await fakeNvidiaSmi(bin, 'echo "NVIDIA A10G, 23028 MiB"');
-    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--gpus', 'A10G', '--gpu-memory', '20G', '--', 'sh', '-c', 'echo job-ran'], { home: home.path, env });
+    const r = await runSpotctl(
+      ['run', '--provider', 'local', '--sync', proj.path, '--gpus', 'A10G', '--gpu-memory', '20G', '--', 'sh', '-c', 'echo job-ran'],
+      { home: home.path, env },
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('job-ran');
   });
@@ -31,9 +34,15 @@ describe('spotctl run --gpus (local provider)', () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
     await using bin = await tmpDir();
-    const env = await fakeNvidiaSmi(bin, "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\" >&2; exit 9");
+    const env = await fakeNvidiaSmi(
+      bin,
+      'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2; exit 9',
+    );
     const marker = path.join(proj.path, 'started');
-    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--gpus', '1', '--', 'sh', '-c', `touch ${marker}`], { home: home.path, env });
+    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--gpus', '1', '--', 'sh', '-c', `touch ${marker}`], {
+      home: home.path,
+      env,
+    });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/the run asked for 1 GPU but the agent sees no GPU on host \S+ \(nvidia-smi failed: NVIDIA-SMI has failed/);
     expect(r.stderr).toMatch(/the job was not started/);
@@ -43,7 +52,9 @@ describe('spotctl run --gpus (local provider)', () => {
   it('a bad --gpus is refused before anything exists (no run record), with the fix', async () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
-    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--gpus', 'A10G:zero', '--', 'true'], { home: home.path });
+    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--gpus', 'A10G:zero', '--', 'true'], {
+      home: home.path,
+    });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--gpus 'A10G:zero': the GPU count must be a whole number/);
     expect(r.stderr).toMatch(/--gpus A100:8/);
@@ -55,11 +66,17 @@ describe('spotctl run --gpus (local provider)', () => {
     await using proj = await tmpDir();
     await using bin = await tmpDir();
     const env = await fakeNvidiaSmi(bin, 'echo "Tesla T4, 15360 MiB"');
-    const wrong = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--gpus', 'A100', '--', 'sh', '-c', 'echo job-ran'], { home: home.path, env });
+    const wrong = await runSpotctl(
+      ['run', '--provider', 'local', '--sync', proj.path, '--gpus', 'A100', '--', 'sh', '-c', 'echo job-ran'],
+      { home: home.path, env },
+    );
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toMatch(/asked for 1 GPU \(A100\) but the agent sees Tesla T4 15360 MiB/);
     expect(wrong.stdout).not.toContain('job-ran');
-    const plain = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--', 'sh', '-c', 'echo job-ran'], { home: home.path, env: { PATH: '/usr/bin:/bin' } });
+    const plain = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--', 'sh', '-c', 'echo job-ran'], {
+      home: home.path,
+      env: { PATH: '/usr/bin:/bin' },
+    });
     expect(plain.code, plain.stderr).toBe(0);
     expect(plain.stdout).toContain('job-ran');
   });

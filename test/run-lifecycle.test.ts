@@ -25,7 +25,10 @@ async function ps(home: string): Promise<PsRow[]> {
 }
 
 function runRecord(home: string, runId: string): { detached: boolean; setup?: { state: string; reason: string } } {
-  return JSON.parse(readFileSync(path.join(home, 'runs', runId, 'run.json'), 'utf8')) as { detached: boolean; setup?: { state: string; reason: string } };
+  return JSON.parse(readFileSync(path.join(home, 'runs', runId, 'run.json'), 'utf8')) as {
+    detached: boolean;
+    setup?: { state: string; reason: string };
+  };
 }
 
 /** Ticks until the file named by its argument exists (bounded), then prints "released". */
@@ -44,7 +47,9 @@ describe('run options are checked before anything exists', () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
     writeProject(proj.path, { 'hello.py': 'print("hi")\n' });
-    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--checkpoint-to', 'relative/dir', 'hello.py'], { home: home.path });
+    const r = await runSpotctl(['run', '--provider', 'local', '--sync', proj.path, '--checkpoint-to', 'relative/dir', 'hello.py'], {
+      home: home.path,
+    });
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(/--checkpoint-to: 'relative\/dir' must be s3:\/\/BUCKET\/PREFIX or an absolute directory/);
     expect(existsSync(path.join(home.path, 'runs')) ? readdirSync(path.join(home.path, 'runs')) : []).toEqual([]);
@@ -64,7 +69,10 @@ describe('a setup that does not get the job going is recorded as such', () => {
         probe.close(() => resolve(port));
       });
     });
-    const r = await runSpotctl(['run', '--host', `nobody@127.0.0.1:${closed}`, '--sync', proj.path, 'hello.py'], { home: home.path, timeoutMs: 60_000 });
+    const r = await runSpotctl(['run', '--host', `nobody@127.0.0.1:${closed}`, '--sync', proj.path, 'hello.py'], {
+      home: home.path,
+      timeoutMs: 60_000,
+    });
     expect(r.code, r.stderr).not.toBe(0);
     const [row] = await ps(home.path);
     expect(row?.state).toBe('failed');

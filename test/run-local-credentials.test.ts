@@ -48,16 +48,21 @@ afterAll(async () => {
 function received(stateDir: string): number {
   const file = path.join(stateDir, 'agent.log');
   if (!existsSync(file)) return 0;
-  return readFileSync(file, 'utf8').split('\n').filter((l) => l.includes('forwarded S3 credentials received')).length;
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('forwarded S3 credentials received')).length;
 }
 
 it('a detached run gets one long-lived set; attach pushes a fresh one', async () => {
   const env = { AWS_ENDPOINT_URL: moto.endpoint, AWS_REGION: 'us-east-1' };
-  const r = await runSpotctl(['run', '--provider', 'local', '--detach', '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://local-fwd/p', 'job.py'], {
-    home: home.path,
-    env,
-    timeoutMs: 60_000,
-  });
+  const r = await runSpotctl(
+    ['run', '--provider', 'local', '--detach', '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://local-fwd/p', 'job.py'],
+    {
+      home: home.path,
+      env,
+      timeoutMs: 60_000,
+    },
+  );
   expect(r.code, r.stderr).toBe(0);
   expect(r.stderr).toMatch(/forwarding credentials scoped to this run, valid until \d{4}-\d\d-\d\dT/);
   const runId = /run ([0-9a-z-]+):/.exec(r.stderr)?.[1] as string;
@@ -91,19 +96,31 @@ async function closedPort(): Promise<number> {
 }
 
 it('when STS cannot mint credentials, one warning line says so and the agent uses the host chain', async () => {
-  const env = { AWS_ENDPOINT_URL: moto.endpoint, AWS_ENDPOINT_URL_STS: `http://127.0.0.1:${await closedPort()}`, AWS_REGION: 'us-east-1', AWS_MAX_ATTEMPTS: '1' };
+  const env = {
+    AWS_ENDPOINT_URL: moto.endpoint,
+    AWS_ENDPOINT_URL_STS: `http://127.0.0.1:${await closedPort()}`,
+    AWS_REGION: 'us-east-1',
+    AWS_MAX_ATTEMPTS: '1',
+  };
   writeFileSync(path.join(proj.path, 'go'), '');
-  const r = await runSpotctl(['run', '--provider', 'local', '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://local-fwd/p', 'job.py'], {
-    home: home.path,
-    env,
-    timeoutMs: 90_000,
-  });
+  const r = await runSpotctl(
+    ['run', '--provider', 'local', '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://local-fwd/p', 'job.py'],
+    {
+      home: home.path,
+      env,
+      timeoutMs: 90_000,
+    },
+  );
   expect(r.code, r.stderr).toBe(0);
   const warnings = r.stderr.split('\n').filter((l) => l.includes("the agent will use the host's own AWS credentials instead"));
   expect(warnings).toHaveLength(1);
-  expect(warnings[0]).toMatch(/S3 checkpoints: could not tell who this machine acts as \(sts:GetCallerIdentity: .*\).*sts:GetFederationToken/);
+  expect(warnings[0]).toMatch(
+    /S3 checkpoints: could not tell who this machine acts as \(sts:GetCallerIdentity: .*\).*sts:GetFederationToken/,
+  );
   const runId = /run ([0-9a-z-]+):/.exec(r.stderr)?.[1] as string;
-  const config = JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'agent', 'config.json'), 'utf8')) as { checkpoint?: { credentials?: string } };
+  const config = JSON.parse(readFileSync(path.join(home.path, 'runs', runId, 'agent', 'config.json'), 'utf8')) as {
+    checkpoint?: { credentials?: string };
+  };
   expect(config.checkpoint?.credentials).toBeUndefined();
   // The agent here has this machine's (test) credentials in its environment: the upload still works.
   const s3 = new S3ObjectStore({ bucket: 'local-fwd', prefix: 'p', endpoint: moto.endpoint });

@@ -75,11 +75,18 @@ describe('spotctl run --provider local', () => {
   it('--json prints every line as a JSON object with its seq, stream and text, live and from the stored log', async () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
-    writeProject(proj.path, { 'lines.py': 'import sys\nfor i in range(1, 3001):\n    print(f"out {i} ü")\nsys.stdout.flush()\nprint("err", file=sys.stderr)\n' });
+    writeProject(proj.path, {
+      'lines.py': 'import sys\nfor i in range(1, 3001):\n    print(f"out {i} ü")\nsys.stdout.flush()\nprint("err", file=sys.stderr)\n',
+    });
     const r = await runSpotctl(['run', '--json', '--no-install', '--sync', proj.path, '--', 'python3', 'lines.py'], { home: home.path });
     expect(r.code, r.stderr).toBe(0);
     type LogEvent = { type: string; seq: number; ts: number; stream: string; text: string };
-    const logs = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as LogEvent).filter((e) => e.type === 'log');
+    const logs = (text: string) =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as LogEvent)
+        .filter((e) => e.type === 'log');
     const live = logs(r.stdout);
     expect(live.map((l) => l.seq)).toEqual(Array.from({ length: 3001 }, (_, i) => i + 1));
     // The two pipes are read independently, so only each stream's own order is given.
@@ -88,7 +95,9 @@ describe('spotctl run --provider local', () => {
     expect(live.every((l) => Number.isInteger(l.ts) && l.ts > 0)).toBe(true);
     // Once the agent has gone, `logs` reads the stored log: the same lines from any seq.
     const runs = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string }[];
-    const agent = JSON.parse(readFileSync(path.join(home.path, 'runs', runs[0]?.runId as string, 'agent', 'agent.json'), 'utf8')) as { pid: number };
+    const agent = JSON.parse(readFileSync(path.join(home.path, 'runs', runs[0]?.runId as string, 'agent', 'agent.json'), 'utf8')) as {
+      pid: number;
+    };
     await waitFor(() => !pidAlive(agent.pid), { timeoutMs: 10_000, what: 'the agent to exit after the run' });
     const stored = await runSpotctl(['logs', 'last', '--json', '--from', '2999'], { home: home.path });
     expect(stored.code, stored.stderr).toBe(0);
@@ -117,17 +126,25 @@ describe('spotctl run --provider local', () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
     writeProject(proj.path, { 'args.py': 'import sys, json\nprint(json.dumps(sys.argv[1:]))\n', 'requirements.txt': '\n' });
-    const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--', 'python3', 'args.py', '--json', '-x', 'a b', '--'], { home: home.path });
+    const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--', 'python3', 'args.py', '--json', '-x', 'a b', '--'], {
+      home: home.path,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout.trim())).toEqual(['--json', '-x', 'a b', '--']);
-    const runs = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as { runId: string; state: string; exitCode: number }[];
+    const runs = JSON.parse((await runSpotctl(['ps', '--json'], { home: home.path })).stdout) as {
+      runId: string;
+      state: string;
+      exitCode: number;
+    }[];
     expect(runs[0]).toMatchObject({ state: 'exited', exitCode: 0 });
   });
 
   it('detach, ps, logs, attach and stop work on a running job', async () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
-    writeProject(proj.path, { 'slow.py': 'import time, sys\nfor i in range(1, 1000):\n    print(f"tick {i}", flush=True)\n    time.sleep(0.05)\n' });
+    writeProject(proj.path, {
+      'slow.py': 'import time, sys\nfor i in range(1, 1000):\n    print(f"tick {i}", flush=True)\n    time.sleep(0.05)\n',
+    });
     const d = await runSpotctl(['run', '--detach', '--sync', proj.path, 'slow.py'], { home: home.path });
     expect(d.code, d.stderr).toBe(0);
     expect(d.stderr).toMatch(/spotctl attach \S+/);
@@ -135,7 +152,10 @@ describe('spotctl run --provider local', () => {
     expect(ps[0]?.state).toBe('running');
     const runId = ps[0]?.runId as string;
 
-    await waitFor(async () => (await runSpotctl(['logs', 'last'], { home: home.path })).stdout.includes('tick 3'), { timeoutMs: 15_000, what: 'tick 3 in logs' });
+    await waitFor(async () => (await runSpotctl(['logs', 'last'], { home: home.path })).stdout.includes('tick 3'), {
+      timeoutMs: 15_000,
+      what: 'tick 3 in logs',
+    });
     const attach = spawnSpotctl(['attach', runId.slice(0, 18)], { home: home.path });
     const attached = collect(attach, 60_000);
     await readUntil(attach.stdout, /tick \d+\n/, 15_000);
@@ -145,7 +165,10 @@ describe('spotctl run --provider local', () => {
     expect(stop.stderr).toMatch(/stopped run .*SIGTERM/);
     const a = await attached;
     expect(a.code).toBe(128 + 15);
-    const ticks = a.stdout.split('\n').filter((l) => l.startsWith('tick ')).map((l) => Number(l.slice(5)));
+    const ticks = a.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('tick '))
+      .map((l) => Number(l.slice(5)));
     expect(checkSequence(ticks, 0).duplicated).toBe(0);
     expect(ticks.every((v, i) => i === 0 || v === (ticks[i - 1] as number) + 1)).toBe(true);
   });
@@ -153,7 +176,10 @@ describe('spotctl run --provider local', () => {
   it('Ctrl-C stops the job with SIGTERM and exits 143; the job survives a SIGKILLed controller and attach resumes', async () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
-    writeProject(proj.path, { 'gen.py': NUMBERED, 'forever.py': 'import time\ni = 0\nwhile True:\n    i += 1\n    print(f"line {i}", flush=True)\n    time.sleep(0.01)\n' });
+    writeProject(proj.path, {
+      'gen.py': NUMBERED,
+      'forever.py': 'import time\ni = 0\nwhile True:\n    i += 1\n    print(f"line {i}", flush=True)\n    time.sleep(0.01)\n',
+    });
 
     // Ctrl-C.
     const ctl = spawnSpotctl(['run', '--sync', proj.path, 'forever.py'], { home: home.path });
@@ -185,15 +211,48 @@ describe('spotctl run --provider local', () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
     const marker = `spotctl-orphan-${process.pid}-${Date.now()}`;
-    const r = await runSpotctl(['run', '--no-install', '--sync', proj.path, '--', 'sh', '-c', `python3 -c "import time; time.sleep(300)" ${marker} & echo started`], { home: home.path });
+    const r = await runSpotctl(
+      ['run', '--no-install', '--sync', proj.path, '--', 'sh', '-c', `python3 -c "import time; time.sleep(300)" ${marker} & echo started`],
+      { home: home.path },
+    );
     expect(r.code, r.stderr).toBe(0);
-    await waitFor(() => !readdirSync('/proc').some((p) => /^\d+$/.test(p) && (() => { try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker); } catch { return false; } })()), { timeoutMs: 10_000, what: 'the background sleep to be gone' });
+    await waitFor(
+      () =>
+        !readdirSync('/proc').some(
+          (p) =>
+            /^\d+$/.test(p) &&
+            (() => {
+              try {
+                return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker);
+              } catch {
+                return false;
+              }
+            })(),
+        ),
+      { timeoutMs: 10_000, what: 'the background sleep to be gone' },
+    );
   });
 
   it('every line arrives even when the agent exits (max runtime) while the controller is behind', async () => {
     await using home = await tmpDir();
     await using proj = await tmpDir();
-    const r = await runSpotctl(['run', '--no-install', '--idle-timeout', '1s', '--max-runtime', '2s', '--sync', proj.path, '--', 'sh', '-c', 'trap "seq 1 1000000; exit 0" TERM; sleep 30 & wait'], { home: home.path, timeoutMs: 120_000 });
+    const r = await runSpotctl(
+      [
+        'run',
+        '--no-install',
+        '--idle-timeout',
+        '1s',
+        '--max-runtime',
+        '2s',
+        '--sync',
+        proj.path,
+        '--',
+        'sh',
+        '-c',
+        'trap "seq 1 1000000; exit 0" TERM; sleep 30 & wait',
+      ],
+      { home: home.path, timeoutMs: 120_000 },
+    );
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.split('\n').filter(Boolean);
     expect(lines).toHaveLength(1_000_000);
@@ -231,7 +290,12 @@ describe('bad input', () => {
     ['empty command', ['run'], 2, /no command given.*spotctl run -- python3 train.py/],
     // Fails on the flags, before any AWS call: a test must never reach real AWS.
     ['aws with --host', ['run', '--provider', 'aws', '--host', 'root@127.0.0.1', '--', 'true'], 2, /do not apply to --provider aws/],
-    ['missing identity file', ['run', '--host', 'root@127.0.0.1', '--identity', '/nonexistent/key', '--', 'true'], 2, /--identity file not found/],
+    [
+      'missing identity file',
+      ['run', '--host', 'root@127.0.0.1', '--identity', '/nonexistent/key', '--', 'true'],
+      2,
+      /--identity file not found/,
+    ],
     ['bad host', ['run', '--host', 'root@', '--', 'true'], 2, /host/i],
     ['bad duration', ['run', '--idle-timeout', 'soon', '--', 'true'], 2, /invalid duration for --idle-timeout/],
     ['unknown run', ['attach', 'nope'], 1, /no run 'nope'.*spotctl ps/],

@@ -25,7 +25,11 @@ describe('a second run on the same machine (local provider)', () => {
   beforeAll(async () => {
     home = await tmpDir();
     proj = await tmpDir();
-    writeProject(proj.path, { 'prefix.py': PREFIX, 'requirements.txt': '# no packages: the venv is still built\n', 'data/blob.txt': 'x'.repeat(10_000) });
+    writeProject(proj.path, {
+      'prefix.py': PREFIX,
+      'requirements.txt': '# no packages: the venv is still built\n',
+      'data/blob.txt': 'x'.repeat(10_000),
+    });
   });
   afterAll(async () => {
     await proj?.[Symbol.asyncDispose]();
@@ -81,7 +85,22 @@ describe('a second run on the same SSH host', () => {
   });
 
   it('reuses the venv and the previous workdir as --link-dest', async () => {
-    const args = ['run', '--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile, '--sync', proj.path, 'prefix.py'];
+    const args = [
+      'run',
+      '--remote-dir',
+      remoteDir,
+      '--host',
+      sshd.hostSpec,
+      '--identity',
+      sshd.identityFile,
+      '--known-hosts',
+      sshd.knownHostsFile,
+      '--ssh-config',
+      sshd.configFile,
+      '--sync',
+      proj.path,
+      'prefix.py',
+    ];
     const first = await runSpotctl(args, { home: home.path, timeoutMs: 120_000 });
     expect(first.code, first.stderr).toBe(0);
     expect(first.stderr).toMatch(/installed Python dependencies/);

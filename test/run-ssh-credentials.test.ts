@@ -70,7 +70,19 @@ describe('spotctl run --host --checkpoint-to s3:// (forwarded credentials)', () 
   });
 
   it('the agent uploads with credentials minted here while the host has none, and none are on its disk', async () => {
-    const args = ['run', '--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+    const args = [
+      'run',
+      '--remote-dir',
+      remoteDir,
+      '--host',
+      sshd.hostSpec,
+      '--identity',
+      sshd.identityFile,
+      '--known-hosts',
+      sshd.knownHostsFile,
+      '--ssh-config',
+      sshd.configFile,
+    ];
     const r = await runSpotctl([...args, '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://fwd-ckpt/team', 'ckpt.py'], {
       home: path.join(home.path, 'local'),
       env: { AWS_ENDPOINT_URL: moto.endpoint, AWS_REGION: 'us-east-1' },
@@ -87,7 +99,9 @@ describe('spotctl run --host --checkpoint-to s3:// (forwarded credentials)', () 
     const agentLog = readFileSync(path.join(remoteDir, 'runs', runId, 'agent', 'agent.log'), 'utf8');
     expect(agentLog).toContain('forwarded S3 credentials received');
     expect(agentLog).not.toContain("host's own AWS credential chain");
-    const config = JSON.parse(readFileSync(path.join(remoteDir, 'runs', runId, 'agent', 'config.json'), 'utf8')) as { checkpoint?: { credentials?: string } };
+    const config = JSON.parse(readFileSync(path.join(remoteDir, 'runs', runId, 'agent', 'config.json'), 'utf8')) as {
+      checkpoint?: { credentials?: string };
+    };
     expect(config.checkpoint?.credentials).toBe('forwarded');
 
     // The set is in S3 under the run's prefix.

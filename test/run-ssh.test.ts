@@ -36,7 +36,18 @@ sys.stderr.write(f"wrote {i} lines\\n")
 /** Runs live under a temp dir on the "host" (this machine), never in the real ~/.spotctl. */
 let remoteDir = '';
 function sshArgs(sshd: Sshd): string[] {
-  return ['--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+  return [
+    '--remote-dir',
+    remoteDir,
+    '--host',
+    sshd.hostSpec,
+    '--identity',
+    sshd.identityFile,
+    '--known-hosts',
+    sshd.knownHostsFile,
+    '--ssh-config',
+    sshd.configFile,
+  ];
 }
 
 /** Pids of the ssh client processes that use this server's client key (the master and its helpers). */
@@ -64,7 +75,12 @@ describe('spotctl run --host (loopback sshd)', () => {
     home = await tmpDir();
     remoteDir = `${home.path}/remote`;
     proj = await tmpDir();
-    writeProject(proj.path, { 'gen.py': NUMBERED, 'stream.py': STREAM_UNTIL_RELEASED, 'requirements.txt': '# empty on purpose\n', 'env.py': 'import sys\nprint(sys.prefix)\n' });
+    writeProject(proj.path, {
+      'gen.py': NUMBERED,
+      'stream.py': STREAM_UNTIL_RELEASED,
+      'requirements.txt': '# empty on purpose\n',
+      'env.py': 'import sys\nprint(sys.prefix)\n',
+    });
   });
   afterAll(async () => {
     await proj?.[Symbol.asyncDispose]();
@@ -73,7 +89,10 @@ describe('spotctl run --host (loopback sshd)', () => {
   });
 
   it('delivers 100 000 stdout lines once and in order, stderr apart, and exit code 3', async () => {
-    const r = await runSpotctl(['run', ...sshArgs(sshd), '--sync', proj.path, '--', 'gen.py', '100000', '3'], { home: home.path, timeoutMs: 180_000 });
+    const r = await runSpotctl(['run', ...sshArgs(sshd), '--sync', proj.path, '--', 'gen.py', '100000', '3'], {
+      home: home.path,
+      timeoutMs: 180_000,
+    });
     expect(r.code, r.stderr).toBe(3);
     const seen = numberedLines(r.stdout);
     expect(seen).toHaveLength(100_000);
@@ -97,7 +116,9 @@ describe('spotctl run --host (loopback sshd)', () => {
     // then it needed no reconnect of its own. Each kill waits for the previous reconnect.
     await using gate = await tmpDir();
     const release = path.join(gate.path, 'release');
-    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'stream.py', release], { home: home.path });
+    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'stream.py', release], {
+      home: home.path,
+    });
     const kills = [5_000, 20_000, 35_000];
     for (const [i, at] of kills.entries()) {
       await cli.until('stdout', new RegExp(`line ${at}\\n`), 60_000);
@@ -118,7 +139,9 @@ describe('spotctl run --host (loopback sshd)', () => {
 
   it('survives sshd dropping every connection and coming back', async () => {
     const n = 40_000;
-    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
+    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], {
+      home: home.path,
+    });
     await cli.until('stdout', /line 10000\n/, 60_000);
     await sshd.stop();
     try {
@@ -133,7 +156,9 @@ describe('spotctl run --host (loopback sshd)', () => {
 
   it('the job survives a SIGKILLed controller, and attach resumes with nothing lost', async () => {
     const n = 40_000;
-    const first = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '4', '0.05'], { home: home.path });
+    const first = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '4', '0.05'], {
+      home: home.path,
+    });
     await first.until('stdout', /line 8000\n/, 60_000);
     first.child.kill('SIGKILL');
     const before = numberedLines((await first.done).stdout);
@@ -150,15 +175,41 @@ describe('spotctl run --host (loopback sshd)', () => {
     await using other = await tmpDir();
     const wrongKnownHosts = `${other.path}/known_hosts`;
     const { writeFileSync } = await import('node:fs');
-    writeFileSync(wrongKnownHosts, `[${sshd.host}]:${sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu1ydZ6KMVXkmOQ4mZkEj1aRvK5YCz1ttgj0ZK9qSqD\n`);
-    const r = await runSpotctl(['run', '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', wrongKnownHosts, '--ssh-config', sshd.configFile, '--', 'true'], { home: home.path });
+    writeFileSync(
+      wrongKnownHosts,
+      `[${sshd.host}]:${sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu1ydZ6KMVXkmOQ4mZkEj1aRvK5YCz1ttgj0ZK9qSqD\n`,
+    );
+    const r = await runSpotctl(
+      [
+        'run',
+        '--host',
+        sshd.hostSpec,
+        '--identity',
+        sshd.identityFile,
+        '--known-hosts',
+        wrongKnownHosts,
+        '--ssh-config',
+        sshd.configFile,
+        '--',
+        'true',
+      ],
+      { home: home.path },
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr.trim().split('\n').filter((l) => l.includes('error'))).toHaveLength(1);
+    expect(
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.includes('error')),
+    ).toHaveLength(1);
     expect(r.stderr).toMatch(/host key/i);
   });
 
   it('an unreachable host is one clear line and exit 1', async () => {
-    const r = await runSpotctl(['run', '--host', 'root@127.0.0.1:1', '--identity', sshd.identityFile, '--ssh-config', sshd.configFile, '--', 'true'], { home: home.path });
+    const r = await runSpotctl(
+      ['run', '--host', 'root@127.0.0.1:1', '--identity', sshd.identityFile, '--ssh-config', sshd.configFile, '--', 'true'],
+      { home: home.path },
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/spotctl error: .*127\.0\.0\.1/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
@@ -183,7 +234,9 @@ describe('spotctl run --host (sshd in a network namespace)', () => {
     await using proj = await tmpDir();
     writeProject(proj.path, { 'gen.py': NUMBERED });
     const n = 30_000;
-    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], { home: home.path });
+    const cli = watchSpotctl(['run', ...sshArgs(sshd), '--no-install', '--sync', proj.path, '--', 'gen.py', String(n), '0', '0.05'], {
+      home: home.path,
+    });
     await cli.until('stdout', /line 5000\n/, 60_000);
     await ns.linkDown();
     // A few seconds of silence: packets are dropped, no RST; the job keeps writing to its log.

@@ -23,7 +23,20 @@ describe('setup', () => {
     const home = path.join(dir.path, 'home');
     // The setup leaves something outside the workdir (as apt or a data download would) and counts its runs.
     const setup = `echo "setting up in $PWD"; echo x >> ${counter}; echo ready > ${path.join(dir.path, 'tool')}`;
-    const args = ['run', '--idle-timeout', '2s', '--no-install', '--sync', project, '--setup', setup, '--', 'sh', '-c', `cat ${path.join(dir.path, 'tool')}`];
+    const args = [
+      'run',
+      '--idle-timeout',
+      '2s',
+      '--no-install',
+      '--sync',
+      project,
+      '--setup',
+      setup,
+      '--',
+      'sh',
+      '-c',
+      `cat ${path.join(dir.path, 'tool')}`,
+    ];
 
     const first = await runSpotctl(args, { home, env: ENV, timeoutMs: 60_000 });
     expect(first.stderr).toMatch(/^setting up in .*\/runs\/[^/]+\/work$/m);
@@ -44,11 +57,18 @@ describe('setup', () => {
     expect(readFileSync(counter, 'utf8')).toBe('x\nx\n');
   });
 
-  it('takes setup from spotctl.toml, run in the workdir with the job\'s environment', async () => {
+  it("takes setup from spotctl.toml, run in the workdir with the job's environment", async () => {
     await using dir = await tmpDir();
     const project = path.join(dir.path, 'project');
     mkdirSync(project);
-    writeFileSync(path.join(project, 'spotctl.toml'), ['idle-timeout = "2s"', 'env = { STAGE = "prepared" }', `setup = "echo $STAGE > ${path.join(dir.path, 'seen')}; test -f spotctl.toml"`].join('\n'));
+    writeFileSync(
+      path.join(project, 'spotctl.toml'),
+      [
+        'idle-timeout = "2s"',
+        'env = { STAGE = "prepared" }',
+        `setup = "echo $STAGE > ${path.join(dir.path, 'seen')}; test -f spotctl.toml"`,
+      ].join('\n'),
+    );
     const r = await runSpotctl(['run', '--', 'true'], { home: path.join(dir.path, 'home'), cwd: project, env: ENV, timeoutMs: 60_000 });
     expect(r.stderr).toMatch(/✓ ran the setup command/);
     expect(r.code).toBe(0);
@@ -59,17 +79,46 @@ describe('setup', () => {
     await using dir = await tmpDir();
     const home = path.join(dir.path, 'home');
     const ranMarker = path.join(dir.path, 'job-ran');
-    const r = await runSpotctl(['run', '--json', '--idle-timeout', '2s', '--sync', dir.path, '--setup', 'echo "E: Unable to locate package nope" >&2; exit 100', '--', 'touch', ranMarker], { home, env: ENV, timeoutMs: 60_000 });
-    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(events).toContainEqual(expect.objectContaining({ type: 'setup-output', text: expect.stringContaining('Unable to locate package nope') as unknown }));
-    expect(events.at(-1)).toMatchObject({ type: 'error', code: 'SPOTCTL_SETUP_FAILED', message: 'the setup command failed (exit 100): E: Unable to locate package nope' });
+    const r = await runSpotctl(
+      [
+        'run',
+        '--json',
+        '--idle-timeout',
+        '2s',
+        '--sync',
+        dir.path,
+        '--setup',
+        'echo "E: Unable to locate package nope" >&2; exit 100',
+        '--',
+        'touch',
+        ranMarker,
+      ],
+      { home, env: ENV, timeoutMs: 60_000 },
+    );
+    const events = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'setup-output', text: expect.stringContaining('Unable to locate package nope') as unknown }),
+    );
+    expect(events.at(-1)).toMatchObject({
+      type: 'error',
+      code: 'SPOTCTL_SETUP_FAILED',
+      message: 'the setup command failed (exit 100): E: Unable to locate package nope',
+    });
     expect(r.code).toBe(1);
     expect(existsSync(ranMarker)).toBe(false);
     const ps = await runSpotctl(['ps', '--json'], { home, env: ENV, timeoutMs: 30_000 });
-    expect(JSON.parse(ps.stdout)).toEqual([expect.objectContaining({ state: 'failed', reason: expect.stringMatching(/setup command failed/) as unknown })]);
+    expect(JSON.parse(ps.stdout)).toEqual([
+      expect.objectContaining({ state: 'failed', reason: expect.stringMatching(/setup command failed/) as unknown }),
+    ]);
 
     // A failed setup leaves no marker: the next run tries it again.
-    const again = await runSpotctl(['run', '--idle-timeout', '2s', '--sync', dir.path, '--setup', 'echo "E: Unable to locate package nope" >&2; exit 100', '--', 'true'], { home, env: ENV, timeoutMs: 60_000 });
+    const again = await runSpotctl(
+      ['run', '--idle-timeout', '2s', '--sync', dir.path, '--setup', 'echo "E: Unable to locate package nope" >&2; exit 100', '--', 'true'],
+      { home, env: ENV, timeoutMs: 60_000 },
+    );
     expect(again.stderr).toMatch(/Unable to locate package nope\n/);
     expect(again.code).toBe(1);
   });
@@ -82,21 +131,48 @@ describe('setup', () => {
       mkdirSync(project);
       writeFileSync(path.join(project, 'job.sh'), 'echo job ran\n');
       const remote = path.join(dir.path, 'remote');
-      const ssh = ['--remote-dir', remote, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+      const ssh = [
+        '--remote-dir',
+        remote,
+        '--host',
+        sshd.hostSpec,
+        '--identity',
+        sshd.identityFile,
+        '--known-hosts',
+        sshd.knownHostsFile,
+        '--ssh-config',
+        sshd.configFile,
+      ];
       const home = path.join(dir.path, 'home');
       const args = [...ssh, '--idle-timeout', '2s', '--sync', project];
-      const first = await runSpotctl(['run', ...args, '--setup', 'echo remote setup; test -f job.sh', '--', 'sh', 'job.sh'], { home, env: {}, timeoutMs: 120_000 });
+      const first = await runSpotctl(['run', ...args, '--setup', 'echo remote setup; test -f job.sh', '--', 'sh', 'job.sh'], {
+        home,
+        env: {},
+        timeoutMs: 120_000,
+      });
       expect(first.stderr).toMatch(/^remote setup$/m);
       expect(first.stderr).toMatch(/✓ ran the setup command on /);
       expect(first.stdout).toBe('job ran\n');
       expect(first.code, first.stderr).toBe(0);
-      const second = await runSpotctl(['run', ...args, '--setup', 'echo remote setup; test -f job.sh', '--', 'sh', 'job.sh'], { home, env: {}, timeoutMs: 120_000 });
+      const second = await runSpotctl(['run', ...args, '--setup', 'echo remote setup; test -f job.sh', '--', 'sh', 'job.sh'], {
+        home,
+        env: {},
+        timeoutMs: 120_000,
+      });
       expect(second.stderr).toMatch(/✓ setup already done on /);
       expect(second.stderr).not.toMatch(/^remote setup$/m);
       expect(second.code, second.stderr).toBe(0);
-      const failed = await runSpotctl(['run', '--json', ...args, '--setup', 'echo no disk >&2; exit 7', '--', 'sh', 'job.sh'], { home, env: {}, timeoutMs: 120_000 });
+      const failed = await runSpotctl(['run', '--json', ...args, '--setup', 'echo no disk >&2; exit 7', '--', 'sh', 'job.sh'], {
+        home,
+        env: {},
+        timeoutMs: 120_000,
+      });
       const last = JSON.parse(failed.stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
-      expect(last).toMatchObject({ type: 'error', code: 'SPOTCTL_SETUP_FAILED', message: expect.stringMatching(/^the setup command failed on .* \(exit 7\): no disk$/) as unknown });
+      expect(last).toMatchObject({
+        type: 'error',
+        code: 'SPOTCTL_SETUP_FAILED',
+        message: expect.stringMatching(/^the setup command failed on .* \(exit 7\): no disk$/) as unknown,
+      });
       expect(failed.stdout).not.toMatch(/job ran/);
       expect(failed.code).toBe(1);
     } finally {

@@ -52,7 +52,9 @@ test('corrupt restores, pulls and directory puts leave no temp file behind', asy
     await expect(restoreLatest({ store, runId, dir: restoreDir, retryForMs: 0 })).rejects.toThrow(/is corrupt/);
     await expect(pullCheckpointSet({ kind: 'dir', path: root }, runId, 'latest', pullDir)).rejects.toThrow(/is corrupt/);
     const wrong = randomBytes(5000);
-    await expect(store.put(`scratch/${round}`, wrong, { sha256: sha256('other'), size: wrong.length })).rejects.toBeInstanceOf(ContentMismatchError);
+    await expect(store.put(`scratch/${round}`, wrong, { sha256: sha256('other'), size: wrong.length })).rejects.toBeInstanceOf(
+      ContentMismatchError,
+    );
   }
   expect(await tempFilesUnder(work.path)).toEqual([]);
   expect((await readdir(restoreDir)).filter((n) => n.endsWith('.bin'))).toEqual([]);

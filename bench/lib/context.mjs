@@ -53,16 +53,26 @@ export class SharedSshd {
 /** The options every ssh in the benchmarks uses: the ones spotctl passes, minus its ControlMaster. */
 export function plainSshArgs(sshd) {
   return [
-    '-F', sshd.configFile,
-    '-o', 'BatchMode=yes',
-    '-o', `UserKnownHostsFile=${sshd.knownHostsFile}`,
-    '-o', 'GlobalKnownHostsFile=/dev/null',
-    '-o', 'StrictHostKeyChecking=yes',
-    '-o', 'UpdateHostKeys=no',
-    '-i', sshd.identityFile,
-    '-o', 'IdentitiesOnly=yes',
-    '-p', String(sshd.port),
-    '-l', sshd.user,
+    '-F',
+    sshd.configFile,
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    `UserKnownHostsFile=${sshd.knownHostsFile}`,
+    '-o',
+    'GlobalKnownHostsFile=/dev/null',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    'UpdateHostKeys=no',
+    '-i',
+    sshd.identityFile,
+    '-o',
+    'IdentitiesOnly=yes',
+    '-p',
+    String(sshd.port),
+    '-l',
+    sshd.user,
   ];
 }
 
@@ -104,7 +114,18 @@ export function createContext(init) {
     },
     /** `--remote-dir ... --host ... --identity ... --known-hosts ... --ssh-config ...` */
     hostArgs(sshd, remoteDir) {
-      return ['--remote-dir', remoteDir, '--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+      return [
+        '--remote-dir',
+        remoteDir,
+        '--host',
+        sshd.hostSpec,
+        '--identity',
+        sshd.identityFile,
+        '--known-hosts',
+        sshd.knownHostsFile,
+        '--ssh-config',
+        sshd.configFile,
+      ];
     },
     /** Runs the spotctl executable with this benchmark's SPOTCTL_HOME. */
     spotctl(args, options = {}) {
@@ -120,7 +141,13 @@ export function createContext(init) {
       if (!existsSync(runs)) return [];
       return readdirSync(runs).flatMap((id) => {
         try {
-          return [{ runId: id, stateDir: path.join(runs, id, 'agent'), ...JSON.parse(readFileSync(path.join(runs, id, 'agent', 'agent.json'), 'utf8')) }];
+          return [
+            {
+              runId: id,
+              stateDir: path.join(runs, id, 'agent'),
+              ...JSON.parse(readFileSync(path.join(runs, id, 'agent', 'agent.json'), 'utf8')),
+            },
+          ];
         } catch {
           return [];
         }

@@ -77,7 +77,8 @@ export function measure({ key, label, unit, figure, baseline, baselineLabel, not
     const b = summarize(baseline);
     m.baseline = { label: baselineLabel ?? 'baseline', stat: b };
     // Per pair when the runs were interleaved; a zero baseline (idle CPU of a bare node) has no ratio.
-    if (baseline.length === figure.length && figure.length > 1 && baseline.every((v) => v > 0)) m.ratio = summarize(pairRatios(figure, baseline));
+    if (baseline.length === figure.length && figure.length > 1 && baseline.every((v) => v > 0))
+      m.ratio = summarize(pairRatios(figure, baseline));
     else if (b.median > 0) m.ratio = summarize([f.median / b.median]);
   }
   if (note) m.note = note;

@@ -36,7 +36,9 @@ export async function bundleHarness(name, exports, external = []) {
     external,
     outfile,
     logLevel: 'warning',
-    banner: { js: "import { createRequire as __benchCreateRequire } from 'node:module'; const require = __benchCreateRequire(import.meta.url);" },
+    banner: {
+      js: "import { createRequire as __benchCreateRequire } from 'node:module'; const require = __benchCreateRequire(import.meta.url);",
+    },
   });
   try {
     return await import(pathToFileURL(outfile).href);

@@ -27,7 +27,9 @@ export function runCommand(file, args, options = {}) {
     const kill = () => child.kill('SIGKILL');
     const timer = setTimeout(() => {
       kill();
-      reject(new Error(`${file} ${args.join(' ')} did not finish within ${timeoutMs} ms; stderr: ${Buffer.concat(err).toString().slice(-2000)}`));
+      reject(
+        new Error(`${file} ${args.join(' ')} did not finish within ${timeoutMs} ms; stderr: ${Buffer.concat(err).toString().slice(-2000)}`),
+      );
     }, timeoutMs);
     signal?.addEventListener('abort', kill, { once: true });
     child.once('error', (e) => {
@@ -37,14 +39,21 @@ export function runCommand(file, args, options = {}) {
     child.once('close', (code, sig) => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', kill);
-      resolve({ code, signal: sig, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), ms: performance.now() - t0 });
+      resolve({
+        code,
+        signal: sig,
+        stdout: Buffer.concat(out).toString(),
+        stderr: Buffer.concat(err).toString(),
+        ms: performance.now() - t0,
+      });
     });
   });
 }
 
 /** Throws with the command's stderr when it did not exit 0. */
 export function expectOk(result, what) {
-  if (result.code !== 0) throw new Error(`${what} exited ${result.code ?? result.signal}: ${result.stderr.trim().split('\n').slice(-6).join('\n')}`);
+  if (result.code !== 0)
+    throw new Error(`${what} exited ${result.code ?? result.signal}: ${result.stderr.trim().split('\n').slice(-6).join('\n')}`);
   return result;
 }
 

@@ -58,7 +58,7 @@ export function renderMarkdown(store, modules, pending) {
   const lines = [];
   lines.push('# Benchmarks', '');
   lines.push('Written by `pnpm bench` (`node bench/run.mjs`); do not edit by hand. One benchmark alone: the command in its row');
-  lines.push('(it updates only that benchmark\'s rows). How to add one: [bench/README.md](bench/README.md).', '');
+  lines.push("(it updates only that benchmark's rows). How to add one: [bench/README.md](bench/README.md).", '');
   lines.push('Every figure is a median over several runs, with its spread (min–max, n runs), measured **interleaved with its');
   lines.push('baseline in the same go** (A, B, A, B, …) on a shared, noisy machine. Compare ratios across machines, not absolute');
   lines.push('figures. The ratio is the median of the per-pair ratios (figure ÷ baseline).', '');
@@ -74,7 +74,9 @@ export function renderMarkdown(store, modules, pending) {
     }
     usedRuns.add(res.runId);
     if (res.error) {
-      lines.push(`| ${mod.row ?? ''} | ${cell(mod.title)} | **error**: ${cell(res.error.slice(0, 300))} | | | | **error** | ${res.runId} | ${reproduce} |`);
+      lines.push(
+        `| ${mod.row ?? ''} | ${cell(mod.title)} | **error**: ${cell(res.error.slice(0, 300))} | | | | **error** | ${res.runId} | ${reproduce} |`,
+      );
       continue;
     }
     for (const m of res.measures) {
@@ -82,7 +84,9 @@ export function renderMarkdown(store, modules, pending) {
       const { detail } = judge(m, t);
       const base = m.baseline ? `${cell(m.baseline.label)}: ${fmtStat(m.baseline.stat, m.unit)}` : '—';
       const ratio = m.ratio ? `${fmt(m.ratio.median)}×${m.ratio.n > 1 ? ` (${fmt(m.ratio.min)}–${fmt(m.ratio.max)})` : ''}` : '—';
-      lines.push(`| ${mod.row ?? ''} | ${cell(m.label)} | ${fmtStat(m.figure, m.unit)} | ${base} | ${ratio} | ${t ? cell(t.text) : '—'} | ${detail} | ${res.runId} | ${reproduce} |`);
+      lines.push(
+        `| ${mod.row ?? ''} | ${cell(m.label)} | ${fmtStat(m.figure, m.unit)} | ${base} | ${ratio} | ${t ? cell(t.text) : '—'} | ${detail} | ${res.runId} | ${reproduce} |`,
+      );
     }
   }
   lines.push('');
@@ -113,5 +117,8 @@ export function renderMarkdown(store, modules, pending) {
       if (res.durationMs) lines.push(`Took ${fmt(res.durationMs / 1000)} s.`, '');
     }
   }
-  return `${lines.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
+  return `${lines
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trimEnd()}\n`;
 }

@@ -91,7 +91,11 @@ export function awsEnv(dir, endpoint) {
 
 /** `aws --endpoint-url ENDPOINT s3 cp --recursive DIR s3://…`, timed (wall, spawn to exit). */
 export async function awsS3CpRecursive({ dir, url, endpoint, env, signal, timeoutMs = 120_000 }) {
-  const r = await runCommand('aws', ['--endpoint-url', endpoint, 's3', 'cp', '--recursive', '--only-show-errors', '--no-progress', dir, url], { env, signal, timeoutMs, stdout: 'ignore' });
+  const r = await runCommand(
+    'aws',
+    ['--endpoint-url', endpoint, 's3', 'cp', '--recursive', '--only-show-errors', '--no-progress', dir, url],
+    { env, signal, timeoutMs, stdout: 'ignore' },
+  );
   expectOk({ ...r, stdout: '' }, 'aws s3 cp --recursive');
   return r.ms;
 }
@@ -111,7 +115,10 @@ export async function awsS3Cat({ url, endpoint, env, signal, timeoutMs = 30_000 
  * @param {{ agentBundle: string, signal: AbortSignal, onCleanup: (fn: () => unknown) => void }} ctx
  * @param {{ dir: string, command?: string[], extra?: E, env?: NodeJS.ProcessEnv, graceMs?: number, idleTimeoutMs?: number, timeoutMs?: number }} options
  */
-export async function startSpotAgent(ctx, { dir, command, extra = /** @type {E} */ ({}), env, graceMs, idleTimeoutMs = 600_000, timeoutMs = 30_000 }) {
+export async function startSpotAgent(
+  ctx,
+  { dir, command, extra = /** @type {E} */ ({}), env, graceMs, idleTimeoutMs = 600_000, timeoutMs = 30_000 },
+) {
   const { file, config } = writeAgentConfig(dir, { command, idleTimeoutMs });
   const full = { ...config, ...(graceMs !== undefined ? { graceMs } : {}), ...extra, shutdownAction: { kind: 'exit' } };
   writeFileSync(file, JSON.stringify(full), { mode: 0o600 });

@@ -32,7 +32,10 @@ export function summarize(samples) {
 
 /** Percentile (0..100) of unsorted values. */
 export function percentile(values, p) {
-  return quantile([...values].sort((a, b) => a - b), p / 100);
+  return quantile(
+    [...values].sort((a, b) => a - b),
+    p / 100,
+  );
 }
 
 /**

@@ -50,7 +50,11 @@ export function runToFile({ file, args, outFile, env, signal, timeoutMs, onSpawn
     const timer = setTimeout(() => {
       kill();
       clearInterval(poller);
-      reject(new Error(`${args.slice(0, 3).join(' ')}… did not finish within ${timeoutMs} ms; stderr: ${Buffer.concat(err).toString().slice(-2000)}`));
+      reject(
+        new Error(
+          `${args.slice(0, 3).join(' ')}… did not finish within ${timeoutMs} ms; stderr: ${Buffer.concat(err).toString().slice(-2000)}`,
+        ),
+      );
     }, timeoutMs);
     signal?.addEventListener('abort', kill, { once: true });
     child.once('error', (e) => {

@@ -56,7 +56,10 @@ export interface CommandResult {
 }
 
 /** Runs `node agent.mjs ...args` to completion (bounded). */
-export function runAgentCli(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<CommandResult> {
+export function runAgentCli(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+): Promise<CommandResult> {
   const timeoutMs = options.timeoutMs ?? 30_000;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [AGENT_BUNDLE, ...args], {
@@ -70,7 +73,11 @@ export function runAgentCli(args: string[], options: { env?: NodeJS.ProcessEnv; 
     child.stderr.on('data', (d: Buffer) => err.push(d));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`agent ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout: ${Buffer.concat(out).toString()} stderr: ${Buffer.concat(err).toString()}`));
+      reject(
+        new Error(
+          `agent ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout: ${Buffer.concat(out).toString()} stderr: ${Buffer.concat(err).toString()}`,
+        ),
+      );
     }, timeoutMs);
     child.once('error', (e) => {
       clearTimeout(timer);
@@ -242,7 +249,11 @@ export async function startAgent(options: StartAgentOptions): Promise<AgentProce
 }
 
 /** GET the health route (or any path) with an optional token. */
-export async function httpGet(agent: Pick<AgentProcess, 'httpUrl'>, pathName = HEALTH_PATH, token?: string): Promise<{ status: number; body: unknown }> {
+export async function httpGet(
+  agent: Pick<AgentProcess, 'httpUrl'>,
+  pathName = HEALTH_PATH,
+  token?: string,
+): Promise<{ status: number; body: unknown }> {
   const response = await fetch(`${agent.httpUrl}${pathName}`, {
     headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
     signal: AbortSignal.timeout(10_000),
@@ -275,7 +286,10 @@ export interface RefusedUpgrade {
 export function expectUpgradeRefused(agent: Pick<AgentProcess, 'url' | 'token'>, options: ConnectOptions = {}): Promise<RefusedUpgrade> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(agent.url, options.protocols ?? [WS_SUBPROTOCOL], { headers: authHeaders(agent, options), perMessageDeflate: false });
+    const ws = new WebSocket(agent.url, options.protocols ?? [WS_SUBPROTOCOL], {
+      headers: authHeaders(agent, options),
+      perMessageDeflate: false,
+    });
     const timer = setTimeout(() => {
       ws.terminate();
       reject(new Error(`no answer to the upgrade within ${timeoutMs} ms`));
@@ -418,7 +432,11 @@ export class TestClient implements AsyncDisposable {
   }
 
   async waitForResponse(id: number | null, timeoutMs = 10_000): Promise<Response> {
-    const found = await this.waitFor((m): m is Response => 'id' in m && m.id === id, { timeoutMs, what: `response to request ${id}`, fromStart: true });
+    const found = await this.waitFor((m): m is Response => 'id' in m && m.id === id, {
+      timeoutMs,
+      what: `response to request ${id}`,
+      fromStart: true,
+    });
     return found;
   }
 
@@ -464,7 +482,10 @@ export class TestClient implements AsyncDisposable {
         else resolve(value as T);
       };
       const wake = (): void => void check();
-      const timer = setTimeout(() => finish(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${this.describe()}`)), timeoutMs);
+      const timer = setTimeout(
+        () => finish(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${this.describe()}`)),
+        timeoutMs,
+      );
       this.#waiters.add(wake);
       check();
     });
@@ -476,10 +497,13 @@ export class TestClient implements AsyncDisposable {
     options: { timeoutMs?: number; where?: (m: Extract<TestMessage, { event: E }>) => boolean } = {},
   ): Promise<Extract<TestMessage, { event: E }>> {
     const where = options.where ?? (() => true);
-    return this.waitFor((m): m is Extract<TestMessage, { event: E }> => 'event' in m && m.event === event && where(m as Extract<TestMessage, { event: E }>), {
-      timeoutMs: options.timeoutMs ?? 10_000,
-      what: `event ${event}`,
-    });
+    return this.waitFor(
+      (m): m is Extract<TestMessage, { event: E }> => 'event' in m && m.event === event && where(m as Extract<TestMessage, { event: E }>),
+      {
+        timeoutMs: options.timeoutMs ?? 10_000,
+        what: `event ${event}`,
+      },
+    );
   }
 
   /** A short account of what arrived, for error messages. */

@@ -53,9 +53,16 @@ export interface TestInstanceHost extends AsyncDisposable {
 /** A curl that calls TerminateInstances on moto for `{instanceId}` in `{region}` (moto checks no signature). */
 export function terminateViaMotoArgv(moto: MotoEc2): string[] {
   return [
-    'curl', '-sS', '-m', '20', '-X', 'POST',
-    '-H', 'Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/ec2/aws4_request, SignedHeaders=host, Signature=0',
-    '--data', 'Action=TerminateInstances&Version=2016-11-15&InstanceId.1={instanceId}',
+    'curl',
+    '-sS',
+    '-m',
+    '20',
+    '-X',
+    'POST',
+    '-H',
+    'Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/ec2/aws4_request, SignedHeaders=host, Signature=0',
+    '--data',
+    'Action=TerminateInstances&Version=2016-11-15&InstanceId.1={instanceId}',
     `${moto.endpoint}/`,
   ];
 }
@@ -114,7 +121,13 @@ export async function startTestInstanceHost(options: {
       const profile = (await iam.send(new GetInstanceProfileCommand({ InstanceProfileName: name }))).InstanceProfile;
       const roleName = profile?.Roles?.[0]?.RoleName;
       if (!roleName) throw new Error(`instance profile ${profileArn} has no role`);
-      await options.imds.setInstanceProfile({ arn: profileArn, roleName, accessKeyId: 'ASIAMOTOINSTANCE', secretAccessKey: 'instance-secret', sessionToken: `session-for-${roleName}` });
+      await options.imds.setInstanceProfile({
+        arn: profileArn,
+        roleName,
+        accessKeyId: 'ASIAMOTOINSTANCE',
+        secretAccessKey: 'instance-secret',
+        sessionToken: `session-for-${roleName}`,
+      });
     } finally {
       iam.destroy();
     }
@@ -156,7 +169,10 @@ export async function startTestInstanceHost(options: {
           // The machine this host played is gone: nothing answers on its address any more.
           if (current !== undefined && !live.some((i) => i.InstanceId === current)) {
             await sshd.stop();
-            await killInstanceProcesses(netns, (options.keepPids?.() ?? []).filter((p): p is number => p !== undefined));
+            await killInstanceProcesses(
+              netns,
+              (options.keepPids?.() ?? []).filter((p): p is number => p !== undefined),
+            );
             current = undefined;
           }
           const fresh = live.filter((i) => i.InstanceId && !booted.includes(i.InstanceId));

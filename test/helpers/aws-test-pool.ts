@@ -92,7 +92,13 @@ export async function startTestInstancePool(options: {
       const name = profileArn.split('/').at(-1)!;
       const roleName = (await iam.send(new GetInstanceProfileCommand({ InstanceProfileName: name }))).InstanceProfile?.Roles?.[0]?.RoleName;
       if (!roleName) throw new Error(`instance profile ${profileArn} has no role`);
-      await imds.setInstanceProfile({ arn: profileArn, roleName, accessKeyId: 'ASIAMOTOINSTANCE', secretAccessKey: 'instance-secret', sessionToken: `session-for-${roleName}` });
+      await imds.setInstanceProfile({
+        arn: profileArn,
+        roleName,
+        accessKeyId: 'ASIAMOTOINSTANCE',
+        secretAccessKey: 'instance-secret',
+        sessionToken: `session-for-${roleName}`,
+      });
     } finally {
       iam.destroy();
     }
@@ -168,7 +174,8 @@ export async function startTestInstancePool(options: {
           if (!host.gone && !live.some((i) => i.InstanceId === host.instanceId)) await shutDown(host);
         }
         for (const instance of live) {
-          if (instance.InstanceId && !hosts.has(instance.InstanceId)) await boot(instance.InstanceId, instance.KeyName, instance.IamInstanceProfile?.Arn);
+          if (instance.InstanceId && !hosts.has(instance.InstanceId))
+            await boot(instance.InstanceId, instance.KeyName, instance.IamInstanceProfile?.Arn);
         }
       } catch (error) {
         errors.push(error instanceof Error ? error.message : String(error));
@@ -200,14 +207,23 @@ export async function startTestInstancePool(options: {
       for (;;) {
         const id = booted[index];
         if (id !== undefined) return hosts.get(id)!;
-        if (Date.now() > deadline) throw new Error(`no host #${index} booted after ${timeoutMs} ms (booted: ${booted.join(', ') || 'none'}; errors: ${errors.join('; ')})`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `no host #${index} booted after ${timeoutMs} ms (booted: ${booted.join(', ') || 'none'}; errors: ${errors.join('; ')})`,
+          );
         await sleep(POLL_MS);
       }
     },
     async waitAllGone(timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       while ([...hosts.values()].some((h) => !h.gone)) {
-        if (Date.now() > deadline) throw new Error(`hosts still up after ${timeoutMs} ms: ${[...hosts.values()].filter((h) => !h.gone).map((h) => h.instanceId).join(', ')}`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `hosts still up after ${timeoutMs} ms: ${[...hosts.values()]
+              .filter((h) => !h.gone)
+              .map((h) => h.instanceId)
+              .join(', ')}`,
+          );
         await sleep(POLL_MS);
       }
     },

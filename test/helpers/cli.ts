@@ -36,7 +36,11 @@ export function collect(child: ChildProcessWithoutNullStreams, timeoutMs = 120_0
     child.stderr.on('data', (d: Buffer) => err.push(d));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`spotctl did not exit within ${timeoutMs} ms\nstdout tail: ${Buffer.concat(out).toString().slice(-2000)}\nstderr: ${Buffer.concat(err).toString().slice(-4000)}`));
+      reject(
+        new Error(
+          `spotctl did not exit within ${timeoutMs} ms\nstdout tail: ${Buffer.concat(out).toString().slice(-2000)}\nstderr: ${Buffer.concat(err).toString().slice(-4000)}`,
+        ),
+      );
     }, timeoutMs);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -96,12 +100,20 @@ export function watchSpotctl(args: string[], options: CliOptions & { timeoutMs?:
             resolve();
           } else if (exited) {
             cleanup();
-            reject(new Error(`spotctl exited before ${stream} matched ${regex}\nstdout tail: ${text.stdout.slice(-1000)}\nstderr: ${text.stderr.slice(-3000)}`));
+            reject(
+              new Error(
+                `spotctl exited before ${stream} matched ${regex}\nstdout tail: ${text.stdout.slice(-1000)}\nstderr: ${text.stderr.slice(-3000)}`,
+              ),
+            );
           }
         };
         const timer = setTimeout(() => {
           cleanup();
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${regex} on ${stream}\nstdout tail: ${text.stdout.slice(-1000)}\nstderr: ${text.stderr.slice(-3000)}`));
+          reject(
+            new Error(
+              `timed out after ${timeoutMs} ms waiting for ${regex} on ${stream}\nstdout tail: ${text.stdout.slice(-1000)}\nstderr: ${text.stderr.slice(-3000)}`,
+            ),
+          );
         }, timeoutMs);
         const cleanup = () => {
           clearTimeout(timer);

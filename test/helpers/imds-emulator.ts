@@ -21,7 +21,13 @@ import {
   type ScheduledInterruption,
 } from '@spotctl/agent';
 
-export { imdsTime, type ListenOptions, type ScheduleInterruptionOptions, type ScheduledInterruption, type SpotAction } from '@spotctl/agent';
+export {
+  imdsTime,
+  type ListenOptions,
+  type ScheduleInterruptionOptions,
+  type ScheduledInterruption,
+  type SpotAction,
+} from '@spotctl/agent';
 
 export interface TestImdsEmulatorOptions extends ImdsEmulatorOptions {
   /** @default 'i-0123456789abcdef0' */
@@ -92,7 +98,15 @@ export class TestImdsEmulator extends ImdsEmulator {
   readonly #httpTokens: 'required' | 'optional';
   readonly #static: Map<string, string>;
   readonly #log: ImdsRequestRecord[] = [];
-  readonly #counts: ImdsRequestCounts = { total: 0, tokenPuts: 0, gets: 0, unauthorized: 0, noticesServed: 0, connections: 0, credentialsServed: 0 };
+  readonly #counts: ImdsRequestCounts = {
+    total: 0,
+    tokenPuts: 0,
+    gets: 0,
+    unauthorized: 0,
+    noticesServed: 0,
+    connections: 0,
+    credentialsServed: 0,
+  };
   readonly #sockets = new WeakSet<Socket>();
   readonly #faults: Array<Required<ImdsFault>> = [];
   readonly #pending = new Set<NodeJS.Timeout>();
@@ -226,7 +240,12 @@ export class TestImdsEmulator extends ImdsEmulator {
   /** Every answer goes through here: recorded as it is sent, so a client that has it sees it counted. */
   protected override send(res: http.ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
     const req = res.req;
-    this.#record({ at: this.#arrivedAt.get(res) ?? this.clock.now(), method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0] ?? '/', status });
+    this.#record({
+      at: this.#arrivedAt.get(res) ?? this.clock.now(),
+      method: req.method ?? 'GET',
+      path: (req.url ?? '/').split('?')[0] ?? '/',
+      status,
+    });
     super.send(res, status, body, headers);
   }
 
@@ -261,7 +280,16 @@ export class TestImdsEmulator extends ImdsEmulator {
     if (!profile) return this.fail(res, 404);
     const updated = imdsTime(now);
     if (base === undefined) {
-      return this.send(res, 200, JSON.stringify({ Code: 'Success', LastUpdated: updated, InstanceProfileArn: profile.arn, InstanceProfileId: 'AIPAEMULATOR0000000' }));
+      return this.send(
+        res,
+        200,
+        JSON.stringify({
+          Code: 'Success',
+          LastUpdated: updated,
+          InstanceProfileArn: profile.arn,
+          InstanceProfileId: 'AIPAEMULATOR0000000',
+        }),
+      );
     }
     const name = path.length > base.length ? path.slice(base.length) : '';
     if (name === '') return this.send(res, 200, profile.roleName);

@@ -217,7 +217,10 @@ export function memoryLogger(): {
   at(level: LogEntry['level']): LogEntry[];
 } {
   const entries: LogEntry[] = [];
-  const fn = (level: LogEntry['level']): LogFn => (obj, msg) => void entries.push({ level, msg, obj });
+  const fn =
+    (level: LogEntry['level']): LogFn =>
+    (obj, msg) =>
+      void entries.push({ level, msg, obj });
   return {
     entries,
     logger: { debug: fn('debug'), info: fn('info'), warn: fn('warn'), error: fn('error') },

@@ -110,10 +110,7 @@ export interface WaitForOptions {
  * has no event to wait on: a file appearing, a process exiting, a socket accepting. Errors thrown
  * by the predicate count as "not yet"; the last one is reported on timeout.
  */
-export async function waitFor<T>(
-  predicate: () => T | Promise<T>,
-  options: WaitForOptions = {},
-): Promise<NonNullable<T>> {
+export async function waitFor<T>(predicate: () => T | Promise<T>, options: WaitForOptions = {}): Promise<NonNullable<T>> {
   const { timeoutMs = 10_000, intervalMs = 50, what = 'condition', signal } = options;
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;

@@ -109,8 +109,7 @@ function exited(child: ChildProcess): Promise<void> {
 
 export async function startSshd(options: StartSshdOptions = {}): Promise<Sshd> {
   const netnsName = typeof options.netns === 'string' ? options.netns : options.netns?.name;
-  const address =
-    options.address ?? (typeof options.netns === 'object' ? options.netns.nsAddress : undefined) ?? '127.0.0.1';
+  const address = options.address ?? (typeof options.netns === 'object' ? options.netns.nsAddress : undefined) ?? '127.0.0.1';
   if (netnsName && address.startsWith('127.')) {
     throw new Error('startSshd: inside a namespace, listen on its veth address (pass address or a Netns object)');
   }

@@ -168,7 +168,11 @@ export class Agent implements AsyncDisposable {
     } catch (err) {
       log.fatal({ err }, 'agent failed to start');
       // Undo: a job without an agent would run unobserved and unstoppable.
-      agent.#supervisor.stop({ force: true, reason: 'agent-start-failed', error: `the agent failed to start: ${err instanceof Error ? err.message : String(err)}` });
+      agent.#supervisor.stop({
+        force: true,
+        reason: 'agent-start-failed',
+        error: `the agent failed to start: ${err instanceof Error ? err.message : String(err)}`,
+      });
       await agent.close();
       throw err;
     }
@@ -211,7 +215,9 @@ export class Agent implements AsyncDisposable {
       lastSeq: this.#store.lastSeq,
       error: s.error,
       ...(this.#report ? { interruption: this.#report } : {}),
-      ...(this.#checkpoints ? { checkpoints: { ...this.#checkpoints.health(), ...(this.#finalFlush ? { finalFlush: this.#finalFlush } : {}) } } : {}),
+      ...(this.#checkpoints
+        ? { checkpoints: { ...this.#checkpoints.health(), ...(this.#finalFlush ? { finalFlush: this.#finalFlush } : {}) } }
+        : {}),
     };
   }
 
@@ -245,7 +251,13 @@ export class Agent implements AsyncDisposable {
     const { config } = this;
     const log = this.logger;
     log.info(
-      { runId: config.runId, command: config.command, workdir: config.workdir, stateDir: config.stateDir, continuingAfterSeq: this.#store.lastSeq },
+      {
+        runId: config.runId,
+        command: config.command,
+        workdir: config.workdir,
+        stateDir: config.stateDir,
+        continuingAfterSeq: this.#store.lastSeq,
+      },
       'agent starting',
     );
     const buildId = options.buildId ?? currentBuildId();
@@ -254,7 +266,8 @@ export class Agent implements AsyncDisposable {
     if (config.checkpoint?.credentials === 'forwarded') {
       const { ForwardedCredentials, hostCredentialChain } = await import('./checkpoint/index.ts');
       const target = config.checkpoint.target;
-      const region = (target.kind === 's3' ? target.region : undefined) || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
+      const region =
+        (target.kind === 's3' ? target.region : undefined) || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
       this.#credentials = new ForwardedCredentials({
         hostChain: hostCredentialChain(region),
         ...(config.checkpoint.credentialsWaitMs !== undefined ? { waitMs: config.checkpoint.credentialsWaitMs } : {}),
@@ -393,9 +406,17 @@ export class Agent implements AsyncDisposable {
     const timer = setTimeout(() => budget.abort(new Error('out of time')), this.config.checkpoint?.exitFlushBudgetMs ?? 300_000);
     try {
       const { uploadOutputs } = await import('./checkpoint/outputs.ts');
-      const result = await uploadOutputs({ store, runId: this.config.runId, workdir: this.config.workdir, patterns, signal: budget.signal });
+      const result = await uploadOutputs({
+        store,
+        runId: this.config.runId,
+        workdir: this.config.workdir,
+        patterns,
+        signal: budget.signal,
+      });
       log[result.failed.length ? 'error' : 'info']({ outputs: result }, 'uploaded the --pull outputs of the interrupted run');
-      this.#systemLine(`outputs: ${result.files} files (${formatBytes(result.bytes)}) saved to the checkpoint target under outputs/${result.failed.length ? `; ${result.failed.length} failed (first: ${result.failed[0]!.path}: ${result.failed[0]!.error})` : ''}`);
+      this.#systemLine(
+        `outputs: ${result.files} files (${formatBytes(result.bytes)}) saved to the checkpoint target under outputs/${result.failed.length ? `; ${result.failed.length} failed (first: ${result.failed[0]!.path}: ${result.failed[0]!.error})` : ''}`,
+      );
     } catch (err) {
       log.error({ err }, 'uploading the --pull outputs failed');
     } finally {
@@ -496,7 +517,9 @@ export class Agent implements AsyncDisposable {
         inMs: simulate.interruptAfterMs,
         ...(simulate.noticeLeadMs !== undefined ? { leadMs: simulate.noticeLeadMs } : {}),
       });
-      this.#systemLine(`rehearsal: an interruption notice (${scheduled.action}, deadline ${scheduled.time}) will be served in ${Math.round(simulate.interruptAfterMs / 1000)} s`);
+      this.#systemLine(
+        `rehearsal: an interruption notice (${scheduled.action}, deadline ${scheduled.time}) will be served in ${Math.round(simulate.interruptAfterMs / 1000)} s`,
+      );
     }
     const checkpoints = this.#checkpoints;
     const target = this.config.checkpoint?.target;
@@ -513,7 +536,12 @@ export class Agent implements AsyncDisposable {
       isJobActive: () => this.#supervisor.active,
       checkpoints:
         checkpoints && target && describeTarget
-          ? { pendingBytes: () => checkpoints.pendingBytes(), lastSetBytes: () => checkpoints.lastCommitted?.bytes ?? 0, flush: (reason, o) => checkpoints.flush(reason, o), describe: () => describeTarget(target, this.config.runId) }
+          ? {
+              pendingBytes: () => checkpoints.pendingBytes(),
+              lastSetBytes: () => checkpoints.lastCommitted?.bytes ?? 0,
+              flush: (reason, o) => checkpoints.flush(reason, o),
+              describe: () => describeTarget(target, this.config.runId),
+            }
           : undefined,
       onRebalance: this.config.onRebalance,
       simulated: simulate !== undefined,
@@ -525,8 +553,16 @@ export class Agent implements AsyncDisposable {
       onRebalanceEvent: (noticeTime, action) => this.#server?.broadcast({ type: 'event', event: 'rebalance', noticeTime, action }),
       // A new set is announced by its own `checkpoint` event; the other outcomes are said here.
       onRebalanceFlushed: (flush) => {
-        if (flush.error) this.#systemLine(`rebalance checkpoint failed: ${flush.error}${flush.committedSeq !== null ? `; the newest set is still #${flush.committedSeq}` : ''}`);
-        else if (flush.unchanged) this.#systemLine(flush.committedSeq !== null ? `rebalance checkpoint: nothing changed since set #${flush.committedSeq}` : 'rebalance checkpoint: the checkpoint folder is empty, nothing to save');
+        if (flush.error)
+          this.#systemLine(
+            `rebalance checkpoint failed: ${flush.error}${flush.committedSeq !== null ? `; the newest set is still #${flush.committedSeq}` : ''}`,
+          );
+        else if (flush.unchanged)
+          this.#systemLine(
+            flush.committedSeq !== null
+              ? `rebalance checkpoint: nothing changed since set #${flush.committedSeq}`
+              : 'rebalance checkpoint: the checkpoint folder is empty, nothing to save',
+          );
       },
       onReport: (report) => {
         this.#report = report;
@@ -620,7 +656,9 @@ export class Agent implements AsyncDisposable {
 /** The agent listens on loopback (reached through an SSH tunnel) unless the config says otherwise. */
 function assertBindable(host: string, explicit: boolean): void {
   if (explicit || isLoopback(host)) return;
-  throw new UserError('SPOTCTL_CONFIG', `refusing to listen on ${host}: only loopback is allowed unless "host" is set in the config`, { exitCode: 2 });
+  throw new UserError('SPOTCTL_CONFIG', `refusing to listen on ${host}: only loopback is allowed unless "host" is set in the config`, {
+    exitCode: 2,
+  });
 }
 
 export function isLoopback(host: string): boolean {

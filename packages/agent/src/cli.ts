@@ -101,7 +101,8 @@ function runFlags(args: readonly string[]): { config: string; readyFd: number | 
   const at = args.indexOf('--ready-fd');
   if (at < 0) return { config: configFlag(args), readyFd: undefined };
   const readyFd = Number(args[at + 1]);
-  if (!Number.isInteger(readyFd) || readyFd < 3) throw new UserError('SPOTCTL_USAGE', '--ready-fd needs a file descriptor number from 3 up');
+  if (!Number.isInteger(readyFd) || readyFd < 3)
+    throw new UserError('SPOTCTL_USAGE', '--ready-fd needs a file descriptor number from 3 up');
   return { config: configFlag([...args.slice(0, at), ...args.slice(at + 2)]), readyFd };
 }
 
@@ -151,7 +152,10 @@ async function runForeground(configPath: string, readyFd?: number): Promise<numb
       log.info({ signal, graceMs: config.graceMs }, 'signal received: stopping the job, then exiting');
       agent.stopJob({ reason: 'agent-signal' });
       // Capped: past MAX_TIMER_MS a timer fires at once, which would exit before the grace even began.
-      const bound = setTimeout(() => agent.requestExit(1, `${signal}: the job did not end in time`), Math.min(config.graceMs + 10_000, MAX_TIMER_MS));
+      const bound = setTimeout(
+        () => agent.requestExit(1, `${signal}: the job did not end in time`),
+        Math.min(config.graceMs + 10_000, MAX_TIMER_MS),
+      );
       bound.unref();
       // Settled, not just ended: the final checkpoint flush must finish before we exit.
       void agent.jobSettled.then(() => {
@@ -182,7 +186,6 @@ async function runForeground(configPath: string, readyFd?: number): Promise<numb
   if (!(await Promise.race([closed, timedOut]))) process.stderr.write('spotctl-agent: close() timed out; exiting anyway\n');
   return exit.code;
 }
-
 
 /**
  * `start`: validates the config, then runs `run` as a daemon in its own session (so it survives
@@ -216,10 +219,14 @@ async function startDaemon(configPath: string, io: CliIo): Promise<number> {
     // most of an idle agent's CPU in its first minute. The first returns 14–18 MB of RSS; the
     // second freed nothing and cost 17–25 ms (BENCHMARKS.md, agent-idle): one is enough.
     const v8Flags = process.execArgv.includes(MEMORY_REDUCER_SINGLE_GC) ? [] : [MEMORY_REDUCER_SINGLE_GC];
-    child = spawn(process.execPath, [...process.execArgv, ...v8Flags, bundle, 'run', '--config', path.resolve(configPath), '--ready-fd', '3'], {
-      detached: true,
-      stdio: ['ignore', outFd, outFd, 'pipe'],
-    });
+    child = spawn(
+      process.execPath,
+      [...process.execArgv, ...v8Flags, bundle, 'run', '--config', path.resolve(configPath), '--ready-fd', '3'],
+      {
+        detached: true,
+        stdio: ['ignore', outFd, outFd, 'pipe'],
+      },
+    );
   } finally {
     fs.closeSync(outFd);
   }
@@ -271,7 +278,9 @@ async function waitForDaemon(options: WaitForDaemonOptions): Promise<number> {
     const exited = options.exited();
     if (exited) {
       io.stderr(tailOf(outPath, outStart));
-      io.stderr(`spotctl-agent: the agent exited (${exited.signal ?? `code ${exited.code}`}) before it was ready; its output is above and in ${outPath}\n`);
+      io.stderr(
+        `spotctl-agent: the agent exited (${exited.signal ?? `code ${exited.code}`}) before it was ready; its output is above and in ${outPath}\n`,
+      );
       return 1;
     }
     if (Date.now() >= deadline) {

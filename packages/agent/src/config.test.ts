@@ -57,8 +57,16 @@ describe('loadAgentConfig', () => {
 
   test('resolves the checkpoint folder against the workdir and defaults its settle time and exit flush budget', () => {
     const c = loadAgentConfig(write({ ...minimal, checkpoint: { target: { kind: 'dir', path: '/store' } } }), {});
-    expect(c.checkpoint).toEqual({ target: { kind: 'dir', path: '/store' }, dir: '/w/checkpoints', settleMs: 500, exitFlushBudgetMs: 300_000 });
-    const short = loadAgentConfig(write({ ...minimal, checkpoint: { target: { kind: 'dir', path: '/store' }, exitFlushBudgetMs: 2000 } }), {});
+    expect(c.checkpoint).toEqual({
+      target: { kind: 'dir', path: '/store' },
+      dir: '/w/checkpoints',
+      settleMs: 500,
+      exitFlushBudgetMs: 300_000,
+    });
+    const short = loadAgentConfig(
+      write({ ...minimal, checkpoint: { target: { kind: 'dir', path: '/store' }, exitFlushBudgetMs: 2000 } }),
+      {},
+    );
     expect(short.checkpoint?.exitFlushBudgetMs).toBe(2000);
   });
 
@@ -84,11 +92,17 @@ describe('loadAgentConfig', () => {
   test('refuses delays a Node.js timer cannot hold (2^31-1 ms) and unknown rebalance signals', () => {
     const tooLong = 2 ** 31;
     for (const field of ['graceMs', 'maxRuntimeMs', 'idleTimeoutMs'] as const) {
-      expect(configError(() => loadAgentConfig(write({ ...minimal, [field]: tooLong }), {})).message).toMatch(new RegExp(`/${field}.*2147483647`));
+      expect(configError(() => loadAgentConfig(write({ ...minimal, [field]: tooLong }), {})).message).toMatch(
+        new RegExp(`/${field}.*2147483647`),
+      );
       expect(loadAgentConfig(write({ ...minimal, [field]: tooLong - 1 }), {})[field]).toBe(tooLong - 1);
     }
-    expect(configError(() => loadAgentConfig(write({ ...minimal, simulate: { interruptAfterMs: 360_000_000_000_000 } }), {})).message).toMatch(/\/simulate\/interruptAfterMs/);
-    expect(configError(() => loadAgentConfig(write({ ...minimal, onRebalance: 'signal:NOPE' }), {})).message).toMatch(/\/onRebalance: unknown signal 'NOPE'/);
+    expect(
+      configError(() => loadAgentConfig(write({ ...minimal, simulate: { interruptAfterMs: 360_000_000_000_000 } }), {})).message,
+    ).toMatch(/\/simulate\/interruptAfterMs/);
+    expect(configError(() => loadAgentConfig(write({ ...minimal, onRebalance: 'signal:NOPE' }), {})).message).toMatch(
+      /\/onRebalance: unknown signal 'NOPE'/,
+    );
     expect(loadAgentConfig(write({ ...minimal, onRebalance: 'signal:USR1' }), {}).onRebalance).toBe('signal:USR1');
   });
 });

@@ -119,7 +119,12 @@ export function resolveAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = proces
     simulate: c.simulate,
     onRebalance: c.onRebalance ?? 'checkpoint',
     checkpoint: c.checkpoint
-      ? { ...c.checkpoint, dir: path.resolve(path.resolve(c.workdir), c.checkpoint.dir ?? 'checkpoints'), settleMs: c.checkpoint.settleMs ?? DEFAULT_CHECKPOINT_SETTLE_MS, exitFlushBudgetMs: c.checkpoint.exitFlushBudgetMs ?? DEFAULT_EXIT_FLUSH_BUDGET_MS }
+      ? {
+          ...c.checkpoint,
+          dir: path.resolve(path.resolve(c.workdir), c.checkpoint.dir ?? 'checkpoints'),
+          settleMs: c.checkpoint.settleMs ?? DEFAULT_CHECKPOINT_SETTLE_MS,
+          exitFlushBudgetMs: c.checkpoint.exitFlushBudgetMs ?? DEFAULT_EXIT_FLUSH_BUDGET_MS,
+        }
       : undefined,
     gpus: c.gpus,
   };

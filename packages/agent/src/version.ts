@@ -18,9 +18,7 @@ export function buildId(): string {
   // import.meta.url is the bundle file itself once esbuild has inlined this module; it equals
   // process.argv[1] for `node agent.mjs`, and stays right when the bundle is imported instead.
   const file = fileURLToPath(import.meta.url);
-  cachedBuildId = file.endsWith('.ts')
-    ? 'dev'
-    : createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 16);
+  cachedBuildId = file.endsWith('.ts') ? 'dev' : createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 16);
   return cachedBuildId;
 }
 

@@ -47,7 +47,10 @@ const code = await main(process.argv.slice(2));
 // written (or the reader is gone: then there is nothing left to wait for).
 await Promise.all(
   [process.stdout, process.stderr].map(
-    (stream) => new Promise((resolve) => (stream.writableLength === 0 || stream.destroyed ? resolve(undefined) : stream.write('', () => resolve(undefined)))),
+    (stream) =>
+      new Promise((resolve) =>
+        stream.writableLength === 0 || stream.destroyed ? resolve(undefined) : stream.write('', () => resolve(undefined)),
+      ),
   ),
 );
 process.exit(code);

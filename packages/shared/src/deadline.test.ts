@@ -16,10 +16,14 @@ async function firesDespiteGc(make: () => AbortSignal, boundMs: number): Promise
   const signal = make();
   return await new Promise((resolve) => {
     const bound = setTimeout(() => resolve('never'), boundMs);
-    signal.addEventListener('abort', () => {
-      clearTimeout(bound);
-      resolve('fired');
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(bound);
+        resolve('fired');
+      },
+      { once: true },
+    );
     for (const atMs of [0, 10, 30, 60]) setTimeout(() => gc(), atMs);
   });
 }

@@ -19,7 +19,8 @@ export const ERROR_CODES = {
   SPOTCTL_UNAUTHORIZED: 'The bearer token was missing or wrong.',
   SPOTCTL_BAD_REQUEST: 'A request was malformed or named an unknown method.',
   SPOTCTL_JOB_STATE: 'The job is not in a state that allows the request.',
-  SPOTCTL_INTERRUPTED: 'A spot interruption ended the run before its job finished, and it was not (or could no longer be) recovered; exit code 75.',
+  SPOTCTL_INTERRUPTED:
+    'A spot interruption ended the run before its job finished, and it was not (or could no longer be) recovered; exit code 75.',
   SPOTCTL_CHECKPOINT_NOT_FOUND: 'The run has no (such) committed checkpoint set where this machine can read it.',
   SPOTCTL_CHECKPOINT_CORRUPT: 'A checkpoint file does not match the SHA-256 in its manifest.',
   SPOTCTL_AWS_CREDENTIALS: 'No usable AWS credentials were found.',

@@ -15,7 +15,11 @@ export function formatBytes(bytes: number): string {
 
 /** `2h`, `90m`, `45s`, `1500 ms`: a limit (`--max-runtime`) as the user would have typed it. */
 export function formatLimit(ms: number): string {
-  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
     if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms} ms`;

@@ -48,7 +48,11 @@ export function gpuShortfall(required: GpuRequirement, seen: readonly GpuSeen[],
   }`;
   const on = required.where ? ` on ${required.where}` : '';
   if (seen.length === 0) return `the run asked for ${wanted} but the agent sees no GPU${on}${probeError ? ` (${probeError})` : ''}`;
-  const fit = seen.filter((g) => (!required.names || modelMatches(g.name, required.names)) && (required.minMemoryMiB === undefined || g.memoryMiB >= required.minMemoryMiB));
+  const fit = seen.filter(
+    (g) =>
+      (!required.names || modelMatches(g.name, required.names)) &&
+      (required.minMemoryMiB === undefined || g.memoryMiB >= required.minMemoryMiB),
+  );
   if (fit.length >= required.count) return undefined;
   const have = seen.map((g) => `${g.name} ${g.memoryMiB} MiB`).join(', ');
   return `the run asked for ${wanted} but the agent sees ${have}${on}`;

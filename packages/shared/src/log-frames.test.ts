@@ -31,7 +31,11 @@ function parseError(frame: Buffer): string {
 
 describe('logs frames', () => {
   test('round trip: segments of both streams, empty lines, \\r and multibyte text', () => {
-    const segments = [segment(7, 'stdout', ['a', '', 'ünï\r']), segment(10, 'stderr', ['🙂 err'], 2000), segment(11, 'system', ['spotctl: x'])];
+    const segments = [
+      segment(7, 'stdout', ['a', '', 'ünï\r']),
+      segment(10, 'stderr', ['🙂 err'], 2000),
+      segment(11, 'system', ['spotctl: x']),
+    ];
     const parsed = parseLogFrame(encodeLogFrame(segments));
     if (!parsed.ok) throw new Error(parsed.error);
     expect(parsed.value.firstSeq).toBe(7);
@@ -50,7 +54,12 @@ describe('logs frames', () => {
     expect(sliceBatch(batch, 1)).toBe(batch);
     expect(sliceBatch(batch, 6)).toBeUndefined();
     const from2 = sliceBatch(batch, 2) as LogBatch;
-    expect(batchLines(from2).map((l) => [l.seq, l.text])).toEqual([[2, '2'], [3, '3'], [4, '4'], [5, '5']]);
+    expect(batchLines(from2).map((l) => [l.seq, l.text])).toEqual([
+      [2, '2'],
+      [3, '3'],
+      [4, '4'],
+      [5, '5'],
+    ]);
     expect(from2.segments[0]?.data.buffer).toBe(batch.segments[0]?.data.buffer);
     expect(batchLines(sliceBatch(batch, 5) as LogBatch).map((l) => l.seq)).toEqual([5]);
   });
@@ -65,7 +74,9 @@ describe('logs frames', () => {
     expect(parseError(rawFrame({ ...header, firstSeq: 0 }, 'a\nb\n'))).toMatch(/header \/firstSeq/);
     expect(parseError(rawFrame({ ...header, firstSeq: 1.5 }, 'a\nb\n'))).toMatch(/header \/firstSeq/);
     expect(parseError(rawFrame({ ...header, segments: [] }, ''))).toMatch(/header \/segments/);
-    expect(parseError(rawFrame({ ...header, segments: [{ stream: 'video', ts: 1, count: 2, bytes: 4 }] }, 'a\nb\n'))).toMatch(/header \/segments\/0\/stream/);
+    expect(parseError(rawFrame({ ...header, segments: [{ stream: 'video', ts: 1, count: 2, bytes: 4 }] }, 'a\nb\n'))).toMatch(
+      /header \/segments\/0\/stream/,
+    );
     expect(parseError(rawFrame({ ...header, extra: 1 }, 'a\nb\n'))).toMatch(/header/);
     expect(parseError(rawFrame(header, 'a\nb'))).toMatch(/shorter than its header says/);
     expect(parseError(rawFrame(header, 'a\nb\nc\n'))).toMatch(/2 bytes after its last segment/);

@@ -85,11 +85,13 @@ export class LogRecordReader {
       if (!this.#header) {
         const nl = data.indexOf(NEWLINE, pos);
         if (nl === -1) {
-          if (data.length - pos > MAX_RECORD_HEADER_BYTES) throw new Error(`log record header at byte ${pos} of a chunk is too long: not a spotctl log`);
+          if (data.length - pos > MAX_RECORD_HEADER_BYTES)
+            throw new Error(`log record header at byte ${pos} of a chunk is too long: not a spotctl log`);
           break;
         }
         const header = parseRecordHeader(data.subarray(pos, nl));
-        if (!header) throw new Error(`not a log record header: ${JSON.stringify(data.subarray(pos, Math.min(nl, pos + 120)).toString('latin1'))}`);
+        if (!header)
+          throw new Error(`not a log record header: ${JSON.stringify(data.subarray(pos, Math.min(nl, pos + 120)).toString('latin1'))}`);
         if (header.seq !== this.#nextSeq) throw new Error(`log record starts at seq ${header.seq}, expected ${this.#nextSeq}`);
         this.#header = header;
         pos = nl + 1;
@@ -225,10 +227,9 @@ export const LogFrameHeader = Type.Object(
     event: Type.Literal('logs'),
     firstSeq: Count,
     /** Per segment: its stream, when it was written (ms), how many lines and bytes it holds. */
-    segments: Type.Array(
-      Type.Object({ stream: LogStream, ts: EpochMs, count: Count, bytes: Count }, { additionalProperties: false }),
-      { minItems: 1 },
-    ),
+    segments: Type.Array(Type.Object({ stream: LogStream, ts: EpochMs, count: Count, bytes: Count }, { additionalProperties: false }), {
+      minItems: 1,
+    }),
   },
   { additionalProperties: false },
 );
@@ -296,7 +297,8 @@ export function parseLogFrame(frame: Buffer): Parsed<LogBatch> {
   let pos = 4 + headerBytes;
   let seq = value.firstSeq;
   for (const s of value.segments) {
-    if (pos + s.bytes > frame.length) return { ok: false, error: `logs frame payload is shorter than its header says (segment at seq ${seq})` };
+    if (pos + s.bytes > frame.length)
+      return { ok: false, error: `logs frame payload is shorter than its header says (segment at seq ${seq})` };
     const data = frame.subarray(pos, pos + s.bytes);
     if (data[data.length - 1] !== NEWLINE || countLines(data) !== s.count) {
       return { ok: false, error: `logs frame segment at seq ${seq} does not hold ${s.count} complete lines` };

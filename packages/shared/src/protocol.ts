@@ -13,7 +13,15 @@ import { Value } from '@sinclair/typebox/value';
 import { MAX_TIMER_MS } from './constants.ts';
 import { lazyCompile } from './lazy-check.ts';
 import { GpuSeen } from './gpus.ts';
-import { CheckpointEvent, CheckpointFailedEvent, CheckpointHealth, InterruptionEvent, InterruptionReport, InterruptionReportEvent, RebalanceEvent } from './spot.ts';
+import {
+  CheckpointEvent,
+  CheckpointFailedEvent,
+  CheckpointHealth,
+  InterruptionEvent,
+  InterruptionReport,
+  InterruptionReportEvent,
+  RebalanceEvent,
+} from './spot.ts';
 
 const Seq = Type.Integer({ minimum: 0 });
 const EpochMs = Type.Integer({ minimum: 0 });
@@ -146,10 +154,7 @@ export type Request = Static<typeof Request>;
 export type Method = Request['method'];
 export type ParamsOf<M extends Method> = Extract<Request, { method: M }>['params'];
 
-export const SubscribeResult = Type.Object(
-  { fromSeq: Seq, lastSeq: Seq },
-  { additionalProperties: false },
-);
+export const SubscribeResult = Type.Object({ fromSeq: Seq, lastSeq: Seq }, { additionalProperties: false });
 export const HealthResult = Type.Object(
   {
     ok: Type.Boolean(),
@@ -178,15 +183,9 @@ export type ResultOf<M extends Method> = Static<(typeof ResultSchemas)[M]>;
 // ---------------------------------------------------------------------------------------------
 // Agent → client
 
-export const WireErrorSchema = Type.Object(
-  { code: Type.String(), message: Type.String() },
-  { additionalProperties: false },
-);
+export const WireErrorSchema = Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false });
 
-export const ResponseOk = Type.Object(
-  { id: RequestId, result: Type.Unknown() },
-  { additionalProperties: false },
-);
+export const ResponseOk = Type.Object({ id: RequestId, result: Type.Unknown() }, { additionalProperties: false });
 export const ResponseError = Type.Object(
   // id is null when the request was too malformed to have one.
   { id: Type.Union([RequestId, Type.Null()]), error: WireErrorSchema },
@@ -216,7 +215,16 @@ export const EndEvent = Type.Object(
   { additionalProperties: false },
 );
 
-export const ServerEvent = Type.Union([HelloEvent, StatusEvent, EndEvent, InterruptionEvent, RebalanceEvent, CheckpointEvent, CheckpointFailedEvent, InterruptionReportEvent]);
+export const ServerEvent = Type.Union([
+  HelloEvent,
+  StatusEvent,
+  EndEvent,
+  InterruptionEvent,
+  RebalanceEvent,
+  CheckpointEvent,
+  CheckpointFailedEvent,
+  InterruptionReportEvent,
+]);
 export type ServerEvent = Static<typeof ServerEvent>;
 export const ServerMessage = Type.Union([ResponseOk, ResponseError, ...ServerEvent.anyOf]);
 export type ServerMessage = Static<typeof ServerMessage>;

@@ -19,7 +19,13 @@ afterEach(async () => {
 test('verified bytes land under the name, with the mtime asked for, and nothing else is left', async () => {
   const data = Buffer.from('the checkpoint');
   const dest = path.join(dir, 'sub/model.bin');
-  await downloadVerified({ source: Readable.from([data]), dest, expected: { sha256: sha256(data), size: data.length }, mtimeMs: 1_700_000_000_000, durable: true });
+  await downloadVerified({
+    source: Readable.from([data]),
+    dest,
+    expected: { sha256: sha256(data), size: data.length },
+    mtimeMs: 1_700_000_000_000,
+    durable: true,
+  });
   expect(await readFile(dest)).toEqual(data);
   expect((await stat(dest)).mtimeMs).toBe(1_700_000_000_000);
   expect(await readdir(path.join(dir, 'sub'))).toEqual(['model.bin']);
@@ -31,13 +37,19 @@ test('a mismatch, a source that fails and a source that cannot be opened keep th
   const good = Buffer.from('new bytes');
   const expected = { sha256: sha256(good), size: good.length };
   for (let i = 0; i < 50; i++) {
-    await expect(downloadVerified({ source: Readable.from([Buffer.from('new bytez')]), dest, expected, what: 'model.bin' })).rejects.toThrow(
-      /model\.bin: content does not match its checksum \(sha256 /,
-    );
+    await expect(
+      downloadVerified({ source: Readable.from([Buffer.from('new bytez')]), dest, expected, what: 'model.bin' }),
+    ).rejects.toThrow(/model\.bin: content does not match its checksum \(sha256 /);
     await expect(downloadVerified({ source: Readable.from([good, good]), dest, expected })).rejects.toBeInstanceOf(ContentMismatchError);
-    const failing = new Readable({ read() { this.destroy(new Error('connection reset')); } });
+    const failing = new Readable({
+      read() {
+        this.destroy(new Error('connection reset'));
+      },
+    });
     await expect(downloadVerified({ source: failing, dest, expected })).rejects.toThrow('connection reset');
-    await expect(downloadVerified({ source: () => Promise.reject(new Error('NoSuchKey')), dest, expected, tempSuffix: 'pull.tmp' })).rejects.toThrow('NoSuchKey');
+    await expect(
+      downloadVerified({ source: () => Promise.reject(new Error('NoSuchKey')), dest, expected, tempSuffix: 'pull.tmp' }),
+    ).rejects.toThrow('NoSuchKey');
   }
   const aborted = AbortSignal.abort();
   await expect(downloadVerified({ source: Readable.from([good]), dest, expected, signal: aborted })).rejects.toThrow(/abort/i);

@@ -101,7 +101,7 @@ export interface VerifiedDownloadOptions {
 
 async function writeAll(handle: FileHandle, chunk: Buffer): Promise<void> {
   // Bounded: every pass writes at least one byte or throws.
-  for (let done = 0; done < chunk.length; ) {
+  for (let done = 0; done < chunk.length;) {
     const { bytesWritten } = await handle.write(chunk, done, chunk.length - done);
     if (bytesWritten <= 0) throw new Error('write made no progress');
     done += bytesWritten;

@@ -245,7 +245,10 @@ export class CheckpointSync implements AsyncDisposable {
   #clearFailuresIfRecovered(): void {
     if (!this.#failing || this.#committer.failing) return;
     for (const entry of this.#tracker.entries.values()) if (entry.lastError !== undefined) return;
-    this.#logger.info({ failures: this.#failing.count, failingForMs: this.#clock.now() - this.#failing.since }, 'checkpoint uploads work again');
+    this.#logger.info(
+      { failures: this.#failing.count, failingForMs: this.#clock.now() - this.#failing.since },
+      'checkpoint uploads work again',
+    );
     this.#failing = undefined;
   }
 
@@ -259,7 +262,14 @@ export class CheckpointSync implements AsyncDisposable {
     const startedAt = this.#clock.now();
     if (this.#closing) {
       const last = this.#committer.lastCommitted;
-      return { committedSeq: last?.seq ?? null, files: last?.files ?? 0, bytes: last?.bytes ?? 0, uploadedBytes: 0, durationMs: 0, error: 'checkpoint sync is closed' };
+      return {
+        committedSeq: last?.seq ?? null,
+        files: last?.files ?? 0,
+        bytes: last?.bytes ?? 0,
+        uploadedBytes: 0,
+        durationMs: 0,
+        error: 'checkpoint sync is closed',
+      };
     }
     try {
       return await runFlush(

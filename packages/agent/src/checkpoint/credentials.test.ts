@@ -1,7 +1,12 @@
 import { expect, test } from 'vitest';
 import { ForwardedCredentials, type AwsCredentials } from './credentials.ts';
 
-const pushed = (n: number, expiresAt: number) => ({ accessKeyId: `ASIA${n}`, secretAccessKey: `secret-${n}`, sessionToken: `token-${n}`, expiresAt });
+const pushed = (n: number, expiresAt: number) => ({
+  accessKeyId: `ASIA${n}`,
+  secretAccessKey: `secret-${n}`,
+  sessionToken: `token-${n}`,
+  expiresAt,
+});
 
 function recorder() {
   const lines: Array<{ obj: unknown; msg: string | undefined }> = [];
@@ -22,7 +27,12 @@ test('a request waits for the first pushed set, then always gets the newest', as
   });
   const first = creds.provider();
   creds.set(pushed(1, now + 900_000));
-  expect(await first).toEqual({ accessKeyId: 'ASIA1', secretAccessKey: 'secret-1', sessionToken: 'token-1', expiration: new Date(now + 900_000) });
+  expect(await first).toEqual({
+    accessKeyId: 'ASIA1',
+    secretAccessKey: 'secret-1',
+    sessionToken: 'token-1',
+    expiration: new Date(now + 900_000),
+  });
   creds.set(pushed(2, now + 1_800_000));
   expect((await creds.provider()).accessKeyId).toBe('ASIA2');
   now += 1_800_001;
@@ -37,7 +47,11 @@ test('a request waits for the first pushed set, then always gets the newest', as
 
 test('without a push within the wait, the host chain is used with one warning that never shows the keys', async () => {
   const { lines, logger } = recorder();
-  const creds = new ForwardedCredentials({ waitMs: 0, logger, hostChain: () => Promise.resolve({ accessKeyId: 'HOST', secretAccessKey: 'host' }) });
+  const creds = new ForwardedCredentials({
+    waitMs: 0,
+    logger,
+    hostChain: () => Promise.resolve({ accessKeyId: 'HOST', secretAccessKey: 'host' }),
+  });
   expect((await creds.provider()).accessKeyId).toBe('HOST');
   expect((await creds.provider()).accessKeyId).toBe('HOST');
   expect(lines.filter((l) => /host's own AWS credential chain/.test(l.msg ?? ''))).toHaveLength(1);
@@ -46,7 +60,10 @@ test('without a push within the wait, the host chain is used with one warning th
 });
 
 test('close wakes a waiting request', async () => {
-  const creds = new ForwardedCredentials({ waitMs: 3_600_000, hostChain: () => Promise.resolve({ accessKeyId: 'HOST', secretAccessKey: 'host' }) });
+  const creds = new ForwardedCredentials({
+    waitMs: 3_600_000,
+    hostChain: () => Promise.resolve({ accessKeyId: 'HOST', secretAccessKey: 'host' }),
+  });
   const waiting = creds.provider();
   creds.close();
   expect((await waiting).accessKeyId).toBe('HOST');

@@ -63,7 +63,9 @@ export async function runFlush(parts: FlushParts, reason: string, options: Flush
   const remainingMs = deadlineAt !== undefined && Number.isFinite(deadlineAt) ? Math.max(0, Math.floor(deadlineAt - startedAt)) : undefined;
   if (deadlineAt !== undefined && remainingMs === 0) {
     // Say so plainly: anything else would surface as an abort from somewhere in the middle.
-    problems.push(`the deadline had already passed when the flush began (${Math.max(0, Math.round(startedAt - deadlineAt))} ms late): nothing was uploaded`);
+    problems.push(
+      `the deadline had already passed when the flush began (${Math.max(0, Math.round(startedAt - deadlineAt))} ms late): nothing was uploaded`,
+    );
     logger.warn({ reason, deadlineAt }, 'checkpoint flush skipped: deadline already passed');
     return result();
   }
@@ -90,7 +92,9 @@ export async function runFlush(parts: FlushParts, reason: string, options: Flush
       // timestamp clock; an mtime in the future gets the whole pause. While the job runs: when we
       // last saw each file change.
       const quietMs = final ? parts.finalRecheckMs : parts.settleMs;
-      const lastChangeAt = final ? Math.max(...candidates.map((e) => e.mtimeMs)) + MTIME_SLACK_MS : Math.max(...candidates.map((e) => e.changedAt));
+      const lastChangeAt = final
+        ? Math.max(...candidates.map((e) => e.mtimeMs)) + MTIME_SLACK_MS
+        : Math.max(...candidates.map((e) => e.changedAt));
       const pauseMs = Math.min(quietMs, Math.max(0, Math.ceil(lastChangeAt + quietMs - clock.now())));
       if (pauseMs > 0) {
         // The pause is idle time: hash what we can meanwhile, so the uploads start right after it.
@@ -107,7 +111,10 @@ export async function runFlush(parts: FlushParts, reason: string, options: Flush
           stable.push(entry);
         } else {
           tracker.observe(entry.rel, st.size, st.mtimeMs);
-          logger.warn({ file: entry.rel, keptVersion: entry.uploaded?.sha256 ?? null }, 'checkpoint file is still being written; not included in this set');
+          logger.warn(
+            { file: entry.rel, keptVersion: entry.uploaded?.sha256 ?? null },
+            'checkpoint file is still being written; not included in this set',
+          );
         }
       }
       candidates = stable;
@@ -115,7 +122,8 @@ export async function runFlush(parts: FlushParts, reason: string, options: Flush
     // With a deadline, a failed upload is tried again until the deadline: an outage that spans
     // the notice (or a retry budget the SDK already spent) must not cost the final set. Without
     // one, the background retries take over after a single pass.
-    const failed = (): Entry[] => candidates.filter((e) => tracker.entries.get(e.rel) === e && !isUpToDate(e) && e.lastError !== undefined && !e.busy);
+    const failed = (): Entry[] =>
+      candidates.filter((e) => tracker.entries.get(e.rel) === e && !isUpToDate(e) && e.lastError !== undefined && !e.busy);
     for (let pass = 0; ; pass++) {
       for (const entry of pass === 0 ? candidates : failed()) queue.enqueue(entry);
       try {

@@ -20,7 +20,22 @@ export {
   type S3ObjectStoreOptions,
   type StoreCallOptions,
 } from './store.ts';
-export { CheckpointIntegrityError, latestSeq, readManifest, restoreLatest, restoreMilestone, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restore.ts';
+export {
+  CheckpointIntegrityError,
+  latestSeq,
+  readManifest,
+  restoreLatest,
+  restoreMilestone,
+  type RestoreOptions,
+  type RestoreProgress,
+  type RestoreResult,
+} from './restore.ts';
 export { ContentMismatchError, hashFile } from './hashing.ts';
 export { isRetryableError, retryWithBackoff, type CheckpointLogger, type RetryOptions } from './retry.ts';
-export { ForwardedCredentials, hostCredentialChain, type AwsCredentials, type CredentialProvider, type ForwardedCredentialsOptions } from './credentials.ts';
+export {
+  ForwardedCredentials,
+  hostCredentialChain,
+  type AwsCredentials,
+  type CredentialProvider,
+  type ForwardedCredentialsOptions,
+} from './credentials.ts';

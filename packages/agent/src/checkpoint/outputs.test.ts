@@ -13,7 +13,8 @@ it('matches like sh, one segment at a time; a directory brings its tree; dotfile
   const work = mkdtempSync(path.join(os.tmpdir(), 'spotctl-outputs-'));
   dirs.push(work);
   mkdirSync(path.join(work, 'res', 'deep'), { recursive: true });
-  for (const f of ['res/a.csv', 'res/b.txt', 'res/.hidden.csv', 'res/deep/c.csv', 'm1.pt', 'm2.pt', 'm3.pt', 'x+y.pt']) writeFileSync(path.join(work, f), f);
+  for (const f of ['res/a.csv', 'res/b.txt', 'res/.hidden.csv', 'res/deep/c.csv', 'm1.pt', 'm2.pt', 'm3.pt', 'x+y.pt'])
+    writeFileSync(path.join(work, f), f);
   expect(await matchOutputs(work, ['res/*.csv'])).toEqual(['res/a.csv']);
   expect(await matchOutputs(work, ['res/.*.csv'])).toEqual(['res/.hidden.csv']);
   expect(await matchOutputs(work, ['m[12].pt', 'm[!12].pt'])).toEqual(['m1.pt', 'm2.pt', 'm3.pt']);

@@ -39,7 +39,8 @@ async function matchPattern(workdir: string, pattern: string): Promise<string[]>
         continue;
       }
       const entries = await readdir(path.join(workdir, dir)).catch(() => [] as string[]);
-      for (const name of entries) if (matcher.test(name) && (!name.startsWith('.') || segment.startsWith('.'))) next.push(path.join(dir, name));
+      for (const name of entries)
+        if (matcher.test(name) && (!name.startsWith('.') || segment.startsWith('.'))) next.push(path.join(dir, name));
     }
     current = next;
   }
@@ -49,7 +50,8 @@ async function matchPattern(workdir: string, pattern: string): Promise<string[]>
 async function filesUnder(workdir: string, rel: string, into: Set<string>): Promise<void> {
   const st = await lstat(path.join(workdir, rel)).catch(() => undefined);
   if (st?.isFile()) into.add(rel);
-  else if (st?.isDirectory()) for (const name of await readdir(path.join(workdir, rel))) await filesUnder(workdir, path.join(rel, name), into);
+  else if (st?.isDirectory())
+    for (const name of await readdir(path.join(workdir, rel))) await filesUnder(workdir, path.join(rel, name), into);
 }
 
 /** Every regular file the patterns reach (a matched directory brings its whole tree). */
@@ -67,7 +69,13 @@ export interface OutputsUploadResult {
 }
 
 /** Uploads the matched files one by one; a failure is recorded and the rest still go. */
-export async function uploadOutputs(options: { store: ObjectStore; runId: string; workdir: string; patterns: string[]; signal?: AbortSignal }): Promise<OutputsUploadResult> {
+export async function uploadOutputs(options: {
+  store: ObjectStore;
+  runId: string;
+  workdir: string;
+  patterns: string[];
+  signal?: AbortSignal;
+}): Promise<OutputsUploadResult> {
   const { store, runId, workdir, signal } = options;
   const result: OutputsUploadResult = { files: 0, bytes: 0, failed: [] };
   for (const rel of await matchOutputs(workdir, options.patterns)) {

@@ -103,7 +103,13 @@ export async function latestSeq(store: ObjectStore, prefix: string, runId: strin
 }
 
 /** Reads and validates one manifest. */
-export async function readManifest(store: ObjectStore, prefix: string, runId: string, seq: number, signal?: AbortSignal): Promise<CheckpointManifest> {
+export async function readManifest(
+  store: ObjectStore,
+  prefix: string,
+  runId: string,
+  seq: number,
+  signal?: AbortSignal,
+): Promise<CheckpointManifest> {
   const key = checkpointKeys.manifest(prefix, runId, seq);
   const text = await readText(await store.get(key, { signal }), MAX_MANIFEST_BYTES);
   const parsed = parseManifest(text);
@@ -152,7 +158,11 @@ export async function restoreLatest(options: RestoreOptions): Promise<RestoreRes
   const manifest = await readManifest(store, prefix, runId, seq, signal);
   const targets = manifest.files.map((file) => {
     const dest = safeJoin(dir, file.path);
-    if (!dest) throw new CheckpointIntegrityError(`checkpoint set ${seq} of run ${runId} has an unsafe path: ${JSON.stringify(file.path)}`, file.path);
+    if (!dest)
+      throw new CheckpointIntegrityError(
+        `checkpoint set ${seq} of run ${runId} has an unsafe path: ${JSON.stringify(file.path)}`,
+        file.path,
+      );
     return { file, dest };
   });
   await mkdir(dir, { recursive: true });

@@ -105,7 +105,20 @@ export class SettleTracker {
     let entry = this.#entries.get(rel);
     const now = this.#o.clock.now();
     if (!entry) {
-      entry = { rel, size, mtimeMs, changedAt: now, timer: undefined, uploaded: undefined, busy: false, again: false, failures: 0, lastError: undefined, hashed: undefined, hashing: undefined };
+      entry = {
+        rel,
+        size,
+        mtimeMs,
+        changedAt: now,
+        timer: undefined,
+        uploaded: undefined,
+        busy: false,
+        again: false,
+        failures: 0,
+        lastError: undefined,
+        hashed: undefined,
+        hashing: undefined,
+      };
       this.#entries.set(rel, entry);
     } else if (entry.size !== size || entry.mtimeMs !== mtimeMs) {
       entry.size = size;

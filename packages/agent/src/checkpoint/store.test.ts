@@ -71,21 +71,47 @@ describe('retries', () => {
   test('retryWithBackoff stops at success, at a permanent error, and when its time is up', async () => {
     let calls = 0;
     const refused = Object.assign(new Error('refused'), { code: 'ECONNREFUSED' });
-    await expect(retryWithBackoff(async () => { if (++calls < 3) throw refused; return 'ok'; }, { what: 't', retryForMs: 10_000, initialDelayMs: 1 })).resolves.toBe('ok');
+    await expect(
+      retryWithBackoff(
+        async () => {
+          if (++calls < 3) throw refused;
+          return 'ok';
+        },
+        { what: 't', retryForMs: 10_000, initialDelayMs: 1 },
+      ),
+    ).resolves.toBe('ok');
     expect(calls).toBe(3);
     calls = 0;
     const denied = Object.assign(new Error('denied'), { $metadata: { httpStatusCode: 403 } });
-    await expect(retryWithBackoff(async () => { calls++; throw denied; }, { what: 't', retryForMs: 10_000, initialDelayMs: 1 })).rejects.toBe(denied);
+    await expect(
+      retryWithBackoff(
+        async () => {
+          calls++;
+          throw denied;
+        },
+        { what: 't', retryForMs: 10_000, initialDelayMs: 1 },
+      ),
+    ).rejects.toBe(denied);
     expect(calls).toBe(1);
     // Every wait is at least half its backoff (5, 10, 20, 20, … ms) and all waits fit in the
     // 200 ms budget, so at most 12 attempts fit; a slow machine only makes fewer. A retry that
     // ignored its budget would go on until the test's timeout.
     calls = 0;
-    await expect(retryWithBackoff(() => { calls++; return Promise.reject(refused); }, { what: 't', retryForMs: 200, initialDelayMs: 10, maxDelayMs: 40 })).rejects.toBe(refused);
+    await expect(
+      retryWithBackoff(
+        () => {
+          calls++;
+          return Promise.reject(refused);
+        },
+        { what: 't', retryForMs: 200, initialDelayMs: 10, maxDelayMs: 40 },
+      ),
+    ).rejects.toBe(refused);
     expect(calls).toBeGreaterThanOrEqual(1);
     expect(calls).toBeLessThanOrEqual(12);
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 50);
-    await expect(retryWithBackoff(() => Promise.reject(refused), { what: 't', retryForMs: 60_000, initialDelayMs: 20, signal: controller.signal })).rejects.toThrow();
+    await expect(
+      retryWithBackoff(() => Promise.reject(refused), { what: 't', retryForMs: 60_000, initialDelayMs: 20, signal: controller.signal }),
+    ).rejects.toThrow();
   });
 });

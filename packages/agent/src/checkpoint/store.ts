@@ -224,7 +224,13 @@ export class S3ObjectStore implements ObjectStore {
         }
         return { uploadedBytes: options.size };
       },
-      { what: `upload of ${fullKey}`, signal: options.signal, retryForMs: this.#retryForMs, logger: this.#logger, onRetry: options.onRetry },
+      {
+        what: `upload of ${fullKey}`,
+        signal: options.signal,
+        retryForMs: this.#retryForMs,
+        logger: this.#logger,
+        onRetry: options.onRetry,
+      },
     );
   }
 
@@ -352,8 +358,12 @@ export class S3ObjectStore implements ObjectStore {
         // lifecycle rule cleans up what this cannot.
         using abortDeadline = deadline(10_000);
         await this.client
-          .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: uploadId }), { abortSignal: abortDeadline.signal })
-          .catch((err: unknown) => this.#logger.warn({ key: fullKey, err: describeError(err) }, 'could not abort an unfinished multipart upload'));
+          .send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: fullKey, UploadId: uploadId }), {
+            abortSignal: abortDeadline.signal,
+          })
+          .catch((err: unknown) =>
+            this.#logger.warn({ key: fullKey, err: describeError(err) }, 'could not abort an unfinished multipart upload'),
+          );
       }
     }
   }

@@ -36,7 +36,7 @@ describe('GPU probe', () => {
   });
 
   it('a failing nvidia-smi means no GPU, with its last stderr line as the reason', async () => {
-    const env = fakeNvidiaSmi("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\" >&2; exit 9");
+    const env = fakeNvidiaSmi('echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2; exit 9');
     const probe = await probeGpus({ env });
     expect(probe.gpus).toEqual([]);
     expect(probe.error).toMatch(/nvidia-smi failed: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver/);

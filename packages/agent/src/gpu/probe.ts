@@ -44,20 +44,28 @@ export async function probeGpus(options: GpuProbeOptions = {}): Promise<GpuProbe
   return await new Promise<GpuProbe>((resolve) => {
     // execFile's callback waits for stdout to close; a grandchild that inherited it could hold it
     // open past the kill. This settles regardless, shortly after the timeout.
-    hardStop = setTimeout(() => resolve({ gpus: [], error: `${command} did not answer within ${Math.round(timeoutMs / 1000)} s` }), timeoutMs + 1000);
-    execFile(command, NVIDIA_SMI_ARGS, { env: options.env ?? process.env, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        const reason =
-          code === 'ENOENT'
-            ? `${command} not found: no NVIDIA driver on this machine`
-            : error.killed
-              ? `${command} did not answer within ${Math.round(timeoutMs / 1000)} s`
-              : `${command} failed: ${(String(stderr).trim().split('\n').pop() ?? '') || error.message}`;
-        resolve({ gpus: [], error: reason });
-        return;
-      }
-      resolve({ gpus: parseNvidiaSmi(String(stdout)) });
-    });
+    hardStop = setTimeout(
+      () => resolve({ gpus: [], error: `${command} did not answer within ${Math.round(timeoutMs / 1000)} s` }),
+      timeoutMs + 1000,
+    );
+    execFile(
+      command,
+      NVIDIA_SMI_ARGS,
+      { env: options.env ?? process.env, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          const reason =
+            code === 'ENOENT'
+              ? `${command} not found: no NVIDIA driver on this machine`
+              : error.killed
+                ? `${command} did not answer within ${Math.round(timeoutMs / 1000)} s`
+                : `${command} failed: ${(String(stderr).trim().split('\n').pop() ?? '') || error.message}`;
+          resolve({ gpus: [], error: reason });
+          return;
+        }
+        resolve({ gpus: parseNvidiaSmi(String(stdout)) });
+      },
+    );
   }).finally(() => clearTimeout(hardStop));
 }

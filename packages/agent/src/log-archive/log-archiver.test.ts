@@ -36,7 +36,12 @@ function manualClock() {
 /** The archive's segments, in offset order, concatenated. */
 function archived(root: string, runId: string): { keys: string[]; bytes: Buffer } {
   const logDir = path.join(root, runId, 'log');
-  const keys = fs.existsSync(logDir) ? fs.readdirSync(logDir).filter((n) => !n.startsWith('.')).sort() : [];
+  const keys = fs.existsSync(logDir)
+    ? fs
+        .readdirSync(logDir)
+        .filter((n) => !n.startsWith('.'))
+        .sort()
+    : [];
   return { keys, bytes: Buffer.concat(keys.map((k) => fs.readFileSync(path.join(logDir, k)))) };
 }
 
@@ -50,7 +55,10 @@ describe('LogArchiver', () => {
     archiver.start();
     expect(ticks).toHaveLength(1);
 
-    store.append([{ stream: 'stdout', text: 'one' }, { stream: 'stderr', text: 'two' }]);
+    store.append([
+      { stream: 'stdout', text: 'one' },
+      { stream: 'stderr', text: 'two' },
+    ]);
     ticks[0]?.();
     await archiver.archive('test', { timeoutMs: 10_000 }); // waits for the tick's archive
     expect(archiver.archivedOffset).toBe(store.endOffset);
@@ -92,7 +100,13 @@ describe('LogArchiver', () => {
     // The archive's root is a file at first: every put fails.
     const root = path.join(dir, 'archive');
     fs.writeFileSync(root, '');
-    const archiver = new LogArchiver({ runId: 'r3', logPath, endOffset: () => store.endOffset, sink: new DirObjectStore({ root }), logger });
+    const archiver = new LogArchiver({
+      runId: 'r3',
+      logPath,
+      endOffset: () => store.endOffset,
+      sink: new DirObjectStore({ root }),
+      logger,
+    });
     const failed = await archiver.archive('exit', { timeoutMs: 10_000 });
     expect(failed.error).toBeDefined();
     expect(failed.archivedOffset).toBe(0);

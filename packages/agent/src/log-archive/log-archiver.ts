@@ -113,7 +113,11 @@ export class LogArchiver {
             got += bytesRead;
           }
           const key = logArchiveKeys.segment('', this.#o.runId, start, start + length);
-          await this.#o.sink.put(key, body, { sha256: createHash('sha256').update(body).digest('hex'), size: length, signal: abort.signal });
+          await this.#o.sink.put(key, body, {
+            sha256: createHash('sha256').update(body).digest('hex'),
+            size: length,
+            signal: abort.signal,
+          });
           this.#archivedOffset = start + length;
           uploaded += length;
         }
@@ -127,7 +131,8 @@ export class LogArchiver {
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       // Said once per outage, not at every tick.
-      if (this.#lastError === undefined) this.#o.logger.warn({ err, reason, where: this.#o.sink.location }, 'archiving the log failed; retrying at the next tick');
+      if (this.#lastError === undefined)
+        this.#o.logger.warn({ err, reason, where: this.#o.sink.location }, 'archiving the log failed; retrying at the next tick');
       this.#lastError = message;
       return { archivedOffset: this.#archivedOffset, uploadedBytes: uploaded, error: message };
     } finally {

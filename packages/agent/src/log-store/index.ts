@@ -1,1 +1,9 @@
-export { LogStore, LogCursor, type AppendedRecord, type LogChunk, type LogStoreOptions, type NewLogLine, type ReadOptions } from './log-store.ts';
+export {
+  LogStore,
+  LogCursor,
+  type AppendedRecord,
+  type LogChunk,
+  type LogStoreOptions,
+  type NewLogLine,
+  type ReadOptions,
+} from './log-store.ts';

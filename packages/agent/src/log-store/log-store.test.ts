@@ -48,7 +48,10 @@ describe('LogStore', () => {
   test('appends records with seq from 1 and reads them back through a cursor', async () => {
     await using store = LogStore.open({ path: file, now: () => 1234 });
     expect(store.lastSeq).toBe(0);
-    const written = store.append([{ stream: 'stdout', text: 'a' }, { stream: 'stderr', text: 'b "quoted" \u0001' }]);
+    const written = store.append([
+      { stream: 'stdout', text: 'a' },
+      { stream: 'stderr', text: 'b "quoted" \u0001' },
+    ]);
     expect(written.map((l) => l.seq)).toEqual([1, 2]);
     expect(store.lastSeq).toBe(2);
     // On disk synchronously: a header line per record (seq first), then the lines as they are.
@@ -65,9 +68,19 @@ describe('LogStore', () => {
   test('appendBlock stores a chunk of lines as one record; a text with a newline becomes two lines', async () => {
     await using store = LogStore.open({ path: file, now: () => 7 });
     const block = Buffer.from('one\ntwo\r\n\nfour\n');
-    expect(store.appendBlock('stdout', [block.subarray(0, 5), block.subarray(5)], 4)).toMatchObject({ firstSeq: 1, lastSeq: 4, count: 4, ts: 7, startOffset: 0, endOffset: store.endOffset });
+    expect(store.appendBlock('stdout', [block.subarray(0, 5), block.subarray(5)], 4)).toMatchObject({
+      firstSeq: 1,
+      lastSeq: 4,
+      count: 4,
+      ts: 7,
+      startOffset: 0,
+      endOffset: store.endOffset,
+    });
     const written = store.append([{ stream: 'system', text: 'x\ny' }]);
-    expect(written.map((l) => [l.seq, l.text])).toEqual([[5, 'x'], [6, 'y']]);
+    expect(written.map((l) => [l.seq, l.text])).toEqual([
+      [5, 'x'],
+      [6, 'y'],
+    ]);
     const expected = ['one', 'two\r', '', 'four', 'x', 'y'];
     expect((await drain(store.cursor(1))).map((l) => l.text)).toEqual(expected);
     expect(readStored().map((l) => l.text)).toEqual(expected);
@@ -109,7 +122,11 @@ describe('LogStore', () => {
       await using store = LogStore.open({ path: file });
       expect(store.lastSeq).toBe(2);
       store.append(lines(1, 'next'));
-      expect(readStored().map((l) => [l.seq, l.text])).toEqual([[1, 'line 1'], [2, 'line 2'], [3, 'next 1']]);
+      expect(readStored().map((l) => [l.seq, l.text])).toEqual([
+        [1, 'line 1'],
+        [2, 'line 2'],
+        [3, 'next 1'],
+      ]);
     }
   });
 
@@ -187,7 +204,11 @@ describe('LogStore', () => {
   test('a line longer than the read chunk is read whole', async () => {
     await using store = LogStore.open({ path: file, readChunkBytes: 64 });
     const long = 'é'.repeat(5000);
-    store.append([{ stream: 'stdout', text: 'short' }, { stream: 'stdout', text: long }, { stream: 'stdout', text: 'after' }]);
+    store.append([
+      { stream: 'stdout', text: 'short' },
+      { stream: 'stdout', text: long },
+      { stream: 'stdout', text: 'after' },
+    ]);
     const read = await drain(store.cursor(1));
     expect(read.map((l) => l.text)).toEqual(['short', long, 'after']);
   });

@@ -319,7 +319,8 @@ export class LogCursor {
           throw this.#corrupt(`no record header at byte ${this.#offset}`);
         }
         const header = parseRecordHeader(data.subarray(pos, nl));
-        if (!header || header.seq !== this.#recordSeq) throw this.#corrupt(`no record header for seq ${this.#recordSeq} at byte ${this.#offset}`);
+        if (!header || header.seq !== this.#recordSeq)
+          throw this.#corrupt(`no record header for seq ${this.#recordSeq} at byte ${this.#offset}`);
         const recordEnd = nl + 1 + header.bytes;
         if (recordEnd > data.length) {
           needBytes = recordEnd - pos;
@@ -333,7 +334,13 @@ export class LogCursor {
           const startByte = from === header.seq ? 0 : afterLine(payload, from - header.seq);
           const endByte = to === recordLast ? payload.length : afterLine(payload, to - header.seq + 1);
           if (startByte < 0 || endByte < 0) throw this.#corrupt(`record at seq ${header.seq} holds fewer than ${header.count} lines`);
-          segments.push({ firstSeq: from, count: to - from + 1, ts: header.ts, stream: header.stream, data: payload.subarray(startByte, endByte) });
+          segments.push({
+            firstSeq: from,
+            count: to - from + 1,
+            ts: header.ts,
+            stream: header.stream,
+            data: payload.subarray(startByte, endByte),
+          });
           taken += to - from + 1;
           this.#wantSeq = to + 1;
           // A record taken in part: stay on it, the next read skips what was taken.

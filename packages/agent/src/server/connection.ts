@@ -211,7 +211,10 @@ export class ClientConnection {
       case 'shutdown': {
         const status = this.#ctx.job.status();
         if (!isJobEnded(status)) {
-          throw new SpotctlError('SPOTCTL_JOB_STATE', `the job is still ${status.state}; stop it first (method "stop"), then ask for shutdown`);
+          throw new SpotctlError(
+            'SPOTCTL_JOB_STATE',
+            `the job is still ${status.state}; stop it first (method "stop"), then ask for shutdown`,
+          );
         }
         this.#log.info({ client: this.id }, 'shutdown requested by client');
         // Exit only once the answer is on the wire, so the client knows it was heard.
@@ -220,7 +223,10 @@ export class ClientConnection {
       }
       case 'credentials': {
         if (!this.#ctx.onCredentials) {
-          throw new SpotctlError('SPOTCTL_BAD_REQUEST', 'this agent takes no forwarded credentials (its checkpoint config does not say credentials: "forwarded")');
+          throw new SpotctlError(
+            'SPOTCTL_BAD_REQUEST',
+            'this agent takes no forwarded credentials (its checkpoint config does not say credentials: "forwarded")',
+          );
         }
         this.#ctx.onCredentials(request.params);
         // Never the params themselves: they hold the secret key.
@@ -274,7 +280,13 @@ class Subscription {
    */
   offer(appended: AppendedLines): void {
     const { connection, reader, untilSeq } = this.#o;
-    if (this.#active && !this.#pumping && untilSeq === undefined && connection.inFlightBytes < MAX_IN_FLIGHT_BYTES && reader.skip(appended)) {
+    if (
+      this.#active &&
+      !this.#pumping &&
+      untilSeq === undefined &&
+      connection.inFlightBytes < MAX_IN_FLIGHT_BYTES &&
+      reader.skip(appended)
+    ) {
       if (!connection.sendLogs([appended], () => this.kick())) this.#active = false;
       return;
     }

@@ -30,7 +30,10 @@ export class FramePool {
 
   /** Gives back a frame (or a view of one) that the socket no longer needs. */
   release(frame: Buffer): void {
-    const whole = frame.byteOffset === 0 && frame.buffer.byteLength === POOLED_FRAME_BYTES ? Buffer.from(frame.buffer, 0, POOLED_FRAME_BYTES) : undefined;
+    const whole =
+      frame.byteOffset === 0 && frame.buffer.byteLength === POOLED_FRAME_BYTES
+        ? Buffer.from(frame.buffer, 0, POOLED_FRAME_BYTES)
+        : undefined;
     if (whole && this.#free.length < MAX_POOLED_FRAMES) this.#free.push(whole);
   }
 }

@@ -225,7 +225,9 @@ export class AgentServer implements AsyncDisposable {
         });
       },
       handler: async (_request: FastifyRequest, reply: FastifyReply) =>
-        await reply.code(426).send({ code: 'SPOTCTL_BAD_REQUEST', message: `${WS_PATH} is a websocket endpoint (subprotocol ${WS_SUBPROTOCOL})` }),
+        await reply
+          .code(426)
+          .send({ code: 'SPOTCTL_BAD_REQUEST', message: `${WS_PATH} is a websocket endpoint (subprotocol ${WS_SUBPROTOCOL})` }),
       wsHandler: (socket: WebSocket, request: FastifyRequest) => this.#onConnection(socket, request),
     });
   }

@@ -1,12 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import {
-  DEFAULT_NOTICE_LEAD_MS,
-  deadlineFromNotice,
-  estimateUploadMs,
-  interruptionGraceMs,
-  MIN_UPLOAD_MS,
-  parseIsoTime,
-} from './grace.ts';
+import { DEFAULT_NOTICE_LEAD_MS, deadlineFromNotice, estimateUploadMs, interruptionGraceMs, MIN_UPLOAD_MS, parseIsoTime } from './grace.ts';
 
 const NOW = Date.UTC(2026, 10, 22, 9, 58, 0);
 const DEADLINE = Date.UTC(2026, 10, 22, 10, 0, 0); // two minutes later
@@ -20,7 +13,13 @@ describe('interruptionGraceMs', () => {
     // 120 s - 20 s upload - 10 s margin = 90 s < 100 s configured.
     expect(interruptionGraceMs({ configuredGraceMs: 100_000, deadlineAt: DEADLINE, now: NOW, estimatedUploadMs: 20_000 })).toBe(90_000);
     expect(
-      interruptionGraceMs({ configuredGraceMs: 100_000, deadlineAt: DEADLINE, now: NOW, estimatedUploadMs: 20_000, safetyMarginMs: 30_000 }),
+      interruptionGraceMs({
+        configuredGraceMs: 100_000,
+        deadlineAt: DEADLINE,
+        now: NOW,
+        estimatedUploadMs: 20_000,
+        safetyMarginMs: 30_000,
+      }),
     ).toBe(70_000);
   });
 
@@ -37,7 +36,9 @@ describe('interruptionGraceMs', () => {
   });
 
   test('whole milliseconds, and 0 (not a forever timer) for nonsense input', () => {
-    expect(interruptionGraceMs({ configuredGraceMs: 90_000, deadlineAt: DEADLINE + 0.7, now: NOW, estimatedUploadMs: 100_000.2 })).toBe(10_000);
+    expect(interruptionGraceMs({ configuredGraceMs: 90_000, deadlineAt: DEADLINE + 0.7, now: NOW, estimatedUploadMs: 100_000.2 })).toBe(
+      10_000,
+    );
     expect(interruptionGraceMs({ configuredGraceMs: Number.NaN, deadlineAt: DEADLINE, now: NOW, estimatedUploadMs: 0 })).toBe(0);
     expect(interruptionGraceMs({ configuredGraceMs: 90_000, deadlineAt: Number.NaN, now: NOW, estimatedUploadMs: 0 })).toBe(0);
     expect(interruptionGraceMs({ configuredGraceMs: Infinity, deadlineAt: Infinity, now: NOW, estimatedUploadMs: 0 })).toBe(0);
@@ -78,11 +79,16 @@ describe('deadlineFromNotice / parseIsoTime', () => {
     expect(deadlineFromNotice(text, NOW)).toEqual({ deadlineAt: expected, parsed: true });
   });
 
-  test.each(['', 'soon', '2026-13-01T00:00:00Z', '2026-02-30T00:00:00Z', '2026-11-22T24:00:00Z', '2026-11-22T10:00:00+25:00', '1700000000'])(
-    'unreadable %j → two minutes from when it was noticed',
-    (text) => {
-      expect(parseIsoTime(text)).toBeUndefined();
-      expect(deadlineFromNotice(text, NOW)).toEqual({ deadlineAt: NOW + DEFAULT_NOTICE_LEAD_MS, parsed: false });
-    },
-  );
+  test.each([
+    '',
+    'soon',
+    '2026-13-01T00:00:00Z',
+    '2026-02-30T00:00:00Z',
+    '2026-11-22T24:00:00Z',
+    '2026-11-22T10:00:00+25:00',
+    '1700000000',
+  ])('unreadable %j → two minutes from when it was noticed', (text) => {
+    expect(parseIsoTime(text)).toBeUndefined();
+    expect(deadlineFromNotice(text, NOW)).toEqual({ deadlineAt: NOW + DEFAULT_NOTICE_LEAD_MS, parsed: false });
+  });
 });

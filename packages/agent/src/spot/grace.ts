@@ -46,8 +46,7 @@ export function estimateUploadMs(pendingBytes: number, bytesPerSecond: number = 
   return Math.max(MIN_UPLOAD_MS, Math.ceil((pendingBytes / rate) * 1000));
 }
 
-const ISO_RE =
-  /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*(Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$/;
+const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*(Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$/;
 
 /**
  * Parses an ISO 8601 / RFC 3339 timestamp as AWS writes it (`2026-11-22T10:00:00Z`) and the

@@ -198,7 +198,12 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
   async #fetchToken(): Promise<Token> {
     const sentAt = this.#now();
     this.#tokenFetches++;
-    const res = await this.#request('PUT', this.#basePath + IMDS_TOKEN_PATH, { [IMDS_TOKEN_TTL_HEADER]: String(this.tokenTtlS) }, undefined);
+    const res = await this.#request(
+      'PUT',
+      this.#basePath + IMDS_TOKEN_PATH,
+      { [IMDS_TOKEN_TTL_HEADER]: String(this.tokenTtlS) },
+      undefined,
+    );
     const value = res.body.trim();
     if (res.status !== 200 || value === '') {
       // 403: the PUT went through a proxy (X-Forwarded-For); 404/405: IMDSv2 disabled or not a
@@ -213,7 +218,12 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
     return token;
   }
 
-  async #request(method: 'GET' | 'PUT', path: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<RawResponse> {
+  async #request(
+    method: 'GET' | 'PUT',
+    path: string,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<RawResponse> {
     // A keep-alive socket the server closed just as we wrote to it: the request never reached the
     // server, so trying again is safe (Node's documented remedy). Each try uses up one stale
     // pooled socket, so the pool size bounds the tries.
@@ -230,7 +240,10 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
     if (this.#closed) return Promise.reject(new ImdsError('closed', 'metadata client is closed'));
     if (this.#disabled) {
       return Promise.reject(
-        new ImdsError('disabled', `${IMDS_DISABLED_ENV}=true: not contacting ${DEFAULT_IMDS_ENDPOINT} (set an explicit endpoint to use one)`),
+        new ImdsError(
+          'disabled',
+          `${IMDS_DISABLED_ENV}=true: not contacting ${DEFAULT_IMDS_ENDPOINT} (set an explicit endpoint to use one)`,
+        ),
       );
     }
     if (signal?.aborted) return Promise.reject(signal.reason);
@@ -281,7 +294,9 @@ export class ImdsClient implements AsyncDisposable, ImdsGetter {
           chunks.push(chunk);
         });
         res.on('end', () => finish(undefined, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', (err) => finish(new ImdsError('network', `metadata ${method} ${path}: response broken: ${err.message}`, { cause: err })));
+        res.on('error', (err) =>
+          finish(new ImdsError('network', `metadata ${method} ${path}: response broken: ${err.message}`, { cause: err })),
+        );
         res.on('aborted', () => finish(new ImdsError('network', `metadata ${method} ${path}: response aborted`)));
       });
       req.end();

@@ -57,7 +57,12 @@ describe('InterruptionHandler', () => {
     let flushedWith: { final?: boolean } | undefined;
     const outcome = new Promise<FlushResult>((resolve) => {
       const { h } = handler({
-        checkpoints: { pendingBytes: () => 0, lastSetBytes: () => 0, flush: async (_reason, o) => ((flushedWith = o), unchanged), describe: () => 'x' },
+        checkpoints: {
+          pendingBytes: () => 0,
+          lastSetBytes: () => 0,
+          flush: async (_reason, o) => ((flushedWith = o), unchanged),
+          describe: () => 'x',
+        },
         onRebalanceFlushed: resolve,
       });
       h.onRebalance({ noticeTime: '2026-11-22T09:59:00Z' });

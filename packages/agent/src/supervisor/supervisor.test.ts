@@ -64,7 +64,10 @@ function harness(argv: string[], options: Partial<SupervisorOptions> = {}): Harn
       const seen = lines.find((l) => regex.test(l.text));
       if (seen) return Promise.resolve(seen.text);
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no line matching ${regex} within ${timeoutMs} ms; saw: ${JSON.stringify(lines)}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`no line matching ${regex} within ${timeoutMs} ms; saw: ${JSON.stringify(lines)}`)),
+          timeoutMs,
+        );
         waiters.push({ regex, resolve: (t) => (clearTimeout(timer), resolve(t)) });
       });
     },
@@ -258,13 +261,23 @@ describe('buildJobLaunch', () => {
     const bin = path.join(dir, '.venv', 'bin');
     fs.mkdirSync(bin, { recursive: true });
     fs.writeFileSync(path.join(bin, 'python3'), '#!/bin/sh\necho "venv python $VIRTUAL_ENV $*"\n', { mode: 0o755 });
-    const launch = buildJobLaunch({ argv: ['python3', '-V'], workdir: dir, runId: 'r', heartbeatPath: '/tmp/hb', baseEnv: { PATH: '/usr/bin:/bin' } });
+    const launch = buildJobLaunch({
+      argv: ['python3', '-V'],
+      workdir: dir,
+      runId: 'r',
+      heartbeatPath: '/tmp/hb',
+      baseEnv: { PATH: '/usr/bin:/bin' },
+    });
     expect(launch.argv[0]).toBe(path.join(bin, 'python3'));
     expect(launch.env['VIRTUAL_ENV']).toBe(path.join(dir, '.venv'));
     expect(launch.env['PATH']).toBe(`${bin}:/usr/bin:/bin`);
     // Names the venv lacks resolve further down the same PATH; unknown names are left alone.
-    expect(buildJobLaunch({ argv: ['sh'], workdir: dir, runId: 'r', heartbeatPath: '/h', baseEnv: { PATH: '/usr/bin:/bin' } }).argv[0]).toMatch(/^\/(usr\/)?bin\/sh$/);
-    expect(buildJobLaunch({ argv: ['no-such-cmd-x'], workdir: dir, runId: 'r', heartbeatPath: '/h', baseEnv: { PATH: '/usr/bin' } }).argv[0]).toBe('no-such-cmd-x');
+    expect(
+      buildJobLaunch({ argv: ['sh'], workdir: dir, runId: 'r', heartbeatPath: '/h', baseEnv: { PATH: '/usr/bin:/bin' } }).argv[0],
+    ).toMatch(/^\/(usr\/)?bin\/sh$/);
+    expect(
+      buildJobLaunch({ argv: ['no-such-cmd-x'], workdir: dir, runId: 'r', heartbeatPath: '/h', baseEnv: { PATH: '/usr/bin' } }).argv[0],
+    ).toBe('no-such-cmd-x');
     const h = harness(launch.argv, { env: launch.env });
     h.supervisor.start();
     await h.supervisor.ended;

@@ -164,7 +164,10 @@ export class Supervisor implements AsyncDisposable {
     });
     const readers: (readonly [OutputStream, Readable | null])[] = pipes
       ? pipes.map(([stream, p]) => [stream, p.socket] as const)
-      : [['stdout', child.stdout], ['stderr', child.stderr]];
+      : [
+          ['stdout', child.stdout],
+          ['stderr', child.stderr],
+        ];
     for (const [stream, pipe] of readers) {
       if (!pipe) continue;
       if (!pipes) {

@@ -35,7 +35,10 @@ export async function runShutdownCommand(options: RunCommandOptions): Promise<nu
       done(null);
       return;
     }
-    for (const [name, stream] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+    for (const [name, stream] of [
+      ['stdout', child.stdout],
+      ['stderr', child.stderr],
+    ] as const) {
       stream?.setEncoding('utf8');
       stream?.on('data', (text: string) => logger.info({ stream: name, text: text.trimEnd() }, 'shutdown command output'));
     }

@@ -19,7 +19,9 @@ describe('ami scripts', () => {
     expect(INSTALL_SH).toMatch(/sha256sum -c/);
     expect(INSTALL_SH).toMatch(/-lt 20/);
     // uv, for projects with a uv.lock: from PyPI into its own venv (PEP 668), linked onto the PATH.
-    expect(INSTALL_SH).toMatch(/python3 -m venv \/opt\/spotctl\/uv\n.*\/opt\/spotctl\/uv\/bin\/pip install [^\n]*'uv[>=<0-9.,]*'\n\s*ln -sf \/opt\/spotctl\/uv\/bin\/uv \/usr\/local\/bin\/uv/);
+    expect(INSTALL_SH).toMatch(
+      /python3 -m venv \/opt\/spotctl\/uv\n.*\/opt\/spotctl\/uv\/bin\/pip install [^\n]*'uv[>=<0-9.,]*'\n\s*ln -sf \/opt\/spotctl\/uv\/bin\/uv \/usr\/local\/bin\/uv/,
+    );
     // Nothing in host setup may power the machine off.
     expect(INSTALL_SH).not.toMatch(/shutdown|poweroff|halt|reboot/);
   });

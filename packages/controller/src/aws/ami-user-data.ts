@@ -108,7 +108,8 @@ export function cloudConfig(options: UserDataOptions): string {
     indent(hostKey.privateKey, 4),
     `  ed25519_public: ${hostKey.publicKey.trim()}`,
   ];
-  if (options.gpu) lines.push('package_update: false', 'package_upgrade: false', 'bootcmd:', `  - [sh, -c, ${JSON.stringify(HOLD_DRIVER_COMMAND)}]`);
+  if (options.gpu)
+    lines.push('package_update: false', 'package_upgrade: false', 'bootcmd:', `  - [sh, -c, ${JSON.stringify(HOLD_DRIVER_COMMAND)}]`);
   if (options.install) {
     lines.push(
       'write_files:',
@@ -121,7 +122,8 @@ export function cloudConfig(options: UserDataOptions): string {
     );
   }
   const text = `${lines.join('\n')}\n`;
-  if (Buffer.byteLength(text) > MAX_USER_DATA_BYTES) throw new Error(`user-data is ${Buffer.byteLength(text)} bytes; EC2 allows ${MAX_USER_DATA_BYTES}`);
+  if (Buffer.byteLength(text) > MAX_USER_DATA_BYTES)
+    throw new Error(`user-data is ${Buffer.byteLength(text)} bytes; EC2 allows ${MAX_USER_DATA_BYTES}`);
   return text;
 }
 

@@ -23,7 +23,10 @@ export interface PlacementCliOptions {
  */
 export function addGpuOptions(cmd: Command, prefix = ''): Command {
   return cmd
-    .option('--gpus <spec>', `${prefix}NVIDIA GPUs the machine must have: 1 (any model), A10G, L4:1, A100:8, "T4|L4" (count is exact; see spotctl gpus)`)
+    .option(
+      '--gpus <spec>',
+      `${prefix}NVIDIA GPUs the machine must have: 1 (any model), A10G, L4:1, A100:8, "T4|L4" (count is exact; see spotctl gpus)`,
+    )
     .option('--gpu-memory <size>', `${prefix}memory each GPU must have, e.g. 20G (alone: one GPU of any model with that much)`);
 }
 
@@ -45,7 +48,11 @@ export const GPU_DEFAULT_WORKERS = 1;
  */
 export function addPlacementOptions(cmd: Command, prefix = ''): Command {
   return cmd
-    .option('-w, --workers <n>', `${prefix}parallel workers the job runs; sizes the machine (x86 with SMT: 2n+2 vCPUs, ARM or --no-ht: n+2)`, String(DEFAULT_WORKERS))
+    .option(
+      '-w, --workers <n>',
+      `${prefix}parallel workers the job runs; sizes the machine (x86 with SMT: 2n+2 vCPUs, ARM or --no-ht: n+2)`,
+      String(DEFAULT_WORKERS),
+    )
     .option('--arm', `${prefix}Graviton (ARM) families instead of x86`)
     .option('--region <region>', `${prefix}only this region (AWS_REGION does the same)`)
     .option('--regions <list>', `${prefix}comma-separated regions to search (default: 8 common regions)`)

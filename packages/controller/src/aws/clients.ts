@@ -91,7 +91,11 @@ export class Ec2Clients implements Disposable {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const client of this.clients.values()) void client.then((c) => c.destroy(), () => undefined);
+    for (const client of this.clients.values())
+      void client.then(
+        (c) => c.destroy(),
+        () => undefined,
+      );
     this.clients.clear();
   }
 

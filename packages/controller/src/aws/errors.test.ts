@@ -8,7 +8,14 @@ const awsError = (name: string, message = 'message from EC2'): EC2ServiceExcepti
 
 describe('the AWS error table', () => {
   it('gives every entry a valid code, a summary and a remediation', () => {
-    const ctx = { region: 'eu-west-1', az: 'eu-west-1b', instanceType: 'c7a.2xlarge', vcpus: 8, market: 'spot' as const, action: 'RunInstances' };
+    const ctx = {
+      region: 'eu-west-1',
+      az: 'eu-west-1b',
+      instanceType: 'c7a.2xlarge',
+      vcpus: 8,
+      market: 'spot' as const,
+      action: 'RunInstances',
+    };
     for (const [name, rule] of Object.entries(AWS_ERRORS)) {
       expect(isErrorCode(rule.code), name).toBe(true);
       expect(rule.summary(ctx).length, name).toBeGreaterThan(10);
@@ -31,7 +38,12 @@ describe('the AWS error table', () => {
   });
 
   it('names on-demand quotas by their own quota code', () => {
-    const e = awsUserError(awsError('VcpuLimitExceeded'), { region: 'us-east-2', market: 'on-demand', vcpus: 16, instanceType: 'c6a.4xlarge' });
+    const e = awsUserError(awsError('VcpuLimitExceeded'), {
+      region: 'us-east-2',
+      market: 'on-demand',
+      vcpus: 16,
+      instanceType: 'c6a.4xlarge',
+    });
     expect(e).toBeInstanceOf(UserError);
     expect(e.remediation).toMatch(/--quota-code L-1216C47A --desired-value 32 --region us-east-2/);
   });
@@ -63,7 +75,11 @@ describe('the AWS error table', () => {
   });
 
   it('reports network failures (DNS, refused, timed out) as a network problem to check, not a bug', () => {
-    const dns = Object.assign(new Error('getaddrinfo ENOTFOUND ec2.xx-fake-9.amazonaws.com'), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: 'ec2.xx-fake-9.amazonaws.com' });
+    const dns = Object.assign(new Error('getaddrinfo ENOTFOUND ec2.xx-fake-9.amazonaws.com'), {
+      code: 'ENOTFOUND',
+      syscall: 'getaddrinfo',
+      hostname: 'ec2.xx-fake-9.amazonaws.com',
+    });
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED', $metadata: { attempts: 3 } });
     const timedOut = Object.assign(new Error('connect ETIMEDOUT 10.0.0.1:443'), { code: 'ETIMEDOUT' });
     for (const error of [dns, refused, timedOut]) {

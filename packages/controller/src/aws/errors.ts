@@ -59,7 +59,10 @@ interface QuotaBucket {
   code: Record<Market, string>;
 }
 const STANDARD_QUOTA: QuotaBucket = {
-  name: { spot: 'All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests', 'on-demand': 'Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances' },
+  name: {
+    spot: 'All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests',
+    'on-demand': 'Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances',
+  },
   code: { spot: 'L-34B43A08', 'on-demand': 'L-1216C47A' },
 };
 const G_QUOTA: QuotaBucket = {
@@ -160,12 +163,14 @@ export const AWS_ERRORS: Readonly<Record<string, AwsErrorRule>> = {
     scope: 'az',
     code: CODE.capacity,
     summary: (ctx) => `the subnet in ${ctx.az ?? 'that Availability Zone'} has no free IP addresses`,
-    remediation: (ctx) => `free addresses in the default subnet of ${ctx.az ?? 'that zone'} (aws ec2 describe-subnets${regionFlag(ctx)}); ${widen}`,
+    remediation: (ctx) =>
+      `free addresses in the default subnet of ${ctx.az ?? 'that zone'} (aws ec2 describe-subnets${regionFlag(ctx)}); ${widen}`,
   },
   VcpuLimitExceeded: {
     scope: 'region-vcpus',
     code: CODE.quota,
-    summary: (ctx) => `the ${ctx.market ?? 'spot'} vCPU quota${ctx.region ? ` of ${ctx.region}` : ''} is too small for ${ctx.instanceType ?? 'this size'}`,
+    summary: (ctx) =>
+      `the ${ctx.market ?? 'spot'} vCPU quota${ctx.region ? ` of ${ctx.region}` : ''} is too small for ${ctx.instanceType ?? 'this size'}`,
     remediation: quotaRemediation,
   },
   MaxSpotInstanceCountExceeded: {
@@ -250,7 +255,8 @@ export const AWS_ERRORS: Readonly<Record<string, AwsErrorRule>> = {
     scope: 'fatal',
     code: CODE.request,
     summary: (ctx) => `the machine image was not found${ctx.region ? ` in ${ctx.region}` : ''}`,
-    remediation: () => 're-run so spotctl looks the image up again; if you passed an image id, it must exist in the region being launched in',
+    remediation: () =>
+      're-run so spotctl looks the image up again; if you passed an image id, it must exist in the region being launched in',
   },
   'InvalidAMIID.Malformed': badRequest,
   // Node.js socket and DNS errors (`error.code`), which the SDK passes on after its retries.
@@ -321,8 +327,11 @@ export function awsRemediation(error: unknown, ctx: AwsErrorContext = {}): strin
 export function awsUserError(error: unknown, ctx: AwsErrorContext = {}): UserError {
   const name = awsErrorName(error) ?? 'Error';
   const rule = AWS_ERRORS[name];
-  const place = ctx.instanceType || ctx.az || ctx.region ? ` (${[ctx.instanceType, ctx.az ?? ctx.region].filter(Boolean).join(' in ')})` : '';
-  const message = rule ? `${rule.summary(ctx)} (${name}: ${rawMessage(error)})` : `EC2 ${ctx.action ?? 'request'} failed${place}: ${name}: ${rawMessage(error)}`;
+  const place =
+    ctx.instanceType || ctx.az || ctx.region ? ` (${[ctx.instanceType, ctx.az ?? ctx.region].filter(Boolean).join(' in ')})` : '';
+  const message = rule
+    ? `${rule.summary(ctx)} (${name}: ${rawMessage(error)})`
+    : `EC2 ${ctx.action ?? 'request'} failed${place}: ${name}: ${rawMessage(error)}`;
   return new UserError(rule?.code ?? CODE.aws, message, {
     cause: error,
     remediation: rule?.remediation(ctx) ?? 'if it persists, re-run with DEBUG=spotctl:* and report the output',

@@ -52,7 +52,8 @@ function usage(message: string, remediation: string): UserError {
 
 function parseCount(text: string, spec: string): number {
   const n = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!Number.isInteger(n) || n < 1 || n > MAX_GPU_COUNT) throw usage(`--gpus '${spec}': the GPU count must be a whole number from 1 to ${MAX_GPU_COUNT}`, GPUS_EXAMPLE);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_GPU_COUNT)
+    throw usage(`--gpus '${spec}': the GPU count must be a whole number from 1 to ${MAX_GPU_COUNT}`, GPUS_EXAMPLE);
   return n;
 }
 
@@ -65,11 +66,25 @@ export function parseGpuSpec(spec: string): Pick<GpuRequest, 'names' | 'count'> 
   if (extra !== undefined) throw usage(`--gpus '${spec}' has more than one ':'`, GPUS_EXAMPLE);
   const names = models.split('|').map((n) => n.trim());
   const bad = names.find((n) => !NAME_RE.test(n));
-  if (bad !== undefined) throw usage(`--gpus '${spec}' has an invalid GPU name '${bad}'`, `${GPUS_EXAMPLE}; spotctl gpus lists the names AWS uses`);
-  return { names: [...new Set(names.map((n) => n.toUpperCase()))], count: countText === undefined ? 1 : parseCount(countText.trim(), spec) };
+  if (bad !== undefined)
+    throw usage(`--gpus '${spec}' has an invalid GPU name '${bad}'`, `${GPUS_EXAMPLE}; spotctl gpus lists the names AWS uses`);
+  return {
+    names: [...new Set(names.map((n) => n.toUpperCase()))],
+    count: countText === undefined ? 1 : parseCount(countText.trim(), spec),
+  };
 }
 
-const MEMORY_UNITS_MIB: Readonly<Record<string, number>> = { m: 1, mb: 1, mib: 1, g: 1024, gb: 1024, gib: 1024, t: 1024 * 1024, tb: 1024 * 1024, tib: 1024 * 1024 };
+const MEMORY_UNITS_MIB: Readonly<Record<string, number>> = {
+  m: 1,
+  mb: 1,
+  mib: 1,
+  g: 1024,
+  gb: 1024,
+  gib: 1024,
+  t: 1024 * 1024,
+  tb: 1024 * 1024,
+  tib: 1024 * 1024,
+};
 
 /** `--gpu-memory 20G` → MiB per GPU. G is GiB, as nvidia-smi and AWS count (an A10G's 22888 MiB is 22.4G). */
 export function parseGpuMemory(value: string): number {
@@ -77,7 +92,10 @@ export function parseGpuMemory(value: string): number {
   const factor = match ? MEMORY_UNITS_MIB[(match[2] ?? '').toLowerCase()] : undefined;
   const mib = match && factor !== undefined ? Math.ceil(Number(match[1]) * factor) : NaN;
   if (!Number.isFinite(mib) || mib < 1) {
-    throw usage(`--gpu-memory must be a size with a unit, got '${value}'`, 'for example: --gpu-memory 20G (memory of each GPU; M, G and T are accepted)');
+    throw usage(
+      `--gpu-memory must be a size with a unit, got '${value}'`,
+      'for example: --gpu-memory 20G (memory of each GPU; M, G and T are accepted)',
+    );
   }
   return mib;
 }
@@ -102,8 +120,10 @@ export function gpuInfoOf(info: InstanceTypeInfo): GpuInfo | undefined {
 /** Why a type's GPUs don't match the request, or undefined when they do. */
 export function gpuMismatch(instanceType: string, gpu: GpuInfo | undefined, request: GpuRequest): string | undefined {
   if (!gpu) return `${instanceType} has no GPU`;
-  if (gpu.manufacturer.toUpperCase() !== GPU_MANUFACTURER) return `${instanceType} has ${gpu.manufacturer} GPUs, spotctl runs GPU jobs on NVIDIA only`;
-  if (request.names && !request.names.includes(gpu.name.toUpperCase())) return `${instanceType} has ${gpu.name}, not ${request.names.join(' or ')}`;
+  if (gpu.manufacturer.toUpperCase() !== GPU_MANUFACTURER)
+    return `${instanceType} has ${gpu.manufacturer} GPUs, spotctl runs GPU jobs on NVIDIA only`;
+  if (request.names && !request.names.includes(gpu.name.toUpperCase()))
+    return `${instanceType} has ${gpu.name}, not ${request.names.join(' or ')}`;
   if (gpu.count !== request.count) return `${instanceType} has ${gpu.count} GPU${gpu.count === 1 ? '' : 's'}, ${request.count} asked for`;
   if (request.minMemoryMiB !== undefined && gpu.memoryMiB < request.minMemoryMiB) {
     return `${instanceType}'s ${gpu.name} has ${formatGpuMemory(gpu.memoryMiB)}, ${formatGpuMemory(request.minMemoryMiB)} asked for`;

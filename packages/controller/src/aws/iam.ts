@@ -170,9 +170,15 @@ export async function createRunRole(options: CreateRunRoleOptions): Promise<RunR
       sendOptions(signal),
     );
     step = 'iam:PutRolePolicy';
-    await iam.send(new PutRolePolicyCommand({ RoleName: name, PolicyName: 'checkpoints', PolicyDocument: JSON.stringify(options.policy) }), sendOptions(signal));
+    await iam.send(
+      new PutRolePolicyCommand({ RoleName: name, PolicyName: 'checkpoints', PolicyDocument: JSON.stringify(options.policy) }),
+      sendOptions(signal),
+    );
     step = 'iam:CreateInstanceProfile';
-    const profile = await iam.send(new CreateInstanceProfileCommand({ InstanceProfileName: name, Path: RUN_ROLE_PATH, Tags }), sendOptions(signal));
+    const profile = await iam.send(
+      new CreateInstanceProfileCommand({ InstanceProfileName: name, Path: RUN_ROLE_PATH, Tags }),
+      sendOptions(signal),
+    );
     step = 'iam:AddRoleToInstanceProfile';
     await iam.send(new AddRoleToInstanceProfileCommand({ InstanceProfileName: name, RoleName: name }), sendOptions(signal));
     const arn = profile.InstanceProfile?.Arn;
@@ -191,7 +197,8 @@ export async function createRunRole(options: CreateRunRoleOptions): Promise<RunR
  * the instance is terminated (a live instance would lose its credentials).
  */
 export async function deleteRunRole(iam: IAMClient, runId: string, signal?: AbortSignal): Promise<void> {
-  const { RemoveRoleFromInstanceProfileCommand, DeleteInstanceProfileCommand, DeleteRolePolicyCommand, DeleteRoleCommand } = await loadIamSdk();
+  const { RemoveRoleFromInstanceProfileCommand, DeleteInstanceProfileCommand, DeleteRolePolicyCommand, DeleteRoleCommand } =
+    await loadIamSdk();
   const name = runRoleName(runId);
   const tolerate = async (p: Promise<unknown>): Promise<void> => {
     try {
@@ -213,7 +220,10 @@ export async function listRunRoles(iam: IAMClient, signal?: AbortSignal): Promis
   const found: { runId: string; roleName: string; created?: string }[] = [];
   let marker: string | undefined;
   for (let page = 0; page < 100; page++) {
-    const r = await iam.send(new ListRolesCommand({ PathPrefix: RUN_ROLE_PATH, ...(marker ? { Marker: marker } : {}) }), sendOptions(signal));
+    const r = await iam.send(
+      new ListRolesCommand({ PathPrefix: RUN_ROLE_PATH, ...(marker ? { Marker: marker } : {}) }),
+      sendOptions(signal),
+    );
     for (const role of r.Roles ?? []) {
       if (!role.RoleName?.startsWith('spotctl-run-')) continue;
       // ListRoles does not return tags reliably; ask for them, and only ever touch tagged ones.

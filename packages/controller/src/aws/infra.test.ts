@@ -66,7 +66,8 @@ describe('parseSshCidr', () => {
     } catch (e) {
       expect((e as UserError).remediation).toContain('203.0.113.0/24');
     }
-    for (const bad of ['203.0.113.7/33', '256.1.1.1', 'example.com', '::1', '1.2.3.4/x']) expect(() => parseSshCidr(bad)).toThrow(UserError);
+    for (const bad of ['203.0.113.7/33', '256.1.1.1', 'example.com', '::1', '1.2.3.4/x'])
+      expect(() => parseSshCidr(bad)).toThrow(UserError);
   });
 });
 
@@ -91,7 +92,10 @@ describe('resolveSshCidr', () => {
     await expect(resolveSshCidr({ lookupUrl: url })).rejects.toThrow(/not an IPv4 address/);
   });
   it('--ssh-cidr wins and the lookup is not asked', async () => {
-    expect(await resolveSshCidr({ sshCidr: '192.0.2.9', lookupUrl: 'http://127.0.0.1:1/' })).toEqual({ cidr: '192.0.2.9/32', source: '--ssh-cidr' });
+    expect(await resolveSshCidr({ sshCidr: '192.0.2.9', lookupUrl: 'http://127.0.0.1:1/' })).toEqual({
+      cidr: '192.0.2.9/32',
+      source: '--ssh-cidr',
+    });
   });
   it('an unreachable lookup says to pass --ssh-cidr', async () => {
     const err = await resolveSshCidr({ lookupUrl: 'http://127.0.0.1:1/' }).catch((e: unknown) => e);
@@ -140,14 +144,21 @@ describe('local key and key pair', () => {
     expect(input.KeyName).toBe(key.name);
     expect(Buffer.from(input.PublicKeyMaterial!).toString()).toBe(`${key.publicKey.split(' ').slice(0, 2).join(' ')}\n`);
     expect(Buffer.from(input.PublicKeyMaterial!).toString()).not.toContain('PRIVATE');
-    expect(tagMap(input.TagSpecifications?.[0]?.Tags)).toMatchObject({ [TAG.managed]: 'true', [TAG.owner]: OWNER, [TAG.created]: NOW.toISOString() });
+    expect(tagMap(input.TagSpecifications?.[0]?.Tags)).toMatchObject({
+      [TAG.managed]: 'true',
+      [TAG.owner]: OWNER,
+      [TAG.created]: NOW.toISOString(),
+    });
     expect(input.TagSpecifications?.[0]?.ResourceType).toBe('key-pair');
   });
 
   it('reuses the pair when it is there, and a lost local key makes a NEW pair instead of deleting the old one', async () => {
     const old = await ensureLocalKey(path.join(dir, 'c'));
     ec2.on(DescribeKeyPairsCommand).callsFake((input: { Filters?: { Values?: string[] }[] }) => ({
-      KeyPairs: input.Filters?.[0]?.Values?.[0] === old.name ? [{ KeyName: old.name, PublicKey: `${old.publicKey}\n`, Tags: [{ Key: TAG.managed, Value: 'true' }] }] : [],
+      KeyPairs:
+        input.Filters?.[0]?.Values?.[0] === old.name
+          ? [{ KeyName: old.name, PublicKey: `${old.publicKey}\n`, Tags: [{ Key: TAG.managed, Value: 'true' }] }]
+          : [],
     }));
     ec2.on(ImportKeyPairCommand).resolves({});
     expect(await ensureKeyPair(ctx(), old)).toBe(old.name);
@@ -171,7 +182,9 @@ describe('local key and key pair', () => {
 
   it('refuses a same-named pair that holds another public key', async () => {
     const key = await ensureLocalKey(path.join(dir, 'e'));
-    ec2.on(DescribeKeyPairsCommand).resolves({ KeyPairs: [{ KeyName: key.name, PublicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOther' }] });
+    ec2.on(DescribeKeyPairsCommand).resolves({
+      KeyPairs: [{ KeyName: key.name, PublicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOther' }],
+    });
     await expect(ensureKeyPair(ctx(), key)).rejects.toThrow(/different public key/);
     expect(existsSync(key.privateKeyPath)).toBe(true);
   });
@@ -234,27 +247,45 @@ describe('resolveImage', () => {
   });
 
   it("asks Canonical's account for Ubuntu 24.04 of the architecture, and takes the newest", async () => {
-    ec2.on(DescribeImagesCommand).callsFake((input: { Owners?: string[] }) =>
-      input.Owners?.[0] === 'self' ? { Images: [] } : { Images: [ubuntu('ami-old', '20250305'), ubuntu('ami-new', '20250610'), ubuntu('ami-evil', '20991231', '123456789012')] },
-    );
+    ec2
+      .on(DescribeImagesCommand)
+      .callsFake((input: { Owners?: string[] }) =>
+        input.Owners?.[0] === 'self'
+          ? { Images: [] }
+          : { Images: [ubuntu('ami-old', '20250305'), ubuntu('ami-new', '20250610'), ubuntu('ami-evil', '20991231', '123456789012')] },
+      );
     const image = await resolveImage(ctx(), 'x86_64');
     expect(image).toMatchObject({ imageId: 'ami-new', baked: false, rootDeviceName: '/dev/sda1' });
-    const stock = ec2.commandCalls(DescribeImagesCommand).map((c) => c.args[0].input).find((i) => i.Owners?.[0] !== 'self')!;
+    const stock = ec2
+      .commandCalls(DescribeImagesCommand)
+      .map((c) => c.args[0].input)
+      .find((i) => i.Owners?.[0] !== 'self')!;
     expect(stock.Owners).toEqual([CANONICAL_OWNER_ID]);
-    expect(stock.Filters).toEqual(expect.arrayContaining([{ Name: 'name', Values: [UBUNTU_NAME_PATTERN] }, { Name: 'architecture', Values: ['x86_64'] }]));
+    expect(stock.Filters).toEqual(
+      expect.arrayContaining([
+        { Name: 'name', Values: [UBUNTU_NAME_PATTERN] },
+        { Name: 'architecture', Values: ['x86_64'] },
+      ]),
+    );
   });
 
   it('prefers a baked spotctl image of this account', async () => {
-    ec2.on(DescribeImagesCommand).callsFake((input: { Owners?: string[] }) =>
-      input.Owners?.[0] === 'self' ? { Images: [{ ...ubuntu('ami-baked', 'x', '111122223333'), Name: 'spotctl-agent-1' }] } : { Images: [ubuntu('ami-new', '20250610')] },
-    );
+    ec2
+      .on(DescribeImagesCommand)
+      .callsFake((input: { Owners?: string[] }) =>
+        input.Owners?.[0] === 'self'
+          ? { Images: [{ ...ubuntu('ami-baked', 'x', '111122223333'), Name: 'spotctl-agent-1' }] }
+          : { Images: [ubuntu('ami-new', '20250610')] },
+      );
     expect(await resolveImage(ctx(), 'x86_64')).toMatchObject({ imageId: 'ami-baked', baked: true });
     const baked = ec2.commandCalls(DescribeImagesCommand)[0]!.args[0].input;
     expect(baked.Filters).toContainEqual({ Name: `tag:${TAG.ami}`, Values: ['true'] });
   });
 
   it('newest is by creation time first, then by name', () => {
-    expect(newestImage([ubuntu('a', '2', undefined, '2026-02-01T00:00:00Z'), ubuntu('b', '9', undefined, '2026-01-01T00:00:00Z')])?.ImageId).toBe('a');
+    expect(
+      newestImage([ubuntu('a', '2', undefined, '2026-02-01T00:00:00Z'), ubuntu('b', '9', undefined, '2026-01-01T00:00:00Z')])?.ImageId,
+    ).toBe('a');
     expect(newestImage([ubuntu('a', '20250305'), ubuntu('b', '20250610')])?.ImageId).toBe('b');
   });
 

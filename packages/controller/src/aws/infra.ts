@@ -64,7 +64,8 @@ export async function callerArn(options: { region: string; sts?: STSClient; sign
   const sts = options.sts ?? new STSClient({ region: options.region });
   try {
     const r = await sts.send(new GetCallerIdentityCommand({}), sendOptions(options.signal));
-    if (!r.Arn) throw new UserError('SPOTCTL_AWS_CREDENTIALS', 'AWS did not say who the credentials belong to (GetCallerIdentity returned no ARN)');
+    if (!r.Arn)
+      throw new UserError('SPOTCTL_AWS_CREDENTIALS', 'AWS did not say who the credentials belong to (GetCallerIdentity returned no ARN)');
     return r.Arn;
   } catch (error) {
     if (error instanceof UserError || options.signal?.aborted) throw error;
@@ -131,7 +132,11 @@ export async function resolveSshCidr(options: SshCidrOptions = {}): Promise<{ ci
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
   } catch (error) {
     if (options.signal?.aborted) throw error;
-    throw new UserError('SPOTCTL_CONFIG', `could not find this machine's public address at ${url}: ${error instanceof Error ? error.message : String(error)}`, { remediation, cause: error });
+    throw new UserError(
+      'SPOTCTL_CONFIG',
+      `could not find this machine's public address at ${url}: ${error instanceof Error ? error.message : String(error)}`,
+      { remediation, cause: error },
+    );
   }
   if (!IPV4.test(text)) {
     throw new UserError('SPOTCTL_CONFIG', `${url} answered '${text.slice(0, 60)}', not an IPv4 address`, { remediation });
@@ -218,14 +223,23 @@ export interface InfraContext {
 export async function ensureKeyPair(ctx: InfraContext, key: LocalKey): Promise<string> {
   const { DescribeKeyPairsCommand, ImportKeyPairCommand } = await loadEc2Sdk();
   const describe = async () =>
-    (await ctx.ec2.send(new DescribeKeyPairsCommand({ Filters: [{ Name: 'key-name', Values: [key.name] }], IncludePublicKey: true }), sendOptions(ctx.signal))).KeyPairs ?? [];
+    (
+      await ctx.ec2.send(
+        new DescribeKeyPairsCommand({ Filters: [{ Name: 'key-name', Values: [key.name] }], IncludePublicKey: true }),
+        sendOptions(ctx.signal),
+      )
+    ).KeyPairs ?? [];
   const check = (pairs: Awaited<ReturnType<typeof describe>>): boolean => {
     const pair = pairs.find((p) => p.KeyName === key.name);
     if (!pair) return false;
     if (pair.PublicKey && publicKeyBody(pair.PublicKey) !== publicKeyBody(key.publicKey)) {
-      throw new UserError('SPOTCTL_CONFIG', `the key pair ${key.name} in ${ctx.region} holds a different public key than ${key.privateKeyPath}.pub`, {
-        remediation: `move ${key.privateKeyPath} aside so spotctl makes a new key, or check the key pair with: aws ec2 describe-key-pairs --key-names ${key.name} --include-public-key --region ${ctx.region}`,
-      });
+      throw new UserError(
+        'SPOTCTL_CONFIG',
+        `the key pair ${key.name} in ${ctx.region} holds a different public key than ${key.privateKeyPath}.pub`,
+        {
+          remediation: `move ${key.privateKeyPath} aside so spotctl makes a new key, or check the key pair with: aws ec2 describe-key-pairs --key-names ${key.name} --include-public-key --region ${ctx.region}`,
+        },
+      );
     }
     return true;
   };
@@ -303,7 +317,12 @@ export async function ensureSecurityGroup(ctx: InfraContext, vpcId: string, cidr
   const describe = async (): Promise<SecurityGroup | undefined> =>
     (
       await ctx.ec2.send(
-        new sdk.DescribeSecurityGroupsCommand({ Filters: [{ Name: 'vpc-id', Values: [vpcId] }, { Name: 'group-name', Values: [name] }] }),
+        new sdk.DescribeSecurityGroupsCommand({
+          Filters: [
+            { Name: 'vpc-id', Values: [vpcId] },
+            { Name: 'group-name', Values: [name] },
+          ],
+        }),
         sendOptions(ctx.signal),
       )
     ).SecurityGroups?.[0];
@@ -312,7 +331,14 @@ export async function ensureSecurityGroup(ctx: InfraContext, vpcId: string, cidr
       await ctx.ec2.send(
         new sdk.AuthorizeSecurityGroupIngressCommand({
           GroupId: groupId,
-          IpPermissions: [{ IpProtocol: 'tcp', FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: cidr, Description: 'spotctl: SSH from the launching machine' }] }],
+          IpPermissions: [
+            {
+              IpProtocol: 'tcp',
+              FromPort: 22,
+              ToPort: 22,
+              IpRanges: [{ CidrIp: cidr, Description: 'spotctl: SSH from the launching machine' }],
+            },
+          ],
           TagSpecifications: tagSpecifications(['security-group-rule'], baseTags(ctx.owner, now(), 'ssh-access')),
         }),
         sendOptions(ctx.signal),
@@ -340,7 +366,11 @@ export async function ensureSecurityGroup(ctx: InfraContext, vpcId: string, cidr
         GroupName: name,
         Description: `spotctl: SSH (22/tcp) from ${cidr} only`,
         VpcId: vpcId,
-        TagSpecifications: tagSpecifications(['security-group'], { ...baseTags(ctx.owner, now(), 'ssh-access'), [TAG.sshCidr]: cidr, Name: name }),
+        TagSpecifications: tagSpecifications(['security-group'], {
+          ...baseTags(ctx.owner, now(), 'ssh-access'),
+          [TAG.sshCidr]: cidr,
+          Name: name,
+        }),
       }),
       sendOptions(ctx.signal),
     );
@@ -406,17 +436,19 @@ export async function resolveImage(
   const { DescribeImagesCommand } = await loadEc2Sdk();
   const gpu = options.gpu === true;
   try {
-    const baked = options.stockOnly ? { Images: [] } : await ctx.ec2.send(
-      new DescribeImagesCommand({
-        Owners: ['self'],
-        Filters: [
-          { Name: `tag:${TAG.ami}`, Values: ['true'] },
-          { Name: 'architecture', Values: [architecture] },
-          { Name: 'state', Values: ['available'] },
-        ],
-      }),
-      sendOptions(ctx.signal),
-    );
+    const baked = options.stockOnly
+      ? { Images: [] }
+      : await ctx.ec2.send(
+          new DescribeImagesCommand({
+            Owners: ['self'],
+            Filters: [
+              { Name: `tag:${TAG.ami}`, Values: ['true'] },
+              { Name: 'architecture', Values: [architecture] },
+              { Name: 'state', Values: ['available'] },
+            ],
+          }),
+          sendOptions(ctx.signal),
+        );
     const mine = newestImage((baked.Images ?? []).filter((i) => isGpuBake(i) === gpu));
     if (mine) return toResolved(mine, true, gpu);
     if (gpu) return await deepLearningImage(ctx, architecture);
@@ -459,9 +491,13 @@ async function deepLearningImage(ctx: Pick<InfraContext, 'ec2' | 'region' | 'sig
   );
   const image = newestImage(response.Images ?? []);
   if (image) return toResolved(image, false, true);
-  throw new UserError('SPOTCTL_CONFIG', `no Deep Learning Base image with the NVIDIA driver (Ubuntu, ${architecture}) found in ${ctx.region}`, {
-    remediation: `check with: aws ec2 describe-images --owners ${DLAMI_OWNER} --filters 'Name=name,Values=${DLAMI_NAME_PATTERN}' 'Name=architecture,Values=${architecture}' --region ${ctx.region}; or leave the region out with --regions`,
-  });
+  throw new UserError(
+    'SPOTCTL_CONFIG',
+    `no Deep Learning Base image with the NVIDIA driver (Ubuntu, ${architecture}) found in ${ctx.region}`,
+    {
+      remediation: `check with: aws ec2 describe-images --owners ${DLAMI_OWNER} --filters 'Name=name,Values=${DLAMI_NAME_PATTERN}' 'Name=architecture,Values=${architecture}' --region ${ctx.region}; or leave the region out with --regions`,
+    },
+  );
 }
 
 // --- everything -------------------------------------------------------------------------------
@@ -477,7 +513,9 @@ export interface RegionInfra {
 }
 
 /** Key pair, security group and image for one region (the subnet is per AZ: `defaultSubnetId`). */
-export async function ensureRegionInfra(ctx: InfraContext & { key: LocalKey; sshCidr: string; architecture: Architecture; stockImage?: boolean; gpu?: boolean }): Promise<RegionInfra> {
+export async function ensureRegionInfra(
+  ctx: InfraContext & { key: LocalKey; sshCidr: string; architecture: Architecture; stockImage?: boolean; gpu?: boolean },
+): Promise<RegionInfra> {
   const vpcId = await defaultVpcId(ctx);
   const [keyName, securityGroupId, image] = await Promise.all([
     ensureKeyPair(ctx, ctx.key),

@@ -67,7 +67,10 @@ describe('runInstancesInput', () => {
   });
 
   it('asks for a one-time spot instance that terminates on interruption and on an OS shutdown', () => {
-    expect(input.InstanceMarketOptions).toEqual({ MarketType: 'spot', SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' } });
+    expect(input.InstanceMarketOptions).toEqual({
+      MarketType: 'spot',
+      SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' },
+    });
     expect(input.InstanceInitiatedShutdownBehavior).toBe('terminate');
   });
 
@@ -78,15 +81,27 @@ describe('runInstancesInput', () => {
   it('pins the placement: type, AZ, that AZ’s subnet, both CPU options', () => {
     expect(input.InstanceType).toBe('c6a.2xlarge');
     expect(input.Placement).toEqual({ AvailabilityZone: 'us-east-2b' });
-    expect(input.NetworkInterfaces).toEqual([{ DeviceIndex: 0, SubnetId: 'subnet-b', Groups: ['sg-us-east-2'], AssociatePublicIpAddress: true, DeleteOnTermination: true }]);
+    expect(input.NetworkInterfaces).toEqual([
+      { DeviceIndex: 0, SubnetId: 'subnet-b', Groups: ['sg-us-east-2'], AssociatePublicIpAddress: true, DeleteOnTermination: true },
+    ]);
     expect(input.CpuOptions).toEqual({ CoreCount: 4, ThreadsPerCore: 1 });
     expect(input.SubnetId).toBeUndefined();
     expect(input.SecurityGroupIds).toBeUndefined();
   });
 
   it('deletes the root volume with the instance, and sizes it at least as large as the image', () => {
-    expect(input.BlockDeviceMappings).toEqual([{ DeviceName: '/dev/sda1', Ebs: { DeleteOnTermination: true, VolumeType: 'gp3', VolumeSize: 30 } }]);
-    const big = runInstancesInput({ candidate: candidate(), market: 'spot', infra: { ...infra(), image: { ...infra().image, rootSnapshotGiB: 64 } }, subnetId: 's', userData: 'x', tags: TAGS, clientToken: 't' });
+    expect(input.BlockDeviceMappings).toEqual([
+      { DeviceName: '/dev/sda1', Ebs: { DeleteOnTermination: true, VolumeType: 'gp3', VolumeSize: 30 } },
+    ]);
+    const big = runInstancesInput({
+      candidate: candidate(),
+      market: 'spot',
+      infra: { ...infra(), image: { ...infra().image, rootSnapshotGiB: 64 } },
+      subnetId: 's',
+      userData: 'x',
+      tags: TAGS,
+      clientToken: 't',
+    });
     expect(big.BlockDeviceMappings?.[0]?.Ebs?.VolumeSize).toBe(64);
   });
 
@@ -116,7 +131,15 @@ describe('runInstancesInput', () => {
   });
 
   it('on-demand has no market options and no price tag', () => {
-    const od = runInstancesInput({ candidate: candidate(), market: 'on-demand', infra: infra(), subnetId: 's', userData: 'x', tags: TAGS, clientToken: 't' });
+    const od = runInstancesInput({
+      candidate: candidate(),
+      market: 'on-demand',
+      infra: infra(),
+      subnetId: 's',
+      userData: 'x',
+      tags: TAGS,
+      clientToken: 't',
+    });
     expect(od.InstanceMarketOptions).toBeUndefined();
     expect(od.InstanceInitiatedShutdownBehavior).toBe('terminate');
     expect(tagMap(od.TagSpecifications?.[0]?.Tags)[TAG.price]).toBeUndefined();
@@ -150,7 +173,14 @@ describe('launchInstance', () => {
       onRegionTouched: (r) => touched.push(r),
       now: () => 42,
     });
-    expect(result.value).toMatchObject({ instanceId: 'i-0abc', az: 'us-east-2c', pricePerHour: 0.08, market: 'spot', subnetId: 'subnet-us-east-2c', launchedAt: 42 });
+    expect(result.value).toMatchObject({
+      instanceId: 'i-0abc',
+      az: 'us-east-2c',
+      pricePerHour: 0.08,
+      market: 'spot',
+      subnetId: 'subnet-us-east-2c',
+      launchedAt: 42,
+    });
     const sent = ec2.commandCalls(RunInstancesCommand).map((c) => c.args[0].input as RunInstancesCommandInput);
     expect(sent.map((i) => [i.Placement?.AvailabilityZone, i.NetworkInterfaces?.[0]?.SubnetId, i.ClientToken])).toEqual([
       ['us-east-2b', 'subnet-us-east-2b', `${TAGS.runId}-1`],
@@ -164,7 +194,12 @@ describe('launchInstance', () => {
     const arn = 'arn:aws:iam::111122223333:instance-profile/spotctl/spotctl-run-20260314-093000-ab12';
     ec2
       .on(RunInstancesCommand)
-      .rejectsOnce(awsError('InvalidParameterValue', `Value (${arn}) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN`))
+      .rejectsOnce(
+        awsError(
+          'InvalidParameterValue',
+          `Value (${arn}) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN`,
+        ),
+      )
       .resolves({ Instances: [{ InstanceId: 'i-0prof', Placement: { AvailabilityZone: 'us-east-2b' } }] });
     const result = await launchInstance({
       candidates: [candidate(), candidate({ az: 'us-east-2c' })],
@@ -185,9 +220,26 @@ describe('launchInstance', () => {
 
   it('gives up on the profile at its deadline with the error, and never retries that error without a profile', async () => {
     ec2.on(DescribeSubnetsCommand).resolves({ Subnets: [{ SubnetId: 'subnet-b' }] });
-    ec2.on(RunInstancesCommand).rejects(awsError('InvalidParameterValue', 'Value (x) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name'));
-    const base = { candidates: [candidate()], clientFor, infraFor: async (region: string) => infra(region), userDataFor: () => '#cloud-config\n', tags: TAGS };
-    await expect(launchInstance({ ...base, instanceProfileArn: 'arn:aws:iam::1:instance-profile/x', profileRetryIntervalMs: 10, profilePropagationTimeoutMs: 100 })).rejects.toBeInstanceOf(UserError);
+    ec2
+      .on(RunInstancesCommand)
+      .rejects(
+        awsError('InvalidParameterValue', 'Value (x) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name'),
+      );
+    const base = {
+      candidates: [candidate()],
+      clientFor,
+      infraFor: async (region: string) => infra(region),
+      userDataFor: () => '#cloud-config\n',
+      tags: TAGS,
+    };
+    await expect(
+      launchInstance({
+        ...base,
+        instanceProfileArn: 'arn:aws:iam::1:instance-profile/x',
+        profileRetryIntervalMs: 10,
+        profilePropagationTimeoutMs: 100,
+      }),
+    ).rejects.toBeInstanceOf(UserError);
     const tries = ec2.commandCalls(RunInstancesCommand).length;
     expect(tries).toBeGreaterThan(2);
     ec2.resetHistory();
@@ -198,7 +250,9 @@ describe('launchInstance', () => {
   it('skips a region whose infrastructure cannot be set up and launches in the next one', async () => {
     ec2.on(DescribeSubnetsCommand).resolves({ Subnets: [{ SubnetId: 'subnet-w' }] });
     ec2.on(RunInstancesCommand).resolves({ Instances: [{ InstanceId: 'i-0west', Placement: { AvailabilityZone: 'us-west-2a' } }] });
-    const noVpc = new UserError('SPOTCTL_AWS_REQUEST', 'us-east-2 has no default VPC', { remediation: 'aws ec2 create-default-vpc --region us-east-2' });
+    const noVpc = new UserError('SPOTCTL_AWS_REQUEST', 'us-east-2 has no default VPC', {
+      remediation: 'aws ec2 create-default-vpc --region us-east-2',
+    });
     const events: string[] = [];
     const result = await launchInstance({
       candidates: [candidate(), candidate({ az: 'us-east-2c' }), candidate({ region: 'us-west-2', az: 'us-west-2a', pricePerHour: 0.09 })],
@@ -209,13 +263,26 @@ describe('launchInstance', () => {
       },
       userDataFor: () => '#cloud-config\n',
       tags: TAGS,
-      onAttempt: (e) => events.push(e.type === 'failed' ? `failed ${e.candidate.region} ${e.errorName} +${e.ruledOut}` : e.type === 'fallback' ? e.type : `${e.type} ${e.candidate.region}`),
+      onAttempt: (e) =>
+        events.push(
+          e.type === 'failed'
+            ? `failed ${e.candidate.region} ${e.errorName} +${e.ruledOut}`
+            : e.type === 'fallback'
+              ? e.type
+              : `${e.type} ${e.candidate.region}`,
+        ),
     });
     expect(result.value).toMatchObject({ instanceId: 'i-0west', region: 'us-west-2' });
     expect(events).toEqual(['trying us-east-2', 'failed us-east-2 RegionSetup +1', 'trying us-west-2', 'launched us-west-2']);
     // With no other region left, the setup error itself (and its remediation) surfaces.
     await expect(
-      launchInstance({ candidates: [candidate()], clientFor, infraFor: async () => await Promise.reject(noVpc), userDataFor: () => '', tags: TAGS }),
+      launchInstance({
+        candidates: [candidate()],
+        clientFor,
+        infraFor: async () => await Promise.reject(noVpc),
+        userDataFor: () => '',
+        tags: TAGS,
+      }),
     ).rejects.toBe(noVpc);
   });
 });
@@ -234,20 +301,34 @@ describe('waitForRunning', () => {
   });
 
   it('an instance that dies before running is an error, not a wait', async () => {
-    ec2.on(DescribeInstancesCommand).resolves({ Reservations: [{ Instances: [{ InstanceId: 'i-1', State: { Name: 'terminated' }, StateReason: { Message: 'Server.SpotInstanceTermination' } }] }] });
-    await expect(waitForRunning(new EC2Client({ region: 'us-east-2' }), 'i-1', { intervalMs: 1, sleep: async () => undefined })).rejects.toThrow(UserError);
+    ec2.on(DescribeInstancesCommand).resolves({
+      Reservations: [
+        { Instances: [{ InstanceId: 'i-1', State: { Name: 'terminated' }, StateReason: { Message: 'Server.SpotInstanceTermination' } }] },
+      ],
+    });
+    await expect(
+      waitForRunning(new EC2Client({ region: 'us-east-2' }), 'i-1', { intervalMs: 1, sleep: async () => undefined }),
+    ).rejects.toThrow(UserError);
   });
 
   it('is bounded', async () => {
     ec2.on(DescribeInstancesCommand).resolves({ Reservations: [{ Instances: [{ InstanceId: 'i-1', State: { Name: 'pending' } }] }] });
-    await expect(waitForRunning(new EC2Client({ region: 'us-east-2' }), 'i-1', { timeoutMs: 30, intervalMs: 10, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) })).rejects.toThrow(/not running/);
+    await expect(
+      waitForRunning(new EC2Client({ region: 'us-east-2' }), 'i-1', {
+        timeoutMs: 30,
+        intervalMs: 10,
+        sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      }),
+    ).rejects.toThrow(/not running/);
   });
 });
 
 describe('terminateRun', () => {
   it('finds the run by its tag (also an instance whose id we never saw) and terminates only those', async () => {
     ec2.on(DescribeInstancesCommand).resolves({ Reservations: [{ Instances: [{ InstanceId: 'i-unseen' }] }] });
-    ec2.on(TerminateInstancesCommand).callsFake((input: { InstanceIds: string[] }) => ({ TerminatingInstances: input.InstanceIds.map((InstanceId) => ({ InstanceId })) }));
+    ec2
+      .on(TerminateInstancesCommand)
+      .callsFake((input: { InstanceIds: string[] }) => ({ TerminatingInstances: input.InstanceIds.map((InstanceId) => ({ InstanceId })) }));
     const r = await terminateRun(clientFor, ['us-east-2'], TAGS.runId, { knownIds: new Map([['i-known', 'us-east-2']]) });
     expect(r.failed).toEqual([]);
     expect(r.terminated.map((t) => t.instanceId).sort()).toEqual(['i-known', 'i-unseen']);

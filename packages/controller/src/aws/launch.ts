@@ -19,7 +19,14 @@ import { loadEc2Sdk, sendOptions, type Ec2ClientFor } from './clients.ts';
 import { awsUserError, type Market } from './errors.ts';
 import { defaultSubnetId, type RegionInfra } from './infra.ts';
 import { isAbort } from './errors.ts';
-import { RegionSetupError, launchPlacement, launchWithFailover, type AttemptEvent, type FailoverResult, type PlacementCandidate } from './placement.ts';
+import {
+  RegionSetupError,
+  launchPlacement,
+  launchWithFailover,
+  type AttemptEvent,
+  type FailoverResult,
+  type PlacementCandidate,
+} from './placement.ts';
 import { NEVER, TAG, commandTag, tagSpecifications } from './tags.ts';
 
 const debug = createDebug('spotctl:launch');
@@ -100,13 +107,26 @@ export function runInstancesInput(parts: RunInstancesParts): RunInstancesCommand
     MaxCount: 1,
     KeyName: infra.keyName,
     // One interface with a public address, whatever the subnet's auto-assign setting is.
-    NetworkInterfaces: [{ DeviceIndex: 0, SubnetId: parts.subnetId, Groups: [infra.securityGroupId], AssociatePublicIpAddress: true, DeleteOnTermination: true }],
+    NetworkInterfaces: [
+      {
+        DeviceIndex: 0,
+        SubnetId: parts.subnetId,
+        Groups: [infra.securityGroupId],
+        AssociatePublicIpAddress: true,
+        DeleteOnTermination: true,
+      },
+    ],
     // IMDSv2 only; hop limit 2 so a container on the instance can still get a token.
     MetadataOptions: { HttpTokens: 'required', HttpPutResponseHopLimit: 2, HttpEndpoint: 'enabled' },
-    BlockDeviceMappings: [{ DeviceName: infra.image.rootDeviceName, Ebs: { DeleteOnTermination: true, VolumeType: 'gp3', VolumeSize: size } }],
+    BlockDeviceMappings: [
+      { DeviceName: infra.image.rootDeviceName, Ebs: { DeleteOnTermination: true, VolumeType: 'gp3', VolumeSize: size } },
+    ],
     UserData: Buffer.from(parts.userData).toString('base64'),
     ...(parts.instanceProfileArn ? { IamInstanceProfile: { Arn: parts.instanceProfileArn } } : {}),
-    TagSpecifications: tagSpecifications(market === 'spot' ? ['instance', 'volume', 'spot-instances-request'] : ['instance', 'volume'], tags),
+    TagSpecifications: tagSpecifications(
+      market === 'spot' ? ['instance', 'volume', 'spot-instances-request'] : ['instance', 'volume'],
+      tags,
+    ),
     ClientToken: parts.clientToken,
   };
 }
@@ -170,7 +190,11 @@ export async function launchInstance(options: LaunchOptions): Promise<FailoverRe
         throw new RegionSetupError(candidate.region, error);
       }
       const ec2 = await options.clientFor(candidate.region);
-      const subnetId = await defaultSubnetId({ ec2, region: candidate.region, ...(attempt.signal ? { signal: attempt.signal } : {}) }, infra.vpcId, candidate.az);
+      const subnetId = await defaultSubnetId(
+        { ec2, region: candidate.region, ...(attempt.signal ? { signal: attempt.signal } : {}) },
+        infra.vpcId,
+        candidate.az,
+      );
       const input = runInstancesInput({
         candidate,
         market: attempt.market,
@@ -239,7 +263,12 @@ export interface RunningInstance {
 export async function waitForRunning(
   ec2: EC2Client,
   instanceId: string,
-  options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal; sleep?: (ms: number, signal?: AbortSignal) => Promise<void> } = {},
+  options: {
+    timeoutMs?: number;
+    intervalMs?: number;
+    signal?: AbortSignal;
+    sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  } = {},
 ): Promise<RunningInstance> {
   const { DescribeInstancesCommand } = await loadEc2Sdk();
   const timeoutMs = options.timeoutMs ?? DEFAULT_RUNNING_TIMEOUT_MS;
@@ -270,9 +299,13 @@ export async function waitForRunning(
     if (Date.now() >= deadline) break;
     await sleep(intervalMs, options.signal);
   }
-  throw new UserError('SPOTCTL_SSH_UNREACHABLE', `instance ${instanceId} was not running with a public address after ${Math.round(timeoutMs / 1000)} s (last state: ${last})`, {
-    remediation: 'check the instance in the EC2 console; spotctl terminated it',
-  });
+  throw new UserError(
+    'SPOTCTL_SSH_UNREACHABLE',
+    `instance ${instanceId} was not running with a public address after ${Math.round(timeoutMs / 1000)} s (last state: ${last})`,
+    {
+      remediation: 'check the instance in the EC2 console; spotctl terminated it',
+    },
+  );
 }
 
 async function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -51,18 +51,28 @@ export async function recoverRunRecord(options: RecoverOptions): Promise<RunReco
   const runId = instance.runId;
   if (!runId) throw new SpotctlError('SPOTCTL_INTERNAL', `${instance.instanceId} carries no ${TAG.runId}`);
   if (instance.state !== 'running') {
-    throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `run ${runId}'s instance ${instance.instanceId} is ${instance.state}`, { remediation: 'only a running instance can be attached to' });
+    throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `run ${runId}'s instance ${instance.instanceId} is ${instance.state}`, {
+      remediation: 'only a running instance can be attached to',
+    });
   }
   const keyFile = instance.keyName ? path.join(options.keysDir, instance.keyName) : undefined;
   if (!keyFile || !existsSync(keyFile)) {
-    throw new UserError('SPOTCTL_CONFIG', `this machine does not hold the SSH key of run ${runId} (${instance.keyName ?? 'no key pair'}; launched from ${instance.launchedFrom ?? 'another machine'})`, {
-      remediation: `follow it from the machine that launched it, or end it: spotctl teardown ${runId}`,
-    });
+    throw new UserError(
+      'SPOTCTL_CONFIG',
+      `this machine does not hold the SSH key of run ${runId} (${instance.keyName ?? 'no key pair'}; launched from ${instance.launchedFrom ?? 'another machine'})`,
+      {
+        remediation: `follow it from the machine that launched it, or end it: spotctl teardown ${runId}`,
+      },
+    );
   }
   const hostKey = instance.tags[TAG.hostKey];
-  if (!hostKey) throw new UserError('SPOTCTL_CONFIG', `run ${runId} has no ${TAG.hostKey} tag, so its host cannot be verified`, { remediation: `end it with: spotctl teardown ${runId}` });
+  if (!hostKey)
+    throw new UserError('SPOTCTL_CONFIG', `run ${runId} has no ${TAG.hostKey} tag, so its host cannot be verified`, {
+      remediation: `end it with: spotctl teardown ${runId}`,
+    });
   const address = instance.publicIp;
-  if (!address && !options.targetOverride?.host) throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `${instance.instanceId} has no public address`);
+  if (!address && !options.targetOverride?.host)
+    throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `${instance.instanceId} has no public address`);
 
   const runDir = store.runDir(runId);
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
@@ -76,17 +86,24 @@ export async function recoverRunRecord(options: RecoverOptions): Promise<RunReco
   const remoteDir = instance.tags[TAG.remoteDir] ?? '~/.spotctl';
   const base = remoteDir.startsWith('/') ? shellQuote(remoteDir) : `"$HOME"/${shellQuote(remoteDir.replace(/^~\/?/, ''))}`;
   const stateDir = `${base}/runs/${shellQuote(runId)}/agent`;
-  const r = await conn.exec(`echo "home=$HOME"; cat ${stateDir}/config.json; echo; echo '--8<--'; cat ${stateDir}/${AGENT_FILES.state} 2>/dev/null`, {
-    timeoutMs: 30_000,
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
+  const r = await conn.exec(
+    `echo "home=$HOME"; cat ${stateDir}/config.json; echo; echo '--8<--'; cat ${stateDir}/${AGENT_FILES.state} 2>/dev/null`,
+    {
+      timeoutMs: 30_000,
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
+  );
   const [head = '', stateText = ''] = r.stdout.split('--8<--\n');
   const configText = head.split('\n').slice(1).join('\n').trim();
   let parsedConfig: unknown;
   try {
     parsedConfig = JSON.parse(configText);
   } catch {
-    throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `run ${runId}: the agent's config is not on ${instance.instanceId} (the setup may not have finished)`, { remediation: `end it with: spotctl teardown ${runId}` });
+    throw new UserError(
+      'SPOTCTL_AGENT_UNREACHABLE',
+      `run ${runId}: the agent's config is not on ${instance.instanceId} (the setup may not have finished)`,
+      { remediation: `end it with: spotctl teardown ${runId}` },
+    );
   }
   const config = parseAgentConfig(parsedConfig);
   if (!config.ok) throw new SpotctlError('SPOTCTL_PROTOCOL', `run ${runId}: the agent config on the host is invalid (${config.error})`);

@@ -29,7 +29,8 @@ const instance = (id: string, tags: Record<string, string>, extra: Partial<Insta
   Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
   ...extra,
 });
-const ours = (id: string, expiresAt: string) => instance(id, { [TAG.managed]: 'true', [TAG.role]: 'run', [TAG.runId]: `run-${id}`, [TAG.expiresAt]: expiresAt, [TAG.price]: '0.5' });
+const ours = (id: string, expiresAt: string) =>
+  instance(id, { [TAG.managed]: 'true', [TAG.role]: 'run', [TAG.runId]: `run-${id}`, [TAG.expiresAt]: expiresAt, [TAG.price]: '0.5' });
 
 describe('expiry and spend', () => {
   it('never and unreadable values never expire', () => {
@@ -47,14 +48,20 @@ describe('expiry and spend', () => {
 
 describe('listing', () => {
   it('asks for the managed tag, and drops anything that lacks it whatever the answer holds', async () => {
-    ec2.on(DescribeInstancesCommand).resolves({ Reservations: [{ Instances: [ours('i-1', 'never'), instance('i-2', { Name: 'theirs' })] }] });
+    ec2
+      .on(DescribeInstancesCommand)
+      .resolves({ Reservations: [{ Instances: [ours('i-1', 'never'), instance('i-2', { Name: 'theirs' })] }] });
     const { instances } = await listManagedInstances({ clientFor, regions: ['us-east-2'] });
     expect(instances.map((i) => i.instanceId)).toEqual(['i-1']);
-    expect(ec2.commandCalls(DescribeInstancesCommand)[0]!.args[0].input.Filters).toContainEqual({ Name: `tag:${TAG.managed}`, Values: ['true'] });
+    expect(ec2.commandCalls(DescribeInstancesCommand)[0]!.args[0].input.Filters).toContainEqual({
+      Name: `tag:${TAG.managed}`,
+      Values: ['true'],
+    });
   });
   it('a failing region is reported and the others still answer', async () => {
     ec2.on(DescribeInstancesCommand).callsFake(async (_input, getClient) => {
-      if ((await getClient().config.region()) === 'eu-west-1') throw Object.assign(new Error('denied'), { name: 'UnauthorizedOperation', $fault: 'client', $metadata: {} });
+      if ((await getClient().config.region()) === 'eu-west-1')
+        throw Object.assign(new Error('denied'), { name: 'UnauthorizedOperation', $fault: 'client', $metadata: {} });
       return { Reservations: [{ Instances: [ours('i-1', 'never')] }] };
     });
     const { instances, errors } = await listManagedInstances({ clientFor, regions: ['us-east-2', 'eu-west-1'] });
@@ -82,18 +89,44 @@ describe('gc', () => {
         ],
       };
     });
-    ec2.on(TerminateInstancesCommand).callsFake((input: { InstanceIds: string[] }) => ({ TerminatingInstances: input.InstanceIds.map((InstanceId) => ({ InstanceId })) }));
+    ec2
+      .on(TerminateInstancesCommand)
+      .callsFake((input: { InstanceIds: string[] }) => ({ TerminatingInstances: input.InstanceIds.map((InstanceId) => ({ InstanceId })) }));
     ec2.on(DescribeKeyPairsCommand).resolves({
       KeyPairs: [
-        { KeyName: 'spotctl-used', Tags: [{ Key: TAG.managed, Value: 'true' }, { Key: TAG.created, Value: old }] },
-        { KeyName: 'spotctl-young', Tags: [{ Key: TAG.managed, Value: 'true' }, { Key: TAG.created, Value: new Date(NOW - 60_000).toISOString() }] },
+        {
+          KeyName: 'spotctl-used',
+          Tags: [
+            { Key: TAG.managed, Value: 'true' },
+            { Key: TAG.created, Value: old },
+          ],
+        },
+        {
+          KeyName: 'spotctl-young',
+          Tags: [
+            { Key: TAG.managed, Value: 'true' },
+            { Key: TAG.created, Value: new Date(NOW - 60_000).toISOString() },
+          ],
+        },
         { KeyName: 'untagged', Tags: [] },
       ],
     });
     ec2.on(DescribeSecurityGroupsCommand).resolves({
       SecurityGroups: [
-        { GroupId: 'sg-used', Tags: [{ Key: TAG.managed, Value: 'true' }, { Key: TAG.created, Value: old }] },
-        { GroupId: 'sg-free', Tags: [{ Key: TAG.managed, Value: 'true' }, { Key: TAG.created, Value: old }] },
+        {
+          GroupId: 'sg-used',
+          Tags: [
+            { Key: TAG.managed, Value: 'true' },
+            { Key: TAG.created, Value: old },
+          ],
+        },
+        {
+          GroupId: 'sg-free',
+          Tags: [
+            { Key: TAG.managed, Value: 'true' },
+            { Key: TAG.created, Value: old },
+          ],
+        },
         { GroupId: 'sg-theirs', Tags: [] },
       ],
     });
@@ -122,8 +155,12 @@ describe('gc', () => {
 });
 
 it('terminateManaged refuses instances without the managed tag', async () => {
-  ec2.on(TerminateInstancesCommand).callsFake((input: { InstanceIds: string[] }) => ({ TerminatingInstances: input.InstanceIds.map((InstanceId) => ({ InstanceId })) }));
-  const forged = { instanceId: 'i-x', region: 'us-east-2', tags: { [TAG.runId]: 'r' } } as unknown as Parameters<typeof terminateManaged>[1][number];
+  ec2
+    .on(TerminateInstancesCommand)
+    .callsFake((input: { InstanceIds: string[] }) => ({ TerminatingInstances: input.InstanceIds.map((InstanceId) => ({ InstanceId })) }));
+  const forged = { instanceId: 'i-x', region: 'us-east-2', tags: { [TAG.runId]: 'r' } } as unknown as Parameters<
+    typeof terminateManaged
+  >[1][number];
   const r = await terminateManaged(clientFor, [forged]);
   expect(r.terminated).toEqual([]);
   expect(ec2.commandCalls(TerminateInstancesCommand)).toHaveLength(0);

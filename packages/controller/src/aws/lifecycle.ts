@@ -92,7 +92,9 @@ export function toManagedInstance(instance: Instance, region: string): ManagedIn
     // AWS lists the groups on the instance and on its interfaces; moto only on the interface.
     securityGroupIds: [
       ...new Set(
-        [...(instance.SecurityGroups ?? []), ...(instance.NetworkInterfaces ?? []).flatMap((n) => n.Groups ?? [])].map((g) => g.GroupId).filter((id): id is string => id !== undefined),
+        [...(instance.SecurityGroups ?? []), ...(instance.NetworkInterfaces ?? []).flatMap((n) => n.Groups ?? [])]
+          .map((g) => g.GroupId)
+          .filter((id): id is string => id !== undefined),
       ),
     ],
     tags,
@@ -106,12 +108,20 @@ export function spendOf(instance: Pick<ManagedInstance, 'pricePerHour' | 'launch
   return (instance.pricePerHour * Math.max(0, now - instance.launchedAt)) / 3_600_000;
 }
 
-async function describeManagedInstances(ec2: EC2Client, region: string, filters: { Name: string; Values: string[] }[], signal?: AbortSignal): Promise<ManagedInstance[]> {
+async function describeManagedInstances(
+  ec2: EC2Client,
+  region: string,
+  filters: { Name: string; Values: string[] }[],
+  signal?: AbortSignal,
+): Promise<ManagedInstance[]> {
   const { DescribeInstancesCommand } = await loadEc2Sdk();
   const out: ManagedInstance[] = [];
   let token: string | undefined;
   for (let page = 0; page < MAX_PAGES; page++) {
-    const r = await ec2.send(new DescribeInstancesCommand({ Filters: [MANAGED_FILTER, ...filters], ...(token ? { NextToken: token } : {}) }), sendOptions(signal));
+    const r = await ec2.send(
+      new DescribeInstancesCommand({ Filters: [MANAGED_FILTER, ...filters], ...(token ? { NextToken: token } : {}) }),
+      sendOptions(signal),
+    );
     for (const res of r.Reservations ?? []) {
       // The filter already asked for our tag; this check makes sure, whoever answered.
       for (const i of res.Instances ?? []) if (isManaged(i.Tags)) out.push(toManagedInstance(i, region));
@@ -141,7 +151,11 @@ export async function listManagedInstances(options: ListOptions): Promise<{ inst
   ];
   const perRegion = await mapLimit(options.regions, REGION_CONCURRENCY, async (region) => {
     try {
-      return await withTimeout(options.signal, LIFECYCLE_REGION_TIMEOUT_MS, async (signal) => await describeManagedInstances(await options.clientFor(region), region, filters, signal));
+      return await withTimeout(
+        options.signal,
+        LIFECYCLE_REGION_TIMEOUT_MS,
+        async (signal) => await describeManagedInstances(await options.clientFor(region), region, filters, signal),
+      );
     } catch (error) {
       if (options.signal?.aborted) throw error;
       errors.push({ region, message: describeAwsError(error, { region, action: 'DescribeInstances' }) });
@@ -158,7 +172,11 @@ export interface TerminateResult {
 }
 
 /** Terminates the given managed instances (re-checking the tag), grouped by region. */
-export async function terminateManaged(clientFor: Ec2ClientFor, instances: readonly ManagedInstance[], signal?: AbortSignal): Promise<TerminateResult> {
+export async function terminateManaged(
+  clientFor: Ec2ClientFor,
+  instances: readonly ManagedInstance[],
+  signal?: AbortSignal,
+): Promise<TerminateResult> {
   const result: TerminateResult = { terminated: [], failed: [] };
   const byRegion = new Map<string, ManagedInstance[]>();
   for (const i of instances) {
@@ -167,7 +185,13 @@ export async function terminateManaged(clientFor: Ec2ClientFor, instances: reado
   }
   for (const [region, list] of byRegion) {
     try {
-      const done = new Set(await terminateInstances(await clientFor(region), list.map((i) => i.instanceId), signal));
+      const done = new Set(
+        await terminateInstances(
+          await clientFor(region),
+          list.map((i) => i.instanceId),
+          signal,
+        ),
+      );
       for (const i of list) {
         if (done.has(i.instanceId)) result.terminated.push(i);
         else result.failed.push({ instance: i, message: 'EC2 did not acknowledge the termination' });
@@ -223,7 +247,13 @@ function createdAt(tags: Record<string, string>, fallback: Date | undefined): nu
   return fallback ? new Date(fallback).getTime() : undefined;
 }
 
-async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, signal: AbortSignal, liveRuns: Set<string>): Promise<GcAction[]> {
+async function gcRegion(
+  region: string,
+  ec2: EC2Client,
+  options: GcOptions,
+  signal: AbortSignal,
+  liveRuns: Set<string>,
+): Promise<GcAction[]> {
   const sdk = await loadEc2Sdk();
   const now = (options.now ?? Date.now)();
   const minAge = options.minAgeMs ?? GC_MIN_AGE_MS;
@@ -245,7 +275,14 @@ async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, sign
       }
     }
     for (const i of expired) {
-      actions.push({ region, kind: 'instance', id: i.instanceId, reason: `past ${TAG.expiresAt} ${i.expiresAt} (run ${i.runId ?? '?'})`, done: done.has(i.instanceId), ...(error ? { error } : {}) });
+      actions.push({
+        region,
+        kind: 'instance',
+        id: i.instanceId,
+        reason: `past ${TAG.expiresAt} ${i.expiresAt} (run ${i.runId ?? '?'})`,
+        done: done.has(i.instanceId),
+        ...(error ? { error } : {}),
+      });
     }
   }
   // Instances this gc ends (or, in a dry run, would end) no longer count as users.
@@ -262,7 +299,12 @@ async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, sign
     const born = createdAt(tagMap(pair.Tags), pair.CreateTime);
     if (born === undefined || now - born < minAge) continue;
     const users = await ec2.send(
-      new sdk.DescribeInstancesCommand({ Filters: [{ Name: 'key-name', Values: [pair.KeyName] }, { Name: 'instance-state-name', Values: [...LIVE_STATES, 'shutting-down'] }] }),
+      new sdk.DescribeInstancesCommand({
+        Filters: [
+          { Name: 'key-name', Values: [pair.KeyName] },
+          { Name: 'instance-state-name', Values: [...LIVE_STATES, 'shutting-down'] },
+        ],
+      }),
       sendOptions(signal),
     );
     const inUse = (users.Reservations ?? []).some((r) => (r.Instances ?? []).some((i) => !going.has(i.InstanceId ?? '')));
@@ -281,15 +323,25 @@ async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, sign
   }
 
   // 3. Security groups no network interface uses.
-  const groups = (await ec2.send(new sdk.DescribeSecurityGroupsCommand({ Filters: [MANAGED_FILTER] }), sendOptions(signal))).SecurityGroups ?? [];
+  const groups =
+    (await ec2.send(new sdk.DescribeSecurityGroupsCommand({ Filters: [MANAGED_FILTER] }), sendOptions(signal))).SecurityGroups ?? [];
   for (const group of groups) {
     if (!group.GroupId || !isManaged(group.Tags)) continue;
     const born = createdAt(tagMap(group.Tags), undefined);
     if (born === undefined || now - born < minAge) continue;
-    const enis = await ec2.send(new sdk.DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'group-id', Values: [group.GroupId] }] }), sendOptions(signal));
+    const enis = await ec2.send(
+      new sdk.DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'group-id', Values: [group.GroupId] }] }),
+      sendOptions(signal),
+    );
     // An interface of an instance gc is terminating right now still holds the group; next gc gets it.
     if ((enis.NetworkInterfaces ?? []).length > 0) continue;
-    const action: GcAction = { region, kind: 'security-group', id: group.GroupId, reason: `no network interface uses it (${group.GroupName ?? ''})`, done: false };
+    const action: GcAction = {
+      region,
+      kind: 'security-group',
+      id: group.GroupId,
+      reason: `no network interface uses it (${group.GroupName ?? ''})`,
+      done: false,
+    };
     if (!options.dryRun) {
       try {
         await ec2.send(new sdk.DeleteSecurityGroupCommand({ GroupId: group.GroupId }), sendOptions(signal));
@@ -297,7 +349,10 @@ async function gcRegion(region: string, ec2: EC2Client, options: GcOptions, sign
       } catch (e) {
         if (signal.aborted) throw e;
         // AWS refuses while a terminating instance still holds the group: try again later.
-        action.error = awsErrorName(e) === 'DependencyViolation' ? 'still in use (an instance is shutting down); run gc again in a few minutes' : describeAwsError(e, { region, action: 'DeleteSecurityGroup' });
+        action.error =
+          awsErrorName(e) === 'DependencyViolation'
+            ? 'still in use (an instance is shutting down); run gc again in a few minutes'
+            : describeAwsError(e, { region, action: 'DeleteSecurityGroup' });
       }
     }
     actions.push(action);
@@ -312,7 +367,11 @@ export async function gcManaged(options: GcOptions): Promise<GcReport> {
   const liveRuns = new Set<string>();
   const perRegion = await mapLimit(options.regions, REGION_CONCURRENCY, async (region) => {
     try {
-      return await withTimeout(options.signal, LIFECYCLE_REGION_TIMEOUT_MS * 2, async (signal) => await gcRegion(region, await options.clientFor(region), options, signal, liveRuns));
+      return await withTimeout(
+        options.signal,
+        LIFECYCLE_REGION_TIMEOUT_MS * 2,
+        async (signal) => await gcRegion(region, await options.clientFor(region), options, signal, liveRuns),
+      );
     } catch (error) {
       if (options.signal?.aborted) throw error;
       errors.push({ region, message: describeAwsError(error, { region }) });
@@ -343,7 +402,13 @@ async function gcRunRoles(iam: IAMClient, liveRuns: ReadonlySet<string>, options
   for (const role of await listRunRoles(iam, options.signal)) {
     const born = Date.parse(role.created ?? '');
     if (liveRuns.has(role.runId) || Number.isNaN(born) || now - born < minAge) continue;
-    const action: GcAction = { region: 'global', kind: 'iam-role', id: role.roleName, reason: `run ${role.runId} has no instance left`, done: false };
+    const action: GcAction = {
+      region: 'global',
+      kind: 'iam-role',
+      id: role.roleName,
+      reason: `run ${role.runId} has no instance left`,
+      done: false,
+    };
     if (!options.dryRun) {
       try {
         await deleteRunRole(iam, role.runId, options.signal);

@@ -31,7 +31,12 @@ const hoursAgo = (h: number): Date => new Date(NOW.getTime() - h * 3_600_000);
 const clientFor = async (region: string): Promise<EC2Client> => new EC2Client({ region });
 
 const awsError = (name: string, message: string, status = 400): EC2ServiceException =>
-  new EC2ServiceException({ name, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status, requestId: '5c1f2a9e-0000-4000-8000-000000000000' }, message });
+  new EC2ServiceException({
+    name,
+    $fault: status >= 500 ? 'server' : 'client',
+    $metadata: { httpStatusCode: status, requestId: '5c1f2a9e-0000-4000-8000-000000000000' },
+    message,
+  });
 
 /**
  * Spot price history as EC2 keeps it: several entries per (type, AZ) over time. The fake answers
@@ -51,7 +56,9 @@ function serveHistory(history: History): void {
         ? rows
         : rows.filter(([az, type, , at]) => {
             if (at.getTime() >= start) return true;
-            const inEffect = rows.filter(([a, t, , when]) => a === az && t === type && when.getTime() <= start).sort((x, y) => y[3].getTime() - x[3].getTime())[0];
+            const inEffect = rows
+              .filter(([a, t, , when]) => a === az && t === type && when.getTime() <= start)
+              .sort((x, y) => y[3].getTime() - x[3].getTime())[0];
             return inEffect?.[3] === at;
           });
     return {
@@ -102,7 +109,13 @@ describe('rankPlacements', () => {
       'us-east-1d c7a.4xlarge 0.265',
       'ap-south-1a c6a.4xlarge 0.3104',
     ]);
-    expect(plan.candidates[0]).toMatchObject({ region: 'us-east-2', az: 'us-east-2b', instanceType: 'c6a.4xlarge', vcpus: 16, architecture: 'x86_64' });
+    expect(plan.candidates[0]).toMatchObject({
+      region: 'us-east-2',
+      az: 'us-east-2b',
+      instanceType: 'c6a.4xlarge',
+      vcpus: 16,
+      architecture: 'x86_64',
+    });
     expect(plan.need).toMatch(/4 workers → ≥ 10 vCPUs with 2 threads per core, or ≥ 6 vCPUs with 1 thread per core/);
     // Only the fitting types were priced; c6a.large was never asked for.
     for (const call of ec2.commandCalls(DescribeSpotPriceHistoryCommand)) {
@@ -115,7 +128,13 @@ describe('rankPlacements', () => {
   });
 
   it('breaks ties deterministically: more vCPUs, then region, AZ and type names', () => {
-    const quote = (region: string, az: string, instanceType: string, pricePerHour: number): SpotPriceQuote => ({ region, az, instanceType, pricePerHour, since: hoursAgo(1) });
+    const quote = (region: string, az: string, instanceType: string, pricePerHour: number): SpotPriceQuote => ({
+      region,
+      az,
+      instanceType,
+      pricePerHour,
+      since: hoursAgo(1),
+    });
     const types = [
       { instanceType: 'c7a.2xlarge', family: 'c7a', architecture: 'x86_64' as const, vcpus: 8, threadsPerCore: 1 },
       { instanceType: 'c6a.4xlarge', family: 'c6a', architecture: 'x86_64' as const, vcpus: 16, threadsPerCore: 2 },
@@ -163,19 +182,32 @@ describe('placement scores (optional)', () => {
 
     const plan = await findPlacements({ clientFor, regions: ['us-east-1'], workers: 4, now: () => NOW, placementScores: true });
     // 1d is cheapest despite its score of 1; between the equal 1a and 1b, the better score wins.
-    expect(plan.candidates.map((c) => `${c.az}:${c.placementScore}`)).toEqual(['us-east-1d:1', 'us-east-1b:9', 'us-east-1a:3', 'us-east-1c:8']);
+    expect(plan.candidates.map((c) => `${c.az}:${c.placementScore}`)).toEqual([
+      'us-east-1d:1',
+      'us-east-1b:9',
+      'us-east-1a:3',
+      'us-east-1c:8',
+    ]);
     const request = ec2.commandCalls(GetSpotPlacementScoresCommand)[0]!.args[0].input;
     expect(request).toMatchObject({ SingleAvailabilityZone: true, RegionNames: ['us-east-1'], TargetCapacity: 1 });
     expect(request.InstanceTypes!.length).toBeGreaterThanOrEqual(3);
 
-    const filtered = await findPlacements({ clientFor, regions: ['us-east-1'], workers: 4, now: () => NOW, placementScores: { minScore: 5 } });
+    const filtered = await findPlacements({
+      clientFor,
+      regions: ['us-east-1'],
+      workers: 4,
+      now: () => NOW,
+      placementScores: { minScore: 5 },
+    });
     expect(filtered.candidates.map((c) => c.az)).toEqual(['us-east-1b', 'us-east-1c']);
   });
 
   it('fall back to price only, with a note, when the call fails', async () => {
     ec2.on(DescribeInstanceTypesCommand).resolves({ InstanceTypes: typesOf('c6a', 'c7a') });
     serveHistory({ 'us-east-1': [['us-east-1a', 'c7a.2xlarge', '0.120000', hoursAgo(3)]] });
-    ec2.on(GetSpotPlacementScoresCommand).rejects(awsError('UnauthorizedOperation', 'You are not authorized to perform this operation.', 403));
+    ec2
+      .on(GetSpotPlacementScoresCommand)
+      .rejects(awsError('UnauthorizedOperation', 'You are not authorized to perform this operation.', 403));
     const plan = await findPlacements({ clientFor, regions: ['us-east-1'], workers: 4, placementScores: true });
     expect(plan.candidates).toHaveLength(1);
     expect(plan.notes.join('\n')).toMatch(/placement scores unavailable \(UnauthorizedOperation.*\); ranked by price only/);
@@ -215,19 +247,32 @@ describe('launchWithFailover', () => {
       async (candidate, { market }) => {
         tried.push(`${market}:${label(candidate)}`);
         if (candidate.az === 'us-east-2b' && candidate.instanceType === 'c7a.2xlarge') {
-          throw awsError('InsufficientInstanceCapacity', 'We currently do not have sufficient c7a.2xlarge capacity in the Availability Zone you requested (us-east-2b).', 500);
+          throw awsError(
+            'InsufficientInstanceCapacity',
+            'We currently do not have sufficient c7a.2xlarge capacity in the Availability Zone you requested (us-east-2b).',
+            500,
+          );
         }
         if (candidate.az === 'us-east-2c') {
           throw awsError('MaxSpotInstanceCountExceeded', 'Max spot instance count exceeded');
         }
-        if (candidate.az === 'eu-west-1a') throw awsError('Unsupported', 'Your requested instance type (c7a.2xlarge) is not supported in your requested Availability Zone (eu-west-1a).');
+        if (candidate.az === 'eu-west-1a')
+          throw awsError(
+            'Unsupported',
+            'Your requested instance type (c7a.2xlarge) is not supported in your requested Availability Zone (eu-west-1a).',
+          );
         return { instanceId: 'i-0f3c2b1a9d8e7f654' };
       },
       { onAttempt: (e) => events.push(e) },
     );
     // 2b/c7a: no capacity in that pool only → 2c (next cheapest) → spot count quota: all of us-east-2 is out
     // → eu-west-1a: type not offered there → eu-west-1b.
-    expect(tried).toEqual(['spot:us-east-2b/c7a.2xlarge', 'spot:us-east-2c/c7a.2xlarge', 'spot:eu-west-1a/c7a.2xlarge', 'spot:eu-west-1b/c6a.4xlarge']);
+    expect(tried).toEqual([
+      'spot:us-east-2b/c7a.2xlarge',
+      'spot:us-east-2c/c7a.2xlarge',
+      'spot:eu-west-1a/c7a.2xlarge',
+      'spot:eu-west-1b/c6a.4xlarge',
+    ]);
     expect(result).toMatchObject({ value: { instanceId: 'i-0f3c2b1a9d8e7f654' }, market: 'spot', candidate: { az: 'eu-west-1b' } });
     expect(result.attempts.map((a) => [label(a.candidate), a.outcome, a.errorName])).toEqual([
       ['us-east-2b/c7a.2xlarge', 'failed', 'InsufficientInstanceCapacity'],
@@ -260,11 +305,19 @@ describe('launchWithFailover', () => {
       architecture: 'x86_64',
       priceSince: NOW.toISOString(),
     });
-    const list = [c('us-east-1a', 'c6a.4xlarge', 16, 0.09), c('us-east-1b', 'c7a.4xlarge', 16, 0.1), c('us-east-1a', 'c7a.2xlarge', 8, 0.11)];
+    const list = [
+      c('us-east-1a', 'c6a.4xlarge', 16, 0.09),
+      c('us-east-1b', 'c7a.4xlarge', 16, 0.1),
+      c('us-east-1a', 'c7a.2xlarge', 8, 0.11),
+    ];
     const tried: string[] = [];
     const result = await launchWithFailover(list, async (candidate) => {
       tried.push(label(candidate));
-      if (candidate.vcpus > 8) throw awsError('VcpuLimitExceeded', 'You have requested more vCPU capacity than your current vCPU limit of 8 allows for the instance bucket that the specified instance type belongs to.');
+      if (candidate.vcpus > 8)
+        throw awsError(
+          'VcpuLimitExceeded',
+          'You have requested more vCPU capacity than your current vCPU limit of 8 allows for the instance bucket that the specified instance type belongs to.',
+        );
       return 'ok';
     });
     expect(tried).toEqual(['us-east-1a/c6a.4xlarge', 'us-east-1a/c7a.2xlarge']);
@@ -303,7 +356,9 @@ describe('launchWithFailover', () => {
     await expect(launchWithFailover(candidates(), async () => await Promise.reject(bug))).rejects.toBe(bug);
     const controller = new AbortController();
     controller.abort();
-    await expect(launchWithFailover(candidates(), async () => 'never', { signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(launchWithFailover(candidates(), async () => 'never', { signal: controller.signal })).rejects.toMatchObject({
+      name: 'AbortError',
+    });
   });
 
   it('falls back to on-demand (fewest vCPUs first) when no spot capacity is found, if asked to', async () => {
@@ -313,37 +368,49 @@ describe('launchWithFailover', () => {
       candidates(),
       async (candidate, { market }) => {
         tried.push(`${market}:${label(candidate)}`);
-        if (market === 'spot') throw awsError('InsufficientInstanceCapacity', 'There is no Spot capacity available that matches your request.', 500);
-        if (candidate.az === 'us-east-2b') throw awsError('InsufficientInstanceCapacity', 'We currently do not have sufficient c7a.2xlarge capacity.', 500);
+        if (market === 'spot')
+          throw awsError('InsufficientInstanceCapacity', 'There is no Spot capacity available that matches your request.', 500);
+        if (candidate.az === 'us-east-2b')
+          throw awsError('InsufficientInstanceCapacity', 'We currently do not have sufficient c7a.2xlarge capacity.', 500);
         return 'on-demand instance';
       },
       { spotFallback: 'on-demand', onAttempt: (e) => events.push(e) },
     );
     expect(tried.filter((t) => t.startsWith('spot:'))).toHaveLength(6);
-    expect(tried.filter((t) => t.startsWith('on-demand:'))).toEqual(['on-demand:us-east-2b/c7a.2xlarge', 'on-demand:us-east-2c/c7a.2xlarge']);
+    expect(tried.filter((t) => t.startsWith('on-demand:'))).toEqual([
+      'on-demand:us-east-2b/c7a.2xlarge',
+      'on-demand:us-east-2c/c7a.2xlarge',
+    ]);
     expect(result).toMatchObject({ market: 'on-demand', value: 'on-demand instance', candidate: { az: 'us-east-2c' } });
     expect(events.find((e) => e.type === 'fallback')).toEqual({ type: 'fallback', from: 'spot', to: 'on-demand', tried: 6 });
   });
 
   it('launches on-demand only with market on-demand, and passes the market to the launch', async () => {
     const markets: string[] = [];
-    const result = await launchWithFailover(candidates(), async (_c, { market }) => {
-      markets.push(market);
-      return 1;
-    }, { market: 'on-demand' });
+    const result = await launchWithFailover(
+      candidates(),
+      async (_c, { market }) => {
+        markets.push(market);
+        return 1;
+      },
+      { market: 'on-demand' },
+    );
     expect(markets).toEqual(['on-demand']);
     expect(result.market).toBe('on-demand');
   });
 
   it('gives up with a UserError naming what was tried and how to get more quota', async () => {
     const err = await launchWithFailover(candidates(), async (candidate) => {
-      if (candidate.region === 'eu-west-1') throw awsError('VcpuLimitExceeded', 'You have requested more vCPU capacity than your current vCPU limit of 0 allows.');
+      if (candidate.region === 'eu-west-1')
+        throw awsError('VcpuLimitExceeded', 'You have requested more vCPU capacity than your current vCPU limit of 0 allows.');
       throw awsError('InsufficientInstanceCapacity', 'There is no Spot capacity available that matches your request.', 500);
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     const e = err as UserError;
     expect(e.message).toMatch(/no spot capacity: 5 placements tried \(4× InsufficientInstanceCapacity, 1× VcpuLimitExceeded\)/);
-    expect(e.remediation).toMatch(/aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-34B43A08 .*--region eu-west-1/);
+    expect(e.remediation).toMatch(
+      /aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-34B43A08 .*--region eu-west-1/,
+    );
     expect(e.remediation).toMatch(/spotctl run --on-demand/);
   });
 
@@ -366,7 +433,13 @@ describe('the launch request', () => {
   it('pins the priced AZ, sends CoreCount with ThreadsPerCore, and asks for a one-time spot instance that terminates', async () => {
     ec2
       .on(RunInstancesCommand)
-      .rejectsOnce(awsError('InsufficientInstanceCapacity', 'We currently do not have sufficient c6a.4xlarge capacity in the Availability Zone you requested (us-east-2b).', 500))
+      .rejectsOnce(
+        awsError(
+          'InsufficientInstanceCapacity',
+          'We currently do not have sufficient c6a.4xlarge capacity in the Availability Zone you requested (us-east-2b).',
+          500,
+        ),
+      )
       .resolves({ Instances: [{ InstanceId: 'i-0a1b2c3d4e5f60718', Placement: { AvailabilityZone: 'us-west-2a' } }] });
     const noHt = (region: string, az: string, pricePerHour: number): PlacementCandidate => ({
       region,
@@ -379,21 +452,27 @@ describe('the launch request', () => {
       priceSince: NOW.toISOString(),
     });
     // What the launch code does with a candidate (it adds image, subnet, tags, ...).
-    const result = await launchWithFailover([noHt('us-east-2', 'us-east-2b', 0.19), noHt('us-west-2', 'us-west-2a', 0.2)], async (candidate, { market, signal }) => {
-      const client = await clientFor(candidate.region);
-      const out = await client.send(
-        new RunInstancesCommand({ ...launchPlacement(candidate, market), ImageId: 'ami-0c7217cdde317cfec', MinCount: 1, MaxCount: 1 }),
-        signal ? { abortSignal: signal } : {},
-      );
-      return out.Instances?.[0]?.InstanceId;
-    });
+    const result = await launchWithFailover(
+      [noHt('us-east-2', 'us-east-2b', 0.19), noHt('us-west-2', 'us-west-2a', 0.2)],
+      async (candidate, { market, signal }) => {
+        const client = await clientFor(candidate.region);
+        const out = await client.send(
+          new RunInstancesCommand({ ...launchPlacement(candidate, market), ImageId: 'ami-0c7217cdde317cfec', MinCount: 1, MaxCount: 1 }),
+          signal ? { abortSignal: signal } : {},
+        );
+        return out.Instances?.[0]?.InstanceId;
+      },
+    );
     expect(result.value).toBe('i-0a1b2c3d4e5f60718');
     const sent = ec2.commandCalls(RunInstancesCommand).map((c) => c.args[0].input);
     expect(sent.map((i) => i.Placement)).toEqual([{ AvailabilityZone: 'us-east-2b' }, { AvailabilityZone: 'us-west-2a' }]);
     for (const input of sent) {
       expect(input.CpuOptions).toEqual({ CoreCount: 8, ThreadsPerCore: 1 });
       expect(input.InstanceType).toBe('c6a.4xlarge');
-      expect(input.InstanceMarketOptions).toEqual({ MarketType: 'spot', SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' } });
+      expect(input.InstanceMarketOptions).toEqual({
+        MarketType: 'spot',
+        SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' },
+      });
       expect(input.InstanceInitiatedShutdownBehavior).toBe('terminate');
     }
     expect(launchPlacement(noHt('us-east-2', 'us-east-2b', 0.19), 'on-demand').InstanceMarketOptions).toBeUndefined();

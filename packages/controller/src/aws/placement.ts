@@ -52,14 +52,7 @@ import {
   type SpotPriceQuote,
 } from './pricing.ts';
 import type { GpuInfo, GpuRequest } from './gpus.ts';
-import {
-  DEFAULT_WORKERS,
-  describeNeed,
-  findCandidateTypes,
-  type Architecture,
-  type CpuOptions,
-  type SizedType,
-} from './sizing.ts';
+import { DEFAULT_WORKERS, describeNeed, findCandidateTypes, type Architecture, type CpuOptions, type SizedType } from './sizing.ts';
 
 export type { Market } from './errors.ts';
 
@@ -111,7 +104,11 @@ export function compareCandidates(a: PlacementCandidate, b: PlacementCandidate):
 }
 
 /** Joins prices with the fitting types and orders them (see compareCandidates). */
-export function rankPlacements(quotes: readonly SpotPriceQuote[], types: readonly SizedType[], options: RankOptions = {}): PlacementCandidate[] {
+export function rankPlacements(
+  quotes: readonly SpotPriceQuote[],
+  types: readonly SizedType[],
+  options: RankOptions = {},
+): PlacementCandidate[] {
   const byType = new Map(types.map((t) => [t.instanceType, t]));
   const candidates: PlacementCandidate[] = [];
   for (const q of quotes) {
@@ -144,13 +141,23 @@ export function rankPlacements(quotes: readonly SpotPriceQuote[], types: readonl
 export function launchPlacement(
   candidate: PlacementCandidate,
   market: Market,
-): Pick<RunInstancesCommandInput, 'InstanceType' | 'Placement' | 'CpuOptions' | 'InstanceMarketOptions' | 'InstanceInitiatedShutdownBehavior'> {
+): Pick<
+  RunInstancesCommandInput,
+  'InstanceType' | 'Placement' | 'CpuOptions' | 'InstanceMarketOptions' | 'InstanceInitiatedShutdownBehavior'
+> {
   return {
     InstanceType: candidate.instanceType as RunInstancesCommandInput['InstanceType'],
     Placement: { AvailabilityZone: candidate.az },
-    ...(candidate.cpuOptions ? { CpuOptions: { CoreCount: candidate.cpuOptions.CoreCount, ThreadsPerCore: candidate.cpuOptions.ThreadsPerCore } } : {}),
+    ...(candidate.cpuOptions
+      ? { CpuOptions: { CoreCount: candidate.cpuOptions.CoreCount, ThreadsPerCore: candidate.cpuOptions.ThreadsPerCore } }
+      : {}),
     ...(market === 'spot'
-      ? { InstanceMarketOptions: { MarketType: 'spot', SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' } } }
+      ? {
+          InstanceMarketOptions: {
+            MarketType: 'spot',
+            SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' },
+          },
+        }
       : {}),
     // The default is "stop", which leaves a stopped instance with billed storage after `shutdown -h`.
     InstanceInitiatedShutdownBehavior: 'terminate',
@@ -314,7 +321,16 @@ export async function launchWithFailover<T>(
           const more = order.filter((c) => !done.has(c) && c !== candidate && rule(c) && !ruledOut.some((r) => r(c))).length;
           ruledOut.push(rule);
           attempts.push({ candidate, market, outcome: 'failed', errorName: 'RegionSetup', message: error.message });
-          options.onAttempt?.({ type: 'failed', attempt, candidate, market, errorName: 'RegionSetup', message: error.message, scope: 'region', ruledOut: more });
+          options.onAttempt?.({
+            type: 'failed',
+            attempt,
+            candidate,
+            market,
+            errorName: 'RegionSetup',
+            message: error.message,
+            scope: 'region',
+            ruledOut: more,
+          });
           continue;
         }
         if (options.signal?.aborted || isAbort(error) || error instanceof SpotctlError) throw error;
@@ -350,7 +366,9 @@ function noCapacityError(
   const counts = new Map<string, number>();
   for (const a of attempts) if (a.errorName) counts.set(a.errorName, (counts.get(a.errorName) ?? 0) + 1);
   const tally = [...counts].map(([n, k]) => `${k}× ${n}`).join(', ');
-  const quota = failures.find((f) => ['region-vcpus', 'region'].includes(failureScope(f.error)) && awsErrorName(f.error) !== 'RequestLimitExceeded');
+  const quota = failures.find(
+    (f) => ['region-vcpus', 'region'].includes(failureScope(f.error)) && awsErrorName(f.error) !== 'RequestLimitExceeded',
+  );
   const hints: string[] = [];
   if (quota) hints.push(awsRemediation(quota.error, { ...where(quota.candidate), market: quota.market }) ?? '');
   if (info.market === 'spot' && !info.fallback) hints.push('or launch on-demand: spotctl run --on-demand …');
@@ -443,7 +461,11 @@ export async function findPlacements(options: FindPlacementsOptions): Promise<Pl
       notes.push(`placement scores skipped: AWS needs at least 3 instance types to score (have ${typeNames.length}); ranked by price only`);
     } else {
       try {
-        Object.assign(rankOptions, await scorePlaces(options, prices.answered, prices.quotes, typeNames), minScore === undefined ? {} : { minScore });
+        Object.assign(
+          rankOptions,
+          await scorePlaces(options, prices.answered, prices.quotes, typeNames),
+          minScore === undefined ? {} : { minScore },
+        );
       } catch (error) {
         if (options.signal?.aborted) throw error;
         debug('placement scores failed: %O', error);
@@ -458,7 +480,14 @@ export async function findPlacements(options: FindPlacementsOptions): Promise<Pl
       remediation: 'those types are not sold as spot there; try other regions (--regions) or families (--families c7a,m7a)',
     });
   }
-  return { candidates, types: choice.types, need: describeNeed(request), regionsAnswered: prices.answered, failures: prices.failures, notes };
+  return {
+    candidates,
+    types: choice.types,
+    need: describeNeed(request),
+    regionsAnswered: prices.answered,
+    failures: prices.failures,
+    notes,
+  };
 }
 
 async function scorePlaces(
@@ -470,15 +499,20 @@ async function scorePlaces(
   const home = regions[0];
   if (home === undefined) return {};
   const timeoutMs = options.regionTimeoutMs ?? DEFAULT_REGION_TIMEOUT_MS;
-  const scores = await withTimeout(options.signal, timeoutMs, async (signal) =>
-    await fetchPlacementScores({ client: await options.clientFor(home), regions, instanceTypes, signal }),
+  const scores = await withTimeout(
+    options.signal,
+    timeoutMs,
+    async (signal) => await fetchPlacementScores({ client: await options.clientFor(home), regions, instanceTypes, signal }),
   );
   // Scores are keyed by AZ id; look the ids up only where the price entries lacked them.
   const needIds = [...new Set(quotes.filter((q) => q.azId === undefined).map((q) => q.region))];
   const azIds = new Map<string, ReadonlyMap<string, string>>();
   await mapLimit(needIds, options.concurrency ?? 4, async (region) => {
     try {
-      azIds.set(region, await withTimeout(options.signal, timeoutMs, async (signal) => await fetchAzIds(await options.clientFor(region), signal)));
+      azIds.set(
+        region,
+        await withTimeout(options.signal, timeoutMs, async (signal) => await fetchAzIds(await options.clientFor(region), signal)),
+      );
     } catch (error) {
       if (options.signal?.aborted) throw error;
       debug('DescribeAvailabilityZones in %s failed: %O', region, error);

@@ -14,11 +14,22 @@ const hoursAgo = (h: number): Date => new Date(NOW.getTime() - h * 3_600_000);
 
 /** One DescribeSpotPriceHistory entry as the SDK hands it over (SpotPrice is a string, Timestamp a Date). */
 function price(az: string, instanceType: string, spotPrice: string, timestamp: Date): SpotPrice {
-  return { AvailabilityZone: az, InstanceType: instanceType as SpotPrice['InstanceType'], ProductDescription: 'Linux/UNIX', SpotPrice: spotPrice, Timestamp: timestamp };
+  return {
+    AvailabilityZone: az,
+    InstanceType: instanceType as SpotPrice['InstanceType'],
+    ProductDescription: 'Linux/UNIX',
+    SpotPrice: spotPrice,
+    Timestamp: timestamp,
+  };
 }
 
 const awsError = (name: string, message: string, status = 400): EC2ServiceException =>
-  new EC2ServiceException({ name, $fault: 'client', $metadata: { httpStatusCode: status, requestId: 'b6a1c8f2-0000-4000-8000-000000000000' }, message });
+  new EC2ServiceException({
+    name,
+    $fault: 'client',
+    $metadata: { httpStatusCode: status, requestId: 'b6a1c8f2-0000-4000-8000-000000000000' },
+    message,
+  });
 
 const clientFor = async (region: string): Promise<EC2Client> => new EC2Client({ region });
 
@@ -27,7 +38,10 @@ describe('DescribeSpotPriceHistory', () => {
     ec2
       .on(DescribeSpotPriceHistoryCommand)
       .resolvesOnce({
-        SpotPriceHistory: [price('us-east-1a', 'c7a.2xlarge', '0.134500', hoursAgo(5)), price('us-east-1b', 'c7a.2xlarge', '0.128700', hoursAgo(30))],
+        SpotPriceHistory: [
+          price('us-east-1a', 'c7a.2xlarge', '0.134500', hoursAgo(5)),
+          price('us-east-1b', 'c7a.2xlarge', '0.128700', hoursAgo(30)),
+        ],
         NextToken: 'eyJ2IjoiMiIsImMiOiJ...',
       })
       .resolvesOnce({ SpotPriceHistory: [price('us-east-1a', 'c6a.4xlarge', '0.281200', hoursAgo(2))], NextToken: '' });
@@ -72,7 +86,11 @@ describe('DescribeSpotPriceHistory', () => {
         { ...price('eu-west-1c', 'c7a.2xlarge', '0.020000', hoursAgo(1)), ProductDescription: 'Windows' },
       ],
     });
-    const quotes = await fetchSpotPrices(new EC2Client({ region: 'eu-west-1' }), { region: 'eu-west-1', instanceTypes: ['c7a.2xlarge'], now: () => NOW });
+    const quotes = await fetchSpotPrices(new EC2Client({ region: 'eu-west-1' }), {
+      region: 'eu-west-1',
+      instanceTypes: ['c7a.2xlarge'],
+      now: () => NOW,
+    });
     expect(quotes.map((q) => [q.az, q.pricePerHour, q.since.toISOString()])).toEqual([
       ['eu-west-1a', 0.0971, NOW.toISOString()],
       ['eu-west-1b', 0.088, hoursAgo(48).toISOString()],
@@ -88,7 +106,11 @@ describe('priceRegions', () => {
       const region = await client.config.region();
       switch (region) {
         case 'eu-central-1':
-          throw awsError('UnauthorizedOperation', 'You are not authorized to perform this operation. User: arn:aws:iam::123456789012:user/ci is not authorized to perform: ec2:DescribeSpotPriceHistory', 403);
+          throw awsError(
+            'UnauthorizedOperation',
+            'You are not authorized to perform this operation. User: arn:aws:iam::123456789012:user/ci is not authorized to perform: ec2:DescribeSpotPriceHistory',
+            403,
+          );
         case 'ap-south-1':
           throw awsError('OptInRequired', 'You are not subscribed to this service. Please go to http://aws.amazon.com to subscribe.', 401);
         case 'ap-northeast-1':
@@ -116,10 +138,16 @@ describe('priceRegions', () => {
   });
 
   it('fails with a UserError only when every region fails', async () => {
-    ec2.on(DescribeSpotPriceHistoryCommand).rejects(awsError('AuthFailure', 'AWS was not able to validate the provided access credentials', 401));
-    const err = await priceRegions({ regions: ['us-east-1', 'us-east-2'], instanceTypes: ['c7a.2xlarge'], clientFor }).catch((e: unknown) => e);
+    ec2
+      .on(DescribeSpotPriceHistoryCommand)
+      .rejects(awsError('AuthFailure', 'AWS was not able to validate the provided access credentials', 401));
+    const err = await priceRegions({ regions: ['us-east-1', 'us-east-2'], instanceTypes: ['c7a.2xlarge'], clientFor }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(UserError);
-    expect((err as UserError).message).toMatch(/no region answered the spot price query \(us-east-1: AuthFailure, us-east-2: AuthFailure\)/);
+    expect((err as UserError).message).toMatch(
+      /no region answered the spot price query \(us-east-1: AuthFailure, us-east-2: AuthFailure\)/,
+    );
     expect((err as UserError).remediation).toMatch(/aws sts get-caller-identity/);
   });
 
@@ -164,9 +192,23 @@ describe('withTimeout', () => {
 describe('resolveRegions', () => {
   it('defaults to eight regions, --regions lists, --region and AWS_REGION pin one', () => {
     expect(resolveRegions({ env: {} })).toEqual({ regions: [...DEFAULT_REGIONS] });
-    expect(DEFAULT_REGIONS).toEqual(['us-east-1', 'us-east-2', 'us-west-2', 'eu-west-1', 'eu-central-1', 'ap-south-1', 'ap-southeast-1', 'ap-northeast-1']);
-    expect(resolveRegions({ regions: 'eu-west-1, us-east-2', env: { AWS_REGION: 'us-west-2' } })).toEqual({ regions: ['eu-west-1', 'us-east-2'] });
-    expect(resolveRegions({ region: 'eu-west-1', env: { AWS_REGION: 'us-west-2' } })).toEqual({ regions: ['eu-west-1'], pinnedBy: '--region' });
+    expect(DEFAULT_REGIONS).toEqual([
+      'us-east-1',
+      'us-east-2',
+      'us-west-2',
+      'eu-west-1',
+      'eu-central-1',
+      'ap-south-1',
+      'ap-southeast-1',
+      'ap-northeast-1',
+    ]);
+    expect(resolveRegions({ regions: 'eu-west-1, us-east-2', env: { AWS_REGION: 'us-west-2' } })).toEqual({
+      regions: ['eu-west-1', 'us-east-2'],
+    });
+    expect(resolveRegions({ region: 'eu-west-1', env: { AWS_REGION: 'us-west-2' } })).toEqual({
+      regions: ['eu-west-1'],
+      pinnedBy: '--region',
+    });
     expect(resolveRegions({ env: { AWS_REGION: 'us-west-2' } })).toEqual({ regions: ['us-west-2'], pinnedBy: 'AWS_REGION' });
     expect(() => resolveRegions({ regions: 'us-east-1', region: 'us-east-2', env: {} })).toThrow(/both given/);
     expect(() => resolveRegions({ regions: 'us-east-1,mars', env: {} })).toThrow(/invalid region 'mars'/);
@@ -174,9 +216,14 @@ describe('resolveRegions', () => {
 
   it('refuses region names AWS does not have, up front, unless SPOTCTL_EXTRA_REGIONS names them', () => {
     expect(() => resolveRegions({ region: 'xx-fake-9', env: {} })).toThrow(/--region: unknown region 'xx-fake-9'/);
-    expect(() => resolveRegions({ regions: 'us-east-1,us-east-7', env: {} })).toThrow(/--regions: unknown region 'us-east-7' \(known: .*us-east-1, us-east-2/);
+    expect(() => resolveRegions({ regions: 'us-east-1,us-east-7', env: {} })).toThrow(
+      /--regions: unknown region 'us-east-7' \(known: .*us-east-1, us-east-2/,
+    );
     expect(() => resolveRegions({ env: { AWS_REGION: 'eu-fake-1' } })).toThrow(/AWS_REGION: unknown region 'eu-fake-1'/);
-    expect(resolveRegions({ regions: 'us-east-1,xx-fake-9', env: { SPOTCTL_EXTRA_REGIONS: 'yy-new-1, xx-fake-9' } }).regions).toEqual(['us-east-1', 'xx-fake-9']);
+    expect(resolveRegions({ regions: 'us-east-1,xx-fake-9', env: { SPOTCTL_EXTRA_REGIONS: 'yy-new-1, xx-fake-9' } }).regions).toEqual([
+      'us-east-1',
+      'xx-fake-9',
+    ]);
     expect(resolveRegions({ region: 'cn-north-1', env: {} }).regions).toEqual(['cn-north-1']);
   });
 });

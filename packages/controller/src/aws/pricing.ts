@@ -93,7 +93,15 @@ export function resolveRegions(options: { regions?: string; region?: string; env
     return [...new Set(list)];
   };
   if (options.regions !== undefined) {
-    return { regions: check(options.regions.split(',').map((r) => r.trim()).filter(Boolean), '--regions') };
+    return {
+      regions: check(
+        options.regions
+          .split(',')
+          .map((r) => r.trim())
+          .filter(Boolean),
+        '--regions',
+      ),
+    };
   }
   if (options.region !== undefined) return { regions: check([options.region.trim()], '--region'), pinnedBy: '--region' };
   const fromEnv = env.AWS_REGION?.trim();
@@ -137,7 +145,8 @@ export async function fetchSpotPrices(client: EC2Client, options: FetchPricesOpt
     for (const entry of response.SpotPriceHistory ?? []) {
       const { AvailabilityZone: az, InstanceType: instanceType, SpotPrice: price, Timestamp: since } = entry;
       // "Linux/UNIX (Amazon VPC)" is the same product under its EC2-Classic-era name (moto uses it).
-      if (!az || !instanceType || !price || !since || !(entry.ProductDescription ?? PRODUCT_DESCRIPTION).startsWith(PRODUCT_DESCRIPTION)) continue;
+      if (!az || !instanceType || !price || !since || !(entry.ProductDescription ?? PRODUCT_DESCRIPTION).startsWith(PRODUCT_DESCRIPTION))
+        continue;
       if (!isRegionalAz(options.region, az)) continue;
       const pricePerHour = Number.parseFloat(price);
       if (!Number.isFinite(pricePerHour) || pricePerHour <= 0) continue;
@@ -165,7 +174,11 @@ export async function fetchSpotPrices(client: EC2Client, options: FetchPricesOpt
  * Runs `fn` with a signal that aborts on the parent signal or after `timeoutMs`, and settles when
  * that signal fires even if `fn` ignores it (so a stuck region can't hold the whole search).
  */
-export async function withTimeout<T>(parent: AbortSignal | undefined, timeoutMs: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function withTimeout<T>(
+  parent: AbortSignal | undefined,
+  timeoutMs: number,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   // Owned, not AbortSignal.any + AbortSignal.timeout: on Node 20 that timeout can be collected and never fire.
   using timeout = deadline(timeoutMs, parent);
   const signal = timeout.signal;
@@ -208,7 +221,8 @@ export interface RegionPrices {
 /** Current spot prices in every region; failing regions are reported, not fatal unless all fail. */
 export async function priceRegions(options: PriceRegionsOptions): Promise<RegionPrices> {
   const timeoutMs = options.regionTimeoutMs ?? DEFAULT_REGION_TIMEOUT_MS;
-  type Outcome = { ok: true; region: string; quotes: SpotPriceQuote[] } | { ok: false; region: string; failure: RegionFailure; error: unknown };
+  type Outcome =
+    { ok: true; region: string; quotes: SpotPriceQuote[] } | { ok: false; region: string; failure: RegionFailure; error: unknown };
   const outcomes = await mapLimit(options.regions, options.concurrency ?? DEFAULT_REGION_CONCURRENCY, async (region): Promise<Outcome> => {
     try {
       const client = await options.clientFor(region);
@@ -221,7 +235,12 @@ export async function priceRegions(options: PriceRegionsOptions): Promise<Region
       if (options.signal?.aborted) throw error;
       debug('%s failed: %O', region, error);
       const failure: RegionFailure = isAbort(error)
-        ? { region, errorName: 'Timeout', message: `no answer within ${Math.round(timeoutMs / 1000)} s`, remediation: 'check the network, or leave the region out with --regions' }
+        ? {
+            region,
+            errorName: 'Timeout',
+            message: `no answer within ${Math.round(timeoutMs / 1000)} s`,
+            remediation: 'check the network, or leave the region out with --regions',
+          }
         : {
             region,
             errorName: awsErrorName(error) ?? 'Error',

@@ -1,4 +1,10 @@
-import { AssumeRoleCommand, GetCallerIdentityCommand, GetFederationTokenCommand, STSClient, STSServiceException } from '@aws-sdk/client-sts';
+import {
+  AssumeRoleCommand,
+  GetCallerIdentityCommand,
+  GetFederationTokenCommand,
+  STSClient,
+  STSServiceException,
+} from '@aws-sdk/client-sts';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
 import { mintRunCredentials, roleArnOfSession } from './run-credentials.ts';
@@ -6,8 +12,14 @@ import { mintRunCredentials, roleArnOfSession } from './run-credentials.ts';
 const sts = mockClient(STSClient);
 afterEach(() => sts.reset());
 
-const CREDS = { AccessKeyId: 'ASIAEXAMPLE', SecretAccessKey: 'secret', SessionToken: 'token', Expiration: new Date('2026-12-06T12:00:00Z') };
-const refused = (name: string, message: string) => new STSServiceException({ name, $fault: 'client', $metadata: { httpStatusCode: 403 }, message });
+const CREDS = {
+  AccessKeyId: 'ASIAEXAMPLE',
+  SecretAccessKey: 'secret',
+  SessionToken: 'token',
+  Expiration: new Date('2026-12-06T12:00:00Z'),
+};
+const refused = (name: string, message: string) =>
+  new STSServiceException({ name, $fault: 'client', $metadata: { httpStatusCode: 403 }, message });
 
 const input = {
   runId: 'r20261206-abc',
@@ -21,7 +33,11 @@ describe('mintRunCredentials', () => {
     sts.on(GetCallerIdentityCommand).resolves({ Arn: 'arn:aws:iam::123456789012:user/alice' });
     sts.on(GetFederationTokenCommand).resolves({ Credentials: CREDS });
     const r = await mintRunCredentials({ ...input, sts: new STSClient({ region: 'us-east-1' }) });
-    expect(r).toEqual({ ok: true, via: 'GetFederationToken', credentials: { accessKeyId: 'ASIAEXAMPLE', secretAccessKey: 'secret', sessionToken: 'token', expiresAt: CREDS.Expiration.getTime() } });
+    expect(r).toEqual({
+      ok: true,
+      via: 'GetFederationToken',
+      credentials: { accessKeyId: 'ASIAEXAMPLE', secretAccessKey: 'secret', sessionToken: 'token', expiresAt: CREDS.Expiration.getTime() },
+    });
     const call = sts.commandCalls(GetFederationTokenCommand)[0]?.args[0].input;
     expect(call?.Name).toBe('spotctl-r20261206-abc');
     expect(call?.DurationSeconds).toBe(3600);

@@ -37,8 +37,7 @@ export interface MintRunCredentialsOptions {
 }
 
 export type MintResult =
-  | { ok: true; credentials: CredentialsParams; via: 'GetFederationToken' | 'AssumeRole' }
-  | { ok: false; reason: string };
+  { ok: true; credentials: CredentialsParams; via: 'GetFederationToken' | 'AssumeRole' } | { ok: false; reason: string };
 
 /** STS names: 2–32 characters of `[\w+=,.@-]` (federation), up to 64 for a role session. */
 function stsName(runId: string, max: number): string {
@@ -51,9 +50,17 @@ export function roleArnOfSession(arn: string): string | undefined {
   return m ? `arn:${m[1]}:iam::${m[2]}:role/${m[3]}` : undefined;
 }
 
-function toParams(c: { AccessKeyId?: string; SecretAccessKey?: string; SessionToken?: string; Expiration?: Date } | undefined): CredentialsParams {
-  if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) throw new Error('STS answered without complete credentials');
-  return { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken, expiresAt: c.Expiration.getTime() };
+function toParams(
+  c: { AccessKeyId?: string; SecretAccessKey?: string; SessionToken?: string; Expiration?: Date } | undefined,
+): CredentialsParams {
+  if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration)
+    throw new Error('STS answered without complete credentials');
+  return {
+    accessKeyId: c.AccessKeyId,
+    secretAccessKey: c.SecretAccessKey,
+    sessionToken: c.SessionToken,
+    expiresAt: c.Expiration.getTime(),
+  };
 }
 
 /** Mints the run's credentials; never throws for an STS refusal (`ok: false` with the reason). */
@@ -82,7 +89,11 @@ export async function mintRunCredentials(options: MintRunCredentialsOptions): Pr
     if (roleArn === undefined) {
       try {
         const out = await sts.send(
-          new GetFederationTokenCommand({ Name: stsName(options.runId, 32), Policy: policy, DurationSeconds: Math.min(Math.max(options.durationS, 900), 129_600) }),
+          new GetFederationTokenCommand({
+            Name: stsName(options.runId, 32),
+            Policy: policy,
+            DurationSeconds: Math.min(Math.max(options.durationS, 900), 129_600),
+          }),
           send,
         );
         debug('federation token for %s until %s', arn, out.Credentials?.Expiration?.toISOString());
@@ -107,7 +118,10 @@ export async function mintRunCredentials(options: MintRunCredentialsOptions): Pr
       return { ok: true, credentials: toParams(out.Credentials), via: 'AssumeRole' };
     } catch (error) {
       if (options.signal?.aborted) throw error;
-      return { ok: false, reason: `${arn} is a role session and could not assume ${roleArn} with a session policy (sts:AssumeRole: ${describeAwsError(error)})` };
+      return {
+        ok: false,
+        reason: `${arn} is a role session and could not assume ${roleArn} with a session policy (sts:AssumeRole: ${describeAwsError(error)})`,
+      };
     }
   } finally {
     if (own) sts.destroy();

@@ -131,7 +131,13 @@ describe('DescribeInstanceTypes', () => {
     ec2.on(DescribeInstanceTypesCommand).callsFake(async (_input, getClient) => {
       const region = await getClient().config.region();
       regionsAsked.push(region);
-      if (region === 'us-east-1') throw new EC2ServiceException({ name: 'RequestLimitExceeded', $fault: 'client', $metadata: { httpStatusCode: 503 }, message: 'Request limit exceeded.' });
+      if (region === 'us-east-1')
+        throw new EC2ServiceException({
+          name: 'RequestLimitExceeded',
+          $fault: 'client',
+          $metadata: { httpStatusCode: 503 },
+          message: 'Request limit exceeded.',
+        });
       return { InstanceTypes: typesOf('c7a') };
     });
     const choice = await findCandidateTypes({
@@ -146,7 +152,12 @@ describe('DescribeInstanceTypes', () => {
 
     ec2.reset();
     ec2.on(DescribeInstanceTypesCommand).rejects(
-      new EC2ServiceException({ name: 'InvalidInstanceType', $fault: 'client', $metadata: { httpStatusCode: 400 }, message: "The following supplied instance types do not exist: [c7a.2xlarg]" }),
+      new EC2ServiceException({
+        name: 'InvalidInstanceType',
+        $fault: 'client',
+        $metadata: { httpStatusCode: 400 },
+        message: 'The following supplied instance types do not exist: [c7a.2xlarg]',
+      }),
     );
     const err = await findCandidateTypes({
       clientFor: async (region) => new EC2Client({ region }),
@@ -181,7 +192,12 @@ describe('flags', () => {
     expect(parseFamilies('c6a, C7A ,c6a')).toEqual(['c6a', 'c7a']);
     expect(() => parseFamilies('c6a,c7*')).toThrow(UserError);
     await expect(
-      findCandidateTypes({ clientFor: async (region) => new EC2Client({ region }), regions: ['us-east-1'], workers: 0, architecture: 'x86_64' }),
+      findCandidateTypes({
+        clientFor: async (region) => new EC2Client({ region }),
+        regions: ['us-east-1'],
+        workers: 0,
+        architecture: 'x86_64',
+      }),
     ).rejects.toThrow(/--workers must be a whole number/);
   });
 });

@@ -165,7 +165,8 @@ export function sizeType(spec: InstanceTypeSpec, request: SizingRequest): FitRes
   if (request.noHt && !oneThreadAlready) {
     if (!spec.validThreadsPerCore.includes(1)) return { ok: false, reason: `${spec.instanceType} cannot run with one thread per core` };
     const coreCount = Math.max(...spec.validCores);
-    if (coreCount < coresNeeded(workers)) return { ok: false, reason: `${spec.instanceType} has ${coreCount} cores, ${coresNeeded(workers)} needed with --no-ht` };
+    if (coreCount < coresNeeded(workers))
+      return { ok: false, reason: `${spec.instanceType} has ${coreCount} cores, ${coresNeeded(workers)} needed with --no-ht` };
     return { ok: true, type: { ...base, vcpus: coreCount, threadsPerCore: 1, cpuOptions: { CoreCount: coreCount, ThreadsPerCore: 1 } } };
   }
   const need = vcpusNeeded(workers, spec.defaultThreadsPerCore);
@@ -271,7 +272,12 @@ export function parseList(value: string | undefined, flag: string, re: RegExp): 
   const bad = items.find((s) => !re.test(s));
   if (items.length === 0 || bad !== undefined) {
     throw new UserError('SPOTCTL_USAGE', `${flag} ${bad === undefined ? 'is empty' : `has an invalid entry '${bad}'`}`, {
-      remediation: flag === '--families' ? 'for example: --families c6a,c7a' : flag === '--instance-type' ? 'for example: --instance-type c7a.2xlarge' : `for example: ${flag} us-east-1,eu-west-1`,
+      remediation:
+        flag === '--families'
+          ? 'for example: --families c6a,c7a'
+          : flag === '--instance-type'
+            ? 'for example: --instance-type c7a.2xlarge'
+            : `for example: ${flag} us-east-1,eu-west-1`,
     });
   }
   return [...new Set(items)];
@@ -295,10 +301,7 @@ export interface DescribeTypesOptions {
 }
 
 /** DescribeInstanceTypes for some families or exact types, every page. */
-export async function describeInstanceTypes(
-  client: EC2Client,
-  options: DescribeTypesOptions,
-): Promise<InstanceTypeSpec[]> {
+export async function describeInstanceTypes(client: EC2Client, options: DescribeTypesOptions): Promise<InstanceTypeSpec[]> {
   const { DescribeInstanceTypesCommand } = await loadEc2Sdk();
   const exact = options.instanceTypes !== undefined && options.instanceTypes.length > 0;
   const anyGpuFamily = options.gpuOnly === true && options.families === undefined;
@@ -393,7 +396,9 @@ export async function findCandidateTypes(options: FindTypesOptions): Promise<Typ
         remediation: `see the GPU types AWS offers with: spotctl gpus${options.architecture === 'arm64' ? ' (and drop --arm: most GPU types are x86)' : ''}; then pick a model and count that exists (e.g. --gpus A10G or --gpus T4|L4), or fewer --workers`,
       });
     }
-    const what = options.instanceTypes?.length ? options.instanceTypes.join(', ') : (options.families ?? DEFAULT_FAMILIES[options.architecture]).join(', ');
+    const what = options.instanceTypes?.length
+      ? options.instanceTypes.join(', ')
+      : (options.families ?? DEFAULT_FAMILIES[options.architecture]).join(', ');
     const archHint =
       options.architecture === 'x86_64' ? ' (Graviton families such as c7g need --arm)' : ' (x86 families such as c7a need no --arm)';
     throw new UserError('SPOTCTL_CONFIG', `no ${options.architecture} spot instance type in ${what} fits ${describeNeed(options)}`, {

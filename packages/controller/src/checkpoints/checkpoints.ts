@@ -53,13 +53,17 @@ async function readManifest(reader: CheckpointReader, runId: string, seq: number
   for await (const chunk of await reader.get(key, signal)) {
     const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
     size += buf.length;
-    if (size > MAX_MANIFEST_BYTES) throw new SpotctlError('SPOTCTL_PROTOCOL', `checkpoint manifest ${key} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+    if (size > MAX_MANIFEST_BYTES)
+      throw new SpotctlError('SPOTCTL_PROTOCOL', `checkpoint manifest ${key} is larger than ${MAX_MANIFEST_BYTES} bytes`);
     chunks.push(buf);
   }
   const parsed = parseManifest(Buffer.concat(chunks).toString('utf8'));
   if (!parsed.ok) throw new SpotctlError('SPOTCTL_PROTOCOL', `checkpoint manifest ${reader.location}${key} is invalid: ${parsed.error}`);
   if (parsed.value.seq !== seq || parsed.value.runId !== runId) {
-    throw new SpotctlError('SPOTCTL_PROTOCOL', `checkpoint manifest ${reader.location}${key} names run ${parsed.value.runId} set ${parsed.value.seq}`);
+    throw new SpotctlError(
+      'SPOTCTL_PROTOCOL',
+      `checkpoint manifest ${reader.location}${key} names run ${parsed.value.runId} set ${parsed.value.seq}`,
+    );
   }
   return parsed.value;
 }
@@ -73,7 +77,11 @@ async function committedSeqs(reader: CheckpointReader, runId: string, signal?: A
 }
 
 /** Every committed set of a run, oldest first. A run without checkpoints gives []. */
-export async function listCheckpointSets(target: CheckpointTarget, runId: string, options: CheckpointReadOptions = {}): Promise<CheckpointSetSummary[]> {
+export async function listCheckpointSets(
+  target: CheckpointTarget,
+  runId: string,
+  options: CheckpointReadOptions = {},
+): Promise<CheckpointSetSummary[]> {
   const reader = await openCheckpointReader(target);
   try {
     const seqs = await committedSeqs(reader, runId, options.signal);
@@ -121,7 +129,11 @@ export async function pullCheckpointSet(
     const dest = path.resolve(destDir);
     const jobs = manifest.files.map((file) => {
       const to = safeJoin(dest, file.path);
-      if (!to) throw new SpotctlError('SPOTCTL_PROTOCOL', `checkpoint set ${seq} of run ${runId} has an unsafe path: ${JSON.stringify(file.path)}`);
+      if (!to)
+        throw new SpotctlError(
+          'SPOTCTL_PROTOCOL',
+          `checkpoint set ${seq} of run ${runId} has an unsafe path: ${JSON.stringify(file.path)}`,
+        );
       return { file, to };
     });
     await mkdir(dest, { recursive: true });

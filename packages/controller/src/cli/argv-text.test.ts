@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { invalidUtf8Argument } from './argv-text.ts';
 
-const raw = (...args: (string | Buffer)[]) => [Buffer.from('node'), Buffer.from('spotctl.mjs'), ...args.map((a) => (typeof a === 'string' ? Buffer.from(a) : a))];
+const raw = (...args: (string | Buffer)[]) => [
+  Buffer.from('node'),
+  Buffer.from('spotctl.mjs'),
+  ...args.map((a) => (typeof a === 'string' ? Buffer.from(a) : a)),
+];
 
 describe('invalidUtf8Argument', () => {
   it('finds an argument whose bytes were not UTF-8', () => {

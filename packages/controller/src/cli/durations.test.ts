@@ -29,7 +29,9 @@ describe('parseDuration', () => {
     expect(parseDuration('24d', '--grace')).toBe(24 * 86_400_000);
     expect(parseDuration(`${MAX_TIMER_MS}ms`, '--grace')).toBe(MAX_TIMER_MS);
     for (const value of ['30d', `${MAX_TIMER_MS + 1}ms`, '99999999999h', '9'.repeat(400)]) {
-      expect(usageError(() => parseDuration(value, '--max-runtime')).message).toMatch(/--max-runtime .* is too long: the limit is .*2\^31-1 ms/);
+      expect(usageError(() => parseDuration(value, '--max-runtime')).message).toMatch(
+        /--max-runtime .* is too long: the limit is .*2\^31-1 ms/,
+      );
     }
   });
 

@@ -35,7 +35,10 @@ export function parseDuration(value: string, flag: string, options: { timer?: bo
   const ms = Math.round(total);
   if (!(ms <= (options.timer === false ? Number.MAX_SAFE_INTEGER : MAX_TIMER_MS))) {
     if (options.timer === false) {
-      throw new UserError('SPOTCTL_USAGE', `${flag} ${value} is too long`, { remediation: `give ${flag} a value in days (e.g. ${flag} 30d)`, exitCode: 2 });
+      throw new UserError('SPOTCTL_USAGE', `${flag} ${value} is too long`, {
+        remediation: `give ${flag} a value in days (e.g. ${flag} 30d)`,
+        exitCode: 2,
+      });
     }
     throw new UserError('SPOTCTL_USAGE', `${flag} ${value} is too long: the limit is ${MAX_TIMER_TEXT}`, {
       remediation: `give ${flag} a value up to 24d (e.g. ${flag} 24d)`,

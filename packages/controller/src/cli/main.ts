@@ -59,7 +59,11 @@ export async function buildProgram(onExitCode: (code: number) => void, argv?: re
   const wanted = argv === undefined ? undefined : commandOf(argv);
   const loaded = await Promise.all(commands.map((c) => (argv === undefined || c === wanted ? c.load() : Promise.resolve(undefined))));
   commands.forEach((entry, i) => {
-    const cmd = program.command(entry.name).description(entry.description).exitOverride().configureOutput({ outputError: () => undefined });
+    const cmd = program
+      .command(entry.name)
+      .description(entry.description)
+      .exitOverride()
+      .configureOutput({ outputError: () => undefined });
     const def = loaded[i];
     if (!def) {
       // commandOf() chose another command, so commander does not dispatch here.
@@ -86,13 +90,27 @@ export async function buildProgram(onExitCode: (code: number) => void, argv?: re
       }
       // commander passes each declared argument (a variadic one as an array), then options, then the command.
       const positional = (actionArgs.slice(0, -2) as (string | string[] | undefined)[]).flat().filter((a): a is string => a !== undefined);
-      const [{ contextFor }, { readTestOverrides }] = await Promise.all([import('./define-command.ts'), import('../providers/test-overrides.ts')]);
+      const [{ contextFor }, { readTestOverrides }] = await Promise.all([
+        import('./define-command.ts'),
+        import('../providers/test-overrides.ts'),
+      ]);
       // Test-only settings enter here, once, and travel down in the context.
       const ctx = contextFor(options, readTestOverrides(process.env), (name) => optionGiven(command, name));
-      onExitCode(await def.run(positional, options, def.projectFile ? { ...ctx, ...(projectFile ? { projectFile } : {}), settings: projectFiles!.describeSettings(command, projectFile) } : ctx));
+      onExitCode(
+        await def.run(
+          positional,
+          options,
+          def.projectFile
+            ? { ...ctx, ...(projectFile ? { projectFile } : {}), settings: projectFiles!.describeSettings(command, projectFile) }
+            : ctx,
+        ),
+      );
     });
   });
-  program.addHelpText('after', `\nExamples:\n  $ spotctl run train.py\n  $ spotctl run --host ubuntu@my-box -- python3 train.py --epochs 10\n  $ spotctl ps\n\nRun 'spotctl <command> --help' for a command's options.\n`);
+  program.addHelpText(
+    'after',
+    `\nExamples:\n  $ spotctl run train.py\n  $ spotctl run --host ubuntu@my-box -- python3 train.py --epochs 10\n  $ spotctl ps\n\nRun 'spotctl <command> --help' for a command's options.\n`,
+  );
   return program;
 }
 
@@ -113,10 +131,16 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return exitCode;
   } catch (error) {
-    if (error instanceof CommanderError && ['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(error.code)) return 0;
+    if (error instanceof CommanderError && ['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(error.code))
+      return 0;
     // The second Ctrl-C. session/tail.ts is not imported at start (it needs the protocol); a run
     // that was forced out has loaded it already.
-    if (error instanceof SpotctlError && error.code === 'SPOTCTL_JOB_STATE' && error instanceof (await import('../session/tail.ts')).ForcedExit) return 130;
+    if (
+      error instanceof SpotctlError &&
+      error.code === 'SPOTCTL_JOB_STATE' &&
+      error instanceof (await import('../session/tail.ts')).ForcedExit
+    )
+      return 130;
     const { Output } = await import('../output/output.ts');
     return reportError(error, new Output({ json }), argv);
   }
@@ -142,4 +166,3 @@ function reportError(error: unknown, out: Output, argv: string[]): number {
   if (process.env.DEBUG) out.debugDetail(String(err.stack));
   return 1;
 }
-

@@ -9,7 +9,10 @@ export function parseWholeNumber(value: string, flag: string, example: string): 
   const text = value.trim();
   const n = /^\d+$/.test(text) ? Number(text) : NaN;
   if (!Number.isSafeInteger(n) || n < 1) {
-    throw new UserError('SPOTCTL_USAGE', `${flag} wants a whole number ≥ 1, got '${value}'`, { remediation: `for example: ${example}`, exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', `${flag} wants a whole number ≥ 1, got '${value}'`, {
+      remediation: `for example: ${example}`,
+      exitCode: 2,
+    });
   }
   return n;
 }

@@ -15,7 +15,8 @@ export function refuseEmptyOptions(command: Command): void {
   const values = command.opts();
   for (const option of command.options) {
     const value = values[option.attributeName()];
-    const empty = typeof value === 'string' ? value.trim() === '' : Array.isArray(value) && value.some((v) => typeof v === 'string' && v.trim() === '');
+    const empty =
+      typeof value === 'string' ? value.trim() === '' : Array.isArray(value) && value.some((v) => typeof v === 'string' && v.trim() === '');
     if (!empty) continue;
     const flag = flagOf(option);
     throw new UserError('SPOTCTL_USAGE', `${flag} is empty`, {

@@ -99,7 +99,7 @@ function isTable(value: unknown): value is Record<string, unknown> {
 }
 
 function tomlText(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+  return typeof value === 'string' ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
 }
 
 interface Placed {
@@ -119,18 +119,28 @@ function optionValue(option: Option, placed: Placed, dir: string): unknown {
   const flag = option.long ?? option.flags;
   const takesValue = option.required || option.optional;
   if (!takesValue) {
-    if (typeof value !== 'boolean') throw configError(where, `${key} is a switch (${flag}), got ${tomlText(value)}`, `write ${key} = true (or false)`);
+    if (typeof value !== 'boolean')
+      throw configError(where, `${key} is a switch (${flag}), got ${tomlText(value)}`, `write ${key} = true (or false)`);
     return option.negate ? !value : value;
   }
   const scalar = (v: unknown): string => {
     if (typeof v === 'string') return v;
     if (typeof v === 'number' || typeof v === 'bigint') return String(v);
-    throw configError(where, `${key} wants text or a number (like ${flag} VALUE), got ${tomlText(v)}`, `write ${key} = "VALUE" (see: spotctl run --help)`);
+    throw configError(
+      where,
+      `${key} wants text or a number (like ${flag} VALUE), got ${tomlText(v)}`,
+      `write ${key} = "VALUE" (see: spotctl run --help)`,
+    );
   };
-  const resolvePath = (v: string): string => (LOCAL_PATH_KEYS.has(key) && v.trim() !== '' && !path.isAbsolute(v) && !v.startsWith('~') ? path.resolve(dir, v) : v);
+  const resolvePath = (v: string): string =>
+    LOCAL_PATH_KEYS.has(key) && v.trim() !== '' && !path.isAbsolute(v) && !v.startsWith('~') ? path.resolve(dir, v) : v;
   const check = (v: string): string => {
     if (option.argChoices && !option.argChoices.includes(v)) {
-      throw configError(where, `${key} must be one of ${option.argChoices.join(', ')}, got ${tomlText(v)}`, `write e.g. ${key} = ${JSON.stringify(option.argChoices[0])}`);
+      throw configError(
+        where,
+        `${key} must be one of ${option.argChoices.join(', ')}, got ${tomlText(v)}`,
+        `write e.g. ${key} = ${JSON.stringify(option.argChoices[0])}`,
+      );
     }
     return resolvePath(v);
   };
@@ -151,7 +161,8 @@ function optionValue(option: Option, placed: Placed, dir: string): unknown {
     else if (isTable(value)) items = Object.entries(value).map(([name, v]) => `${name}=${scalar(v)}`);
     else items = [scalar(value)];
     let acc: unknown = [];
-    for (const item of items) acc = option.parseArg ? parsed(() => option.parseArg!(check(item), acc)) : [...(acc as unknown[]), check(item)];
+    for (const item of items)
+      acc = option.parseArg ? parsed(() => option.parseArg!(check(item), acc)) : [...(acc as unknown[]), check(item)];
     return acc;
   }
   if (isTable(value)) throw configError(where, `${key} wants one value (like ${flag} VALUE), not a table`, `write ${key} = "VALUE"`);
@@ -168,7 +179,11 @@ export function readProjectFile(file: string): { text: string; data: Record<stri
   } catch (error) {
     if (error instanceof TomlError) {
       const first = error.message.split('\n')[0] ?? error.message;
-      throw configError(`${displayPath(file)}:${error.line}`, `not valid TOML: ${first.replace(/^Invalid TOML document:\s*/i, '')}`, `fix line ${error.line} of ${displayPath(file)} (TOML syntax: https://toml.io)`);
+      throw configError(
+        `${displayPath(file)}:${error.line}`,
+        `not valid TOML: ${first.replace(/^Invalid TOML document:\s*/i, '')}`,
+        `fix line ${error.line} of ${displayPath(file)} (TOML syntax: https://toml.io)`,
+      );
     }
     throw error;
   }
@@ -209,7 +224,11 @@ export function applyProjectFile(command: Command, cwd: string = process.cwd()):
           const known = [...byLong.keys()].filter((k) => !META_KEYS.has(k));
           const near = known.map((k) => [k, distance(key, k)] as const).sort((a, b) => a[1] - b[1])[0];
           const hint = near && near[1] <= 2 ? `did you mean ${near[0]}? ` : '';
-          throw configError(where, `unknown key '${key}'`, `${hint}keys are spotctl run options by their long name (${known.join(', ')}); see: spotctl run --help`);
+          throw configError(
+            where,
+            `unknown key '${key}'`,
+            `${hint}keys are spotctl run options by their long name (${known.join(', ')}); see: spotctl run --help`,
+          );
         }
         return { where, key, value, option };
       });
@@ -217,7 +236,11 @@ export function applyProjectFile(command: Command, cwd: string = process.cwd()):
   const profiles = data.profile;
   if (profiles !== undefined && (!isTable(profiles) || !Object.values(profiles).every(isTable))) {
     const line = lineOf(text, '', 'profile');
-    throw configError(`${shown}${line !== undefined ? `:${line}` : ''}`, 'profile must hold tables: [profile.NAME]', 'write each profile as a table, e.g. [profile.big] then workers = 16');
+    throw configError(
+      `${shown}${line !== undefined ? `:${line}` : ''}`,
+      'profile must hold tables: [profile.NAME]',
+      'write each profile as a table, e.g. [profile.big] then workers = 16',
+    );
   }
   const top = collectTable(data, '', '');
   if (profile !== undefined) {
@@ -225,7 +248,9 @@ export function applyProjectFile(command: Command, cwd: string = process.cwd()):
     if (!isTable(table)) {
       const names = isTable(profiles) ? Object.keys(profiles) : [];
       throw new UserError('SPOTCTL_CONFIG', `--profile ${profile}: ${shown} has no [profile.${profile}]`, {
-        remediation: names.length ? `use one of: ${names.map((n) => `--profile ${n}`).join(', ')}` : `add a [profile.${profile}] table to ${shown}, or drop --profile`,
+        remediation: names.length
+          ? `use one of: ${names.map((n) => `--profile ${n}`).join(', ')}`
+          : `add a [profile.${profile}] table to ${shown}, or drop --profile`,
         exitCode: 2,
       });
     }
@@ -264,7 +289,9 @@ export function attributeToProjectFile(error: unknown, applied: AppliedProjectFi
     .sort((a, b) => a.at - b.at)[0];
   if (named) {
     const { origin } = named;
-    const remediation = error.remediation ? `fix ${origin.key} in ${PROJECT_FILE} (${error.remediation})` : `fix ${origin.key} in ${PROJECT_FILE}`;
+    const remediation = error.remediation
+      ? `fix ${origin.key} in ${PROJECT_FILE} (${error.remediation})`
+      : `fix ${origin.key} in ${PROJECT_FILE}`;
     return new UserError(error.code, `${origin.where}: ${origin.key}: ${error.message}`, {
       remediation,
       exitCode: error instanceof UserError ? error.exitCode : 2,

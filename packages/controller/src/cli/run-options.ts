@@ -23,12 +23,17 @@ export function checkOnRebalance(action: string): void {
     const name = (match[1] ?? '').replace(/^SIG/, '');
     if (name !== '' && `SIG${name}` in os.constants.signals && match[1] === name) return;
     throw new UserError('SPOTCTL_USAGE', `--on-rebalance: unknown signal '${match[1] ?? ''}'`, {
-      remediation: `use a signal name without SIG, e.g. --on-rebalance signal:USR1 (known: ${Object.keys(os.constants.signals).map((s) => s.slice(3)).join(', ')})`,
+      remediation: `use a signal name without SIG, e.g. --on-rebalance signal:USR1 (known: ${Object.keys(os.constants.signals)
+        .map((s) => s.slice(3))
+        .join(', ')})`,
       exitCode: 2,
     });
   }
   if (action === 'checkpoint' || action === 'ignore') return;
-  throw new UserError('SPOTCTL_USAGE', `--on-rebalance: unknown action '${action}'`, { remediation: 'use checkpoint, ignore or signal:NAME (e.g. signal:USR1)', exitCode: 2 });
+  throw new UserError('SPOTCTL_USAGE', `--on-rebalance: unknown action '${action}'`, {
+    remediation: 'use checkpoint, ignore or signal:NAME (e.g. signal:USR1)',
+    exitCode: 2,
+  });
 }
 
 /**
@@ -36,7 +41,11 @@ export function checkOnRebalance(action: string): void {
  * longer than a timer holds), --on-rebalance, --workers, and aws-only flags given to another provider.
  * `given` says whether the user typed an option (by attribute name) rather than getting its default.
  */
-export function checkRunOptions(options: RunOptionValues, provider: 'aws' | 'ssh' | 'local', given: (attributeName: string) => boolean): void {
+export function checkRunOptions(
+  options: RunOptionValues,
+  provider: 'aws' | 'ssh' | 'local',
+  given: (attributeName: string) => boolean,
+): void {
   if (provider !== 'aws') {
     const stray = Object.entries(AWS_ONLY_RUN_FLAGS).find(([name]) => given(name));
     if (stray) {

@@ -38,7 +38,11 @@ function readRequirements(file: string): { name: string; contents: Buffer } {
 export default defineCommand<AmiOptions>({
   name: 'ami',
   description: 'Bake a spotctl image (build) from stock Ubuntu 24.04 so runs skip the boot-time install, or list the baked ones (ls)',
-  examples: ['spotctl ami build --region us-east-1', 'spotctl ami build --region eu-west-1 --arm --requirements requirements.txt', 'spotctl ami ls'],
+  examples: [
+    'spotctl ami build --region us-east-1',
+    'spotctl ami build --region eu-west-1 --arm --requirements requirements.txt',
+    'spotctl ami ls',
+  ],
   configure: (cmd) =>
     cmd
       .argument('<action>', 'build | ls')
@@ -57,13 +61,24 @@ export default defineCommand<AmiOptions>({
       using clients = new Ec2Clients();
       const { DescribeImagesCommand } = await loadEc2Sdk();
       const signal = AbortSignal.timeout(LIST_TIMEOUT_MS);
-      const rows: { region: string; imageId: string; name: string; architecture: string; agentBuild: string; created: string; state: string }[] = [];
+      const rows: {
+        region: string;
+        imageId: string;
+        name: string;
+        architecture: string;
+        agentBuild: string;
+        created: string;
+        state: string;
+      }[] = [];
       let failed = 0;
       await Promise.all(
         regions.map(async (region) => {
           try {
             const ec2 = await clients.forRegion(region);
-            const r = await ec2.send(new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: `tag:${TAG.ami}`, Values: ['true'] }] }), sendOptions(signal));
+            const r = await ec2.send(
+              new DescribeImagesCommand({ Owners: ['self'], Filters: [{ Name: `tag:${TAG.ami}`, Values: ['true'] }] }),
+              sendOptions(signal),
+            );
             for (const image of r.Images ?? []) {
               const tags = tagMap(image.Tags);
               rows.push({
@@ -87,12 +102,18 @@ export default defineCommand<AmiOptions>({
         rows,
         rows.length === 0
           ? `no spotctl image in ${regions.join(', ')} — bake one with: spotctl ami build --region ${regions[0] ?? 'us-east-1'}`
-          : table(['REGION', 'IMAGE', 'ARCH', 'AGENT', 'CREATED', 'STATE', 'NAME'], rows.map((r) => [r.region, r.imageId, r.architecture, r.agentBuild, r.created, r.state, r.name])),
+          : table(
+              ['REGION', 'IMAGE', 'ARCH', 'AGENT', 'CREATED', 'STATE', 'NAME'],
+              rows.map((r) => [r.region, r.imageId, r.architecture, r.agentBuild, r.created, r.state, r.name]),
+            ),
       );
       return failed > 0 ? 1 : 0;
     }
     if (action !== 'build') {
-      throw new UserError('SPOTCTL_USAGE', `unknown action '${action}'`, { remediation: 'use: spotctl ami build --region REGION, or spotctl ami ls', exitCode: 2 });
+      throw new UserError('SPOTCTL_USAGE', `unknown action '${action}'`, {
+        remediation: 'use: spotctl ami build --region REGION, or spotctl ami ls',
+        exitCode: 2,
+      });
     }
     const selection = resolveRegions({
       ...(options.regions === undefined ? {} : { regions: options.regions }),
@@ -120,7 +141,10 @@ export default defineCommand<AmiOptions>({
         ...(options.sshConfig ? { sshConfig: options.sshConfig } : {}),
       });
       built.push(result);
-      out.info(`${result.imageId} (${result.name}) is ready in ${region} after ${formatDuration(result.durationMs)}; runs there use it from now on`, { event: 'image', ...result });
+      out.info(
+        `${result.imageId} (${result.name}) is ready in ${region} after ${formatDuration(result.durationMs)}; runs there use it from now on`,
+        { event: 'image', ...result },
+      );
     }
     out.data(built, built.map((b) => `${b.region}\t${b.imageId}`).join('\n'));
     return 0;

@@ -46,7 +46,10 @@ export default defineCommand<{ from?: string; json?: boolean }>({
     } catch (error) {
       // Ctrl-C, or the terminal went away: the job goes on; attach again later.
       if (error instanceof Detached) {
-        out.info(`detached; the job keeps running. Follow it again with: spotctl attach ${record.runId}   (stop it with: spotctl stop ${record.runId})`, { event: 'detached', runId: record.runId });
+        out.info(
+          `detached; the job keeps running. Follow it again with: spotctl attach ${record.runId}   (stop it with: spotctl stop ${record.runId})`,
+          { event: 'detached', runId: record.runId },
+        );
         return error.by === 'interrupt' ? 0 : DETACHED_EXIT_CODE;
       }
       throw error;

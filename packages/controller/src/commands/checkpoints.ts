@@ -36,7 +36,9 @@ function readableTarget(record: RunRecord) {
   }
   if (cp.target.kind === 'dir' && record.provider !== 'local') {
     const host = record.target ? `${record.target.user ? `${record.target.user}@` : ''}${record.target.host}` : 'the host';
-    const copy = record.target ? `rsync -a ${rsyncSsh(record.target)}${shellWord(`${host}:${describeCheckpointTarget(cp.target, record.runId)}`)} ./` : 'rsync';
+    const copy = record.target
+      ? `rsync -a ${rsyncSsh(record.target)}${shellWord(`${host}:${describeCheckpointTarget(cp.target, record.runId)}`)} ./`
+      : 'rsync';
     throw new UserError('SPOTCTL_CHECKPOINT_NOT_FOUND', `run ${record.runId} kept its checkpoints in a directory on ${host}, not here`, {
       remediation: `copy them with: ${copy} (or use --checkpoint-to s3://... next time)`,
     });
@@ -57,7 +59,11 @@ function occupied(dir: string): string | undefined {
 export default defineCommand<{ json?: boolean; seq?: string; force?: boolean }>({
   name: 'checkpoints',
   description: "List a run's committed checkpoint sets (ls), or download one with its checksums verified (pull)",
-  examples: ['spotctl checkpoints ls last', 'spotctl checkpoints pull last ./restored', 'spotctl checkpoints pull 20261125-213000-a1b2 --seq 3'],
+  examples: [
+    'spotctl checkpoints ls last',
+    'spotctl checkpoints pull last ./restored',
+    'spotctl checkpoints pull 20261125-213000-a1b2 --seq 3',
+  ],
   configure: (cmd) =>
     cmd
       .argument('<action>', 'ls | pull')
@@ -68,15 +74,29 @@ export default defineCommand<{ json?: boolean; seq?: string; force?: boolean }>(
       .option('--json', 'JSON on stdout'),
   run: async ([action, ref, dir], options, { out, store }) => {
     if (action !== 'ls' && action !== 'pull') {
-      throw new UserError('SPOTCTL_USAGE', `unknown action '${action}'`, { remediation: 'use: spotctl checkpoints ls RUN, or spotctl checkpoints pull RUN [DIR]', exitCode: 2 });
-    }
-    if (action === 'ls' && (options.seq !== undefined || options.force !== undefined || dir !== undefined)) {
-      throw new UserError('SPOTCTL_USAGE', `${dir !== undefined ? `a directory ('${dir}')` : options.seq !== undefined ? '--seq' : '--force'} only applies to pull`, {
-        remediation: `spotctl checkpoints ls ${ref ?? 'RUN'}`,
+      throw new UserError('SPOTCTL_USAGE', `unknown action '${action}'`, {
+        remediation: 'use: spotctl checkpoints ls RUN, or spotctl checkpoints pull RUN [DIR]',
         exitCode: 2,
       });
     }
-    const seq = options.seq === undefined ? 'latest' : parseWholeNumber(options.seq, '--seq', `spotctl checkpoints pull ${ref ?? 'last'} --seq 3 (the numbers: spotctl checkpoints ls ${ref ?? 'last'})`);
+    if (action === 'ls' && (options.seq !== undefined || options.force !== undefined || dir !== undefined)) {
+      throw new UserError(
+        'SPOTCTL_USAGE',
+        `${dir !== undefined ? `a directory ('${dir}')` : options.seq !== undefined ? '--seq' : '--force'} only applies to pull`,
+        {
+          remediation: `spotctl checkpoints ls ${ref ?? 'RUN'}`,
+          exitCode: 2,
+        },
+      );
+    }
+    const seq =
+      options.seq === undefined
+        ? 'latest'
+        : parseWholeNumber(
+            options.seq,
+            '--seq',
+            `spotctl checkpoints pull ${ref ?? 'last'} --seq 3 (the numbers: spotctl checkpoints ls ${ref ?? 'last'})`,
+          );
     const record = store.resolve(ref as string);
     const target = readableTarget(record);
     if (action === 'ls') {
@@ -88,7 +108,9 @@ export default defineCommand<{ json?: boolean; seq?: string; force?: boolean }>(
           ? `run ${record.runId} has no committed checkpoint set yet (${describeCheckpointTarget(target, record.runId)})`
           : table(
               ['SEQ', 'AGE', 'REASON', 'FILES', 'SIZE'],
-              [...sets].reverse().map((s) => [String(s.seq), formatDuration(now - s.createdAt), s.reason, String(s.files), formatBytes(s.bytes)]),
+              [...sets]
+                .reverse()
+                .map((s) => [String(s.seq), formatDuration(now - s.createdAt), s.reason, String(s.files), formatBytes(s.bytes)]),
             ),
       );
       return 0;
@@ -102,7 +124,10 @@ export default defineCommand<{ json?: boolean; seq?: string; force?: boolean }>(
       });
     }
     const pulled = await pullCheckpointSet(target, record.runId, seq, dest);
-    out.result({ ...pulled }, `pulled checkpoint #${pulled.seq} of run ${record.runId}: ${pulled.files} files, ${formatBytes(pulled.bytes)} into ${pulled.destDir} (checksums verified, ${formatDuration(pulled.durationMs)})`);
+    out.result(
+      { ...pulled },
+      `pulled checkpoint #${pulled.seq} of run ${record.runId}: ${pulled.files} files, ${formatBytes(pulled.bytes)} into ${pulled.destDir} (checksums verified, ${formatDuration(pulled.durationMs)})`,
+    );
     return 0;
   },
 });

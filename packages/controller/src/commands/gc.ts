@@ -18,7 +18,8 @@ interface GcOptions extends Record<string, unknown> {
 
 export default defineCommand<GcOptions>({
   name: 'gc',
-  description: "Terminate spotctl instances past their spotctl:expires-at and delete spotctl key pairs, security groups and run roles nothing uses; never touches an untagged resource",
+  description:
+    'Terminate spotctl instances past their spotctl:expires-at and delete spotctl key pairs, security groups and run roles nothing uses; never touches an untagged resource',
   examples: ['spotctl gc --dry-run', 'spotctl gc --region us-east-1', 'spotctl gc --json'],
   configure: (cmd) =>
     cmd
@@ -32,7 +33,14 @@ export default defineCommand<GcOptions>({
     const minAgeMs = options.minAge ? parseDuration(options.minAge, '--min-age', { timer: false }) : GC_MIN_AGE_MS;
     using clients = new Ec2Clients();
     using iam = await iamClient();
-    const report = await gcManaged({ clientFor: clients.forRegion, iam, regions, dryRun: options.dryRun === true, minAgeMs, signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS) });
+    const report = await gcManaged({
+      clientFor: clients.forRegion,
+      iam,
+      regions,
+      dryRun: options.dryRun === true,
+      minAgeMs,
+      signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS),
+    });
     if (!out.json) for (const e of report.errors) out.warn(`${e.region} skipped: ${e.message}`);
     const verb = options.dryRun ? 'would remove' : 'removed';
     const done = report.actions.filter((a) => a.done || options.dryRun).length;
@@ -42,7 +50,13 @@ export default defineCommand<GcOptions>({
         ? `nothing to clean up in ${regions.join(', ')}`
         : `${table(
             ['REGION', 'KIND', 'ID', 'RESULT', 'WHY'],
-            report.actions.map((a) => [a.region, a.kind, a.id, options.dryRun ? 'would go' : a.done ? 'removed' : `kept: ${a.error ?? '?'}`, a.reason]),
+            report.actions.map((a) => [
+              a.region,
+              a.kind,
+              a.id,
+              options.dryRun ? 'would go' : a.done ? 'removed' : `kept: ${a.error ?? '?'}`,
+              a.reason,
+            ]),
           )}\n\n${verb} ${done} of ${report.actions.length}`,
     );
     return report.errors.length > 0 || report.actions.some((a) => !options.dryRun && !a.done) ? 1 : 0;

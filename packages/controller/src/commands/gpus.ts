@@ -38,7 +38,12 @@ export function gpuRows(specs: readonly InstanceTypeSpec[], quotes: readonly Spo
   const cheapest = new Map<string, SpotPriceQuote>();
   for (const q of quotes) {
     const seen = cheapest.get(q.instanceType);
-    if (!seen || q.pricePerHour < seen.pricePerHour || (q.pricePerHour === seen.pricePerHour && `${q.region}/${q.az}` < `${seen.region}/${seen.az}`)) cheapest.set(q.instanceType, q);
+    if (
+      !seen ||
+      q.pricePerHour < seen.pricePerHour ||
+      (q.pricePerHour === seen.pricePerHour && `${q.region}/${q.az}` < `${seen.region}/${seen.az}`)
+    )
+      cheapest.set(q.instanceType, q);
   }
   const rows: GpuTypeRow[] = [];
   for (const spec of specs) {
@@ -58,7 +63,13 @@ export function gpuRows(specs: readonly InstanceTypeSpec[], quotes: readonly Spo
       az: q.az,
     });
   }
-  return rows.sort((a, b) => a.gpu.localeCompare(b.gpu) || a.gpuCount - b.gpuCount || a.pricePerHour - b.pricePerHour || a.instanceType.localeCompare(b.instanceType));
+  return rows.sort(
+    (a, b) =>
+      a.gpu.localeCompare(b.gpu) ||
+      a.gpuCount - b.gpuCount ||
+      a.pricePerHour - b.pricePerHour ||
+      a.instanceType.localeCompare(b.instanceType),
+  );
 }
 
 export default defineCommand<GpusOptions>({
@@ -76,23 +87,36 @@ export default defineCommand<GpusOptions>({
       ...(options.region === undefined ? {} : { region: options.region }),
     });
     const human = !out.json;
-    if (human && selection.pinnedBy) out.info(`searching only ${selection.regions.join(', ')} (from ${selection.pinnedBy}); pass --regions to search more`);
+    if (human && selection.pinnedBy)
+      out.info(`searching only ${selection.regions.join(', ')} (from ${selection.pinnedBy}); pass --regions to search more`);
     using clients = new Ec2Clients();
     const signal = AbortSignal.timeout(COMMAND_TIMEOUT_MS);
     try {
       // Type specs are global: ask the first region (both architectures at once).
       const home = await clients.forRegion(selection.regions[0] ?? 'us-east-1');
       const specs = (
-        await Promise.all((['x86_64', 'arm64'] as const).map((architecture) => describeInstanceTypes(home, { architecture, gpuOnly: true, signal })))
+        await Promise.all(
+          (['x86_64', 'arm64'] as const).map((architecture) => describeInstanceTypes(home, { architecture, gpuOnly: true, signal })),
+        )
       ).flat();
       const unique = [...new Map(specs.map((s) => [s.instanceType, s])).values()];
       if (unique.length === 0) {
-        throw new UserError('SPOTCTL_CONFIG', `DescribeInstanceTypes in ${selection.regions[0] ?? 'us-east-1'} lists no GPU instance type sold as spot`, {
-          remediation: 'try another region: spotctl gpus --region us-east-1',
-        });
+        throw new UserError(
+          'SPOTCTL_CONFIG',
+          `DescribeInstanceTypes in ${selection.regions[0] ?? 'us-east-1'} lists no GPU instance type sold as spot`,
+          {
+            remediation: 'try another region: spotctl gpus --region us-east-1',
+          },
+        );
       }
-      const prices = await priceRegions({ regions: selection.regions, instanceTypes: unique.map((s) => s.instanceType), clientFor: clients.forRegion, signal });
-      if (human) for (const f of prices.failures) out.warn(`${f.region} skipped: ${f.message}${f.remediation ? ` → ${f.remediation}` : ''}`);
+      const prices = await priceRegions({
+        regions: selection.regions,
+        instanceTypes: unique.map((s) => s.instanceType),
+        clientFor: clients.forRegion,
+        signal,
+      });
+      if (human)
+        for (const f of prices.failures) out.warn(`${f.region} skipped: ${f.message}${f.remediation ? ` → ${f.remediation}` : ''}`);
       const rows = gpuRows(unique, prices.quotes);
       const body = rows.map((r) => [
         r.gpu,
@@ -111,7 +135,10 @@ export default defineCommand<GpusOptions>({
         `${rows.length} GPU type${rows.length === 1 ? '' : 's'} with a spot price now in ${prices.answered.length} region${prices.answered.length === 1 ? '' : 's'} (Linux, USD per hour, cheapest AZ)` +
         (unpriced > 0 ? `; ${unpriced} more not sold as spot there` : '') +
         '\nrun on one with: spotctl run --gpus A10G train.py (or --gpus 1 for the cheapest NVIDIA GPU)';
-      out.data(rows, `${table(['GPU', 'MAKER', 'COUNT', 'GPU MEM', 'TYPE', 'VCPUS', 'MEMORY', 'ARCH', '$/HOUR', 'WHERE'], body)}\n\n${footer}`);
+      out.data(
+        rows,
+        `${table(['GPU', 'MAKER', 'COUNT', 'GPU MEM', 'TYPE', 'VCPUS', 'MEMORY', 'ARCH', '$/HOUR', 'WHERE'], body)}\n\n${footer}`,
+      );
       return 0;
     } catch (error) {
       if (!signal.aborted || !isAbort(error)) throw error;

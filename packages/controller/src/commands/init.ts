@@ -23,14 +23,20 @@ export interface ProjectFacts {
 
 export function detectProject(dir: string): ProjectFacts {
   const has = (name: string) => existsSync(path.join(dir, name));
-  const dependencies = has('uv.lock') ? 'uv.lock' : has('requirements.txt') ? 'requirements.txt' : has('pyproject.toml') ? 'pyproject.toml' : undefined;
+  const dependencies = has('uv.lock')
+    ? 'uv.lock'
+    : has('requirements.txt')
+      ? 'requirements.txt'
+      : has('pyproject.toml')
+        ? 'pyproject.toml'
+        : undefined;
   return { dependencies, checkpointDir: CHECKPOINT_DIRS.find((name) => isDir(path.join(dir, name))) };
 }
 
 const DEPENDENCY_NOTE: Record<NonNullable<ProjectFacts['dependencies']>, string> = {
-  'uv.lock': 'uv.lock found: each run installs exactly the locked versions (uv sync --frozen) into the workdir\'s .venv.',
-  'requirements.txt': 'requirements.txt found: each run installs it into the workdir\'s .venv (pip, or uv when the host has it).',
-  'pyproject.toml': 'pyproject.toml found: each run installs the project (pip install .) into the workdir\'s .venv.',
+  'uv.lock': "uv.lock found: each run installs exactly the locked versions (uv sync --frozen) into the workdir's .venv.",
+  'requirements.txt': "requirements.txt found: each run installs it into the workdir's .venv (pip, or uv when the host has it).",
+  'pyproject.toml': "pyproject.toml found: each run installs the project (pip install .) into the workdir's .venv.",
 };
 
 /** The file's text: every setting commented out except what the project showed. */
@@ -39,7 +45,7 @@ export function projectFileText(facts: ProjectFacts): string {
     '# spotctl.toml: the settings `spotctl run` uses for this project (written by `spotctl init`).',
     '# Any `spotctl run` option works here by its long name; flags on the command line win over this',
     '# file. Check the merged result with: spotctl run --show-config',
-    '# Paths on this machine (sync, identity, ...) are relative to this file\'s folder.',
+    "# Paths on this machine (sync, identity, ...) are relative to this file's folder.",
     '',
     '# Where to run: aws (a new EC2 spot instance), ssh (with host = "user@host"), or local.',
     '# provider = "aws"',
@@ -55,7 +61,9 @@ export function projectFileText(facts: ProjectFacts): string {
     '# Environment for the job.',
     '# env = { WANDB_MODE = "offline" }',
     '',
-    facts.dependencies ? `# Dependencies: ${DEPENDENCY_NOTE[facts.dependencies]}` : '# Dependencies: requirements.txt, pyproject.toml or uv.lock here are installed for each run.',
+    facts.dependencies
+      ? `# Dependencies: ${DEPENDENCY_NOTE[facts.dependencies]}`
+      : '# Dependencies: requirements.txt, pyproject.toml or uv.lock here are installed for each run.',
     '# no-install = true   # skip that',
     '',
     '# A command run once per host before the job (system packages, data downloads); it runs again',
@@ -70,9 +78,19 @@ export function projectFileText(facts: ProjectFacts): string {
       '# checkpoint-to = "s3://my-bucket/spotctl"',
     );
   } else {
-    lines.push('# Checkpoints: the folder the job writes them to, and where the sets go.', '# checkpoint-dir = "checkpoints"', '# checkpoint-to = "s3://my-bucket/spotctl"');
+    lines.push(
+      '# Checkpoints: the folder the job writes them to, and where the sets go.',
+      '# checkpoint-dir = "checkpoints"',
+      '# checkpoint-to = "s3://my-bucket/spotctl"',
+    );
   }
-  lines.push('', '# A profile adds to or overrides the settings above: spotctl run --profile big train.py', '# [profile.big]', '# workers = 32', '');
+  lines.push(
+    '',
+    '# A profile adds to or overrides the settings above: spotctl run --profile big train.py',
+    '# [profile.big]',
+    '# workers = 32',
+    '',
+  );
   return lines.join('\n');
 }
 
@@ -85,7 +103,10 @@ export default defineCommand<{ json?: boolean }>({
     const dir = process.cwd();
     const file = path.join(dir, PROJECT_FILE);
     if (existsSync(file)) {
-      throw new UserError('SPOTCTL_USAGE', `${PROJECT_FILE} already exists here`, { remediation: `edit it, or move it away and run spotctl init again (see what it sets: spotctl run --show-config)`, exitCode: 2 });
+      throw new UserError('SPOTCTL_USAGE', `${PROJECT_FILE} already exists here`, {
+        remediation: `edit it, or move it away and run spotctl init again (see what it sets: spotctl run --show-config)`,
+        exitCode: 2,
+      });
     }
     const outer = findProjectFile(path.dirname(dir));
     const facts = detectProject(dir);

@@ -52,7 +52,13 @@ export default defineCommand<{ follow?: boolean; from?: string; json?: boolean }
 });
 
 /** The host is gone or unreachable: the archive on the checkpoint target, then the copy this machine kept. */
-async function printWithoutHost(options: { store: RunStore; record: RunRecord; out: Output; fromSeq: number; hostError: unknown }): Promise<void> {
+async function printWithoutHost(options: {
+  store: RunStore;
+  record: RunRecord;
+  out: Output;
+  fromSeq: number;
+  hostError: unknown;
+}): Promise<void> {
   const { store, record, out } = options;
   const gone = hostGone(record, options.hostError);
   let archived: ArchivedLogResult | undefined;
@@ -64,20 +70,26 @@ async function printWithoutHost(options: { store: RunStore; record: RunRecord; o
   }
   const copied = await printLogCopy(logCopyPath(store.runDir(record.runId)), out, Math.max(options.fromSeq, (archived?.lastSeq ?? 0) + 1));
   if (archived && target) {
-    const more = copied !== undefined && copied > archived.lastSeq ? `, lines ${archived.lastSeq + 1}-${copied} from the copy kept here` : '';
+    const more =
+      copied !== undefined && copied > archived.lastSeq ? `, lines ${archived.lastSeq + 1}-${copied} from the copy kept here` : '';
     out.warn(
       `${gone}: printed its log from the archive at ${describeCheckpointTarget(target, record.runId)}${more}. ` +
-        (archived.gapAt !== undefined ? `A segment after byte ${archived.gapAt} is missing, so the lines after line ${archived.lastSeq} cannot be read.` : 'At most the last few seconds of output may be missing.'),
+        (archived.gapAt !== undefined
+          ? `A segment after byte ${archived.gapAt} is missing, so the lines after line ${archived.lastSeq} cannot be read.`
+          : 'At most the last few seconds of output may be missing.'),
       { event: 'log-source', source: 'archive', lastSeq: Math.max(archived.lastSeq, copied ?? 0) },
     );
     return;
   }
   if (copied !== undefined && copied > 0) {
-    out.warn(`${gone}: printed the copy of its log this machine kept while following it (lines up to ${copied}); lines written while nothing here followed the run may be missing.`, {
-      event: 'log-source',
-      source: 'local-copy',
-      lastSeq: copied,
-    });
+    out.warn(
+      `${gone}: printed the copy of its log this machine kept while following it (lines up to ${copied}); lines written while nothing here followed the run may be missing.`,
+      {
+        event: 'log-source',
+        source: 'local-copy',
+        lastSeq: copied,
+      },
+    );
     return;
   }
   throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `${gone}, and its log was not archived`, {

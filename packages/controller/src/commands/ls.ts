@@ -29,7 +29,10 @@ export default defineCommand<LsOptions>({
       .option('--regions <list>', 'comma-separated regions to look in (default: 8 common regions and those of runs started here)')
       .option('--region <region>', 'look only in this region (AWS_REGION does the same)')
       .option('--all', 'also instances that have ended (terminated, shutting down)')
-      .option('--adopt', "rebuild the local record of running runs this machine does not know but holds the key of (then ps, attach, logs, stop work)")
+      .option(
+        '--adopt',
+        'rebuild the local record of running runs this machine does not know but holds the key of (then ps, attach, logs, stop work)',
+      )
       .option('--ssh-config <file>', 'ssh client config for --adopt')
       .option('--json', 'one JSON array on stdout'),
   run: async (_args, options, { out, store, testOverrides }) => {
@@ -57,7 +60,11 @@ export default defineCommand<LsOptions>({
             signal: AbortSignal.timeout(60_000),
           });
           known.add(i.runId);
-          out.info(`adopted run ${i.runId} (${i.instanceId}): spotctl attach ${i.runId}`, { event: 'adopted', runId: i.runId, instanceId: i.instanceId });
+          out.info(`adopted run ${i.runId} (${i.instanceId}): spotctl attach ${i.runId}`, {
+            event: 'adopted',
+            runId: i.runId,
+            instanceId: i.instanceId,
+          });
         } catch (error) {
           out.warn(`cannot adopt run ${i.runId}: ${error instanceof Error ? error.message : String(error)}`);
         }

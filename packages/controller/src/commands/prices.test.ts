@@ -1,4 +1,10 @@
-import { DescribeInstanceTypesCommand, DescribeSpotPriceHistoryCommand, EC2Client, EC2ServiceException, type SpotPrice } from '@aws-sdk/client-ec2';
+import {
+  DescribeInstanceTypesCommand,
+  DescribeSpotPriceHistoryCommand,
+  EC2Client,
+  EC2ServiceException,
+  type SpotPrice,
+} from '@aws-sdk/client-ec2';
 import { UserError } from '@spotctl/shared';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -24,7 +30,11 @@ async function runPrices(options: Record<string, unknown>): Promise<{ code: numb
   const stdout = sink();
   const stderr = sink();
   const out = new Output({ json: options.json === true, stdout, stderr });
-  const code = await prices.run([], { workers: '4', ht: true, ...options }, { out, store: new RunStore('/nonexistent/spotctl-runs'), testOverrides: {} });
+  const code = await prices.run(
+    [],
+    { workers: '4', ht: true, ...options },
+    { out, store: new RunStore('/nonexistent/spotctl-runs'), testOverrides: {} },
+  );
   return { code, stdout: stdout.text(), stderr: stderr.text() };
 }
 
@@ -38,7 +48,12 @@ beforeEach(() => {
     const client = getClient();
     const region = await client.config.region();
     if (region === 'eu-central-1') {
-      throw new EC2ServiceException({ name: 'UnauthorizedOperation', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'You are not authorized to perform this operation.' });
+      throw new EC2ServiceException({
+        name: 'UnauthorizedOperation',
+        $fault: 'client',
+        $metadata: { httpStatusCode: 403 },
+        message: 'You are not authorized to perform this operation.',
+      });
     }
     const table: Record<string, [string, string, string][]> = {
       'us-east-1': [
@@ -68,7 +83,6 @@ afterEach(() => {
   if (savedRegion === undefined) delete process.env.AWS_REGION;
   else process.env.AWS_REGION = savedRegion;
 });
-
 
 describe('spotctl prices', () => {
   it('prints a table, cheapest first and marked, and warns about a region it could not read', async () => {

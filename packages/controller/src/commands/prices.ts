@@ -26,7 +26,12 @@ export function formatPrice(pricePerHour: number): string {
 export default defineCommand<PricesOptions>({
   name: 'prices',
   description: 'Show the spot price in effect now for the instance types that fit, per region and Availability Zone, cheapest first',
-  examples: ['spotctl prices', 'spotctl prices -w 16 --arm', 'spotctl prices --gpus A10G', 'spotctl prices --regions us-east-1,eu-west-1 --families c7a,m7a --json'],
+  examples: [
+    'spotctl prices',
+    'spotctl prices -w 16 --arm',
+    'spotctl prices --gpus A10G',
+    'spotctl prices --regions us-east-1,eu-west-1 --families c7a,m7a --json',
+  ],
   configure: (cmd) =>
     addGpuOptions(addPlacementOptions(cmd))
       .option('-n, --limit <n>', `show at most this many rows (default ${DEFAULT_ROWS}; all with --json)`)
@@ -37,16 +42,25 @@ export default defineCommand<PricesOptions>({
     const families = parseFamilies(options.families);
     const instanceTypes = parseInstanceTypes(options.instanceType);
     if (families && instanceTypes) {
-      throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', { remediation: 'use one: --families c7a or --instance-type c7a.2xlarge', exitCode: 2 });
+      throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', {
+        remediation: 'use one: --families c7a or --instance-type c7a.2xlarge',
+        exitCode: 2,
+      });
     }
-    const limit = options.limit === undefined ? (out.json ? Infinity : DEFAULT_ROWS) : parseWholeNumber(options.limit, '--limit', 'spotctl prices --limit 50');
+    const limit =
+      options.limit === undefined
+        ? out.json
+          ? Infinity
+          : DEFAULT_ROWS
+        : parseWholeNumber(options.limit, '--limit', 'spotctl prices --limit 50');
     const selection = resolveRegions({
       ...(options.regions === undefined ? {} : { regions: options.regions }),
       ...(options.region === undefined ? {} : { region: options.region }),
     });
     // In --json mode stdout carries only the array; progress and warnings would corrupt it.
     const human = !out.json;
-    if (human && selection.pinnedBy) out.info(`searching only ${selection.regions.join(', ')} (from ${selection.pinnedBy}); pass --regions to search more`);
+    if (human && selection.pinnedBy)
+      out.info(`searching only ${selection.regions.join(', ')} (from ${selection.pinnedBy}); pass --regions to search more`);
 
     using clients = new Ec2Clients();
     const signal = AbortSignal.timeout(COMMAND_TIMEOUT_MS);

@@ -41,7 +41,10 @@ export function pruneScript(base: string, runDirs: string[], options: { dryRun: 
     `base=${shellQuote(base)}`,
     // An agent is alive when the pid in its agent.json answers: its run folder is never removed.
     'alive() { f="$1/agent/agent.json"; [ -f "$f" ] || return 1; pid=$(sed -n \'s/.*"pid":[[:space:]]*\\([0-9][0-9]*\\).*/\\1/p\' "$f"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }',
-    ...runDirs.map((d) => `d=${shellQuote(d)}; if [ ! -e "$d" ]; then echo "gone $d"; elif alive "$d"; then echo "live $d"; else ${rm} "$d"; echo "removed $d"; fi`),
+    ...runDirs.map(
+      (d) =>
+        `d=${shellQuote(d)}; if [ ! -e "$d" ]; then echo "gone $d"; elif alive "$d"; then echo "live $d"; else ${rm} "$d"; echo "removed $d"; fi`,
+    ),
     ...(options.venvMinutes === undefined
       ? []
       : [
@@ -82,18 +85,30 @@ function ownRunDir(record: RunRecord): boolean {
 
 export default defineCommand<PruneOptions>({
   name: 'prune',
-  description: 'Remove old run folders here and on reachable SSH hosts (never a live run\'s), and cached venvs no run used lately',
-  examples: ['spotctl prune --dry-run', 'spotctl prune --older-than 7d', 'spotctl prune --keep 20', 'spotctl prune --older-than 2d --keep 5 --json'],
+  description: "Remove old run folders here and on reachable SSH hosts (never a live run's), and cached venvs no run used lately",
+  examples: [
+    'spotctl prune --dry-run',
+    'spotctl prune --older-than 7d',
+    'spotctl prune --keep 20',
+    'spotctl prune --older-than 2d --keep 5 --json',
+  ],
   configure: (cmd) =>
     cmd
-      .option('--older-than <duration>', `remove runs started longer ago than this, and cached venvs no run used for this long (default: ${DEFAULT_OLDER_THAN} when --keep is not given)`)
+      .option(
+        '--older-than <duration>',
+        `remove runs started longer ago than this, and cached venvs no run used for this long (default: ${DEFAULT_OLDER_THAN} when --keep is not given)`,
+      )
       .option('--keep <n>', 'always keep the newest N runs (alone: remove all but the newest N)')
       .option('--dry-run', 'say what would go, change nothing')
       .option('--json', 'one JSON object on stdout'),
   run: async (_args, options, { out, store }) => {
     let keep = 0;
     if (options.keep !== undefined) {
-      if (!/^\d+$/.test(options.keep.trim())) throw new UserError('SPOTCTL_USAGE', `--keep wants a whole number, got '${options.keep}'`, { remediation: 'for example: spotctl prune --keep 10', exitCode: 2 });
+      if (!/^\d+$/.test(options.keep.trim()))
+        throw new UserError('SPOTCTL_USAGE', `--keep wants a whole number, got '${options.keep}'`, {
+          remediation: 'for example: spotctl prune --keep 10',
+          exitCode: 2,
+        });
       keep = Number(options.keep.trim());
     }
     const olderThan = options.olderThan ?? (options.keep === undefined ? DEFAULT_OLDER_THAN : undefined);
@@ -102,14 +117,16 @@ export default defineCommand<PruneOptions>({
     const venvMinutes = olderThanMs !== undefined ? Math.max(1, Math.floor(olderThanMs / 60_000)) : undefined;
     const now = Date.now();
     const actions: PruneAction[] = [];
-    const kept = (r: RunRecord, why: string) => actions.push({ where: r.provider === 'ssh' ? (r.target?.host ?? '?') : 'here', kind: 'run', id: r.runId, result: 'kept', why });
+    const kept = (r: RunRecord, why: string) =>
+      actions.push({ where: r.provider === 'ssh' ? (r.target?.host ?? '?') : 'here', kind: 'run', id: r.runId, result: 'kept', why });
 
     // Newest first: the first `keep` stay whatever their age.
     const candidates: RunRecord[] = [];
     for (const [i, r] of store.list().entries()) {
       if (i < keep || (olderThanMs !== undefined && r.createdAt > now - olderThanMs)) continue;
       if (!r.agent && !r.setup && r.createdAt > now - SETUP_MAY_RUN_MS) kept(r, 'its setup may still be running');
-      else if (r.provider === 'aws' && r.agent && !r.aws?.terminatedAt) kept(r, 'its instance may still be running (spotctl teardown ends it)');
+      else if (r.provider === 'aws' && r.agent && !r.aws?.terminatedAt)
+        kept(r, 'its instance may still be running (spotctl teardown ends it)');
       else if (!ownRunDir(r) && r.agent) kept(r, `unexpected run folder ${r.layout.runDir}`);
       else candidates.push(r);
     }
@@ -124,14 +141,22 @@ export default defineCommand<PruneOptions>({
       for (const line of stdout.split('\n')) {
         const [verb, ...rest] = line.split(' ');
         const arg = rest.join(' ');
-        if (verb === 'venv') actions.push({ where, kind: 'venv', id: arg, result: dryRun ? 'would remove' : 'removed', why: 'no run used it lately' });
+        if (verb === 'venv')
+          actions.push({ where, kind: 'venv', id: arg, result: dryRun ? 'would remove' : 'removed', why: 'no run used it lately' });
         const r = byDir.get(arg);
         if (!r) continue;
         if (verb === 'live') kept(r, 'its agent is running');
         else if (verb === 'removed' || verb === 'gone') {
-          if (where === 'here') actions.push({ where, kind: 'run', id: r.runId, result: dryRun ? 'would remove' : 'removed', why: 'ended' });
+          if (where === 'here')
+            actions.push({ where, kind: 'run', id: r.runId, result: dryRun ? 'would remove' : 'removed', why: 'ended' });
           else {
-            actions.push({ where, kind: 'run', id: r.runId, result: dryRun ? 'would remove' : 'removed', why: verb === 'gone' ? 'already gone there' : 'ended' });
+            actions.push({
+              where,
+              kind: 'run',
+              id: r.runId,
+              result: dryRun ? 'would remove' : 'removed',
+              why: verb === 'gone' ? 'already gone there' : 'ended',
+            });
             // Its folder here goes only once the host's copy is gone, so a later prune can still find it.
             removeHere(r, 'ended');
           }
@@ -141,14 +166,28 @@ export default defineCommand<PruneOptions>({
 
     // This machine: local runs' folders (their agents run here), and the cached venvs here.
     const home = spotctlHome();
-    const local = candidates.filter((r) => r.provider === 'local' && r.agent && path.resolve(r.layout.runDir) === path.resolve(store.runDir(r.runId)));
-    apply('here', local, await runLocalScript(pruneScript(home, local.map((r) => r.layout.runDir), { dryRun, venvMinutes }), signal));
+    const local = candidates.filter(
+      (r) => r.provider === 'local' && r.agent && path.resolve(r.layout.runDir) === path.resolve(store.runDir(r.runId)),
+    );
+    apply(
+      'here',
+      local,
+      await runLocalScript(
+        pruneScript(
+          home,
+          local.map((r) => r.layout.runDir),
+          { dryRun, venvMinutes },
+        ),
+        signal,
+      ),
+    );
     // Runs that never got an agent, and aws runs whose instance was terminated: only a folder here.
     for (const r of candidates) if (!r.agent || r.provider === 'aws') removeHere(r, r.agent ? 'instance terminated' : 'its setup ended');
 
     // SSH hosts, one connection each; an unreachable host keeps its runs (and their records here).
     const groups = new Map<string, RunRecord[]>();
-    for (const r of candidates) if (r.provider === 'ssh' && r.agent && r.target) groups.set(hostKey(r), [...(groups.get(hostKey(r)) ?? []), r]);
+    for (const r of candidates)
+      if (r.provider === 'ssh' && r.agent && r.target) groups.set(hostKey(r), [...(groups.get(hostKey(r)) ?? []), r]);
     let unreachable = 0;
     for (const records of groups.values()) {
       const first = records[0]!;
@@ -157,7 +196,14 @@ export default defineCommand<PruneOptions>({
       try {
         await using conn = await SshConnection.open(target, { controlDir, signal });
         const base = path.posix.dirname(path.posix.dirname(first.layout.runDir));
-        const r = await conn.exec(pruneScript(base, records.map((x) => x.layout.runDir), { dryRun, venvMinutes }), { signal, timeoutMs: HOST_TIMEOUT_MS });
+        const r = await conn.exec(
+          pruneScript(
+            base,
+            records.map((x) => x.layout.runDir),
+            { dryRun, venvMinutes },
+          ),
+          { signal, timeoutMs: HOST_TIMEOUT_MS },
+        );
         if (r.code !== 0) throw new Error(r.stderr.trim() || `exit ${r.code}`);
         apply(target.host, records, r.stdout);
       } catch (error) {
@@ -174,7 +220,10 @@ export default defineCommand<PruneOptions>({
       { dryRun, olderThanMs: olderThanMs ?? null, keep, actions },
       actions.length === 0
         ? 'nothing to prune'
-        : `${table(['WHERE', 'KIND', 'ID', 'RESULT', 'WHY'], actions.map((a) => [a.where, a.kind, a.id, a.result, a.why]))}\n\n${dryRun ? 'would remove' : 'removed'} ${removed.length}`,
+        : `${table(
+            ['WHERE', 'KIND', 'ID', 'RESULT', 'WHY'],
+            actions.map((a) => [a.where, a.kind, a.id, a.result, a.why]),
+          )}\n\n${dryRun ? 'would remove' : 'removed'} ${removed.length}`,
     );
     return unreachable > 0 ? 1 : 0;
   },

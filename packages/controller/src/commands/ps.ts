@@ -12,12 +12,20 @@ import type { Output } from '../output/output.ts';
 import type { TestOverrides } from '../providers/test-overrides.ts';
 import { attemptsSpend, type AttemptRecord, type RunRecord, type RunStore } from '../runs/run-store.ts';
 
-async function freshStatus(record: RunRecord, deps: { store: RunStore; out: Output; testOverrides: TestOverrides }): Promise<JobStatus | undefined> {
+async function freshStatus(
+  record: RunRecord,
+  deps: { store: RunStore; out: Output; testOverrides: TestOverrides },
+): Promise<JobStatus | undefined> {
   if (record.status && record.status.state !== 'running' && record.status.state !== 'starting') return record.status;
   if (!record.agent) return record.status;
   const session = providerFor(record.provider, deps).locate(record).session;
   try {
-    return (await Promise.race([session.readStatus(AbortSignal.timeout(10_000)), new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000).unref())])) ?? record.status;
+    return (
+      (await Promise.race([
+        session.readStatus(AbortSignal.timeout(10_000)),
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000).unref()),
+      ])) ?? record.status
+    );
   } catch {
     return record.status;
   } finally {
@@ -60,7 +68,8 @@ const CLOUD_TIMEOUT_MS = 60_000;
 
 export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; regions?: string; region?: string }>({
   name: 'ps',
-  description: 'List runs started from this machine, newest first, with their state (--cloud: also every live spotctl run in AWS, from its tags)',
+  description:
+    'List runs started from this machine, newest first, with their state (--cloud: also every live spotctl run in AWS, from its tags)',
   examples: ['spotctl ps', 'spotctl ps --json', 'spotctl ps --cloud --region us-east-1'],
   configure: (cmd) =>
     cmd
@@ -73,7 +82,10 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
     const limit = parseWholeNumber(options.limit ?? '20', '--limit', 'spotctl ps --limit 50');
     if (!options.cloud && (options.regions !== undefined || options.region !== undefined)) {
       const flag = options.regions !== undefined ? '--regions' : '--region';
-      throw new UserError('SPOTCTL_USAGE', `${flag} only applies with --cloud`, { remediation: `spotctl ps --cloud ${flag} ${options.regions ?? options.region ?? ''}`, exitCode: 2 });
+      throw new UserError('SPOTCTL_USAGE', `${flag} only applies with --cloud`, {
+        remediation: `spotctl ps --cloud ${flag} ${options.regions ?? options.region ?? ''}`,
+        exitCode: 2,
+      });
     }
     const records = store.list().slice(0, limit);
     const statuses = await Promise.all(records.map((r) => freshStatus(r, { store, out, testOverrides })));
@@ -83,7 +95,11 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
       return {
         runId: r.runId,
         provider: r.provider,
-        host: r.aws ? `${r.aws.instanceId} (${r.aws.az})${(r.attempts?.length ?? 0) > 1 ? `, attempt ${r.attempts!.length}` : ''}` : r.target ? r.target.host : 'localhost',
+        host: r.aws
+          ? `${r.aws.instanceId} (${r.aws.az})${(r.attempts?.length ?? 0) > 1 ? `, attempt ${r.attempts!.length}` : ''}`
+          : r.target
+            ? r.target.host
+            : 'localhost',
         // A setup that ended without a job says so (failed, cancelled); only one in progress is `setup`.
         state: s?.state ?? (r.agent ? 'unknown' : (r.setup?.state ?? 'setup')),
         exitCode: s?.exitCode ?? null,
@@ -91,7 +107,14 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
         createdAt: r.createdAt,
         command: r.command,
         ...(!s && !r.agent && r.setup ? { reason: r.setup.reason } : {}),
-        ...(r.aws ? { pricePerHour: r.aws.pricePerHour, spend: r.attempts?.length ? attemptsSpend(r.attempts, now) : spendSoFar(r.aws.pricePerHour, r.aws.launchedAt, r.aws.terminatedAt ?? now) } : {}),
+        ...(r.aws
+          ? {
+              pricePerHour: r.aws.pricePerHour,
+              spend: r.attempts?.length
+                ? attemptsSpend(r.attempts, now)
+                : spendSoFar(r.aws.pricePerHour, r.aws.launchedAt, r.aws.terminatedAt ?? now),
+            }
+          : {}),
         ...(r.attempts?.length ? { attempts: r.attempts } : {}),
         ...(checkpointsFailing(s) ?? {}),
       };
@@ -100,7 +123,11 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
     if (options.cloud) {
       const regions = lifecycleRegions(options, store);
       using clients = new Ec2Clients();
-      const { instances, errors } = await listManagedInstances({ clientFor: clients.forRegion, regions, signal: AbortSignal.timeout(CLOUD_TIMEOUT_MS) });
+      const { instances, errors } = await listManagedInstances({
+        clientFor: clients.forRegion,
+        regions,
+        signal: AbortSignal.timeout(CLOUD_TIMEOUT_MS),
+      });
       for (const e of errors) out.warn(`${e.region} skipped: ${e.message}`);
       failedRegions = errors.length;
       const known = new Set(records.map((r) => r.runId));
@@ -123,7 +150,8 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
       }
       rows.sort((a, b) => b.createdAt - a.createdAt);
     }
-    const money = (r: PsRow): string => (r.pricePerHour === undefined ? '-' : `$${r.pricePerHour.toFixed(4)}/h${r.spend === undefined ? '' : `, $${r.spend.toFixed(4)}`}`);
+    const money = (r: PsRow): string =>
+      r.pricePerHour === undefined ? '-' : `$${r.pricePerHour.toFixed(4)}/h${r.spend === undefined ? '' : `, $${r.spend.toFixed(4)}`}`;
     const cloudOnly = rows.filter((r) => r.cloudOnly).length;
     out.data(
       rows,
@@ -143,7 +171,10 @@ export default defineCommand<{ json?: boolean; limit?: string; cloud?: boolean; 
             ]),
           )}${cloudOnly > 0 ? `\n* no record on this machine (found by its tags): spotctl ls --adopt makes one, then attach/logs/stop work` : ''}${rows
             .filter((r) => r.checkpointsFailing)
-            .map((r) => `\n${r.runId}: checkpoints not getting through (${r.checkpointsFailing?.failures ?? 0} failures): ${r.checkpointsFailing?.lastError ?? 'unknown'}`)
+            .map(
+              (r) =>
+                `\n${r.runId}: checkpoints not getting through (${r.checkpointsFailing?.failures ?? 0} failures): ${r.checkpointsFailing?.lastError ?? 'unknown'}`,
+            )
             .join('')}`,
     );
     return failedRegions > 0 ? 1 : 0;

@@ -1,7 +1,15 @@
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, UserError, exitCodeOf, type CredentialsParams, type InterruptionReport, type JobStatus } from '@spotctl/shared';
+import {
+  DEFAULT_GRACE_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  UserError,
+  exitCodeOf,
+  type CredentialsParams,
+  type InterruptionReport,
+  type JobStatus,
+} from '@spotctl/shared';
 import { defineCommand } from '../cli/define-command.ts';
 import { parseDuration } from '../cli/durations.ts';
 import { checkRunOptions } from '../cli/run-options.ts';
@@ -25,7 +33,14 @@ import { describeReport } from '../session/spot-events.ts';
 import { formatDuration } from '../output/output.ts';
 import { parseWholeNumber } from '../cli/numbers.ts';
 import { DETACHED_EXIT_CODE, Detached, RunSignals } from '../session/run-signals.ts';
-import { CredentialForwarder, DETACHED_CREDENTIALS_S, ATTACHED_CREDENTIALS_S, hostChainWarning, runCredentialMinter, type MintCredentials } from '../session/credential-forwarder.ts';
+import {
+  CredentialForwarder,
+  DETACHED_CREDENTIALS_S,
+  ATTACHED_CREDENTIALS_S,
+  hostChainWarning,
+  runCredentialMinter,
+  type MintCredentials,
+} from '../session/credential-forwarder.ts';
 import { tailRun } from '../session/tail.ts';
 import { HostGone } from '../session/follow.ts';
 
@@ -70,7 +85,10 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 export function jobArgv(words: string[]): string[] {
   const [first] = words;
   if (first === undefined || first.trim() === '') {
-    throw new UserError('SPOTCTL_USAGE', 'no command given', { remediation: 'say what to run, e.g.: spotctl run -- python3 train.py', exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', 'no command given', {
+      remediation: 'say what to run, e.g.: spotctl run -- python3 train.py',
+      exitCode: 2,
+    });
   }
   return first.endsWith('.py') ? ['python3', ...words] : words;
 }
@@ -78,7 +96,10 @@ export function jobArgv(words: string[]): string[] {
 function fileMustExist(file: string, flag: string): string {
   const abs = path.resolve(file.replace(/^~(?=\/|$)/, os.homedir()));
   if (!existsSync(abs) || !statSync(abs).isFile()) {
-    throw new UserError('SPOTCTL_USAGE', `${flag} file not found: ${file}`, { remediation: `check the path given to ${flag}`, exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', `${flag} file not found: ${file}`, {
+      remediation: `check the path given to ${flag}`,
+      exitCode: 2,
+    });
   }
   return abs;
 }
@@ -86,10 +107,22 @@ function fileMustExist(file: string, flag: string): string {
 /** Where a run goes without --provider or --host: SPOTCTL_PROVIDER, else a new EC2 spot instance. */
 export const DEFAULT_PROVIDER: ProviderKind = 'aws';
 
-export function resolveProvider(options: Pick<RunOptions, 'provider' | 'host' | 'identity' | 'knownHosts'>, env: NodeJS.ProcessEnv = process.env): ProviderKind {
+export function resolveProvider(
+  options: Pick<RunOptions, 'provider' | 'host' | 'identity' | 'knownHosts'>,
+  env: NodeJS.ProcessEnv = process.env,
+): ProviderKind {
   const fromEnv = env.SPOTCTL_PROVIDER?.trim() || undefined;
-  if (options.provider === undefined && !options.host && !options.identity && fromEnv !== undefined && !['local', 'ssh', 'aws'].includes(fromEnv)) {
-    throw new UserError('SPOTCTL_USAGE', `SPOTCTL_PROVIDER: unknown provider '${fromEnv}'`, { remediation: 'set SPOTCTL_PROVIDER to local, ssh or aws (or unset it)', exitCode: 2 });
+  if (
+    options.provider === undefined &&
+    !options.host &&
+    !options.identity &&
+    fromEnv !== undefined &&
+    !['local', 'ssh', 'aws'].includes(fromEnv)
+  ) {
+    throw new UserError('SPOTCTL_USAGE', `SPOTCTL_PROVIDER: unknown provider '${fromEnv}'`, {
+      remediation: 'set SPOTCTL_PROVIDER to local, ssh or aws (or unset it)',
+      exitCode: 2,
+    });
   }
   const wanted = options.provider ?? (options.host || options.identity ? 'ssh' : (fromEnv ?? DEFAULT_PROVIDER));
   if (wanted === 'aws') {
@@ -108,7 +141,10 @@ export function resolveProvider(options: Pick<RunOptions, 'provider' | 'host' | 
     throw new UserError('SPOTCTL_USAGE', 'the ssh provider needs a host', { remediation: 'add --host user@host[:port]', exitCode: 2 });
   }
   if (wanted === 'local' && options.host) {
-    throw new UserError('SPOTCTL_USAGE', '--host cannot be used with --provider local', { remediation: 'drop --provider local, or drop --host', exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', '--host cannot be used with --provider local', {
+      remediation: 'drop --provider local, or drop --host',
+      exitCode: 2,
+    });
   }
   return wanted;
 }
@@ -117,7 +153,11 @@ function parseEnv(pairs: string[]): Record<string, string> {
   const env: Record<string, string> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw new UserError('SPOTCTL_USAGE', `--env wants NAME=VALUE, got '${pair}'`, { remediation: 'e.g. --env WANDB_MODE=offline', exitCode: 2 });
+    if (eq <= 0)
+      throw new UserError('SPOTCTL_USAGE', `--env wants NAME=VALUE, got '${pair}'`, {
+        remediation: 'e.g. --env WANDB_MODE=offline',
+        exitCode: 2,
+      });
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return env;
@@ -125,23 +165,35 @@ function parseEnv(pairs: string[]): Record<string, string> {
 
 function spotSpec(options: RunOptions, store: RunStore): SpotSpec {
   if (options.onRebalance && !/^(checkpoint|ignore|signal:[A-Z0-9]+)$/.test(options.onRebalance)) {
-    throw new UserError('SPOTCTL_USAGE', `--on-rebalance: unknown action '${options.onRebalance}'`, { remediation: 'use checkpoint, ignore or signal:NAME (e.g. signal:USR1)', exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', `--on-rebalance: unknown action '${options.onRebalance}'`, {
+      remediation: 'use checkpoint, ignore or signal:NAME (e.g. signal:USR1)',
+      exitCode: 2,
+    });
   }
   if (options.checkpointTo !== undefined) parseCheckpointTo(options.checkpointTo);
-  const simulateMs = options.simulateInterruption !== undefined ? parseDuration(options.simulateInterruption, '--simulate-interruption') : undefined;
+  const simulateMs =
+    options.simulateInterruption !== undefined ? parseDuration(options.simulateInterruption, '--simulate-interruption') : undefined;
   let restoreFrom: CheckpointSpec['restoreFrom'];
   if (options.restoreFrom) {
     const source = store.resolve(options.restoreFrom);
     if (!source.checkpoint) {
-      throw new UserError('SPOTCTL_USAGE', `run ${source.runId} kept no checkpoints`, { remediation: 'restore from a run that ran with checkpointing (see: spotctl checkpoints ls RUN)', exitCode: 2 });
+      throw new UserError('SPOTCTL_USAGE', `run ${source.runId} kept no checkpoints`, {
+        remediation: 'restore from a run that ran with checkpointing (see: spotctl checkpoints ls RUN)',
+        exitCode: 2,
+      });
     }
     restoreFrom = { runId: source.runId, target: source.checkpoint.target };
   }
   // Checkpointing is on when asked for, or when it has a use: a rehearsal, a restore, an explicit folder.
-  const wantsCheckpoints = options.checkpointTo !== undefined || simulateMs !== undefined || restoreFrom !== undefined || options.checkpointDir !== undefined;
-  const flushTimeoutMs = options.checkpointFlushTimeout !== undefined ? parseDuration(options.checkpointFlushTimeout, '--checkpoint-flush-timeout') : undefined;
+  const wantsCheckpoints =
+    options.checkpointTo !== undefined || simulateMs !== undefined || restoreFrom !== undefined || options.checkpointDir !== undefined;
+  const flushTimeoutMs =
+    options.checkpointFlushTimeout !== undefined ? parseDuration(options.checkpointFlushTimeout, '--checkpoint-flush-timeout') : undefined;
   if (flushTimeoutMs !== undefined && !wantsCheckpoints) {
-    throw new UserError('SPOTCTL_USAGE', '--checkpoint-flush-timeout applies only to a run with checkpoints', { remediation: 'add --checkpoint-to s3://BUCKET/PREFIX (or --checkpoint-dir), or drop --checkpoint-flush-timeout', exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', '--checkpoint-flush-timeout applies only to a run with checkpoints', {
+      remediation: 'add --checkpoint-to s3://BUCKET/PREFIX (or --checkpoint-dir), or drop --checkpoint-flush-timeout',
+      exitCode: 2,
+    });
   }
   return {
     ...(wantsCheckpoints
@@ -188,11 +240,20 @@ export default defineCommand<RunOptions>({
       .option('--env <NAME=VALUE>', 'environment for the job (repeatable)', collect, [])
       .option('--checkpoint-dir <dir>', 'folder the job writes checkpoints to, watched and synced (default: checkpoints)')
       .option('--checkpoint-to <s3-url|dir>', 'where checkpoint sets go: s3://BUCKET/PREFIX or an absolute directory on the host')
-      .option('--checkpoint-flush-timeout <duration>', 'how long the last checkpoint upload after the job ends may take, retries included, before the run ends without it (default: 5m)')
+      .option(
+        '--checkpoint-flush-timeout <duration>',
+        'how long the last checkpoint upload after the job ends may take, retries included, before the run ends without it (default: 5m)',
+      )
       .option('--restore-from <run>', "restore that run's latest committed checkpoint set before the job starts ('last' works)")
       .option('--on-rebalance <action>', 'on a rebalance recommendation: checkpoint | signal:USR1 | ignore', 'checkpoint')
-      .option('--simulate-interruption <duration>', 'rehearse a spot interruption this long after the job starts (emulated metadata service)')
-      .option('--imds-endpoint <url>', 'poll this instance metadata endpoint for interruption notices: a URL (an emulator), or default (169.254.169.254, for EC2 hosts)')
+      .option(
+        '--simulate-interruption <duration>',
+        'rehearse a spot interruption this long after the job starts (emulated metadata service)',
+      )
+      .option(
+        '--imds-endpoint <url>',
+        'poll this instance metadata endpoint for interruption notices: a URL (an emulator), or default (169.254.169.254, for EC2 hosts)',
+      )
       .option('--detach', 'start the job and return; see it later with spotctl attach')
       .option('--pull <path>', 'copy this workdir path back when the job ends, however it ends (repeatable; sh globs allowed)', collect, [])
       .option('--pull-to <dir>', 'where --pull copies to (default: ./spotctl-out/<run-id>/)')
@@ -204,10 +265,16 @@ export default defineCommand<RunOptions>({
     cmd
       .option('--profile <name>', 'use [profile.NAME] of spotctl.toml on top of its top-level settings')
       .option('--show-config', 'print the merged settings (flags, spotctl.toml, defaults) and where each came from, then exit')
-      .option('--setup <command>', 'a shell command run in the workdir before the job, once per host (again when it or the dependency files change)');
+      .option(
+        '--setup <command>',
+        'a shell command run in the workdir before the job, once per host (again when it or the dependency files change)',
+      );
     // Managed aws runs: an interrupted attempt is followed by another, elsewhere.
     cmd
-      .option('--no-recover', `aws: after a spot interruption, end the run (exit ${INTERRUPTED_EXIT_CODE}) instead of relaunching elsewhere`)
+      .option(
+        '--no-recover',
+        `aws: after a spot interruption, end the run (exit ${INTERRUPTED_EXIT_CODE}) instead of relaunching elsewhere`,
+      )
       .option('--max-attempts <n>', 'aws: instances a run may use across interruptions', String(DEFAULT_MAX_ATTEMPTS))
       .option('--recovery-cooldown <duration>', 'aws: how long an interrupted pool (type + AZ) is left out of placement', '30m');
   },
@@ -232,7 +299,9 @@ export default defineCommand<RunOptions>({
 
 function showConfig(out: Output, projectFile: AppliedProjectFile | undefined, settings: ConfigSetting[]): void {
   const file = projectFile ? path.relative(process.cwd(), projectFile.file) || projectFile.file : undefined;
-  const header = file ? `# ${file}${projectFile?.profile ? `, profile ${projectFile.profile}` : ''}` : '# no spotctl.toml found (here or in a parent directory)';
+  const header = file
+    ? `# ${file}${projectFile?.profile ? `, profile ${projectFile.profile}` : ''}`
+    : '# no spotctl.toml found (here or in a parent directory)';
   const width = Math.max(0, ...settings.map((s) => `${s.key} = ${JSON.stringify(s.value)}`.length));
   const lines = settings.map((s) => `${`${s.key} = ${JSON.stringify(s.value)}`.padEnd(width)}  # ${s.source}`);
   out.data({ file: projectFile?.file ?? null, profile: projectFile?.profile ?? null, settings }, [header, ...lines].join('\n'));
@@ -256,11 +325,21 @@ export interface RunPlan {
   recovery?: { maxAttempts: number; cooldownMs: number };
 }
 
-export function planRun(words: string[], options: RunOptions, store: RunStore, given: (attributeName: string) => boolean = () => false): RunPlan {
+export function planRun(
+  words: string[],
+  options: RunOptions,
+  store: RunStore,
+  given: (attributeName: string) => boolean = () => false,
+): RunPlan {
   const provider = resolveProvider(options);
   checkRunOptions(options, provider, given);
   const aws: AwsLaunchOptions | undefined =
-    provider === 'aws' ? parseAwsOptions({ ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) }, given) : undefined;
+    provider === 'aws'
+      ? parseAwsOptions(
+          { ...options, ...(options.sshConfig ? { sshConfig: fileMustExist(options.sshConfig, '--ssh-config') } : {}) },
+          given,
+        )
+      : undefined;
   const { pull, ssh } = outputsPlan(words, options);
   const gpus = parseGpuRequest(options);
   // The agent still supervises a job under a shell (the run's lifetime, the idle watchdog): one that ends at once.
@@ -275,7 +354,11 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
     : undefined;
   const syncPaths = (options.sync.length ? options.sync : [process.cwd()]).map((p) => {
     const abs = path.resolve(p);
-    if (!existsSync(abs)) throw new UserError('SPOTCTL_USAGE', `--sync path not found: ${p}`, { remediation: 'give an existing file or directory', exitCode: 2 });
+    if (!existsSync(abs))
+      throw new UserError('SPOTCTL_USAGE', `--sync path not found: ${p}`, {
+        remediation: 'give an existing file or directory',
+        exitCode: 2,
+      });
     return abs;
   });
   const spec: LaunchSpec = {
@@ -290,12 +373,25 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
     ...(options.remoteDir ? { remoteDir: options.remoteDir } : {}),
     spot: spotSpec(options, store),
     ...(options.setup !== undefined ? { setup: options.setup } : {}),
-    ...(gpus ? { gpus: { count: gpus.count, ...(gpus.names ? { names: gpus.names } : {}), ...(gpus.minMemoryMiB === undefined ? {} : { minMemoryMiB: gpus.minMemoryMiB }) } } : {}),
+    ...(gpus
+      ? {
+          gpus: {
+            count: gpus.count,
+            ...(gpus.names ? { names: gpus.names } : {}),
+            ...(gpus.minMemoryMiB === undefined ? {} : { minMemoryMiB: gpus.minMemoryMiB }),
+          },
+        }
+      : {}),
   };
-  if (spec.idleTimeoutMs < 1000) throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
+  if (spec.idleTimeoutMs < 1000)
+    throw new UserError('SPOTCTL_USAGE', '--idle-timeout must be at least 1s', { remediation: 'e.g. --idle-timeout 5m', exitCode: 2 });
   // An S3 restore on EC2 needs an S3 destination of its own (the instance role reads and writes S3 only).
   if (aws) s3CheckpointAccess(spec);
-  const maxAttempts = parseWholeNumber(options.maxAttempts ?? String(DEFAULT_MAX_ATTEMPTS), '--max-attempts', 'spotctl run --max-attempts 3 train.py');
+  const maxAttempts = parseWholeNumber(
+    options.maxAttempts ?? String(DEFAULT_MAX_ATTEMPTS),
+    '--max-attempts',
+    'spotctl run --max-attempts 3 train.py',
+  );
   const cooldownMs = parseDuration(options.recoveryCooldown ?? '30m', '--recovery-cooldown');
   const recovery = aws && options.recover !== false ? { maxAttempts, cooldownMs } : undefined;
   return {
@@ -314,18 +410,31 @@ export function planRun(words: string[], options: RunOptions, store: RunStore, g
 function outputsPlan(words: string[], options: RunOptions): { pull?: RunPlan['pull']; ssh: boolean } {
   for (const pattern of options.pull) checkPullPattern(pattern, '--pull');
   if (options.pullTo !== undefined && options.pull.length === 0) {
-    throw new UserError('SPOTCTL_USAGE', '--pull-to needs something to pull', { remediation: 'add --pull PATH (e.g. --pull results), or drop --pull-to', exitCode: 2 });
-  }
-  if (options.detach && (options.pull.length > 0 || options.ssh)) {
-    throw new UserError('SPOTCTL_USAGE', `${options.ssh ? '--ssh' : '--pull'} cannot be used with --detach: nothing here waits for the end`, {
-      remediation: 'drop --detach; for a detached run, fetch files with spotctl pull RUN PATH or open a shell with spotctl ssh RUN',
+    throw new UserError('SPOTCTL_USAGE', '--pull-to needs something to pull', {
+      remediation: 'add --pull PATH (e.g. --pull results), or drop --pull-to',
       exitCode: 2,
     });
   }
-  if (options.ssh && words.length > 0) {
-    throw new UserError('SPOTCTL_USAGE', '--ssh opens a shell instead of running a command', { remediation: `drop the command (${words.join(' ')}) or drop --ssh`, exitCode: 2 });
+  if (options.detach && (options.pull.length > 0 || options.ssh)) {
+    throw new UserError(
+      'SPOTCTL_USAGE',
+      `${options.ssh ? '--ssh' : '--pull'} cannot be used with --detach: nothing here waits for the end`,
+      {
+        remediation: 'drop --detach; for a detached run, fetch files with spotctl pull RUN PATH or open a shell with spotctl ssh RUN',
+        exitCode: 2,
+      },
+    );
   }
-  const pull = options.pull.length > 0 ? { patterns: options.pull, ...(options.pullTo !== undefined ? { to: path.resolve(options.pullTo) } : {}) } : undefined;
+  if (options.ssh && words.length > 0) {
+    throw new UserError('SPOTCTL_USAGE', '--ssh opens a shell instead of running a command', {
+      remediation: `drop the command (${words.join(' ')}) or drop --ssh`,
+      exitCode: 2,
+    });
+  }
+  const pull =
+    options.pull.length > 0
+      ? { patterns: options.pull, ...(options.pullTo !== undefined ? { to: path.resolve(options.pullTo) } : {}) }
+      : undefined;
   return { ...(pull ? { pull } : {}), ssh: options.ssh === true };
 }
 
@@ -358,10 +467,15 @@ async function runLoop(run: RunContext): Promise<number> {
   const first = await startAttempt(run, createRecord(run), attemptNo);
   let { record, session } = first;
   // Pushed before anything else: the agent's restore and first upload wait (bounded) for them.
-  await using _forwarder = first.credentials ? await CredentialForwarder.start({ ...first.credentials, connect: (signal) => session.connect(signal), out }) : undefined;
+  await using _forwarder = first.credentials
+    ? await CredentialForwarder.start({ ...first.credentials, connect: (signal) => session.connect(signal), out })
+    : undefined;
   if (plan.spec.detached) {
     await session.close();
-    out.result({ runId: record.runId, detached: true }, `job is running detached. Follow it with: spotctl attach ${record.runId}   (or spotctl logs ${record.runId} -f; stop it with spotctl stop ${record.runId})`);
+    out.result(
+      { runId: record.runId, detached: true },
+      `job is running detached. Follow it with: spotctl attach ${record.runId}   (or spotctl logs ${record.runId} -f; stop it with spotctl stop ${record.runId})`,
+    );
     return 0;
   }
   const exclude: { instanceType: string; az: string; until: number }[] = [];
@@ -377,7 +491,15 @@ async function runLoop(run: RunContext): Promise<number> {
       const current = record;
       const isGone = provider.isGone?.bind(provider);
       try {
-        ({ status } = await tailRun({ store, record, session, out, fromSeq: 1, signals, ...(isGone ? { hostGone: () => isGone(current) } : {}) }));
+        ({ status } = await tailRun({
+          store,
+          record,
+          session,
+          out,
+          fromSeq: 1,
+          signals,
+          ...(isGone ? { hostGone: () => isGone(current) } : {}),
+        }));
       } catch (error) {
         if (error instanceof Detached) {
           detached = true;
@@ -400,32 +522,64 @@ async function runLoop(run: RunContext): Promise<number> {
       if (interruption && status) {
         out.warn(describeReport(interruption), { event: 'interruption-report', report: interruption });
         lastSet = interruption.flush?.committedSeq ?? status.checkpoints?.lastCommittedSeq ?? null;
-        out.warn(`attempt ${attemptNo} interrupted on ${aws.instanceId} (${aws.instanceType} ${aws.az})`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, committedSet: lastSet });
+        out.warn(`attempt ${attemptNo} interrupted on ${aws.instanceId} (${aws.instanceType} ${aws.az})`, {
+          event: 'attempt-interrupted',
+          attempt: attemptNo,
+          instanceId: aws.instanceId,
+          committedSet: lastSet,
+        });
         await letAgentGo(session);
       } else {
-        out.warn(`attempt ${attemptNo} interrupted: ${aws.instanceId} (${aws.instanceType} ${aws.az}) was terminated without notice (EC2 says it is gone)`, { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, withoutNotice: true });
+        out.warn(
+          `attempt ${attemptNo} interrupted: ${aws.instanceId} (${aws.instanceType} ${aws.az}) was terminated without notice (EC2 says it is gone)`,
+          { event: 'attempt-interrupted', attempt: attemptNo, instanceId: aws.instanceId, withoutNotice: true },
+        );
       }
       await session.close();
       await provider.release(record, `attempt ${attemptNo} was interrupted`);
       const setText =
-        lastSet === undefined ? 'its newest committed checkpoint set is in the checkpoint target' : lastSet !== null ? `the newest committed checkpoint set is #${lastSet}` : 'no checkpoint set was committed';
+        lastSet === undefined
+          ? 'its newest committed checkpoint set is in the checkpoint target'
+          : lastSet !== null
+            ? `the newest committed checkpoint set is #${lastSet}`
+            : 'no checkpoint set was committed';
       if (!plan.recovery) {
-        out.result({ runId: record.runId, exitCode: INTERRUPTED_EXIT_CODE, interrupted: true, committedSet: lastSet, status }, `the job did not finish: a spot interruption ended attempt ${attemptNo} and --no-recover was given; ${setText}. Resume it with: spotctl run --restore-from ${record.runId} … · run ${record.runId}`);
+        out.result(
+          { runId: record.runId, exitCode: INTERRUPTED_EXIT_CODE, interrupted: true, committedSet: lastSet, status },
+          `the job did not finish: a spot interruption ended attempt ${attemptNo} and --no-recover was given; ${setText}. Resume it with: spotctl run --restore-from ${record.runId} … · run ${record.runId}`,
+        );
         return INTERRUPTED_EXIT_CODE;
       }
       if (attemptNo >= plan.recovery.maxAttempts) {
-        throw new UserError('SPOTCTL_INTERRUPTED', `the job did not finish: ${attemptNo} attempts were interrupted (--max-attempts ${plan.recovery.maxAttempts}); ${setText}; nothing of the run is left running`, {
-          remediation: `resume it from there: spotctl run --restore-from ${record.runId} …  (or allow more with --max-attempts)`,
-          exitCode: INTERRUPTED_EXIT_CODE,
-        });
+        throw new UserError(
+          'SPOTCTL_INTERRUPTED',
+          `the job did not finish: ${attemptNo} attempts were interrupted (--max-attempts ${plan.recovery.maxAttempts}); ${setText}; nothing of the run is left running`,
+          {
+            remediation: `resume it from there: spotctl run --restore-from ${record.runId} …  (or allow more with --max-attempts)`,
+            exitCode: INTERRUPTED_EXIT_CODE,
+          },
+        );
       }
       const now = Date.now();
       exclude.push({ instanceType: aws.instanceType, az: aws.az, until: now + plan.recovery.cooldownMs });
       attemptNo++;
-      const restoring = lastSet === undefined ? 'the newest committed checkpoint set' : lastSet !== null ? `checkpoint set #${lastSet}` : 'no set (none committed): the job starts over';
-      out.info(`↻ attempt ${attemptNo}: relaunching (${aws.instanceType} ${aws.az} excluded for ${formatDuration(plan.recovery.cooldownMs)}); restoring ${restoring}`, { event: 'attempt-relaunch', attempt: attemptNo, excluded: { instanceType: aws.instanceType, az: aws.az } });
+      const restoring =
+        lastSet === undefined
+          ? 'the newest committed checkpoint set'
+          : lastSet !== null
+            ? `checkpoint set #${lastSet}`
+            : 'no set (none committed): the job starts over';
+      out.info(
+        `↻ attempt ${attemptNo}: relaunching (${aws.instanceType} ${aws.az} excluded for ${formatDuration(plan.recovery.cooldownMs)}); restoring ${restoring}`,
+        { event: 'attempt-relaunch', attempt: attemptNo, excluded: { instanceType: aws.instanceType, az: aws.az } },
+      );
       signals.settingUp();
-      ({ record, session } = await startAttempt(run, store.load(record.runId), attemptNo, exclude.filter((x) => x.until > now)));
+      ({ record, session } = await startAttempt(
+        run,
+        store.load(record.runId),
+        attemptNo,
+        exclude.filter((x) => x.until > now),
+      ));
     }
   } finally {
     // However the run ended here (done, failed, Ctrl-C, attempts exhausted), what it ran on goes:
@@ -448,9 +602,18 @@ async function pullAtEnd({ plan, signals, out }: RunContext, record: RunRecord, 
   // Ctrl-C now cancels the copy; the release after it still runs.
   signals.following(() => abort.abort(new UserError('SPOTCTL_USAGE', 'cancelled', { exitCode: 130 })));
   try {
-    await pullAndReport({ session, record, patterns: plan.pull.patterns, dir: plan.pull.to ?? defaultPullDir(record.runId), out, signal: abort.signal });
+    await pullAndReport({
+      session,
+      record,
+      patterns: plan.pull.patterns,
+      dir: plan.pull.to ?? defaultPullDir(record.runId),
+      out,
+      signal: abort.signal,
+    });
   } catch (error) {
-    out.warn(`could not pull ${plan.pull.patterns.join(' ')}: ${error instanceof Error ? error.message : String(error)}`, { event: 'pull-failed' });
+    out.warn(`could not pull ${plan.pull.patterns.join(' ')}: ${error instanceof Error ? error.message : String(error)}`, {
+      event: 'pull-failed',
+    });
   } finally {
     signals.following(undefined);
   }
@@ -494,7 +657,10 @@ function createRecord({ plan, provider, store, out }: RunContext): RunRecord {
     detached: plan.spec.detached,
   };
   store.save(record);
-  out.info(`run ${runId}: ${plan.ssh ? 'a shell' : plan.spec.command.join(' ')} (${provider.where(record)})`, { runId, provider: plan.provider });
+  out.info(`run ${runId}: ${plan.ssh ? 'a shell' : plan.spec.command.join(' ')} (${provider.where(record)})`, {
+    runId,
+    provider: plan.provider,
+  });
   return record;
 }
 
@@ -511,21 +677,49 @@ async function startAttempt(
   const { plan, provider, signals, store, out } = run;
   try {
     // Every attempt runs the code as it was when the run started, never the tree as edited since.
-    if (attempt === 1 && plan.recovery) record = await step(out, 'snapshot', 'kept a copy of the code for every attempt', () => snapshotCode(store, record, plan.spec.syncPaths, signals.setupSignal));
+    if (attempt === 1 && plan.recovery)
+      record = await step(out, 'snapshot', 'kept a copy of the code for every attempt', () =>
+        snapshotCode(store, record, plan.spec.syncPaths, signals.setupSignal),
+      );
     const credentials = attempt === 1 ? await mintCredentials(run, record.runId) : undefined;
-    const launched = await provider.launch({ store, out, record, spec: attemptSpec(plan.spec, record, attempt, provider.kind), signal: signals.setupSignal, exclude });
+    const launched = await provider.launch({
+      store,
+      out,
+      record,
+      spec: attemptSpec(plan.spec, record, attempt, provider.kind),
+      signal: signals.setupSignal,
+      exclude,
+    });
     const aws = launched.record.aws;
     if (provider.kind === 'aws' && aws) {
-      const entry: AttemptRecord = { attempt, instanceId: aws.instanceId, region: aws.region, az: aws.az, instanceType: aws.instanceType, market: aws.market, pricePerHour: aws.pricePerHour, launchedAt: aws.launchedAt };
+      const entry: AttemptRecord = {
+        attempt,
+        instanceId: aws.instanceId,
+        region: aws.region,
+        az: aws.az,
+        instanceType: aws.instanceType,
+        market: aws.market,
+        pricePerHour: aws.pricePerHour,
+        launchedAt: aws.launchedAt,
+      };
       const updated = store.update(record.runId, { attempts: [...(store.load(record.runId).attempts ?? []), entry] });
-      out.info(`attempt ${attempt} started on ${aws.instanceType} ${aws.az} at $${aws.pricePerHour.toFixed(4)}/h (${aws.instanceId})`, { event: 'attempt-started', ...entry });
+      out.info(`attempt ${attempt} started on ${aws.instanceType} ${aws.az} at $${aws.pricePerHour.toFixed(4)}/h (${aws.instanceId})`, {
+        event: 'attempt-started',
+        ...entry,
+      });
       return { record: updated, session: launched.session };
     }
     return { ...launched, ...(credentials ? { credentials } : {}) };
   } catch (error) {
     const cancelled = signals.setupSignal.aborted;
     const reason: unknown = cancelled ? signals.setupSignal.reason : error;
-    store.update(record.runId, { setup: { state: cancelled ? 'cancelled' : 'failed', reason: reason instanceof Error ? reason.message : String(reason), endedAt: Date.now() } });
+    store.update(record.runId, {
+      setup: {
+        state: cancelled ? 'cancelled' : 'failed',
+        reason: reason instanceof Error ? reason.message : String(reason),
+        endedAt: Date.now(),
+      },
+    });
     // If the agent got as far as starting the job, it must not run on unobserved.
     if (cancelled) await stopStartedJob(provider, store.load(record.runId));
     await provider.releaseRun(store.load(record.runId));
@@ -582,7 +776,12 @@ function attemptSpec(spec: LaunchSpec, record: RunRecord, attempt: number, kind:
   const syncPaths = record.codeSnapshot ? [record.codeSnapshot] : spec.syncPaths;
   const checkpoint = spec.spot.checkpoint;
   if (attempt === 1 || !checkpoint || !record.checkpoint) return { ...spec, env, syncPaths };
-  return { ...spec, env, syncPaths, spot: { ...spec.spot, checkpoint: { ...checkpoint, restoreFrom: { runId: record.runId, target: record.checkpoint.target } } } };
+  return {
+    ...spec,
+    env,
+    syncPaths,
+    spot: { ...spec.spot, checkpoint: { ...checkpoint, restoreFrom: { runId: record.runId, target: record.checkpoint.target } } },
+  };
 }
 
 /**
@@ -611,7 +810,10 @@ async function stopStartedJob(provider: Provider, record: RunRecord): Promise<vo
 /** The terminal went away (SIGHUP): nothing is told to stop; the job runs on and `attach` resumes it. */
 function detach({ store, out }: RunContext, record: RunRecord): number {
   store.update(record.runId, { detached: true });
-  out.info(`detached: the terminal went away; the job keeps running. Follow it with: spotctl attach ${record.runId}`, { event: 'detached', runId: record.runId });
+  out.info(`detached: the terminal went away; the job keeps running. Follow it with: spotctl attach ${record.runId}`, {
+    event: 'detached',
+    runId: record.runId,
+  });
   return DETACHED_EXIT_CODE;
 }
 

@@ -17,10 +17,14 @@ export default defineCommand<{ json?: boolean }>({
     const words = rest[0] === '--' ? rest.slice(1) : rest;
     const record = store.resolve(ref);
     if (record.aws?.terminatedAt !== undefined) {
-      throw new UserError('SPOTCTL_JOB_STATE', `the instance of run ${record.runId} was terminated`, { remediation: 'start a new one with a shell: spotctl run --ssh' });
+      throw new UserError('SPOTCTL_JOB_STATE', `the instance of run ${record.runId} was terminated`, {
+        remediation: 'start a new one with a shell: spotctl run --ssh',
+      });
     }
     if (!record.agent) {
-      throw new UserError('SPOTCTL_JOB_STATE', `the setup of run ${record.runId} did not get as far as its workdir`, { remediation: 'see its state with: spotctl ps' });
+      throw new UserError('SPOTCTL_JOB_STATE', `the setup of run ${record.runId} did not get as far as its workdir`, {
+        remediation: 'see its state with: spotctl ps',
+      });
     }
     const commandLine = words.length > 0 ? words.join(' ') : undefined;
     await using session = providerFor(record.provider, { store, out, testOverrides }).locate(record).session;

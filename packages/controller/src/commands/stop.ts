@@ -29,10 +29,18 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
         out.result({ runId: record.runId, status }, `run ${record.runId} had already ended: ${describeEnd(status, record.maxRuntimeMs)}`);
         return 0;
       }
-      throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent of run ${record.runId}`, { remediation: `check the host is up, then retry: spotctl stop ${record.runId}` });
+      throw new UserError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent of run ${record.runId}`, {
+        remediation: `check the host is up, then retry: spotctl stop ${record.runId}`,
+      });
     }
-    const before = await connection.request('stop', { ...(options.force ? { force: true } : {}), ...(graceMs !== undefined ? { graceMs } : {}) });
-    if (before.state === 'running' || before.state === 'starting') out.info(options.force ? 'sent SIGKILL' : `sent SIGTERM; waiting up to ${Math.round((graceMs ?? record.graceMs) / 1000)} s before SIGKILL`);
+    const before = await connection.request('stop', {
+      ...(options.force ? { force: true } : {}),
+      ...(graceMs !== undefined ? { graceMs } : {}),
+    });
+    if (before.state === 'running' || before.state === 'starting')
+      out.info(
+        options.force ? 'sent SIGKILL' : `sent SIGTERM; waiting up to ${Math.round((graceMs ?? record.graceMs) / 1000)} s before SIGKILL`,
+      );
     // Wait for the end on the connection we already have: another client (an attached `run`)
     // may let the agent go as soon as the job ends, and a reconnect would then find nobody.
     let reuse: typeof connection | undefined = connection;
@@ -57,7 +65,12 @@ export default defineCommand<{ force?: boolean; grace?: string; json?: boolean }
     }
     store.update(record.runId, { status });
     const bye = await tryConnect(session, 5000);
-    const letGo = bye ? await bye.request('shutdown', {}, { timeoutMs: 5000 }).then(() => true, () => false) : false;
+    const letGo = bye
+      ? await bye.request('shutdown', {}, { timeoutMs: 5000 }).then(
+          () => true,
+          () => false,
+        )
+      : false;
     await bye?.close();
     // The agent was let go: what it ran on goes too (aws: the instance is terminated).
     if (letGo) await releaseAfterAgent(provider, record, 'the job ended and the agent was let go');

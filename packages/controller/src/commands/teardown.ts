@@ -22,10 +22,14 @@ function runIdOf(ref: string, store: RunStore): { runId: string; region?: string
   try {
     const record = store.resolve(ref);
     if (record.provider !== 'aws') {
-      throw new UserError('SPOTCTL_USAGE', `run ${record.runId} ran on the ${record.provider} provider: it has no EC2 instance to terminate`, {
-        remediation: `stop its job with: spotctl stop ${record.runId}`,
-        exitCode: 2,
-      });
+      throw new UserError(
+        'SPOTCTL_USAGE',
+        `run ${record.runId} ran on the ${record.provider} provider: it has no EC2 instance to terminate`,
+        {
+          remediation: `stop its job with: spotctl stop ${record.runId}`,
+          exitCode: 2,
+        },
+      );
     }
     return { runId: record.runId, ...(record.aws ? { region: record.aws.region } : {}) };
   } catch (error) {
@@ -36,7 +40,8 @@ function runIdOf(ref: string, store: RunStore): { runId: string; region?: string
 
 export default defineCommand<TeardownOptions>({
   name: 'teardown',
-  description: "Terminate a run's EC2 instance (found by its spotctl:run-id tag, so it works from any machine), or every spotctl run instance with --all",
+  description:
+    "Terminate a run's EC2 instance (found by its spotctl:run-id tag, so it works from any machine), or every spotctl run instance with --all",
   examples: ['spotctl teardown last', 'spotctl teardown 20261125-213000-a1b2', 'spotctl teardown --all --region us-east-1'],
   configure: (cmd) =>
     cmd
@@ -53,10 +58,16 @@ export default defineCommand<TeardownOptions>({
       });
     }
     const target = ref === undefined ? undefined : runIdOf(ref, store);
-    const regions = target?.region && options.regions === undefined && options.region === undefined ? [target.region] : lifecycleRegions(options, store);
+    const regions =
+      target?.region && options.regions === undefined && options.region === undefined ? [target.region] : lifecycleRegions(options, store);
     using clients = new Ec2Clients();
     const signal = AbortSignal.timeout(COMMAND_TIMEOUT_MS);
-    const { instances, errors } = await listManagedInstances({ clientFor: clients.forRegion, regions, signal, ...(target ? { runId: target.runId } : {}) });
+    const { instances, errors } = await listManagedInstances({
+      clientFor: clients.forRegion,
+      regions,
+      signal,
+      ...(target ? { runId: target.runId } : {}),
+    });
     for (const e of errors) out.warn(`${e.region} skipped: ${e.message}`);
     // --all ends runs only: never an image builder or anything else spotctl may tag later.
     const victims = instances.filter((i) => (target ? i.runId === target.runId : i.tags[TAG.role] === 'run'));
@@ -71,11 +82,16 @@ export default defineCommand<TeardownOptions>({
       const record = i.runId ? store.list().find((r) => r.runId === i.runId) : undefined;
       if (record?.aws?.instanceId === i.instanceId) store.update(record.runId, { aws: { ...record.aws, terminatedAt: now } });
       const spent = spendOf(i, now);
-      out.info(`terminated ${i.instanceId} (${i.az}, run ${i.runId ?? '?'})${spent === undefined ? '' : `, about $${spent.toFixed(4)} spent`}`, { event: 'terminated', instanceId: i.instanceId, region: i.region, runId: i.runId });
+      out.info(
+        `terminated ${i.instanceId} (${i.az}, run ${i.runId ?? '?'})${spent === undefined ? '' : `, about $${spent.toFixed(4)} spent`}`,
+        { event: 'terminated', instanceId: i.instanceId, region: i.region, runId: i.runId },
+      );
     }
     for (const f of result.failed) out.warn(`could not terminate ${f.instance.instanceId} (${f.instance.region}): ${f.message}`);
     // The S3 role of each run whose instances are all gone now (only runs started with S3 checkpoints have one).
-    const ended = new Set(result.terminated.flatMap((i) => (i.runId && !result.failed.some((f) => f.instance.runId === i.runId) ? [i.runId] : [])));
+    const ended = new Set(
+      result.terminated.flatMap((i) => (i.runId && !result.failed.some((f) => f.instance.runId === i.runId) ? [i.runId] : [])),
+    );
     if (ended.size > 0) {
       using iam = await iamClient();
       for (const runId of ended) {

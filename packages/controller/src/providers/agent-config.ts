@@ -37,17 +37,26 @@ export function prepareAgentConfig(ctx: LaunchContext, record: RunRecord, option
   const config = agentConfigFor(record, ctx.spec, options);
   if (config.checkpoint) {
     const { dir, target, credentials } = config.checkpoint;
-    ctx.store.update(record.runId, { checkpoint: { dir: dir ?? 'checkpoints', target, ...(credentials === 'forwarded' ? { credentials } : {}) } });
+    ctx.store.update(record.runId, {
+      checkpoint: { dir: dir ?? 'checkpoints', target, ...(credentials === 'forwarded' ? { credentials } : {}) },
+    });
   }
   return config;
 }
 
 export function parseStartOutput(result: { code: number; stdout: string; stderr: string }): AgentState {
   if (result.code !== 0) {
-    throw new SpotctlError('SPOTCTL_AGENT_START', `the agent did not start: ${lastLine(result.stderr || result.stdout) || `exit ${result.code}`}`);
+    throw new SpotctlError(
+      'SPOTCTL_AGENT_START',
+      `the agent did not start: ${lastLine(result.stderr || result.stdout) || `exit ${result.code}`}`,
+    );
   }
   const parsed = parseAgentState(lastLine(result.stdout));
-  if (!parsed.ok) throw new SpotctlError('SPOTCTL_AGENT_START', `the agent printed an unexpected start line (${parsed.error}): ${lastLine(result.stdout)}`);
+  if (!parsed.ok)
+    throw new SpotctlError(
+      'SPOTCTL_AGENT_START',
+      `the agent printed an unexpected start line (${parsed.error}): ${lastLine(result.stdout)}`,
+    );
   return parsed.value;
 }
 

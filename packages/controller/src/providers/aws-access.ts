@@ -27,7 +27,6 @@ function keysDir(): string {
   return path.join(spotctlHome(), 'keys');
 }
 
-
 function isRetryableSshError(error: unknown): boolean {
   if (!(error instanceof UserError) || error.code !== 'SPOTCTL_SSH_UNREACHABLE') return false;
   // A wrong host key is never a boot-time hiccup: the pinned key is the only one we accept.
@@ -38,7 +37,10 @@ function isRetryableSshError(error: unknown): boolean {
  * Waits (bounded) until an SSH login works, then until cloud-init is done. sshd comes up while
  * the instance boots, and the login may be refused until cloud-init installed the key.
  */
-export async function waitForSsh(target: SshTarget, options: { controlDir: string; signal?: AbortSignal; timeoutMs?: number; out: Output }): Promise<void> {
+export async function waitForSsh(
+  target: SshTarget,
+  options: { controlDir: string; signal?: AbortSignal; timeoutMs?: number; out: Output },
+): Promise<void> {
   const deadline = Date.now() + (options.timeoutMs ?? SSH_READY_TIMEOUT_MS);
   let attempts = 0;
   let lastError: unknown;
@@ -46,7 +48,11 @@ export async function waitForSsh(target: SshTarget, options: { controlDir: strin
     options.signal?.throwIfAborted();
     let conn: SshConnection | undefined;
     try {
-      conn = await SshConnection.open(target, { controlDir: options.controlDir, connectTimeoutS: 10, ...(options.signal ? { signal: options.signal } : {}) });
+      conn = await SshConnection.open(target, {
+        controlDir: options.controlDir,
+        connectTimeoutS: 10,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
     } catch (error) {
       if (!isRetryableSshError(error)) throw error;
       lastError = error;
@@ -55,20 +61,28 @@ export async function waitForSsh(target: SshTarget, options: { controlDir: strin
       continue;
     }
     try {
-      const r = await conn.exec(cloudInitWaitScript(CLOUD_INIT_TIMEOUT_S), { timeoutMs: (CLOUD_INIT_TIMEOUT_S + 30) * 1000, ...(options.signal ? { signal: options.signal } : {}) });
+      const r = await conn.exec(cloudInitWaitScript(CLOUD_INIT_TIMEOUT_S), {
+        timeoutMs: (CLOUD_INIT_TIMEOUT_S + 30) * 1000,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
       const status = /cloud-init=(\S+)/.exec(r.stdout)?.[1];
-      if (status !== '0' && status !== '2' && status !== 'absent') options.out.warn(`cloud-init did not finish cleanly (status ${status ?? 'unknown'}); checking the host anyway`);
+      if (status !== '0' && status !== '2' && status !== 'absent')
+        options.out.warn(`cloud-init did not finish cleanly (status ${status ?? 'unknown'}); checking the host anyway`);
       return;
     } finally {
       await conn.close();
     }
   }
-  throw new UserError('SPOTCTL_SSH_UNREACHABLE', `the instance did not accept SSH within ${Math.round((options.timeoutMs ?? SSH_READY_TIMEOUT_MS) / 1000)} s: ${lastError instanceof Error ? lastError.message : 'no answer'}`, {
-    remediation: 'check that nothing between this machine and AWS blocks port 22 and that --ssh-cidr (if given) covers your address; spotctl terminated the instance',
-    cause: lastError,
-  });
+  throw new UserError(
+    'SPOTCTL_SSH_UNREACHABLE',
+    `the instance did not accept SSH within ${Math.round((options.timeoutMs ?? SSH_READY_TIMEOUT_MS) / 1000)} s: ${lastError instanceof Error ? lastError.message : 'no answer'}`,
+    {
+      remediation:
+        'check that nothing between this machine and AWS blocks port 22 and that --ssh-cidr (if given) covers your address; spotctl terminated the instance',
+      cause: lastError,
+    },
+  );
 }
-
 
 /** What every launch needs before its first RunInstances: the SSH address range, this machine's key, a host key. */
 export async function sshIdentity(options: { sshCidr?: string; hostKeyComment: string; signal: AbortSignal }) {
@@ -100,10 +114,11 @@ export async function pinnedTarget(options: {
   if (override) {
     const testTarget = await testTargetFor(override, options.instanceId, options.signal);
     target = { ...target, ...testTarget };
-    options.out.warn(`test-only setting ${override.hostsFile ? TEST_ENV.hosts : TEST_ENV.host} in effect: connecting to ${testTarget.host}${testTarget.port ? `:${testTarget.port}` : ''} instead of ${address}`);
+    options.out.warn(
+      `test-only setting ${override.hostsFile ? TEST_ENV.hosts : TEST_ENV.host} in effect: connecting to ${testTarget.host}${testTarget.port ? `:${testTarget.port}` : ''} instead of ${address}`,
+    );
   }
   if (options.sshConfig) target.configFile = options.sshConfig;
   if (target.knownHostsFile === knownHostsFile) await writeKnownHosts(knownHostsFile, target.host, target.port, options.hostPublicKey);
   return target;
 }
-

@@ -124,7 +124,13 @@ export function imageName(architecture: Architecture, agentBuild: string, at: Da
   return `spotctl-${gpu ? 'dlami-gpu' : 'ubuntu-24.04'}-${architecture}-${stamp}-${agentBuild.slice(0, 8)}`;
 }
 
-async function waitForImage(options: { region: string; imageId: string; clients: Ec2Clients; signal?: AbortSignal; pollMs: number }): Promise<void> {
+async function waitForImage(options: {
+  region: string;
+  imageId: string;
+  clients: Ec2Clients;
+  signal?: AbortSignal;
+  pollMs: number;
+}): Promise<void> {
   const { DescribeImagesCommand } = await loadEc2Sdk();
   const ec2 = await options.clients.forRegion(options.region);
   const deadline = Date.now() + IMAGE_AVAILABLE_TIMEOUT_MS;
@@ -135,9 +141,13 @@ async function waitForImage(options: { region: string; imageId: string; clients:
     debug('image %s: %s', options.imageId, state);
     if (state === 'available') return;
     if (state === 'failed' || state === 'invalid' || state === 'deregistered' || state === 'error') {
-      throw new UserError('SPOTCTL_AWS_REQUEST', `CreateImage of ${options.imageId} ended in state ${state}: ${image?.StateReason?.Message ?? 'no reason given'}`, {
-        remediation: 'try again; spotctl terminated the builder and deregistered the image',
-      });
+      throw new UserError(
+        'SPOTCTL_AWS_REQUEST',
+        `CreateImage of ${options.imageId} ended in state ${state}: ${image?.StateReason?.Message ?? 'no reason given'}`,
+        {
+          remediation: 'try again; spotctl terminated the builder and deregistered the image',
+        },
+      );
     }
     await sleep(options.pollMs, undefined, options.signal ? { signal: options.signal } : {});
   }
@@ -147,14 +157,21 @@ async function waitForImage(options: { region: string; imageId: string; clients:
 }
 
 /** The image's snapshots carry its tags too, so `gc` and the console can tell whose they are. */
-async function tagSnapshots(options: { region: string; imageId: string; clients: Ec2Clients; tags: Record<string, string>; out: Output }): Promise<void> {
+async function tagSnapshots(options: {
+  region: string;
+  imageId: string;
+  clients: Ec2Clients;
+  tags: Record<string, string>;
+  out: Output;
+}): Promise<void> {
   try {
     const { DescribeImagesCommand, CreateTagsCommand } = await loadEc2Sdk();
     const ec2 = await options.clients.forRegion(options.region);
     const signal = AbortSignal.timeout(30_000);
     const image = (await ec2.send(new DescribeImagesCommand({ ImageIds: [options.imageId] }), { abortSignal: signal })).Images?.[0];
     const snapshots = (image?.BlockDeviceMappings ?? []).map((m) => m.Ebs?.SnapshotId).filter((id): id is string => Boolean(id));
-    if (snapshots.length > 0) await ec2.send(new CreateTagsCommand({ Resources: snapshots, Tags: toTags(options.tags) }), { abortSignal: signal });
+    if (snapshots.length > 0)
+      await ec2.send(new CreateTagsCommand({ Resources: snapshots, Tags: toTags(options.tags) }), { abortSignal: signal });
   } catch (error) {
     options.out.warn(`could not tag the snapshots of ${options.imageId}: ${describeAwsError(error)} (the image itself is tagged)`);
   }
@@ -186,20 +203,30 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
     const { owner, cidr, key, hostKey } = await step(out, 'infra', 'checked credentials, SSH key and address', async () => {
       const [ownerArn, identity] = await Promise.all([
         callerArn({ region, signal }),
-        sshIdentity({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), hostKeyComment: `spotctl-host-${bakeId}`, signal }),
+        sshIdentity({
+          ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}),
+          hostKeyComment: `spotctl-host-${bakeId}`,
+          signal,
+        }),
       ]);
       return { owner: ownerArn, ...identity };
     });
     const ec2 = await clients.forRegion(region);
     const gpu = options.gpu === true;
     const base = gpu ? 'the Deep Learning Base image (NVIDIA driver)' : 'stock Ubuntu 24.04';
-    const infra = await step(out, 'infra', `${region}: key pair, security group, ${base} (${architecture})`, async () =>
-      await ensureRegionInfra({ ec2, region, owner, key, sshCidr: cidr.cidr, architecture, stockImage: true, gpu, signal }),
+    const infra = await step(
+      out,
+      'infra',
+      `${region}: key pair, security group, ${base} (${architecture})`,
+      async () => await ensureRegionInfra({ ec2, region, owner, key, sshCidr: cidr.cidr, architecture, stockImage: true, gpu, signal }),
     );
     out.info(`base image ${infra.image.name} (${infra.image.imageId}); builder ${instanceType} on-demand`);
 
     const { RunInstancesCommand, DescribeAvailabilityZonesCommand, CreateImageCommand } = await loadEc2Sdk();
-    const zones = ((await ec2.send(new DescribeAvailabilityZonesCommand({ Filters: [{ Name: 'state', Values: ['available'] }] }), sendOptions(signal))).AvailabilityZones ?? [])
+    const zones = (
+      (await ec2.send(new DescribeAvailabilityZonesCommand({ Filters: [{ Name: 'state', Values: ['available'] }] }), sendOptions(signal)))
+        .AvailabilityZones ?? []
+    )
       .map((z) => z.ZoneName)
       .filter((z): z is string => Boolean(z))
       .sort();
@@ -225,7 +252,16 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
           infra,
           subnetId,
           userData: cloudConfig({ hostKey, install: false, runId: bakeId, gpu }),
-          tags: { runId: bakeId, owner, command: ['ami', 'build'], createdAt: now, expiresAt: now, sshUser: UBUNTU_USER, launchedFrom: os.hostname(), detached: false },
+          tags: {
+            runId: bakeId,
+            owner,
+            command: ['ami', 'build'],
+            createdAt: now,
+            expiresAt: now,
+            sshUser: UBUNTU_USER,
+            launchedFrom: os.hostname(),
+            detached: false,
+          },
           clientToken: `${bakeId}-${i + 1}`,
         });
         input.TagSpecifications = tagSpecifications(['instance', 'volume'], tags);
@@ -239,7 +275,8 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
           if (signal.aborted || isAbort(error) || error instanceof SpotctlError) throw error;
           const name = awsErrorName(error);
           // No capacity for the builder's type in this AZ: the next AZ may have it.
-          if (name !== 'InsufficientInstanceCapacity' && name !== 'Unsupported') throw awsUserError(error, { region, az, instanceType, action: 'RunInstances' });
+          if (name !== 'InsufficientInstanceCapacity' && name !== 'Unsupported')
+            throw awsUserError(error, { region, az, instanceType, action: 'RunInstances' });
           out.warn(`builder ${instanceType} in ${az}: ${describeAwsError(error)}; trying the next zone`);
           lastError = error;
         }
@@ -265,34 +302,52 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
     });
     await step(out, 'ssh', `SSH to ${target.host} works`, async () => await waitForSsh(target, { controlDir: workDir, signal, out }));
 
-    await step(out, 'bake', `installed Node.js, python3, the agent (build ${bundle.buildId})${options.requirements ? ` and warmed pip with ${options.requirements.name}` : ''}`, async () => {
-      const conn = await SshConnection.open(target, { controlDir: workDir, connectTimeoutS: 20, signal });
-      try {
-        const dir = `/tmp/spotctl-bake-${bakeId}`;
-        const files: [string, string | Buffer][] = [
-          ['install.sh', INSTALL_SH],
-          ['spotctl-agent@.service', AGENT_UNIT],
-          ['agent.mjs', bundle.contents],
-          ['bake.sh', bakeScript({ agentBuild: bundle.buildId, requirements: options.requirements !== undefined })],
-          ...(options.requirements ? ([['requirements.txt', options.requirements.contents]] as [string, Buffer][]) : []),
-        ];
-        for (const [name, contents] of files) {
-          const r = await conn.exec(`mkdir -p ${shellQuote(dir)} && cat > ${shellQuote(`${dir}/${name}`)}`, { input: Buffer.from(contents), signal, timeoutMs: 120_000 });
-          if (r.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not copy ${name} to the builder: ${r.stderr.trim().split('\n').at(-1) ?? ''}`);
-        }
-        const env = bakeRoot ? `SPOTCTL_BAKE_ROOT=${shellQuote(bakeRoot)} ` : '';
-        const r = await conn.exec(`${env}sh ${shellQuote(`${dir}/bake.sh`)}; code=$?; rm -rf ${shellQuote(dir)}; exit $code`, { signal, timeoutMs: BAKE_SCRIPT_TIMEOUT_MS });
-        debug('bake script: code %d\n%s\n%s', r.code, r.stdout, r.stderr);
-        if (r.code !== 0 || !r.stdout.includes('spotctl-bake=ok')) {
-          const tail = r.stderr.trim().split('\n').slice(-3).join(' | ') || r.stdout.trim().split('\n').at(-1) || 'no output';
-          throw new UserError('SPOTCTL_HOST_REQUIREMENT', `the bake script failed on the builder (exit ${r.code}): ${tail}`, {
-            remediation: options.requirements ? `check ${options.requirements.name} (pip must install it on Ubuntu 24.04); DEBUG=spotctl:ami shows the whole output` : 'DEBUG=spotctl:ami shows the whole output; try again',
+    await step(
+      out,
+      'bake',
+      `installed Node.js, python3, the agent (build ${bundle.buildId})${options.requirements ? ` and warmed pip with ${options.requirements.name}` : ''}`,
+      async () => {
+        const conn = await SshConnection.open(target, { controlDir: workDir, connectTimeoutS: 20, signal });
+        try {
+          const dir = `/tmp/spotctl-bake-${bakeId}`;
+          const files: [string, string | Buffer][] = [
+            ['install.sh', INSTALL_SH],
+            ['spotctl-agent@.service', AGENT_UNIT],
+            ['agent.mjs', bundle.contents],
+            ['bake.sh', bakeScript({ agentBuild: bundle.buildId, requirements: options.requirements !== undefined })],
+            ...(options.requirements ? ([['requirements.txt', options.requirements.contents]] as [string, Buffer][]) : []),
+          ];
+          for (const [name, contents] of files) {
+            const r = await conn.exec(`mkdir -p ${shellQuote(dir)} && cat > ${shellQuote(`${dir}/${name}`)}`, {
+              input: Buffer.from(contents),
+              signal,
+              timeoutMs: 120_000,
+            });
+            if (r.code !== 0)
+              throw new SpotctlError(
+                'SPOTCTL_SSH_FAILED',
+                `could not copy ${name} to the builder: ${r.stderr.trim().split('\n').at(-1) ?? ''}`,
+              );
+          }
+          const env = bakeRoot ? `SPOTCTL_BAKE_ROOT=${shellQuote(bakeRoot)} ` : '';
+          const r = await conn.exec(`${env}sh ${shellQuote(`${dir}/bake.sh`)}; code=$?; rm -rf ${shellQuote(dir)}; exit $code`, {
+            signal,
+            timeoutMs: BAKE_SCRIPT_TIMEOUT_MS,
           });
+          debug('bake script: code %d\n%s\n%s', r.code, r.stdout, r.stderr);
+          if (r.code !== 0 || !r.stdout.includes('spotctl-bake=ok')) {
+            const tail = r.stderr.trim().split('\n').slice(-3).join(' | ') || r.stdout.trim().split('\n').at(-1) || 'no output';
+            throw new UserError('SPOTCTL_HOST_REQUIREMENT', `the bake script failed on the builder (exit ${r.code}): ${tail}`, {
+              remediation: options.requirements
+                ? `check ${options.requirements.name} (pip must install it on Ubuntu 24.04); DEBUG=spotctl:ami shows the whole output`
+                : 'DEBUG=spotctl:ami shows the whole output; try again',
+            });
+          }
+        } finally {
+          await conn.close();
         }
-      } finally {
-        await conn.close();
-      }
-    });
+      },
+    );
 
     const name = imageName(architecture, bundle.buildId, now, gpu);
     const imageTags = {
@@ -319,8 +374,11 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
       if (!r.ImageId) throw new SpotctlError('SPOTCTL_INTERNAL', 'CreateImage answered without an image id');
       return r.ImageId;
     });
-    await step(out, 'image', `${imageId} is available`, async () =>
-      await waitForImage({ region, imageId: imageId!, clients, signal, pollMs: options.imagePollMs ?? IMAGE_POLL_MS }),
+    await step(
+      out,
+      'image',
+      `${imageId} is available`,
+      async () => await waitForImage({ region, imageId: imageId!, clients, signal, pollMs: options.imagePollMs ?? IMAGE_POLL_MS }),
     );
     available = true;
     await tagSnapshots({ region, imageId, clients, tags: imageTags, out });
@@ -329,13 +387,22 @@ export async function buildAmi(options: AmiBuildOptions): Promise<AmiBuildResult
     process.off('SIGTERM', onSigterm);
     if (launched) {
       await shielded(out, 'terminating the builder first (bounded)', async () => {
-        const { terminated, failed } = await terminateRun(clients.forRegion, [region], bakeId, builderId ? { knownIds: new Map([[builderId, region]]) } : {});
-        for (const t of terminated) out.info(`terminated builder ${t.instanceId}`, { event: 'terminated', instanceId: t.instanceId, region });
-        for (const f of failed) out.warn(`could not terminate the builder in ${f.region}: ${describeAwsError(f.error)} — run: spotctl teardown ${bakeId}`);
+        const { terminated, failed } = await terminateRun(
+          clients.forRegion,
+          [region],
+          bakeId,
+          builderId ? { knownIds: new Map([[builderId, region]]) } : {},
+        );
+        for (const t of terminated)
+          out.info(`terminated builder ${t.instanceId}`, { event: 'terminated', instanceId: t.instanceId, region });
+        for (const f of failed)
+          out.warn(`could not terminate the builder in ${f.region}: ${describeAwsError(f.error)} — run: spotctl teardown ${bakeId}`);
         if (imageId && !available) {
           try {
             const { DeregisterImageCommand } = await loadEc2Sdk();
-            await (await clients.forRegion(region)).send(new DeregisterImageCommand({ ImageId: imageId }), { abortSignal: AbortSignal.timeout(30_000) });
+            await (
+              await clients.forRegion(region)
+            ).send(new DeregisterImageCommand({ ImageId: imageId }), { abortSignal: AbortSignal.timeout(30_000) });
             out.info(`deregistered ${imageId}, which never became available`);
           } catch (error) {
             out.warn(`could not deregister ${imageId}: ${describeAwsError(error)} — deregister it in the EC2 console`);

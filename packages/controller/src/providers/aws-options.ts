@@ -42,16 +42,25 @@ export interface AwsLaunchOptions {
 }
 
 /** `given` says whether the user typed an option (by attribute name) rather than getting its default. */
-export function parseAwsOptions(options: AwsCliOptions & { sshConfig?: string }, given: (attributeName: string) => boolean = () => false): AwsLaunchOptions {
+export function parseAwsOptions(
+  options: AwsCliOptions & { sshConfig?: string },
+  given: (attributeName: string) => boolean = () => false,
+): AwsLaunchOptions {
   const gpus = parseGpuRequest(options);
   const families = parseFamilies(options.families);
   const instanceTypes = parseInstanceTypes(options.instanceType);
   if (families && instanceTypes) {
-    throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', { remediation: 'use one: --families c7a or --instance-type c7a.2xlarge', exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', '--families and --instance-type both given', {
+      remediation: 'use one: --families c7a or --instance-type c7a.2xlarge',
+      exitCode: 2,
+    });
   }
   const fallback = options.spotFallback ?? 'none';
   if (fallback !== 'none' && fallback !== 'on-demand') {
-    throw new UserError('SPOTCTL_USAGE', `--spot-fallback: unknown market '${fallback}'`, { remediation: 'use --spot-fallback on-demand (or leave it out)', exitCode: 2 });
+    throw new UserError('SPOTCTL_USAGE', `--spot-fallback: unknown market '${fallback}'`, {
+      remediation: 'use --spot-fallback on-demand (or leave it out)',
+      exitCode: 2,
+    });
   }
   const selection = resolveRegions({
     ...(options.regions === undefined ? {} : { regions: options.regions }),

@@ -32,17 +32,18 @@ export async function shielded<T>(out: Output, message: string, fn: () => Promis
   }
 }
 
-
 export function cleanupFailureError(error: unknown, failed: { region: string; instanceIds: string[] }[], runId: string): unknown {
   if (failed.length === 0) return error;
   const where = failed.map((f) => `${f.region}${f.instanceIds.length ? ` (${f.instanceIds.join(', ')})` : ''}`).join(', ');
   return new UserError(
     error instanceof SpotctlError ? error.code : 'SPOTCTL_INTERNAL',
     `${error instanceof Error ? error.message : String(error)} — and spotctl could not confirm that the run's instances in ${where} were terminated`,
-    { remediation: `terminate them now: spotctl teardown ${runId} (or in the EC2 console: instances tagged spotctl:run-id=${runId})`, cause: error },
+    {
+      remediation: `terminate them now: spotctl teardown ${runId} (or in the EC2 console: instances tagged spotctl:run-id=${runId})`,
+      cause: error,
+    },
   );
 }
-
 
 /** Deletes the run's role and instance profile after its instance is gone; never throws. */
 export async function removeRunRole(out: Output, runId: string): Promise<boolean> {
@@ -51,11 +52,13 @@ export async function removeRunRole(out: Output, runId: string): Promise<boolean
     await deleteRunRole(iam, runId, AbortSignal.timeout(60_000));
     return true;
   } catch (error) {
-    out.warn(`could not delete the run's IAM role ${runRoleName(runId)}: ${describeAwsError(error)} — spotctl gc deletes it later`, { event: 'iam-cleanup-failed', runId });
+    out.warn(`could not delete the run's IAM role ${runRoleName(runId)}: ${describeAwsError(error)} — spotctl gc deletes it later`, {
+      event: 'iam-cleanup-failed',
+      runId,
+    });
     return false;
   }
 }
-
 
 /** Hours × price: what the instance has cost so far (spot prices move; an estimate). */
 export function spendSoFar(pricePerHour: number, fromMs: number, toMs: number): number {
@@ -67,7 +70,12 @@ export function spendSoFar(pricePerHour: number, fromMs: number, toMs: number): 
  * run's, see `releaseRunRole`). Idempotent (the record remembers `terminatedAt`); never throws; a
  * failure says exactly what to run by hand.
  */
-export async function terminateRunInstance(options: { store: RunStore; record: RunRecord; out: Output; reason?: string }): Promise<boolean> {
+export async function terminateRunInstance(options: {
+  store: RunStore;
+  record: RunRecord;
+  out: Output;
+  reason?: string;
+}): Promise<boolean> {
   const { store, out } = options;
   // The stored record is the fresher one: an earlier release may have terminated the instance already.
   const current = freshest(store, options.record);
@@ -80,13 +88,20 @@ export async function terminateRunInstance(options: { store: RunStore; record: R
   );
   if (failed.length > 0 || !terminated.some((t) => t.instanceId === aws.instanceId)) {
     const why = failed[0] ? describeAwsError(failed[0].error) : 'EC2 did not acknowledge it';
-    out.warn(`could not terminate ${aws.instanceId} in ${aws.region}: ${why} — run: spotctl teardown ${options.record.runId}`, { event: 'teardown-failed', instanceId: aws.instanceId });
+    out.warn(`could not terminate ${aws.instanceId} in ${aws.region}: ${why} — run: spotctl teardown ${options.record.runId}`, {
+      event: 'teardown-failed',
+      instanceId: aws.instanceId,
+    });
     return false;
   }
   const now = Date.now();
   store.update(options.record.runId, { aws: { ...aws, terminatedAt: now } });
   const cost = spendSoFar(aws.pricePerHour, aws.launchedAt, now);
-  out.step('teardown', `terminated ${aws.instanceId} after ${formatDuration(now - aws.launchedAt)} (about $${cost.toFixed(4)}${aws.market === 'spot' ? ' at the launch spot price' : ''})${options.reason ? ` — ${options.reason}` : ''}`, performance.now() - started);
+  out.step(
+    'teardown',
+    `terminated ${aws.instanceId} after ${formatDuration(now - aws.launchedAt)} (about $${cost.toFixed(4)}${aws.market === 'spot' ? ' at the launch spot price' : ''})${options.reason ? ` — ${options.reason}` : ''}`,
+    performance.now() - started,
+  );
   return true;
 }
 

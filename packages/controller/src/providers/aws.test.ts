@@ -18,8 +18,14 @@ describe('shutdown action', () => {
   it('a test host never gets the real shutdown: only its own command, or a plain exit', () => {
     const host = testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2:22' })!;
     expect(shutdownActionFor(instance, host)).toEqual({ kind: 'exit' });
-    const withCmd = testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.shutdownArgv]: '["curl","-d","InstanceId.1={instanceId}","http://x/{region}"]' })!;
-    expect(shutdownActionFor(instance, withCmd)).toEqual({ kind: 'command', argv: ['curl', '-d', 'InstanceId.1=i-0abc', 'http://x/us-east-2'] });
+    const withCmd = testHostOverride({
+      [TEST_ENV.host]: 'root@10.213.0.2',
+      [TEST_ENV.shutdownArgv]: '["curl","-d","InstanceId.1={instanceId}","http://x/{region}"]',
+    })!;
+    expect(shutdownActionFor(instance, withCmd)).toEqual({
+      kind: 'command',
+      argv: ['curl', '-d', 'InstanceId.1=i-0abc', 'http://x/us-east-2'],
+    });
   });
 });
 
@@ -29,10 +35,14 @@ describe('test host override', () => {
     expect(() => testHostOverride({ [TEST_ENV.shutdownArgv]: '["true"]' })).toThrow(UserError);
   });
   it('parses the host and takes the key and known_hosts overrides', () => {
-    expect(testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2:2222', [TEST_ENV.identity]: '/k/id', [TEST_ENV.knownHosts]: '/k/kh' })).toEqual({
+    expect(
+      testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2:2222', [TEST_ENV.identity]: '/k/id', [TEST_ENV.knownHosts]: '/k/kh' }),
+    ).toEqual({
       target: { user: 'root', host: '10.213.0.2', port: 2222, identityFile: '/k/id', knownHostsFile: '/k/kh' },
     });
-    expect(() => testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.shutdownArgv]: '"sudo shutdown"' })).toThrow(/JSON array/);
+    expect(() => testHostOverride({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.shutdownArgv]: '"sudo shutdown"' })).toThrow(
+      /JSON array/,
+    );
   });
   it('a hosts file gives each instance its own host, once its entry is there', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'spotctl-hosts-'));
@@ -52,17 +62,29 @@ describe('test host override', () => {
   });
   it('is read once into one object with the bake root, which also needs the host', () => {
     expect(readTestOverrides({})).toEqual({});
-    expect(readTestOverrides({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.bakeRoot]: '/tmp/bake' })).toEqual({ host: { target: { user: 'root', host: '10.213.0.2' } }, bakeRoot: '/tmp/bake' });
+    expect(readTestOverrides({ [TEST_ENV.host]: 'root@10.213.0.2', [TEST_ENV.bakeRoot]: '/tmp/bake' })).toEqual({
+      host: { target: { user: 'root', host: '10.213.0.2' } },
+      bakeRoot: '/tmp/bake',
+    });
     expect(() => readTestOverrides({ [TEST_ENV.bakeRoot]: '/tmp/bake' })).toThrow(UserError);
   });
 });
 
 describe('parseAwsOptions', () => {
   it('defaults: spot, 4 workers, x86, SMT on', () => {
-    expect(parseAwsOptions({ region: 'us-east-2' })).toMatchObject({ regions: ['us-east-2'], workers: 4, architecture: 'x86_64', noHt: false, market: 'spot', spotFallback: 'none' });
+    expect(parseAwsOptions({ region: 'us-east-2' })).toMatchObject({
+      regions: ['us-east-2'],
+      workers: 4,
+      architecture: 'x86_64',
+      noHt: false,
+      market: 'spot',
+      spotFallback: 'none',
+    });
   });
   it('flags map onto the launch', () => {
-    expect(parseAwsOptions({ regions: 'us-east-1,eu-west-1', workers: '8', arm: true, ht: false, onDemand: true, families: 'c7g' })).toMatchObject({
+    expect(
+      parseAwsOptions({ regions: 'us-east-1,eu-west-1', workers: '8', arm: true, ht: false, onDemand: true, families: 'c7g' }),
+    ).toMatchObject({
       regions: ['us-east-1', 'eu-west-1'],
       workers: 8,
       architecture: 'arm64',
@@ -72,7 +94,13 @@ describe('parseAwsOptions', () => {
     });
   });
   it('rejects nonsense as a UserError', () => {
-    for (const bad of [{ workers: '0' }, { spotFallback: 'maybe' }, { families: 'c7a', instanceType: 'c7a.large' }, { region: 'us-east-1', regions: 'us-east-2' }, { sshCidr: '10.0.0.1/8' }]) {
+    for (const bad of [
+      { workers: '0' },
+      { spotFallback: 'maybe' },
+      { families: 'c7a', instanceType: 'c7a.large' },
+      { region: 'us-east-1', regions: 'us-east-2' },
+      { sshCidr: '10.0.0.1/8' },
+    ]) {
       expect(() => parseAwsOptions({ region: 'us-east-2', ...bad })).toThrow(UserError);
     }
   });

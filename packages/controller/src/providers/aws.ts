@@ -47,10 +47,16 @@ const EXPIRY_MARGIN_MS = 1_800_000;
 export const EC2_SHUTDOWN_ACTION: ShutdownAction = { kind: 'command', argv: ['sudo', 'shutdown', '-h', 'now'] };
 
 /** The agent's shutdown action for an instance (the test override fills in its placeholders). */
-export function shutdownActionFor(instance: Pick<LaunchedInstance, 'instanceId' | 'region'>, override: TestHostOverride | undefined): ShutdownAction {
+export function shutdownActionFor(
+  instance: Pick<LaunchedInstance, 'instanceId' | 'region'>,
+  override: TestHostOverride | undefined,
+): ShutdownAction {
   if (!override) return EC2_SHUTDOWN_ACTION;
   if (!override.shutdownArgv) return { kind: 'exit' };
-  return { kind: 'command', argv: override.shutdownArgv.map((a) => a.replaceAll('{instanceId}', instance.instanceId).replaceAll('{region}', instance.region)) };
+  return {
+    kind: 'command',
+    argv: override.shutdownArgv.map((a) => a.replaceAll('{instanceId}', instance.instanceId).replaceAll('{region}', instance.region)),
+  };
 }
 
 function describeCandidate(c: Pick<PlacementCandidate, 'instanceType' | 'az' | 'vcpus' | 'pricePerHour'>, market: Market): string {
@@ -65,14 +71,17 @@ function printAttempt(out: Output, event: AttemptEvent): void {
     case 'launched':
       return;
     case 'failed':
-      out.warn(`attempt ${event.attempt} failed: ${describeCandidate(event.candidate, event.market)} — ${event.message}${event.ruledOut > 0 ? ` (skipping ${event.ruledOut} more like it)` : ''}`, {
-        event: 'launch-attempt-failed',
-        attempt: event.attempt,
-        errorName: event.errorName,
-        region: event.candidate.region,
-        az: event.candidate.az,
-        instanceType: event.candidate.instanceType,
-      });
+      out.warn(
+        `attempt ${event.attempt} failed: ${describeCandidate(event.candidate, event.market)} — ${event.message}${event.ruledOut > 0 ? ` (skipping ${event.ruledOut} more like it)` : ''}`,
+        {
+          event: 'launch-attempt-failed',
+          attempt: event.attempt,
+          errorName: event.errorName,
+          region: event.candidate.region,
+          az: event.candidate.az,
+          instanceType: event.candidate.instanceType,
+        },
+      );
       return;
     case 'fallback':
       out.warn(`no spot capacity after ${event.tried} attempts: trying on-demand`, { event: 'launch-fallback' });
@@ -94,7 +103,10 @@ async function setExpiresAt(clientFor: Ec2ClientFor, instance: LaunchedInstance,
   const { CreateTagsCommand } = await loadEc2Sdk();
   const ec2 = await clientFor(instance.region);
   await ec2.send(
-    new CreateTagsCommand({ Resources: [instance.instanceId], Tags: toTags({ [TAG.expiresAt]: expiresAt === NEVER ? NEVER : expiresAt.toISOString() }) }),
+    new CreateTagsCommand({
+      Resources: [instance.instanceId],
+      Tags: toTags({ [TAG.expiresAt]: expiresAt === NEVER ? NEVER : expiresAt.toISOString() }),
+    }),
     { abortSignal: AbortSignal.timeout(30_000) },
   );
 }
@@ -103,7 +115,11 @@ async function setExpiresAt(clientFor: Ec2ClientFor, instance: LaunchedInstance,
  * The S3 access a run needs: its own checkpoint prefix (and the prefix it restores from), as the
  * instance role's policy. Undefined when it keeps no checkpoints in S3.
  */
-export function s3AccessOf(spec: LaunchContext['spec'], runId: string, owner: string): { policy: Record<string, unknown>; label: string } | undefined {
+export function s3AccessOf(
+  spec: LaunchContext['spec'],
+  runId: string,
+  owner: string,
+): { policy: Record<string, unknown>; label: string } | undefined {
   const wanted = s3CheckpointAccess(spec);
   if (!wanted) return undefined;
   const { own, theirs } = wanted;
@@ -122,13 +138,20 @@ export function s3CheckpointAccess(spec: LaunchContext['spec']) {
   const to = spec.spot.checkpoint?.to;
   const restore = spec.spot.checkpoint?.restoreFrom;
   const own = to?.startsWith('s3://') ? parseS3Url(to) : undefined;
-  const theirs = restore?.target.kind === 's3' ? { bucket: restore.target.bucket, prefix: restore.target.prefix ?? '', runId: restore.runId } : undefined;
+  const theirs =
+    restore?.target.kind === 's3'
+      ? { bucket: restore.target.bucket, prefix: restore.target.prefix ?? '', runId: restore.runId }
+      : undefined;
   if (!own && !theirs) return undefined;
   if (!own) {
-    throw new UserError('SPOTCTL_USAGE', `--restore-from ${theirs!.runId} reads s3://${theirs!.bucket}, but this run keeps its checkpoints on the instance`, {
-      remediation: `give this run an S3 destination too: --checkpoint-to s3://${theirs!.bucket}/${theirs!.prefix}`,
-      exitCode: 2,
-    });
+    throw new UserError(
+      'SPOTCTL_USAGE',
+      `--restore-from ${theirs!.runId} reads s3://${theirs!.bucket}, but this run keeps its checkpoints on the instance`,
+      {
+        remediation: `give this run an S3 destination too: --checkpoint-to s3://${theirs!.bucket}/${theirs!.prefix}`,
+        exitCode: 2,
+      },
+    );
   }
   return { own, ...(theirs ? { theirs } : {}) };
 }
@@ -149,7 +172,12 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
   try {
     if (options.pinnedBy) out.info(`searching only ${options.regions.join(', ')} (from ${options.pinnedBy})`);
     // The credentials first: without them every region would fail on its own, less clearly.
-    const owner = await step(out, 'credentials', 'AWS credentials work', async () => await callerArn({ region: options.regions[0] ?? 'us-east-1', signal }));
+    const owner = await step(
+      out,
+      'credentials',
+      'AWS credentials work',
+      async () => await callerArn({ region: options.regions[0] ?? 'us-east-1', signal }),
+    );
     const plan = await step(out, 'place', 'priced the fitting instance types', async () => {
       using placementDeadline = deadline(PLACEMENT_TIMEOUT_MS, signal);
       const placementSignal = placementDeadline.signal;
@@ -172,16 +200,30 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
     const exclude = ctx.exclude ?? [];
     const candidates = plan.candidates.filter((c) => !exclude.some((x) => x.instanceType === c.instanceType && x.az === c.az));
     if (candidates.length === 0) {
-      throw new UserError('SPOTCTL_NO_CAPACITY', `no placement is left once the interrupted pools (${exclude.map((x) => `${x.instanceType} ${x.az}`).join(', ')}) are excluded`, {
-        remediation: 'allow more placements (--regions, --families or --instance-type), or a shorter --recovery-cooldown',
-      });
+      throw new UserError(
+        'SPOTCTL_NO_CAPACITY',
+        `no placement is left once the interrupted pools (${exclude.map((x) => `${x.instanceType} ${x.az}`).join(', ')}) are excluded`,
+        {
+          remediation: 'allow more placements (--regions, --families or --instance-type), or a shorter --recovery-cooldown',
+        },
+      );
     }
     const cheapest = candidates[0]!;
-    out.info(`${plan.need}: cheapest is ${describeCandidate(cheapest, 'spot')} (${candidates.length} placements ranked${exclude.length ? `, ${plan.candidates.length - candidates.length} excluded after an interruption` : ''})`);
+    out.info(
+      `${plan.need}: cheapest is ${describeCandidate(cheapest, 'spot')} (${candidates.length} placements ranked${exclude.length ? `, ${plan.candidates.length - candidates.length} excluded after an interruption` : ''})`,
+    );
 
     const now = new Date();
-    const { cidr, key, hostKey } = await step(out, 'infra', 'checked SSH key and address', async () =>
-      await sshIdentity({ ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}), hostKeyComment: `spotctl-host-${runId}`, signal }),
+    const { cidr, key, hostKey } = await step(
+      out,
+      'infra',
+      'checked SSH key and address',
+      async () =>
+        await sshIdentity({
+          ...(options.sshCidr !== undefined ? { sshCidr: options.sshCidr } : {}),
+          hostKeyComment: `spotctl-host-${runId}`,
+          signal,
+        }),
     );
     const access = s3AccessOf(ctx.spec, runId, owner);
     const kept = record.runRole;
@@ -196,7 +238,8 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
       // The role is the run's, not this attempt's: releaseRun() deletes it once the run is over.
       record = store.update(runId, { runRole: { name: runRole.instanceProfileName, arn: runRole.instanceProfileArn } });
     }
-    if (cidr.cidr === '0.0.0.0/0') out.warn('SSH is open to the whole internet (--ssh-cidr 0.0.0.0/0); the instance accepts only your key, but anyone can knock');
+    if (cidr.cidr === '0.0.0.0/0')
+      out.warn('SSH is open to the whole internet (--ssh-cidr 0.0.0.0/0); the instance accepts only your key, but anyone can knock');
     debug('ssh cidr %s from %s; key %s', cidr.cidr, cidr.source, key.name);
 
     const infraByRegion = new Map<string, Promise<RegionInfra>>();
@@ -205,11 +248,26 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
       if (!p) {
         p = (async () => {
           const started = performance.now();
-          const infra = await ensureRegionInfra({ ec2: await clients.forRegion(region), region, owner, key: key satisfies LocalKey, sshCidr: cidr.cidr, architecture: options.architecture, gpu: options.gpus !== undefined, signal });
-          out.step('infra', `${region}: key pair ${infra.keyName}, security group ${infra.securityGroupId} (22/tcp from ${cidr.cidr}), image ${infra.image.name}`, performance.now() - started);
+          const infra = await ensureRegionInfra({
+            ec2: await clients.forRegion(region),
+            region,
+            owner,
+            key: key satisfies LocalKey,
+            sshCidr: cidr.cidr,
+            architecture: options.architecture,
+            gpu: options.gpus !== undefined,
+            signal,
+          });
+          out.step(
+            'infra',
+            `${region}: key pair ${infra.keyName}, security group ${infra.securityGroupId} (22/tcp from ${cidr.cidr}), image ${infra.image.name}`,
+            performance.now() - started,
+          );
           if (!infra.image.baked) {
             const base = infra.image.gpu ? 'the Deep Learning Base image (NVIDIA driver)' : 'stock Ubuntu 24.04';
-            out.info(`using ${base} and installing Node.js and python3 at boot; \`spotctl ami build --region ${region}${infra.image.gpu ? ' --gpu' : ''}\` bakes an image that makes launches faster`);
+            out.info(
+              `using ${base} and installing Node.js and python3 at boot; \`spotctl ami build --region ${region}${infra.image.gpu ? ' --gpu' : ''}\` bakes an image that makes launches faster`,
+            );
           }
           return infra;
         })();
@@ -232,20 +290,24 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
       remoteDir: ctx.spec.remoteDir ?? '~/.spotctl',
     };
 
-    const launched = await step(out, 'launch', 'launched the instance', async () =>
-      await launchInstance({
-        candidates,
-        clientFor: clients.forRegion,
-        infraFor,
-        userDataFor: (infra) => cloudConfig({ hostKey, install: !infra.image.baked, runId, gpu: infra.image.gpu === true }),
-        tags,
-        market: options.market,
-        spotFallback: options.spotFallback,
-        onAttempt: (event) => printAttempt(out, event),
-        onRegionTouched: (region) => touched.add(region),
-        ...(runRole ? { instanceProfileArn: runRole.instanceProfileArn } : {}),
-        signal,
-      }),
+    const launched = await step(
+      out,
+      'launch',
+      'launched the instance',
+      async () =>
+        await launchInstance({
+          candidates,
+          clientFor: clients.forRegion,
+          infraFor,
+          userDataFor: (infra) => cloudConfig({ hostKey, install: !infra.image.baked, runId, gpu: infra.image.gpu === true }),
+          tags,
+          market: options.market,
+          spotFallback: options.spotFallback,
+          onAttempt: (event) => printAttempt(out, event),
+          onRegionTouched: (region) => touched.add(region),
+          ...(runRole ? { instanceProfileArn: runRole.instanceProfileArn } : {}),
+          signal,
+        }),
     );
     instance = launched.value;
     known.set(instance.instanceId, instance.region);
@@ -274,7 +336,12 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
     };
     record = store.update(runId, { aws });
 
-    const running = await step(out, 'boot', `${instance.instanceId} is running`, async () => await waitForRunning(await clients.forRegion(instance!.region), instance!.instanceId, { signal }));
+    const running = await step(
+      out,
+      'boot',
+      `${instance.instanceId} is running`,
+      async () => await waitForRunning(await clients.forRegion(instance!.region), instance!.instanceId, { signal }),
+    );
 
     // The run's own known_hosts: exactly the key we generated, for exactly this address.
     const target = await pinnedTarget({
@@ -288,11 +355,15 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
       sshConfig: options.sshConfig,
       out,
     });
-    if (target.identityFile && !existsSync(target.identityFile)) throw new SpotctlError('SPOTCTL_INTERNAL', `the SSH key ${target.identityFile} vanished`);
+    if (target.identityFile && !existsSync(target.identityFile))
+      throw new SpotctlError('SPOTCTL_INTERNAL', `the SSH key ${target.identityFile} vanished`);
     record = store.update(runId, { target });
 
-    await step(out, 'ssh', `SSH to ${target.host} works${running.address === target.host ? '' : ` (instance ${running.address})`}`, async () =>
-      await waitForSsh(target, { controlDir: store.runDir(runId), signal, out }),
+    await step(
+      out,
+      'ssh',
+      `SSH to ${target.host} works${running.address === target.host ? '' : ` (instance ${running.address})`}`,
+      async () => await waitForSsh(target, { controlDir: store.runDir(runId), signal, out }),
     );
 
     const imageName = ctx.spec.gpus ? (await infraFor(instance.region)).image.name : undefined;
@@ -305,7 +376,14 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
         ...ctx.spec,
         spot: { ...ctx.spec.spot, imdsEndpoint: ctx.spec.spot.imdsEndpoint ?? 'default' },
         // The agent's GPU error names the type and image, so the user knows which launch lacked them.
-        ...(ctx.spec.gpus ? { gpus: { ...ctx.spec.gpus, where: `${instance.instanceType} with image ${instance.imageId} (${imageName ?? '?'}) in ${instance.az}` } } : {}),
+        ...(ctx.spec.gpus
+          ? {
+              gpus: {
+                ...ctx.spec.gpus,
+                where: `${instance.instanceType} with image ${instance.imageId} (${imageName ?? '?'}) in ${instance.az}`,
+              },
+            }
+          : {}),
       },
     };
     const launchedSsh = await launchSsh(sshCtx, { shutdownAction: shutdownActionFor(instance, override) });
@@ -319,10 +397,17 @@ export async function launchAws(ctx: LaunchContext, options: AwsLaunchOptions, o
   } catch (error) {
     // This attempt's instance goes first; the run's IAM role is the run loop's to release.
     if (touched.size > 0 || known.size > 0) {
-      const { terminated, failed } = await shielded(out, 'terminating the instance first (bounded; spotctl gc cleans up if this is cut short)', () =>
-        terminateRun(clients.forRegion, [...touched, ...known.values()], runId, { knownIds: known }),
+      const { terminated, failed } = await shielded(
+        out,
+        'terminating the instance first (bounded; spotctl gc cleans up if this is cut short)',
+        () => terminateRun(clients.forRegion, [...touched, ...known.values()], runId, { knownIds: known }),
       );
-      for (const t of terminated) out.info(`terminated ${t.instanceId} (${t.region}) because the launch did not complete`, { event: 'terminated', instanceId: t.instanceId, region: t.region });
+      for (const t of terminated)
+        out.info(`terminated ${t.instanceId} (${t.region}) because the launch did not complete`, {
+          event: 'terminated',
+          instanceId: t.instanceId,
+          region: t.region,
+        });
       if (instance && terminated.some((t) => t.instanceId === instance!.instanceId)) {
         store.update(runId, { aws: { ...store.load(runId).aws!, terminatedAt: Date.now() } });
       }
@@ -368,7 +453,9 @@ export class AwsProvider implements Provider {
     const { DescribeInstancesCommand } = await loadEc2Sdk();
     using clients = new Ec2Clients();
     const ec2 = await clients.forRegion(aws.region);
-    const r = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [aws.instanceId] }), { abortSignal: signal ?? AbortSignal.timeout(15_000) });
+    const r = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [aws.instanceId] }), {
+      abortSignal: signal ?? AbortSignal.timeout(15_000),
+    });
     const state = r.Reservations?.[0]?.Instances?.[0]?.State?.Name;
     debug('%s is %s', aws.instanceId, state);
     return state === 'shutting-down' || state === 'terminated';

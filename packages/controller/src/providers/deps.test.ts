@@ -19,7 +19,11 @@ afterEach(() => {
 });
 
 function run(workdir: string, pathDirs: string[]) {
-  return spawnSync('sh', ['-c', depsInstallScript(workdir)], { encoding: 'utf8', env: { ...process.env, PATH: [...pathDirs, process.env.PATH ?? ''].join(':') }, timeout: 120_000 });
+  return spawnSync('sh', ['-c', depsInstallScript(workdir)], {
+    encoding: 'utf8',
+    env: { ...process.env, PATH: [...pathDirs, process.env.PATH ?? ''].join(':') },
+    timeout: 120_000,
+  });
 }
 
 describe('depsInstallScript', () => {
@@ -45,8 +49,14 @@ describe('depsInstallScript', () => {
     writeFileSync(path.join(work, 'uv.lock'), 'version = 1\n');
     writeFileSync(path.join(work, 'requirements.txt'), '\n');
     // A PATH without uv: only the directories of sh, python3 and the coreutils the script uses.
-    const pathDirs = ['sh', 'python3', 'mkdir', 'cat'].map((cmd) => path.dirname(spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).stdout.trim()));
-    const r = spawnSync('sh', ['-c', depsInstallScript(work)], { encoding: 'utf8', env: { ...process.env, PATH: [...new Set(pathDirs)].join(':') }, timeout: 120_000 });
+    const pathDirs = ['sh', 'python3', 'mkdir', 'cat'].map((cmd) =>
+      path.dirname(spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).stdout.trim()),
+    );
+    const r = spawnSync('sh', ['-c', depsInstallScript(work)], {
+      encoding: 'utf8',
+      env: { ...process.env, PATH: [...new Set(pathDirs)].join(':') },
+      timeout: 120_000,
+    });
     expect(spawnSync('sh', ['-c', 'command -v uv'], { env: { PATH: [...new Set(pathDirs)].join(':') } }).status).not.toBe(0);
     expect(r.stderr).toContain(UV_MISSING);
     expect(r.status).toBe(0);

@@ -8,8 +8,8 @@ import { shellQuote } from '../transport/shell.ts';
 export const DEPS_MARKER_NONE = 'spotctl-deps: nothing to install';
 
 /** Said when a project has a uv.lock but the host has no uv (the aws image installs it: ami/install.sh). */
-export const UV_MISSING = 'spotctl-deps: uv.lock found but uv is not installed on the host: installing without the lock (install uv there to honour it, e.g. pipx install uv)';
-
+export const UV_MISSING =
+  'spotctl-deps: uv.lock found but uv is not installed on the host: installing without the lock (install uv there to honour it, e.g. pipx install uv)';
 
 export const DEPS_MARKER_REUSED = 'spotctl-deps: reusing venv';
 
@@ -113,7 +113,6 @@ export function depsInstallScript(workdir: string, options: DepsScriptOptions = 
     'fi',
   ].join('\n');
 }
-
 
 /**
  * Shows what the install script is doing: on a TTY one progress line naming what pip or uv is at

@@ -32,10 +32,17 @@ export function localLayout(runDir: string): RemoteLayout {
 }
 
 /** Runs a child to completion, streaming its output to `onOutput`. */
-function runProcess(argv: string[], options: { input?: string; onOutput?: (chunk: string) => void; signal?: AbortSignal; cwd?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
+function runProcess(
+  argv: string[],
+  options: { input?: string; onOutput?: (chunk: string) => void; signal?: AbortSignal; cwd?: string },
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const [cmd, ...args] = argv as [string, ...string[]];
-    const child = spawn(cmd, args, { stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], signal: options.signal, cwd: options.cwd });
+    const child = spawn(cmd, args, {
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      signal: options.signal,
+      cwd: options.cwd,
+    });
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (d: Buffer) => {
@@ -75,15 +82,24 @@ export async function launchLocal(ctx: LaunchContext): Promise<Attempt> {
   const candidate = previousWorkdir(store, record, () => path.dirname(layout.runDir));
   const linkDest = candidate && existsSync(candidate) ? candidate : undefined;
   const copied = `copied ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${layout.workdir}`;
-  await step(out, 'sync', linkDest ? `${copied} (unchanged files linked from run ${path.basename(path.dirname(linkDest))})` : copied, async (progress) => {
-    try {
-      await rsyncTo(null, spec.syncPaths, layout.workdir, { signal, onProgress: syncProgress(progress, 'copying the project'), ...(linkDest ? { linkDest } : {}) });
-    } catch (error) {
-      if (!(error instanceof UserError && error.code === 'SPOTCTL_HOST_REQUIREMENT')) throw error;
-      out.warn('rsync is not installed: copying without .gitignore rules (apt-get install rsync)');
-      copyWithoutRsync(spec.syncPaths, layout.workdir);
-    }
-  });
+  await step(
+    out,
+    'sync',
+    linkDest ? `${copied} (unchanged files linked from run ${path.basename(path.dirname(linkDest))})` : copied,
+    async (progress) => {
+      try {
+        await rsyncTo(null, spec.syncPaths, layout.workdir, {
+          signal,
+          onProgress: syncProgress(progress, 'copying the project'),
+          ...(linkDest ? { linkDest } : {}),
+        });
+      } catch (error) {
+        if (!(error instanceof UserError && error.code === 'SPOTCTL_HOST_REQUIREMENT')) throw error;
+        out.warn('rsync is not installed: copying without .gitignore rules (apt-get install rsync)');
+        copyWithoutRsync(spec.syncPaths, layout.workdir);
+      }
+    },
+  );
 
   if (spec.setup !== undefined) await runLocalSetup(ctx, spec.setup);
   if (spec.install) await installLocalDeps(ctx, layout.workdir);
@@ -106,7 +122,11 @@ async function runLocalSetup(ctx: LaunchContext, command: string): Promise<void>
     },
   });
   if (result.code !== 0) throw setupFailed(result.code, result.stderr || result.stdout, '');
-  ctx.out.step('setup', skipped ? 'setup already done on this machine (same command and dependency files)' : 'ran the setup command', performance.now() - started);
+  ctx.out.step(
+    'setup',
+    skipped ? 'setup already done on this machine (same command and dependency files)' : 'ran the setup command',
+    performance.now() - started,
+  );
 }
 
 async function installLocalDeps(ctx: LaunchContext, workdir: string): Promise<void> {
@@ -162,7 +182,8 @@ export class LocalSession implements ProviderSession {
 
   async streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void> {
     try {
-      for await (const chunk of createReadStream(path.join(this.record.layout.stateDir, AGENT_FILES.log), { signal })) onChunk(chunk as Buffer);
+      for await (const chunk of createReadStream(path.join(this.record.layout.stateDir, AGENT_FILES.log), { signal }))
+        onChunk(chunk as Buffer);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }

@@ -100,7 +100,7 @@ const STEP_DOING: Record<string, string> = {
   credentials: 'checking AWS credentials',
   place: 'pricing the fitting instance types',
   infra: 'checking the SSH key, address and image',
-  iam: 'creating the run\'s IAM role',
+  iam: "creating the run's IAM role",
   launch: 'launching the instance',
   boot: 'waiting for the instance to be running',
   ssh: 'waiting for SSH to answer (then for cloud-init to finish)',
@@ -109,7 +109,7 @@ const STEP_DOING: Record<string, string> = {
   sync: 'syncing the project',
   deps: 'installing Python dependencies',
   agent: 'starting the agent',
-  bake: 'installing the image\'s software',
+  bake: "installing the image's software",
   image: 'waiting for the image',
 };
 

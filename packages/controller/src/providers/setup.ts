@@ -23,7 +23,11 @@ export function setupKey(command: string, syncPaths: readonly string[]): string 
   for (const p of syncPaths) {
     let files: string[];
     try {
-      files = statSync(p).isDirectory() ? DEPENDENCY_FILES.map((n) => path.join(p, n)) : DEPENDENCY_FILES.includes(path.basename(p)) ? [p] : [];
+      files = statSync(p).isDirectory()
+        ? DEPENDENCY_FILES.map((n) => path.join(p, n))
+        : DEPENDENCY_FILES.includes(path.basename(p))
+          ? [p]
+          : [];
     } catch {
       continue;
     }

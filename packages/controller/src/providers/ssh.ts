@@ -31,7 +31,9 @@ function tunnelSocketPath(runId: string): string {
   // /tmp is shared: a directory another user made first could swap the socket and read the token.
   const st = lstatSync(dir);
   if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
-    throw new UserError('SPOTCTL_CONFIG', `${dir} is not a private directory of this user`, { remediation: `remove it (or fix its owner and mode 0700), then retry` });
+    throw new UserError('SPOTCTL_CONFIG', `${dir} is not a private directory of this user`, {
+      remediation: `remove it (or fix its owner and mode 0700), then retry`,
+    });
   }
   return path.join(dir, `${runId}.sock`);
 }
@@ -47,8 +49,14 @@ interface HostFacts {
  * One round trip for everything known before the sync: the host's facts, whether this agent
  * build is installed, and the run's directories (each multiplexed ssh command costs ~0.1 s).
  */
-async function probeHost(conn: SshConnection, where: { remoteDir: string; runId: string; buildId: string; linkDest?: string | undefined }, signal?: AbortSignal): Promise<HostFacts & { agentInstalled: boolean; linkDest: boolean }> {
-  const base = where.remoteDir.startsWith('/') ? shellQuote(where.remoteDir) : `"$HOME"/${shellQuote(where.remoteDir.replace(/^~\/?/, '') || '.')}`;
+async function probeHost(
+  conn: SshConnection,
+  where: { remoteDir: string; runId: string; buildId: string; linkDest?: string | undefined },
+  signal?: AbortSignal,
+): Promise<HostFacts & { agentInstalled: boolean; linkDest: boolean }> {
+  const base = where.remoteDir.startsWith('/')
+    ? shellQuote(where.remoteDir)
+    : `"$HOME"/${shellQuote(where.remoteDir.replace(/^~\/?/, '') || '.')}`;
   const script = [
     'umask 077',
     `base=${base}`,
@@ -63,9 +71,18 @@ async function probeHost(conn: SshConnection, where: { remoteDir: string; runId:
     ...(where.linkDest ? [`test -d ${shellQuote(where.linkDest)} && echo linkdest=yes || echo linkdest=no`] : []),
   ].join('\n');
   const result = await conn.exec(script, { signal, timeoutMs: 30_000 });
-  const facts = Object.fromEntries(result.stdout.split('\n').map((l) => l.split('=', 2) as [string, string]).filter((kv) => kv.length === 2));
+  const facts = Object.fromEntries(
+    result.stdout
+      .split('\n')
+      .map((l) => l.split('=', 2) as [string, string])
+      .filter((kv) => kv.length === 2),
+  );
   if (!facts.home) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not read the host's home directory: ${lastLine(result.stderr)}`);
-  if (facts.dirs !== 'yes') throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not create the run's directories under ${where.remoteDir} on the host: ${lastLine(result.stderr)}`);
+  if (facts.dirs !== 'yes')
+    throw new SpotctlError(
+      'SPOTCTL_SSH_FAILED',
+      `could not create the run's directories under ${where.remoteDir} on the host: ${lastLine(result.stderr)}`,
+    );
   return {
     home: facts.home,
     nodeVersion: facts.node ? facts.node.replace(/^v/, '') : undefined,
@@ -115,12 +132,18 @@ function requireHost(facts: HostFacts, target: SshTarget): void {
     });
   }
   if (major < MIN_NODE_MAJOR) {
-    throw new UserError('SPOTCTL_HOST_REQUIREMENT', `Node.js ${facts.nodeVersion} on ${where} is too old; the agent needs ${MIN_NODE_MAJOR}+`, {
-      remediation: `upgrade Node.js on the host to ${MIN_NODE_MAJOR} or newer`,
-    });
+    throw new UserError(
+      'SPOTCTL_HOST_REQUIREMENT',
+      `Node.js ${facts.nodeVersion} on ${where} is too old; the agent needs ${MIN_NODE_MAJOR}+`,
+      {
+        remediation: `upgrade Node.js on the host to ${MIN_NODE_MAJOR} or newer`,
+      },
+    );
   }
   if (!facts.rsync) {
-    throw new UserError('SPOTCTL_HOST_REQUIREMENT', `rsync is not installed on ${where}`, { remediation: `install it on the host: ssh ${where} 'sudo apt-get install -y rsync'` });
+    throw new UserError('SPOTCTL_HOST_REQUIREMENT', `rsync is not installed on ${where}`, {
+      remediation: `install it on the host: ssh ${where} 'sudo apt-get install -y rsync'`,
+    });
   }
 }
 
@@ -138,7 +161,10 @@ export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions 
     const facts = await probeHost(conn, { remoteDir, runId: record.runId, buildId: bundle.buildId, linkDest: linkDestCandidate }, signal);
     requireHost(facts, target);
     const layout = sshLayout(facts.home, record.runId, bundle.buildId, remoteDir);
-    const linkDest = facts.linkDest && linkDestCandidate && path.posix.dirname(path.posix.dirname(linkDestCandidate)) === path.posix.dirname(layout.runDir) ? linkDestCandidate : undefined;
+    const linkDest =
+      facts.linkDest && linkDestCandidate && path.posix.dirname(path.posix.dirname(linkDestCandidate)) === path.posix.dirname(layout.runDir)
+        ? linkDestCandidate
+        : undefined;
     record = store.update(record.runId, { layout });
     session.record = record;
 
@@ -147,14 +173,22 @@ export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions 
         const dir = path.posix.dirname(layout.agentPath);
         // Write beside and rename, so a concurrent run never executes a half-written bundle.
         const tmp = shellQuote(`${layout.agentPath}.tmp-${record.runId}`);
-        const r = await conn.exec(`mkdir -p ${shellQuote(dir)} && cat > ${tmp} && mv ${tmp} ${shellQuote(layout.agentPath)}`, { input: bundle.contents, signal, timeoutMs: 120_000 });
+        const r = await conn.exec(`mkdir -p ${shellQuote(dir)} && cat > ${tmp} && mv ${tmp} ${shellQuote(layout.agentPath)}`, {
+          input: bundle.contents,
+          signal,
+          timeoutMs: 120_000,
+        });
         if (r.code !== 0) throw new SpotctlError('SPOTCTL_SSH_FAILED', `could not install the agent on the host: ${lastLine(r.stderr)}`);
       });
     }
 
     const synced = `synced ${spec.syncPaths.length === 1 ? spec.syncPaths[0] : `${spec.syncPaths.length} paths`} to ${target.host}:${layout.workdir}`;
-    await step(out, 'sync', linkDest ? `${synced} (unchanged files linked from run ${path.posix.basename(path.posix.dirname(linkDest))})` : synced, (progress) =>
-      rsyncTo(conn, spec.syncPaths, layout.workdir, { signal, onProgress: syncProgress(progress), ...(linkDest ? { linkDest } : {}) }),
+    await step(
+      out,
+      'sync',
+      linkDest ? `${synced} (unchanged files linked from run ${path.posix.basename(path.posix.dirname(linkDest))})` : synced,
+      (progress) =>
+        rsyncTo(conn, spec.syncPaths, layout.workdir, { signal, onProgress: syncProgress(progress), ...(linkDest ? { linkDest } : {}) }),
     );
 
     if (spec.setup !== undefined) {
@@ -172,18 +206,25 @@ export async function launchSsh(ctx: LaunchContext, options: AgentConfigOptions 
         onStderr: (chunk) => out.setupOutput(chunk.toString()),
       });
       if (r.code !== 0) throw setupFailed(r.code, r.stderr || r.stdout, `on ${target.host} `);
-      out.step('setup', skipped ? `setup already done on ${target.host} (same command and dependency files)` : `ran the setup command on ${target.host}`, performance.now() - started);
+      out.step(
+        'setup',
+        skipped ? `setup already done on ${target.host} (same command and dependency files)` : `ran the setup command on ${target.host}`,
+        performance.now() - started,
+      );
     }
 
     // Nothing to install: spare the round trip.
     if (spec.install && hasDependencyFiles(spec.syncPaths)) {
       using deps = new DepsReporter(out);
-      const r = await conn.exec(depsInstallScript(layout.workdir, { venvCache: path.posix.join(path.posix.dirname(path.posix.dirname(layout.runDir)), 'venvs') }), {
-        signal,
-        timeoutMs: 3_600_000,
-        onStdout: (chunk) => deps.chunk(chunk.toString()),
-        onStderr: (chunk) => deps.chunk(chunk.toString()),
-      });
+      const r = await conn.exec(
+        depsInstallScript(layout.workdir, { venvCache: path.posix.join(path.posix.dirname(path.posix.dirname(layout.runDir)), 'venvs') }),
+        {
+          signal,
+          timeoutMs: 3_600_000,
+          onStdout: (chunk) => deps.chunk(chunk.toString()),
+          onStderr: (chunk) => deps.chunk(chunk.toString()),
+        },
+      );
       if (r.code !== 0) {
         throw new UserError('SPOTCTL_DEPS_FAILED', `installing Python dependencies on the host failed: ${lastLine(r.stderr || r.stdout)}`, {
           remediation: 'fix requirements.txt / pyproject.toml, or skip the step with --no-install',
@@ -247,7 +288,10 @@ export class SshSession implements ProviderSession {
 
   async readStatus(signal?: AbortSignal): Promise<JobStatus | undefined> {
     const conn = await this.connection(signal);
-    const r = await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.status))}`, { signal, timeoutMs: 15_000 });
+    const r = await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.status))}`, {
+      signal,
+      timeoutMs: 15_000,
+    });
     if (r.code !== 0) return undefined;
     const parsed = parseJobStatus(r.stdout);
     return parsed.ok ? parsed.value : undefined;
@@ -255,7 +299,11 @@ export class SshSession implements ProviderSession {
 
   async streamLog(onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void> {
     const conn = await this.connection(signal);
-    await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.log))}`, { signal, timeoutMs: 3_600_000, onStdout: onChunk });
+    await conn.exec(`cat ${shellQuote(path.posix.join(this.record.layout.stateDir, AGENT_FILES.log))}`, {
+      signal,
+      timeoutMs: 3_600_000,
+      onStdout: onChunk,
+    });
   }
 
   async pull(patterns: string[], localDir: string, options: PullOptions = {}): Promise<PullResult> {

@@ -45,7 +45,10 @@ const TEST_HOST_WAIT_MS = 60_000;
  */
 export async function testTargetFor(override: TestHostOverride, instanceId: string, signal?: AbortSignal): Promise<SshTarget> {
   if (!override.hostsFile) {
-    if (!override.target) throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.host} or ${TEST_ENV.hosts} must name the test host`, { remediation: 'set one of them' });
+    if (!override.target)
+      throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.host} or ${TEST_ENV.hosts} must name the test host`, {
+        remediation: 'set one of them',
+      });
     return override.target;
   }
   const until = Date.now() + TEST_HOST_WAIT_MS;
@@ -58,7 +61,12 @@ export async function testTargetFor(override: TestHostOverride, instanceId: stri
       // Not written yet (the pool writes it whole, by rename).
     }
     if (typeof spec === 'string') return parseHostSpec(spec);
-    if (Date.now() > until) throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.hosts}: no test host for ${instanceId} in ${override.hostsFile} after ${TEST_HOST_WAIT_MS / 1000} s`, { remediation: 'the test host pool did not boot the instance; check its errors' });
+    if (Date.now() > until)
+      throw new UserError(
+        'SPOTCTL_CONFIG',
+        `${TEST_ENV.hosts}: no test host for ${instanceId} in ${override.hostsFile} after ${TEST_HOST_WAIT_MS / 1000} s`,
+        { remediation: 'the test host pool did not boot the instance; check its errors' },
+      );
     await sleep(200, undefined, signal ? { signal } : {});
   }
 }
@@ -75,18 +83,26 @@ export function testHostOverride(env: NodeJS.ProcessEnv): TestHostOverride | und
   const hostsRaw = env[TEST_ENV.hosts];
   const hostsFile = hostsRaw ? path.resolve(hostsRaw) : undefined;
   if (host && hostsFile) {
-    throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.host} and ${TEST_ENV.hosts} cannot be used together`, { remediation: `these are test-only settings: keep one of them` });
+    throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.host} and ${TEST_ENV.hosts} cannot be used together`, {
+      remediation: `these are test-only settings: keep one of them`,
+    });
   }
   if (!host && !hostsFile) {
     if (env[TEST_ENV.shutdownArgv] || env[TEST_ENV.identity] || env[TEST_ENV.knownHosts]) {
-      throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.identity}, ${TEST_ENV.knownHosts} and ${TEST_ENV.shutdownArgv} only apply with ${TEST_ENV.host}`, {
-        remediation: `these are test-only settings: unset them, or set ${TEST_ENV.host} as well`,
-      });
+      throw new UserError(
+        'SPOTCTL_CONFIG',
+        `${TEST_ENV.identity}, ${TEST_ENV.knownHosts} and ${TEST_ENV.shutdownArgv} only apply with ${TEST_ENV.host}`,
+        {
+          remediation: `these are test-only settings: unset them, or set ${TEST_ENV.host} as well`,
+        },
+      );
     }
     return undefined;
   }
   if (hostsFile && (env[TEST_ENV.identity] || env[TEST_ENV.knownHosts])) {
-    throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.identity} and ${TEST_ENV.knownHosts} only apply with ${TEST_ENV.host}`, { remediation: 'these are test-only settings: unset them' });
+    throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.identity} and ${TEST_ENV.knownHosts} only apply with ${TEST_ENV.host}`, {
+      remediation: 'these are test-only settings: unset them',
+    });
   }
   let target: SshTarget | undefined;
   if (host) {
@@ -101,7 +117,9 @@ export function testHostOverride(env: NodeJS.ProcessEnv): TestHostOverride | und
   if (raw) {
     const parsed: unknown = JSON.parse(raw);
     if (!Array.isArray(parsed) || parsed.length === 0 || !parsed.every((a) => typeof a === 'string')) {
-      throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.shutdownArgv} must be a JSON array of strings`, { remediation: `e.g. ${TEST_ENV.shutdownArgv}='["curl","-X","POST","…"]'` });
+      throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.shutdownArgv} must be a JSON array of strings`, {
+        remediation: `e.g. ${TEST_ENV.shutdownArgv}='["curl","-X","POST","…"]'`,
+      });
     }
     shutdownArgv = parsed as string[];
   }
@@ -113,7 +131,9 @@ export function readTestOverrides(env: NodeJS.ProcessEnv): TestOverrides {
   const host = testHostOverride(env);
   const bakeRoot = env[TEST_ENV.bakeRoot] || undefined;
   if (bakeRoot && !host) {
-    throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.bakeRoot} only applies with ${TEST_ENV.host}`, { remediation: `it is a test-only setting: unset ${TEST_ENV.bakeRoot}` });
+    throw new UserError('SPOTCTL_CONFIG', `${TEST_ENV.bakeRoot} only applies with ${TEST_ENV.host}`, {
+      remediation: `it is a test-only setting: unset ${TEST_ENV.bakeRoot}`,
+    });
   }
   return { ...(host ? { host } : {}), ...(bakeRoot ? { bakeRoot } : {}) };
 }

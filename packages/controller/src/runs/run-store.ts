@@ -160,7 +160,8 @@ export class RunStore {
     const runs = this.list();
     if (ref === 'last') {
       const last = runs[0];
-      if (!last) throw new UserError('SPOTCTL_RUN_NOT_FOUND', 'there are no runs yet', { remediation: 'start one with: spotctl run -- <command>' });
+      if (!last)
+        throw new UserError('SPOTCTL_RUN_NOT_FOUND', 'there are no runs yet', { remediation: 'start one with: spotctl run -- <command>' });
       return last;
     }
     const exact = runs.find((r) => r.runId === ref);
@@ -168,14 +169,18 @@ export class RunStore {
     const matches = runs.filter((r) => r.runId.startsWith(ref));
     if (matches.length === 1 && matches[0]) return matches[0];
     if (matches.length > 1) {
-      throw new UserError('SPOTCTL_USAGE', `run id '${ref}' is ambiguous (${matches.length} runs match)`, { remediation: 'give more characters; see: spotctl ps', exitCode: 2 });
+      throw new UserError('SPOTCTL_USAGE', `run id '${ref}' is ambiguous (${matches.length} runs match)`, {
+        remediation: 'give more characters; see: spotctl ps',
+        exitCode: 2,
+      });
     }
     throw new UserError('SPOTCTL_RUN_NOT_FOUND', `no run '${ref}' on this machine`, { remediation: 'list runs with: spotctl ps' });
   }
 
   load(runId: string): RunRecord {
     const file = path.join(this.runDir(runId), 'run.json');
-    if (!existsSync(file)) throw new UserError('SPOTCTL_RUN_NOT_FOUND', `no run '${runId}' on this machine`, { remediation: 'list runs with: spotctl ps' });
+    if (!existsSync(file))
+      throw new UserError('SPOTCTL_RUN_NOT_FOUND', `no run '${runId}' on this machine`, { remediation: 'list runs with: spotctl ps' });
     return JSON.parse(readFileSync(file, 'utf8')) as RunRecord;
   }
 

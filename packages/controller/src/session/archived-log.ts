@@ -16,7 +16,13 @@ export interface ArchivedLogResult {
 }
 
 /** Prints the archived log from `fromSeq` on; undefined when the target holds no log for the run. */
-export async function printArchivedLog(options: { target: CheckpointTarget; runId: string; out: Output; fromSeq: number; signal?: AbortSignal }): Promise<ArchivedLogResult | undefined> {
+export async function printArchivedLog(options: {
+  target: CheckpointTarget;
+  runId: string;
+  out: Output;
+  fromSeq: number;
+  signal?: AbortSignal;
+}): Promise<ArchivedLogResult | undefined> {
   const reader = await openCheckpointReader(options.target);
   try {
     const keys = await reader.list(logArchiveKeys.prefix('', options.runId), options.signal);
@@ -43,7 +49,11 @@ export async function printArchivedLog(options: { target: CheckpointTarget; runI
           if (buf.length > 0) records.push(buf);
         }
       } catch (error) {
-        throw new SpotctlError('SPOTCTL_PROTOCOL', `the archived log of run ${options.runId} cannot be read after line ${records.nextSeq - 1} (${key}): ${(error as Error).message}`, { cause: error });
+        throw new SpotctlError(
+          'SPOTCTL_PROTOCOL',
+          `the archived log of run ${options.runId} cannot be read after line ${records.nextSeq - 1} (${key}): ${(error as Error).message}`,
+          { cause: error },
+        );
       }
       offset = range.endOffset;
     }

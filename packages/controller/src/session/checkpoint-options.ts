@@ -38,10 +38,18 @@ export function layoutBase(layout: RemoteLayout): string {
 export function parseCheckpointTo(to: string): { kind: 's3'; bucket: string; prefix: string } | { kind: 'dir'; path: string } {
   if (to.startsWith('s3://')) {
     const parsed = parseS3Url(to);
-    if (!parsed) throw new UserError('SPOTCTL_USAGE', `--checkpoint-to: '${to}' is not a valid S3 URL`, { remediation: 'use s3://BUCKET/PREFIX (bucket names are 3-63 lowercase letters, digits, dots, hyphens)', exitCode: 2 });
+    if (!parsed)
+      throw new UserError('SPOTCTL_USAGE', `--checkpoint-to: '${to}' is not a valid S3 URL`, {
+        remediation: 'use s3://BUCKET/PREFIX (bucket names are 3-63 lowercase letters, digits, dots, hyphens)',
+        exitCode: 2,
+      });
     return { kind: 's3', bucket: parsed.bucket, prefix: parsed.prefix };
   }
-  if (!to.startsWith('/')) throw new UserError('SPOTCTL_USAGE', `--checkpoint-to: '${to}' must be s3://BUCKET/PREFIX or an absolute directory on the host`, { remediation: 'e.g. --checkpoint-to s3://my-bucket/spotctl', exitCode: 2 });
+  if (!to.startsWith('/'))
+    throw new UserError('SPOTCTL_USAGE', `--checkpoint-to: '${to}' must be s3://BUCKET/PREFIX or an absolute directory on the host`, {
+      remediation: 'e.g. --checkpoint-to s3://my-bucket/spotctl',
+      exitCode: 2,
+    });
   return { kind: 'dir', path: to };
 }
 
@@ -63,14 +71,19 @@ export function describeCheckpointTarget(target: CheckpointTarget, runId?: strin
 }
 
 /** The spot-related part of the agent config. */
-export function spotAgentConfig(spot: SpotSpec, layout: RemoteLayout): Pick<AgentConfig, 'checkpoint' | 'imds' | 'simulate' | 'onRebalance'> {
+export function spotAgentConfig(
+  spot: SpotSpec,
+  layout: RemoteLayout,
+): Pick<AgentConfig, 'checkpoint' | 'imds' | 'simulate' | 'onRebalance'> {
   const out: Pick<AgentConfig, 'checkpoint' | 'imds' | 'simulate' | 'onRebalance'> = {};
   if (spot.checkpoint) {
     const target = checkpointTarget(spot.checkpoint, layout);
     out.checkpoint = {
       dir: spot.checkpoint.dir,
       target,
-      ...(spot.checkpoint.restoreFrom ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target } : {}),
+      ...(spot.checkpoint.restoreFrom
+        ? { restoreFrom: spot.checkpoint.restoreFrom.runId, restoreTarget: spot.checkpoint.restoreFrom.target }
+        : {}),
       ...(spot.checkpoint.exitFlushBudgetMs !== undefined ? { exitFlushBudgetMs: spot.checkpoint.exitFlushBudgetMs } : {}),
       ...(spot.checkpoint.credentials ? { credentials: spot.checkpoint.credentials } : {}),
       ...(spot.checkpoint.outputs?.length ? { outputs: spot.checkpoint.outputs } : {}),

@@ -34,10 +34,15 @@ export function s3PrefixesOf(spot: SpotSpec): ScopedPrefixes | undefined {
   if (!ckpt) return undefined;
   const own = ckpt.to?.startsWith('s3://') ? parseS3Url(ckpt.to) : undefined;
   const from = ckpt.restoreFrom?.target.kind === 's3' ? ckpt.restoreFrom.target : undefined;
-  const restoreFrom = from && ckpt.restoreFrom ? { bucket: from.bucket, prefix: trim(from.prefix), runId: ckpt.restoreFrom.runId } : undefined;
+  const restoreFrom =
+    from && ckpt.restoreFrom ? { bucket: from.bucket, prefix: trim(from.prefix), runId: ckpt.restoreFrom.runId } : undefined;
   // Restoring from S3 into a directory target still needs S3 credentials: scope the (unused)
   // write half to this run's prefix in the restored run's bucket.
-  const checkpoints = own ? { bucket: own.bucket, prefix: trim(own.prefix) } : restoreFrom ? { bucket: restoreFrom.bucket, prefix: restoreFrom.prefix } : undefined;
+  const checkpoints = own
+    ? { bucket: own.bucket, prefix: trim(own.prefix) }
+    : restoreFrom
+      ? { bucket: restoreFrom.bucket, prefix: restoreFrom.prefix }
+      : undefined;
   if (!checkpoints) return undefined;
   return { checkpoints, ...(restoreFrom ? { restoreFrom } : {}) };
 }
@@ -168,7 +173,9 @@ export class CredentialForwarder implements AsyncDisposable {
       if (this.#closed) return;
       if (!this.#failing) {
         this.#failing = true;
-        this.#o.out.warn(`could not forward S3 credentials to the agent (${(error as Error).message}); retrying every ${RETRY_MS / 1000} s`);
+        this.#o.out.warn(
+          `could not forward S3 credentials to the agent (${(error as Error).message}); retrying every ${RETRY_MS / 1000} s`,
+        );
       }
       this.#schedule(RETRY_MS);
     }
@@ -207,13 +214,17 @@ export async function resumeForwarding(options: {
   const { checkpoint } = options;
   if (options.provider === 'aws' || checkpoint?.credentials !== 'forwarded' || checkpoint.target.kind !== 's3') return undefined;
   const target = checkpoint.target;
-  const mint = runCredentialMinter(options.runId, { checkpoint: { dir: '', to: `s3://${target.bucket}${target.prefix ? `/${trim(target.prefix)}` : ''}` } });
+  const mint = runCredentialMinter(options.runId, {
+    checkpoint: { dir: '', to: `s3://${target.bucket}${target.prefix ? `/${trim(target.prefix)}` : ''}` },
+  });
   if (!mint) return undefined;
   try {
     const first = await mint(ATTACHED_CREDENTIALS_S);
     return await CredentialForwarder.start({ first, mint, connect: options.connect, out: options.out });
   } catch (error) {
-    options.out.warn(`could not renew the run's S3 credentials (${(error as Error).message}); the agent keeps the ones it has, then the host's own`);
+    options.out.warn(
+      `could not renew the run's S3 credentials (${(error as Error).message}); the agent keeps the ones it has, then the host's own`,
+    );
     return undefined;
   }
 }

@@ -12,7 +12,8 @@ export function describeEnd(status: JobStatus, maxRuntimeMs?: number): string {
     return `job stopped after max runtime${maxRuntimeMs ? ` ${formatLimit(maxRuntimeMs)}` : ''} (${how})`;
   }
   if (status.state === 'failed-to-start') return `job failed to start: ${status.error ?? 'unknown error'}`;
-  if (status.signal) return `job killed by ${status.signal}${status.stopReason ? ` (${status.stopReason}${status.error ? `: ${status.error}` : ''})` : ''}`;
+  if (status.signal)
+    return `job killed by ${status.signal}${status.stopReason ? ` (${status.stopReason}${status.error ? `: ${status.error}` : ''})` : ''}`;
   return `job exited with code ${status.exitCode ?? '?'}`;
 }
 
@@ -50,7 +51,14 @@ export async function releaseAfterAgent(provider: Provider, record: RunRecord, r
  * After the job ended and every line arrived: record the result, let the agent go, release what
  * it ran on, and return the job's exit code.
  */
-export async function finishRun(options: { store: RunStore; record: RunRecord; provider: Provider; session: ProviderSession; out: Output; status: JobStatus }): Promise<number> {
+export async function finishRun(options: {
+  store: RunStore;
+  record: RunRecord;
+  provider: Provider;
+  session: ProviderSession;
+  out: Output;
+  status: JobStatus;
+}): Promise<number> {
   const { store, record, session, out, status } = options;
   store.update(record.runId, { status });
   // Reported before the instance is released: what happened to the checkpoints is said even when

@@ -23,7 +23,9 @@ export interface FollowOptions {
   drain: () => Promise<void>;
   onStatus?: (status: JobStatus) => void;
   /** Interruption notices, rebalance recommendations, committed checkpoints, the final report. */
-  onSpotEvent?: (event: Extract<ServerEvent, { event: 'interruption' | 'rebalance' | 'checkpoint' | 'checkpoint-failed' | 'interruption-report' }>) => void;
+  onSpotEvent?: (
+    event: Extract<ServerEvent, { event: 'interruption' | 'rebalance' | 'checkpoint' | 'checkpoint-failed' | 'interruption-report' }>,
+  ) => void;
   /** Called with each fresh connection, e.g. to send `stop` on it. */
   onConnection?: (connection: AgentConnection) => void;
   onDisconnect?: (error: Error, attempt: number) => void;
@@ -105,7 +107,11 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
       downSince ??= Date.now();
       const downFor = Date.now() - downSince;
       if (downFor > reconnectTimeoutMs) {
-        throw new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `lost the agent for ${Math.round(downFor / 1000)} s: ${(error as Error).message}`, { cause: error });
+        throw new SpotctlError(
+          'SPOTCTL_AGENT_UNREACHABLE',
+          `lost the agent for ${Math.round(downFor / 1000)} s: ${(error as Error).message}`,
+          { cause: error },
+        );
       }
       attempt += 1;
       options.onDisconnect?.(error as Error, attempt);
@@ -130,7 +136,9 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
             const fresh = sliceBatch(event.batch, next);
             if (!fresh) return;
             if (fresh.firstSeq !== next) {
-              finish({ error: new SpotctlError('SPOTCTL_PROTOCOL', `log lines ${next}..${fresh.firstSeq - 1} are missing from the agent's stream`) });
+              finish({
+                error: new SpotctlError('SPOTCTL_PROTOCOL', `log lines ${next}..${fresh.firstSeq - 1} are missing from the agent's stream`),
+              });
               return;
             }
             next = fresh.lastSeq + 1;
@@ -163,7 +171,9 @@ export async function followLogs(options: FollowOptions): Promise<FollowResult> 
       });
       connection.onClose((error) => finish({ error }));
       // A second Ctrl-C must not wait for an `end` that may never come.
-      signal?.addEventListener('abort', () => finish({ error: signal.reason instanceof Error ? signal.reason : new Error('aborted') }), { once: true });
+      signal?.addEventListener('abort', () => finish({ error: signal.reason instanceof Error ? signal.reason : new Error('aborted') }), {
+        once: true,
+      });
       connection.request('subscribe', { fromSeq: next, follow: options.follow ?? true }).catch((error: Error) => finish({ error }));
     });
 

@@ -6,7 +6,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import createDebug from 'debug';
-import { LogRecordReader, MAX_RECORD_HEADER_BYTES, encodeRecordHeader, parseRecordHeader, sliceBatch, type LogBatch } from '@spotctl/shared';
+import {
+  LogRecordReader,
+  MAX_RECORD_HEADER_BYTES,
+  encodeRecordHeader,
+  parseRecordHeader,
+  sliceBatch,
+  type LogBatch,
+} from '@spotctl/shared';
 import type { Output } from '../output/output.ts';
 
 const debug = createDebug('spotctl:log-copy');
@@ -79,7 +86,10 @@ export class LogCopyWriter implements Disposable {
     }
     try {
       for (const s of fresh.segments) {
-        fs.writevSync(fd, [encodeRecordHeader({ seq: s.firstSeq, count: s.count, ts: s.ts, stream: s.stream, bytes: s.data.length }), s.data]);
+        fs.writevSync(fd, [
+          encodeRecordHeader({ seq: s.firstSeq, count: s.count, ts: s.ts, stream: s.stream, bytes: s.data.length }),
+          s.data,
+        ]);
         this.#nextSeq = s.firstSeq + s.count;
       }
     } catch (error) {

@@ -16,10 +16,18 @@ export function defaultPullDir(runId: string, cwd = process.cwd()): string {
 }
 
 /** Copies what `patterns` match into `dir` and says so in one line (each pattern that matched nothing in a warning). */
-export async function pullAndReport(options: { session: ProviderSession; record: RunRecord; patterns: string[]; dir: string; out: Output; signal?: AbortSignal }): Promise<PullResult> {
+export async function pullAndReport(options: {
+  session: ProviderSession;
+  record: RunRecord;
+  patterns: string[];
+  dir: string;
+  out: Output;
+  signal?: AbortSignal;
+}): Promise<PullResult> {
   const { session, record, patterns, dir, out } = options;
   const result = await session.pull(patterns, dir, { signal: options.signal });
-  for (const pattern of result.missing) out.warn(`nothing matched ${pattern} in the workdir of run ${record.runId}`, { event: 'pull-missing', pattern });
+  for (const pattern of result.missing)
+    out.warn(`nothing matched ${pattern} in the workdir of run ${record.runId}`, { event: 'pull-missing', pattern });
   if (result.matched.length === 0) return result;
   out.info(`pulled ${result.files} file${result.files === 1 ? '' : 's'} (${formatBytes(result.bytes)}) into ${result.dir}`, {
     event: 'pulled',
@@ -38,10 +46,19 @@ export async function pullAndReport(options: { session: ProviderSession; record:
  * stays open, so the agent's idle watchdog counts it as a client and the host does not go away
  * under the user.
  */
-export async function shellInRun(options: { session: ProviderSession; record: RunRecord; commandLine: string | undefined; out: Output; tty: boolean }): Promise<number> {
+export async function shellInRun(options: {
+  session: ProviderSession;
+  record: RunRecord;
+  commandLine: string | undefined;
+  out: Output;
+  tty: boolean;
+}): Promise<number> {
   const { session, record, out } = options;
   const client = await tryConnect(session);
-  if (!client) out.warn(`the agent of run ${record.runId} did not answer: this shell does not keep the host from idling out`, { event: 'shell-no-agent' });
+  if (!client)
+    out.warn(`the agent of run ${record.runId} did not answer: this shell does not keep the host from idling out`, {
+      event: 'shell-no-agent',
+    });
   try {
     return await session.shell(options.commandLine, { tty: options.tty });
   } finally {

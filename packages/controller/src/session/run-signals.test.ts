@@ -9,7 +9,10 @@ function source(): EventEmitter & Pick<NodeJS.Process, 'on' | 'off'> {
 
 describe('RunSignals', () => {
   it('during setup, Ctrl-C cancels (exit 130) and SIGTERM terminates (exit 143)', () => {
-    for (const [signal, exitCode] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    for (const [signal, exitCode] of [
+      ['SIGINT', 130],
+      ['SIGTERM', 143],
+    ] as const) {
       const src = source();
       using signals = new RunSignals(src);
       expect(signals.setupSignal.aborted).toBe(false);
@@ -45,7 +48,7 @@ describe('RunSignals', () => {
     expect(signals.setupSignal.aborted).toBe(false);
   });
 
-  it("in detach mode (attach), Ctrl-C and SIGTERM detach and never stop the job", () => {
+  it('in detach mode (attach), Ctrl-C and SIGTERM detach and never stop the job', () => {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       const src = source();
       using signals = new RunSignals(src, { interrupt: 'detach' });

@@ -15,7 +15,17 @@ function captured(): { out: Output; lines: () => string[] } {
 const T0 = Date.parse('2026-12-06T01:00:00Z');
 
 function failure(n: number, over: Partial<CheckpointFailedEvent> = {}): CheckpointFailedEvent {
-  return { type: 'event', event: 'checkpoint-failed', what: 'upload', file: 'state.bin', message: `refused #${n}`, failures: n, failingSince: T0, target: 's3://b/p/run/', ...over };
+  return {
+    type: 'event',
+    event: 'checkpoint-failed',
+    what: 'upload',
+    file: 'state.bin',
+    message: `refused #${n}`,
+    failures: n,
+    failingSince: T0,
+    target: 's3://b/p/run/',
+    ...over,
+  };
 }
 
 describe('spotEventPrinter: failing checkpoints', () => {
@@ -25,7 +35,9 @@ describe('spotEventPrinter: failing checkpoints', () => {
     const print = spotEventPrinter(out, { now: () => now });
     print(failure(1));
     expect(lines()).toHaveLength(1);
-    expect(lines()[0]).toMatch(/checkpoint upload of state\.bin failed: refused #1; retrying\. check that the host can write to s3:\/\/b\/p\/run\//);
+    expect(lines()[0]).toMatch(
+      /checkpoint upload of state\.bin failed: refused #1; retrying\. check that the host can write to s3:\/\/b\/p\/run\//,
+    );
     // Failures inside the window are counted, not shown.
     for (let n = 2; n <= 6; n++) {
       now += 5_000;
@@ -35,12 +47,26 @@ describe('spotEventPrinter: failing checkpoints', () => {
     now = T0 + CHECKPOINT_FAILURE_SUMMARY_MS;
     print(failure(7));
     expect(lines()).toHaveLength(2);
-    expect(lines()[1]).toMatch(/checkpoints still not getting through: 6 more failures in the last 30\.0 s \(2 files, 1 commits\), 7 since 30\.0 s ago; last error: refused #7\. check that/);
+    expect(lines()[1]).toMatch(
+      /checkpoints still not getting through: 6 more failures in the last 30\.0 s \(2 files, 1 commits\), 7 since 30\.0 s ago; last error: refused #7\. check that/,
+    );
     now += 1_000;
     print(failure(8));
     expect(lines()).toHaveLength(2);
-    print({ type: 'event', event: 'checkpoint', seq: 3, files: 2, bytes: 2_097_171, uploadedBytes: 2_097_171, reason: 'settled', durationMs: 1500 });
-    expect(lines().slice(2)).toEqual(['spotctl checkpoints get through again: set #3 committed', 'spotctl checkpoint #3 committed (settled): 2 files, 2.0 MiB, sent 2.0 MiB in 1.5 s']);
+    print({
+      type: 'event',
+      event: 'checkpoint',
+      seq: 3,
+      files: 2,
+      bytes: 2_097_171,
+      uploadedBytes: 2_097_171,
+      reason: 'settled',
+      durationMs: 1500,
+    });
+    expect(lines().slice(2)).toEqual([
+      'spotctl checkpoints get through again: set #3 committed',
+      'spotctl checkpoint #3 committed (settled): 2 files, 2.0 MiB, sent 2.0 MiB in 1.5 s',
+    ]);
     // A new outage starts a new count, shown at once again.
     print(failure(1));
     expect(lines()).toHaveLength(5);
@@ -56,7 +82,14 @@ describe('spotEventPrinter: failing checkpoints', () => {
 
 describe('describeReport', () => {
   const base: InterruptionReport = {
-    notice: { action: 'terminate', time: '2026-12-06T01:02:00Z', noticedAt: T0, deadlineAt: T0 + 120_000, graceMs: 90_000, pendingBytes: 0 },
+    notice: {
+      action: 'terminate',
+      time: '2026-12-06T01:02:00Z',
+      noticedAt: T0,
+      deadlineAt: T0 + 120_000,
+      graceMs: 90_000,
+      pendingBytes: 0,
+    },
     sigtermAt: T0,
     jobEndedAt: T0 + 1000,
     killed: false,
@@ -67,12 +100,26 @@ describe('describeReport', () => {
 
   it('tells a new set, an unchanged one and an empty folder apart, in human units', () => {
     expect(describeReport(base)).toMatch(/final checkpoint #5: 1 files, 2\.0 MiB \(sent 2\.0 MiB in 800 ms\) → s3:\/\/b\/p\/run\//);
-    expect(describeReport({ ...base, flush: { ...base.flush!, unchanged: true, uploadedBytes: 0 } })).toMatch(/final checkpoint: nothing changed since set #5 \(1 files, 2\.0 MiB\)/);
-    expect(describeReport({ ...base, flush: { ...base.flush!, committedSeq: null, files: 0, bytes: 0, uploadedBytes: 0, unchanged: true } })).toMatch(/the checkpoint folder was empty: nothing to save/);
+    expect(describeReport({ ...base, flush: { ...base.flush!, unchanged: true, uploadedBytes: 0 } })).toMatch(
+      /final checkpoint: nothing changed since set #5 \(1 files, 2\.0 MiB\)/,
+    );
+    expect(
+      describeReport({ ...base, flush: { ...base.flush!, committedSeq: null, files: 0, bytes: 0, uploadedBytes: 0, unchanged: true } }),
+    ).toMatch(/the checkpoint folder was empty: nothing to save/);
   });
 
   it('never ends as "unknown error": a failure says what failed and what got through', () => {
-    const text = describeReport({ ...base, flush: { committedSeq: null, files: 0, bytes: 0, uploadedBytes: 0, durationMs: 0, error: 'the deadline had already passed when the flush began (1500 ms late): nothing was uploaded' } });
+    const text = describeReport({
+      ...base,
+      flush: {
+        committedSeq: null,
+        files: 0,
+        bytes: 0,
+        uploadedBytes: 0,
+        durationMs: 0,
+        error: 'the deadline had already passed when the flush began (1500 ms late): nothing was uploaded',
+      },
+    });
     expect(text).not.toContain('unknown error');
     expect(text).toMatch(/final checkpoint failed after 0 ms: the deadline had already passed .*; no set got through/);
   });

@@ -1,5 +1,12 @@
 /** How interruption notices, rebalance recommendations and checkpoints show up in the terminal. */
-import { formatBytes, type CheckpointFailedEvent, type CheckpointHealth, type FlushResult, type InterruptionReport, type ServerEvent } from '@spotctl/shared';
+import {
+  formatBytes,
+  type CheckpointFailedEvent,
+  type CheckpointHealth,
+  type FlushResult,
+  type InterruptionReport,
+  type ServerEvent,
+} from '@spotctl/shared';
 import { formatDuration, type Output } from '../output/output.ts';
 
 type SpotEvent = Extract<ServerEvent, { event: 'interruption' | 'rebalance' | 'checkpoint' | 'checkpoint-failed' | 'interruption-report' }>;
@@ -11,17 +18,24 @@ export const CHECKPOINT_FAILURE_SUMMARY_MS = 30_000;
 function describeFlush(flush: FlushResult, target: string | null): string {
   const where = target ? ` → ${target}` : '';
   if (flush.error) {
-    const kept = flush.committedSeq !== null ? `the newest set that got through is #${flush.committedSeq} (${flush.files} files, ${formatBytes(flush.bytes)})` : 'no set got through';
+    const kept =
+      flush.committedSeq !== null
+        ? `the newest set that got through is #${flush.committedSeq} (${flush.files} files, ${formatBytes(flush.bytes)})`
+        : 'no set got through';
     return `final checkpoint failed after ${formatDuration(flush.durationMs)}: ${flush.error}; ${kept}`;
   }
   if (flush.committedSeq === null) return 'the checkpoint folder was empty: nothing to save';
-  if (flush.unchanged) return `final checkpoint: nothing changed since set #${flush.committedSeq} (${flush.files} files, ${formatBytes(flush.bytes)})${where}`;
+  if (flush.unchanged)
+    return `final checkpoint: nothing changed since set #${flush.committedSeq} (${flush.files} files, ${formatBytes(flush.bytes)})${where}`;
   return `final checkpoint #${flush.committedSeq}: ${flush.files} files, ${formatBytes(flush.bytes)} (sent ${formatBytes(flush.uploadedBytes)} in ${formatDuration(flush.durationMs)})${where}`;
 }
 
 export function describeReport(report: InterruptionReport): string {
   const { notice, flush } = report;
-  const stopped = report.jobEndedAt !== null ? `job ended ${formatDuration(report.jobEndedAt - report.sigtermAt)} after SIGTERM${report.killed ? ' (killed when the grace ran out)' : ''}` : 'job still running';
+  const stopped =
+    report.jobEndedAt !== null
+      ? `job ended ${formatDuration(report.jobEndedAt - report.sigtermAt)} after SIGTERM${report.killed ? ' (killed when the grace ran out)' : ''}`
+      : 'job still running';
   const saved = !flush ? 'no checkpointing configured: nothing saved' : describeFlush(flush, report.target);
   const margin = notice.deadlineAt - (report.jobEndedAt ?? notice.noticedAt) - (flush?.durationMs ?? 0);
   return `${report.simulated ? 'rehearsed interruption' : 'spot interruption'} (${notice.action}): ${stopped}; ${saved}; ${formatDuration(Math.max(0, margin))} to spare before the deadline`;
@@ -64,7 +78,15 @@ export function spotEventPrinter(out: Output, options: SpotEventPrinterOptions =
     const text = first
       ? `checkpoint ${what} failed: ${event.message}; retrying. ${checkpointRemediation(event.target)}`
       : `checkpoints still not getting through: ${unshown} more failures in the last ${formatDuration(now() - (failing?.shownAt ?? now()))} (${files} files${commits ? `, ${commits} commits` : ''}), ${event.failures} since ${formatDuration(Math.max(0, now() - event.failingSince))} ago; last error: ${event.message}. ${checkpointRemediation(event.target)}`;
-    out.warn(text, { event: 'checkpoint-failed', what: event.what, file: event.file, message: event.message, failures: event.failures, failingSince: event.failingSince, target: event.target });
+    out.warn(text, {
+      event: 'checkpoint-failed',
+      what: event.what,
+      file: event.file,
+      message: event.message,
+      failures: event.failures,
+      failingSince: event.failingSince,
+      target: event.target,
+    });
   };
   return (event) => {
     switch (event.event) {
@@ -77,7 +99,10 @@ export function spotEventPrinter(out: Output, options: SpotEventPrinterOptions =
         return;
       }
       case 'rebalance':
-        out.warn(`rebalance recommendation (${event.noticeTime}): interruption risk is elevated; action: ${event.action}`, { event: 'rebalance', noticeTime: event.noticeTime });
+        out.warn(`rebalance recommendation (${event.noticeTime}): interruption risk is elevated; action: ${event.action}`, {
+          event: 'rebalance',
+          noticeTime: event.noticeTime,
+        });
         return;
       case 'checkpoint': {
         const at = now();
@@ -89,7 +114,18 @@ export function spotEventPrinter(out: Output, options: SpotEventPrinterOptions =
         if (event.reason === 'interruption' && !out.json) return;
         if (event.reason === 'periodic' && at - lastCheckpointShownAt < 10_000 && !out.json) return;
         lastCheckpointShownAt = at;
-        out.info(`checkpoint #${event.seq} committed (${event.reason}): ${event.files} files, ${formatBytes(event.bytes)}, sent ${formatBytes(event.uploadedBytes)} in ${formatDuration(event.durationMs)}`, { event: 'checkpoint', seq: event.seq, files: event.files, bytes: event.bytes, uploadedBytes: event.uploadedBytes, durationMs: event.durationMs, reason: event.reason });
+        out.info(
+          `checkpoint #${event.seq} committed (${event.reason}): ${event.files} files, ${formatBytes(event.bytes)}, sent ${formatBytes(event.uploadedBytes)} in ${formatDuration(event.durationMs)}`,
+          {
+            event: 'checkpoint',
+            seq: event.seq,
+            files: event.files,
+            bytes: event.bytes,
+            uploadedBytes: event.uploadedBytes,
+            durationMs: event.durationMs,
+            reason: event.reason,
+          },
+        );
         return;
       }
       case 'checkpoint-failed': {

@@ -7,7 +7,13 @@ import type { ProviderSession } from '../providers/provider.ts';
  * far larger than memory (or than the longest string V8 allows). Returns the last seq printed
  * (0 if none). A torn record at the end (the agent died mid-write) is left out.
  */
-export async function printStoredLog(session: ProviderSession, out: Output, fromSeq: number, copy?: { write(batch: LogBatch): void }, progress?: { lastSeq: number }): Promise<number> {
+export async function printStoredLog(
+  session: ProviderSession,
+  out: Output,
+  fromSeq: number,
+  copy?: { write(batch: LogBatch): void },
+  progress?: { lastSeq: number },
+): Promise<number> {
   let last = 0;
   let broken: Error | undefined;
   const reader = new LogRecordReader(fromSeq, (batch) => {
@@ -24,6 +30,9 @@ export async function printStoredLog(session: ProviderSession, out: Output, from
       broken = error as Error;
     }
   });
-  if (broken) throw new SpotctlError('SPOTCTL_PROTOCOL', `the run's stored log cannot be read after line ${reader.nextSeq - 1}: ${broken.message}`, { cause: broken });
+  if (broken)
+    throw new SpotctlError('SPOTCTL_PROTOCOL', `the run's stored log cannot be read after line ${reader.nextSeq - 1}: ${broken.message}`, {
+      cause: broken,
+    });
   return last;
 }

@@ -111,7 +111,8 @@ export async function tailRun(options: TailOptions): Promise<{ status: JobStatus
       },
       onDisconnect: (error, attempt) => {
         current = undefined;
-        if (attempt === 1 || attempt % 10 === 0) out.warn(`lost the agent (${error.message}); reconnecting${attempt > 1 ? ` (attempt ${attempt})` : ''}…`);
+        if (attempt === 1 || attempt % 10 === 0)
+          out.warn(`lost the agent (${error.message}); reconnecting${attempt > 1 ? ` (attempt ${attempt})` : ''}…`);
       },
       onReconnected: (downForMs) => out.info(`reconnected after ${formatDuration(downForMs)}; resuming at line ${lastSeq + 1}`),
     });

@@ -31,8 +31,7 @@ function toBuffer(data: WebSocket.RawData): Buffer {
 }
 
 export type AgentEndpoint =
-  | { kind: 'tcp'; host: string; port: number; token: string }
-  | { kind: 'unix'; socketPath: string; token: string };
+  { kind: 'tcp'; host: string; port: number; token: string } | { kind: 'unix'; socketPath: string; token: string };
 
 export function endpointUrl(endpoint: AgentEndpoint): string {
   return endpoint.kind === 'tcp' ? `ws://${endpoint.host}:${endpoint.port}${WS_PATH}` : `ws+unix://${endpoint.socketPath}:${WS_PATH}`;
@@ -69,8 +68,17 @@ export class AgentConnection implements AsyncDisposable {
     this.silenceTimeoutMs = silenceTimeoutMs;
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('ping', () => this.touch());
-    ws.on('close', (code, reason) => this.onClosed(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `connection to the agent closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`)));
-    ws.on('error', (err) => this.onClosed(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `connection to the agent failed: ${err.message}`, { cause: err })));
+    ws.on('close', (code, reason) =>
+      this.onClosed(
+        new SpotctlError(
+          'SPOTCTL_AGENT_UNREACHABLE',
+          `connection to the agent closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`,
+        ),
+      ),
+    );
+    ws.on('error', (err) =>
+      this.onClosed(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `connection to the agent failed: ${err.message}`, { cause: err })),
+    );
     this.touch();
   }
 
@@ -94,7 +102,10 @@ export class AgentConnection implements AsyncDisposable {
         ws.terminate();
         reject(error);
       };
-      const timer = setTimeout(() => fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `the agent did not greet within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `the agent did not greet within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       const onAbort = () => fail(options.signal?.reason instanceof Error ? options.signal.reason : new Error('aborted'));
       options.signal?.addEventListener('abort', onAbort, { once: true });
       const cleanup = () => {
@@ -105,7 +116,11 @@ export class AgentConnection implements AsyncDisposable {
       ws.once('unexpected-response', (_req, res) => {
         const status = res.statusCode ?? 0;
         if (status === 401) {
-          fail(new UserError('SPOTCTL_UNAUTHORIZED', 'the agent refused our token', { remediation: 'the run record may belong to another run; check with: spotctl ps' }));
+          fail(
+            new UserError('SPOTCTL_UNAUTHORIZED', 'the agent refused our token', {
+              remediation: 'the run record may belong to another run; check with: spotctl ps',
+            }),
+          );
           return;
         }
         if (status !== 400) {
@@ -127,25 +142,42 @@ export class AgentConnection implements AsyncDisposable {
             // not the agent's JSON error; say what we know
           }
           fail(
-            new UserError('SPOTCTL_AGENT_VERSION', `the agent refused websocket subprotocol ${WS_SUBPROTOCOL} (this spotctl speaks protocol v${PROTOCOL_VERSION})${detail}`, {
-              remediation: 're-run so spotctl installs its own agent build, or use the spotctl version that started this run',
-            }),
+            new UserError(
+              'SPOTCTL_AGENT_VERSION',
+              `the agent refused websocket subprotocol ${WS_SUBPROTOCOL} (this spotctl speaks protocol v${PROTOCOL_VERSION})${detail}`,
+              {
+                remediation: 're-run so spotctl installs its own agent build, or use the spotctl version that started this run',
+              },
+            ),
           );
         };
         res.once('end', refuse);
         setTimeout(refuse, 1000).unref();
       });
-      ws.once('error', (err) => fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent: ${err.message}`, { cause: err })));
+      ws.once('error', (err) =>
+        fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', `cannot reach the agent: ${err.message}`, { cause: err })),
+      );
       ws.once('close', () => fail(new SpotctlError('SPOTCTL_AGENT_UNREACHABLE', 'the agent closed the connection during the handshake')));
       const onFirst = (data: WebSocket.RawData) => {
         const parsed = parseServerMessage(data.toString());
         if (!parsed.ok || !isEvent(parsed.value) || parsed.value.event !== 'hello') {
-          fail(new SpotctlError('SPOTCTL_PROTOCOL', `expected a hello from the agent, got: ${parsed.ok ? JSON.stringify(parsed.value).slice(0, 200) : parsed.error}`));
+          fail(
+            new SpotctlError(
+              'SPOTCTL_PROTOCOL',
+              `expected a hello from the agent, got: ${parsed.ok ? JSON.stringify(parsed.value).slice(0, 200) : parsed.error}`,
+            ),
+          );
           return;
         }
         const hello = parsed.value;
         if (hello.protocolVersion !== PROTOCOL_VERSION) {
-          fail(new UserError('SPOTCTL_AGENT_VERSION', `the agent speaks protocol v${hello.protocolVersion}, this spotctl speaks v${PROTOCOL_VERSION}`, { remediation: 're-run so spotctl installs its own agent build, or update spotctl' }));
+          fail(
+            new UserError(
+              'SPOTCTL_AGENT_VERSION',
+              `the agent speaks protocol v${hello.protocolVersion}, this spotctl speaks v${PROTOCOL_VERSION}`,
+              { remediation: 're-run so spotctl installs its own agent build, or update spotctl' },
+            ),
+          );
           return;
         }
         settled = true;

@@ -66,7 +66,7 @@ describe('rsyncTo (local copy)', () => {
     expect(await readFile(path.join(dest, 'train.py'), 'utf8')).toBe('print("changed")\n');
   });
 
-  test('several sources: a file goes in by its name next to a directory\'s contents', async () => {
+  test("several sources: a file goes in by its name next to a directory's contents", async () => {
     const extra = path.join(root, 'config.yaml');
     await writeFile(extra, 'lr: 1\n');
     const dest = path.join(root, 'dest');
@@ -79,7 +79,7 @@ describe('rsyncTo (local copy)', () => {
     await expect(rsyncTo(null, [], root)).rejects.toMatchObject({ code: 'SPOTCTL_USAGE' });
   });
 
-  test('an rsync failure becomes SPOTCTL_SYNC_FAILED with rsync\'s own reason', async () => {
+  test("an rsync failure becomes SPOTCTL_SYNC_FAILED with rsync's own reason", async () => {
     // A non-empty directory where a file must go: rsync refuses to delete it (no --force).
     const dest = path.join(root, 'dest');
     await mkdir(path.join(dest, 'train.py'), { recursive: true });
@@ -114,7 +114,7 @@ describe('rsyncTo (local copy)', () => {
     expect(await readFile(path.join(first, 'train.py'), 'utf8')).toBe('print(1)\n');
   });
 
-  test('onProgress receives rsync\'s overall progress, ending at the bytes sent', async () => {
+  test("onProgress receives rsync's overall progress, ending at the bytes sent", async () => {
     await writeFile(path.join(proj, 'big.bin'), Buffer.alloc(3 * 1024 * 1024, 7));
     const seen: RsyncProgress[] = [];
     await rsyncTo(null, [proj], path.join(root, 'dest'), { onProgress: (p) => seen.push(p) });

@@ -159,7 +159,7 @@ export async function rsyncTo(
   }
   if (/rsync: (command )?not found|rsync: No such file or directory/.test(result.stderr)) {
     throw new UserError('SPOTCTL_HOST_REQUIREMENT', 'rsync is not installed on the host', {
-      remediation: "install it on the host: sudo apt-get install -y rsync",
+      remediation: 'install it on the host: sudo apt-get install -y rsync',
     });
   }
   if (conn && !(await conn.check())) {
@@ -180,16 +180,35 @@ export async function rsyncTo(
  * `localDir/results/a.csv`); directories come whole. Files already there with the same checksum
  * are skipped; every transferred file is verified by rsync's whole-file checksum.
  */
-export async function rsyncFrom(conn: SshConnection | null, remoteDir: string, relPaths: string[], localDir: string, opts: Pick<RsyncOptions, 'signal' | 'onProgress'> = {}): Promise<RsyncResult> {
+export async function rsyncFrom(
+  conn: SshConnection | null,
+  remoteDir: string,
+  relPaths: string[],
+  localDir: string,
+  opts: Pick<RsyncOptions, 'signal' | 'onProgress'> = {},
+): Promise<RsyncResult> {
   const { signal, onProgress } = opts;
   signal?.throwIfAborted();
   try {
     await mkdir(localDir, { recursive: true });
   } catch (e) {
-    throw new UserError('SPOTCTL_SYNC_FAILED', `could not create ${localDir}: ${(e as Error).message}`, { remediation: 'check that the path is a writable directory', cause: e });
+    throw new UserError('SPOTCTL_SYNC_FAILED', `could not create ${localDir}: ${(e as Error).message}`, {
+      remediation: 'check that the path is a writable directory',
+      cause: e,
+    });
   }
   // The list goes on stdin, NUL-separated: any file name survives, none reaches a shell.
-  const args = ['-a', '-r', '--no-owner', '--no-group', '--checksum', '--partial', '--from0', '--files-from=-', `--out-format=${ITEM_PREFIX}%i %n`];
+  const args = [
+    '-a',
+    '-r',
+    '--no-owner',
+    '--no-group',
+    '--checksum',
+    '--partial',
+    '--from0',
+    '--files-from=-',
+    `--out-format=${ITEM_PREFIX}%i %n`,
+  ];
   if (onProgress) args.push('--info=progress2');
   let source: string;
   if (conn) {
@@ -208,10 +227,14 @@ export async function rsyncFrom(conn: SshConnection | null, remoteDir: string, r
       cause: new Error(result.stderr.trim()),
     });
   }
-  throw new UserError('SPOTCTL_SYNC_FAILED', `copying files back failed (rsync exit ${result.code}): ${telling(result.stderr) || 'no message'}`, {
-    remediation: 'fix the cause above and retry with: spotctl pull RUN PATH; DEBUG=spotctl:rsync shows the full command',
-    cause: new Error(result.stderr.trim()),
-  });
+  throw new UserError(
+    'SPOTCTL_SYNC_FAILED',
+    `copying files back failed (rsync exit ${result.code}): ${telling(result.stderr) || 'no message'}`,
+    {
+      remediation: 'fix the cause above and retry with: spotctl pull RUN PATH; DEBUG=spotctl:rsync shows the full command',
+      cause: new Error(result.stderr.trim()),
+    },
+  );
 }
 
 interface RunRsyncResult {
@@ -220,7 +243,10 @@ interface RunRsyncResult {
   files: string[];
 }
 
-function runRsync(args: string[], options: { signal?: AbortSignal; onProgress?: (p: RsyncProgress) => void; input?: Buffer }): Promise<RunRsyncResult> {
+function runRsync(
+  args: string[],
+  options: { signal?: AbortSignal; onProgress?: (p: RsyncProgress) => void; input?: Buffer },
+): Promise<RunRsyncResult> {
   const { signal, onProgress, input } = options;
   return new Promise((resolve, reject) => {
     debug('rsync %s', args.join(' '));

@@ -4,7 +4,22 @@ import { lastLine, shellQuote } from './shell.ts';
 
 describe('shellQuote', () => {
   it('survives a real sh unchanged, whatever the characters', () => {
-    const words = ['plain', '', 'with space', "it's", "''", '$HOME', '`id`', 'a"b', 'semi;colon', 'glob*?[x]', 'new\nline', '~user', 'back\\slash', '-n'];
+    const words = [
+      'plain',
+      '',
+      'with space',
+      "it's",
+      "''",
+      '$HOME',
+      '`id`',
+      'a"b',
+      'semi;colon',
+      'glob*?[x]',
+      'new\nline',
+      '~user',
+      'back\\slash',
+      '-n',
+    ];
     const printed = execFileSync('sh', ['-c', `printf '%s\\0' ${words.map(shellQuote).join(' ')}`]).toString();
     expect(printed.split('\0').slice(0, -1)).toEqual(words);
   });

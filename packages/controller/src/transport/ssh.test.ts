@@ -45,7 +45,10 @@ describe('translateSshFailure', () => {
     ['ssh: Could not resolve hostname nope: Name or service not known\r\n', /does not resolve/],
     ['ubuntu@203.0.113.7: Permission denied (publickey).\r\n', /permission denied/],
     ['@@@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\nHost key verification failed.\r\n', /does not match/],
-    ['No ED25519 host key is known for [203.0.113.7]:2222 and you have requested strict checking.\r\nHost key verification failed.\r\n', /not in \/k\/known_hosts/],
+    [
+      'No ED25519 host key is known for [203.0.113.7]:2222 and you have requested strict checking.\r\nHost key verification failed.\r\n',
+      /not in \/k\/known_hosts/,
+    ],
     ['kex_exchange_identification: Connection closed by remote host\r\n', /closed the connection/],
     ['something new\r\n', /something new$/],
   ])('%j', (stderr, message) => {

@@ -206,10 +206,7 @@ export function translateSshFailure(stderr: string, target: SshTarget): UserErro
     );
   }
   if (/Connection refused/i.test(stderr)) {
-    return make(
-      `connection refused on port ${port}`,
-      `check that sshd is running on the host and listens on port ${port}; try: ${manual}`,
-    );
+    return make(`connection refused on port ${port}`, `check that sshd is running on the host and listens on port ${port}; try: ${manual}`);
   }
   if (/timed out|Connection timed out/i.test(stderr)) {
     return make(
@@ -437,21 +434,31 @@ export class SshConnection implements AsyncDisposable {
     if (target.configFile) common.push('-F', target.configFile);
     common.push(
       // Never wait for a password or passphrase prompt nobody will answer.
-      '-o', 'BatchMode=yes',
-      '-o', `ControlPath=${controlPathPattern}`,
-      '-o', `ConnectTimeout=${connectTimeoutS}`,
-      '-o', `ServerAliveInterval=${opts.serverAliveIntervalS ?? 5}`,
-      '-o', `ServerAliveCountMax=${opts.serverAliveCountMax ?? 3}`,
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      `ControlPath=${controlPathPattern}`,
+      '-o',
+      `ConnectTimeout=${connectTimeoutS}`,
+      '-o',
+      `ServerAliveInterval=${opts.serverAliveIntervalS ?? 5}`,
+      '-o',
+      `ServerAliveCountMax=${opts.serverAliveCountMax ?? 3}`,
       // A forward's socket left behind by a dead master would otherwise block its replacement.
-      '-o', 'StreamLocalBindUnlink=yes',
+      '-o',
+      'StreamLocalBindUnlink=yes',
     );
     if (target.knownHostsFile) {
       // The given file is the only trust anchor: no fallback to the global file, no key rotation into it.
       common.push(
-        '-o', `UserKnownHostsFile=${optionValue(target.knownHostsFile)}`,
-        '-o', 'GlobalKnownHostsFile=/dev/null',
-        '-o', 'StrictHostKeyChecking=yes',
-        '-o', 'UpdateHostKeys=no',
+        '-o',
+        `UserKnownHostsFile=${optionValue(target.knownHostsFile)}`,
+        '-o',
+        'GlobalKnownHostsFile=/dev/null',
+        '-o',
+        'StrictHostKeyChecking=yes',
+        '-o',
+        'UpdateHostKeys=no',
       );
     } else {
       // Trust on first use for a user's own host, like a first `ssh` by hand; a changed key is still refused.
@@ -461,14 +468,24 @@ export class SshConnection implements AsyncDisposable {
     if (target.port !== undefined) common.push('-p', String(target.port));
     if (target.user !== undefined) common.push('-l', target.user);
 
-    const master = ['-o', 'ControlMaster=yes', '-o', `ControlPersist=${Math.max(1, Math.round(opts.masterIdleExitS ?? MASTER_IDLE_EXIT_S))}s`, '-o', 'ExitOnForwardFailure=yes'];
+    const master = [
+      '-o',
+      'ControlMaster=yes',
+      '-o',
+      `ControlPersist=${Math.max(1, Math.round(opts.masterIdleExitS ?? MASTER_IDLE_EXIT_S))}s`,
+      '-o',
+      'ExitOnForwardFailure=yes',
+    ];
     const client = [
-      '-o', 'ControlMaster=no',
+      '-o',
+      'ControlMaster=no',
       // If the master is gone, ssh would silently open a second, direct connection; a proxy
       // command that fails at once turns that into a fast, detectable error instead.
-      '-o', 'ProxyCommand=false',
+      '-o',
+      'ProxyCommand=false',
       // Keeps ssh's own chatter out of the remote command's stderr.
-      '-o', 'LogLevel=ERROR',
+      '-o',
+      'LogLevel=ERROR',
     ];
 
     // ssh -G prints the configuration with ControlPath expanded: the real socket path, needed to
@@ -476,9 +493,13 @@ export class SshConnection implements AsyncDisposable {
     const g = await runSsh([...common, '-G', '--', target.host], { signal: opts.signal, timeoutMs: CONTROL_TIMEOUT_MS });
     const controlPath = /^controlpath (.+)$/m.exec(g.stdout.toString())?.[1]?.trim();
     if (g.code !== 0 || !controlPath) {
-      throw new UserError('SPOTCTL_SSH_FAILED', `ssh rejected the options for ${describeTarget(target)}: ${lastLine(g.stderr.toString())}`, {
-        remediation: target.configFile ? `check ${target.configFile}` : 'check ~/.ssh/config',
-      });
+      throw new UserError(
+        'SPOTCTL_SSH_FAILED',
+        `ssh rejected the options for ${describeTarget(target)}: ${lastLine(g.stderr.toString())}`,
+        {
+          remediation: target.configFile ? `check ${target.configFile}` : 'check ~/.ssh/config',
+        },
+      );
     }
     const conn = new SshConnection({
       target,
@@ -507,9 +528,13 @@ export class SshConnection implements AsyncDisposable {
     const r = await runSsh([...this.commonArgs, ...this.clientArgs, '-T', '--', this.target.host, remoteCommand], opts);
     const stderr = r.stderr.toString();
     if (r.timedOut) {
-      throw new UserError('SPOTCTL_SSH_FAILED', `remote command timed out after ${opts.timeoutMs} ms on ${describeTarget(this.target)}: ${remoteCommand.slice(0, 80)}`, {
-        remediation: 'check that the host is responsive, or allow more time',
-      });
+      throw new UserError(
+        'SPOTCTL_SSH_FAILED',
+        `remote command timed out after ${opts.timeoutMs} ms on ${describeTarget(this.target)}: ${remoteCommand.slice(0, 80)}`,
+        {
+          remediation: 'check that the host is responsive, or allow more time',
+        },
+      );
     }
     if (r.code === null) {
       throw new UserError('SPOTCTL_SSH_FAILED', `ssh was killed by ${r.signal} while running: ${remoteCommand.slice(0, 80)}`);
@@ -641,9 +666,13 @@ export class SshConnection implements AsyncDisposable {
     const stderr = r.stderr.toString();
     if (stderr.trim()) debug('master stderr: %s', stderr.trim());
     if (r.timedOut) {
-      throw new UserError('SPOTCTL_SSH_UNREACHABLE', `cannot connect to SSH host ${describeTarget(this.target)}: the login did not finish within ${timeoutMs / 1000} s`, {
-        remediation: `check that the host is responsive; try: ${manualSshCommand(this.target)}`,
-      });
+      throw new UserError(
+        'SPOTCTL_SSH_UNREACHABLE',
+        `cannot connect to SSH host ${describeTarget(this.target)}: the login did not finish within ${timeoutMs / 1000} s`,
+        {
+          remediation: `check that the host is responsive; try: ${manualSshCommand(this.target)}`,
+        },
+      );
     }
     if (r.code !== 0) throw translateSshFailure(stderr, this.target);
     const pid = await this.masterPid();
@@ -667,16 +696,22 @@ export class SshConnection implements AsyncDisposable {
   }
 
   private async addForward(fwd: UnixForward): Promise<void> {
-    const r = await runSsh([...this.commonArgs, '-O', 'forward', '-L', forwardSpec(fwd), '--', this.target.host], { timeoutMs: CONTROL_TIMEOUT_MS });
+    const r = await runSsh([...this.commonArgs, '-O', 'forward', '-L', forwardSpec(fwd), '--', this.target.host], {
+      timeoutMs: CONTROL_TIMEOUT_MS,
+    });
     if (r.code === 0) {
       debug('forward %s -> %s:%d', fwd.localSocketPath, fwd.remoteHost, fwd.remotePort);
       return;
     }
     const stderr = r.stderr.toString();
     if (!(await this.check())) throw this.lostConnectionError(stderr);
-    throw new UserError('SPOTCTL_SSH_FAILED', `could not forward ${fwd.localSocketPath} to ${fwd.remoteHost}:${fwd.remotePort} on ${describeTarget(this.target)}: ${lastLine(stderr) || 'ssh gave no reason'}`, {
-      remediation: 'check that sshd on the host allows forwarding (AllowTcpForwarding yes) and that the local directory is writable',
-    });
+    throw new UserError(
+      'SPOTCTL_SSH_FAILED',
+      `could not forward ${fwd.localSocketPath} to ${fwd.remoteHost}:${fwd.remotePort} on ${describeTarget(this.target)}: ${lastLine(stderr) || 'ssh gave no reason'}`,
+      {
+        remediation: 'check that sshd on the host allows forwarding (AllowTcpForwarding yes) and that the local directory is writable',
+      },
+    );
   }
 }
 

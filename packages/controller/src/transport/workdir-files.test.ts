@@ -26,7 +26,7 @@ describe('pullFromWorkdir (local rsync, real sh)', () => {
     writeFileSync(path.join(work, 'res', 'c.txt'), 'c');
     writeFileSync(path.join(work, 'm1.pt'), '1');
     writeFileSync(path.join(work, 'm2.pt'), '22');
-    const result = await pullFromWorkdir(null, work, ['res/*.csv', 'm[12].pt', "$(touch INJECTED3)*", 'none/*'], out);
+    const result = await pullFromWorkdir(null, work, ['res/*.csv', 'm[12].pt', '$(touch INJECTED3)*', 'none/*'], out);
     expect(result.matched.sort()).toEqual(['m1.pt', 'm2.pt', 'res/a.csv', `res/${weird}`].sort());
     expect(result.missing).toEqual(['$(touch INJECTED3)*', 'none/*']);
     expect(result.files).toBe(4);

@@ -55,7 +55,7 @@ export function globWord(pattern: string): string {
     if (literal) word += `'${literal.replace(/'/g, `'\\''`)}'`;
     literal = '';
   };
-  for (let i = 0; i < pattern.length; ) {
+  for (let i = 0; i < pattern.length;) {
     const ch = pattern[i]!;
     const bracket = ch === '[' ? BRACKET.exec(pattern.slice(i)) : null;
     if (ch === '*' || ch === '?') {
@@ -80,7 +80,9 @@ export function globScript(workdir: string, patterns: string[]): string {
   const lines = [`cd ${shellQuote(workdir)} || exit 3`];
   for (const pattern of patterns) {
     const quoted = `'${pattern.replace(/'/g, `'\\''`)}'`;
-    lines.push(`found=; for p in ${globWord(pattern)}; do if [ -e "$p" ] || [ -L "$p" ]; then found=1; printf 'M%s\\0' "$p"; fi; done; [ -n "$found" ] || printf 'N%s\\0' ${quoted}`);
+    lines.push(
+      `found=; for p in ${globWord(pattern)}; do if [ -e "$p" ] || [ -L "$p" ]; then found=1; printf 'M%s\\0' "$p"; fi; done; [ -n "$found" ] || printf 'N%s\\0' ${quoted}`,
+    );
   }
   return lines.join('\n');
 }
@@ -117,13 +119,23 @@ async function countLocal(root: string, rel: string): Promise<{ files: number; b
  * Copies what `patterns` match in the run's workdir (on the host through `conn`'s master, or
  * locally when `conn` is null) into `localDir`, keeping workdir-relative paths.
  */
-export async function pullFromWorkdir(conn: SshConnection | null, workdir: string, patterns: string[], localDir: string, opts: PullOptions = {}): Promise<PullResult> {
+export async function pullFromWorkdir(
+  conn: SshConnection | null,
+  workdir: string,
+  patterns: string[],
+  localDir: string,
+  opts: PullOptions = {},
+): Promise<PullResult> {
   const script = globScript(workdir, patterns);
   const listed = conn ? await conn.exec(script, { signal: opts.signal, timeoutMs: 60_000 }) : await runLocalShell(script, opts.signal);
   if (listed.code !== 0) {
-    throw new UserError('SPOTCTL_SYNC_FAILED', `could not read the run's workdir ${workdir}: ${lastLine(listed.stderr) || `exit ${listed.code}`}`, {
-      remediation: 'check that the run still has its workdir (spotctl ps), then retry',
-    });
+    throw new UserError(
+      'SPOTCTL_SYNC_FAILED',
+      `could not read the run's workdir ${workdir}: ${lastLine(listed.stderr) || `exit ${listed.code}`}`,
+      {
+        remediation: 'check that the run still has its workdir (spotctl ps), then retry',
+      },
+    );
   }
   const matched: string[] = [];
   const missing: string[] = [];
@@ -161,7 +173,7 @@ export function workdirShellScript(workdir: string, commandLine: string | undefi
     ACTIVATE_VENV,
     'SPOTCTL_RC=$(mktemp "${TMPDIR:-/tmp}/spotctl-rc.XXXXXX") || exit 1',
     'export SPOTCTL_RC',
-    "cat > \"$SPOTCTL_RC\" <<'SPOTCTL_RC_END'",
+    'cat > "$SPOTCTL_RC" <<\'SPOTCTL_RC_END\'',
     'case "$0" in *bash) [ -f ~/.bashrc ] && . ~/.bashrc ;; esac',
     cd,
     ACTIVATE_VENV,

@@ -45,9 +45,11 @@ describe('mapLimit', () => {
     let calls = 0;
     expect(await mapLimit([], 4, async () => ++calls)).toEqual([]);
     expect(calls).toBe(0);
-    await expect(mapLimit([1, 2], 2, async (n) => {
-      if (n === 2) throw new Error('two');
-      return n;
-    })).rejects.toThrow('two');
+    await expect(
+      mapLimit([1, 2], 2, async (n) => {
+        if (n === 2) throw new Error('two');
+        return n;
+      }),
+    ).rejects.toThrow('two');
   });
 });
