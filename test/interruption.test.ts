@@ -10,7 +10,7 @@ import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { startImds, startImdsInNetns, type TestImds } from './helpers/imds.ts';
 import { startMoto, type Moto } from './helpers/moto.ts';
 import { createNetns } from './helpers/netns.ts';
-import { startSshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { writeProject } from './fixtures.ts';
 
@@ -233,14 +233,7 @@ describe('spot interruption with the default metadata address (agent inside a ne
         'run',
         '--remote-dir',
         `${home.path}/remote`,
-        '--host',
-        sshd.hostSpec,
-        '--identity',
-        sshd.identityFile,
-        '--known-hosts',
-        sshd.knownHostsFile,
-        '--ssh-config',
-        sshd.configFile,
+        ...sshHostArgs(sshd),
         '--no-install',
         '--sync',
         proj.path,

@@ -8,7 +8,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
-import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { NUMBERED, checkSequence, numberedLines, writeProject } from './fixtures.ts';
 
@@ -17,18 +17,7 @@ describe('spotctl logs after the host is gone (loopback sshd)', () => {
   let home: TmpDir;
   let proj: TmpDir;
   let remoteDir = '';
-  const sshArgs = () => [
-    '--remote-dir',
-    remoteDir,
-    '--host',
-    sshd.hostSpec,
-    '--identity',
-    sshd.identityFile,
-    '--known-hosts',
-    sshd.knownHostsFile,
-    '--ssh-config',
-    sshd.configFile,
-  ];
+  const sshArgs = () => ['--remote-dir', remoteDir, ...sshHostArgs(sshd)];
   const lastRunId = () => readdirSync(path.join(home.path, 'runs')).sort().at(-1) as string;
   const copyOf = (runId: string) => path.join(home.path, 'runs', runId, 'streamed.records');
 

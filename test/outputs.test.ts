@@ -9,7 +9,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SPOTCTL_BIN, runSpotctl, watchSpotctl } from './helpers/cli.ts';
-import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { writeProject } from './fixtures.ts';
 
@@ -230,18 +230,7 @@ describe('run --pull, spotctl pull, spotctl ssh and run --ssh (loopback sshd)', 
   let proj: TmpDir;
   let cwd: TmpDir;
   let remoteDir = '';
-  const sshArgs = (): string[] => [
-    '--remote-dir',
-    remoteDir,
-    '--host',
-    sshd.hostSpec,
-    '--identity',
-    sshd.identityFile,
-    '--known-hosts',
-    sshd.knownHostsFile,
-    '--ssh-config',
-    sshd.configFile,
-  ];
+  const sshArgs = (): string[] => ['--remote-dir', remoteDir, ...sshHostArgs(sshd)];
 
   beforeAll(async () => {
     sshd = await startSshd();

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
 import { waitFor } from './helpers/read-until.ts';
-import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { writeProject } from './fixtures.ts';
 
@@ -128,18 +128,7 @@ describe('spotctl prune (SSH host)', () => {
   let proj: TmpDir;
   let remoteDir = '';
   let live = '';
-  const args = () => [
-    '--remote-dir',
-    remoteDir,
-    '--host',
-    sshd.hostSpec,
-    '--identity',
-    sshd.identityFile,
-    '--known-hosts',
-    sshd.knownHostsFile,
-    '--ssh-config',
-    sshd.configFile,
-  ];
+  const args = () => ['--remote-dir', remoteDir, ...sshHostArgs(sshd)];
   beforeAll(async () => {
     sshd = await startSshd();
     home = await tmpDir();

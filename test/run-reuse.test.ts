@@ -7,7 +7,7 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
-import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { writeProject } from './fixtures.ts';
 
@@ -85,22 +85,7 @@ describe('a second run on the same SSH host', () => {
   });
 
   it('reuses the venv and the previous workdir as --link-dest', async () => {
-    const args = [
-      'run',
-      '--remote-dir',
-      remoteDir,
-      '--host',
-      sshd.hostSpec,
-      '--identity',
-      sshd.identityFile,
-      '--known-hosts',
-      sshd.knownHostsFile,
-      '--ssh-config',
-      sshd.configFile,
-      '--sync',
-      proj.path,
-      'prefix.py',
-    ];
+    const args = ['run', '--remote-dir', remoteDir, ...sshHostArgs(sshd), '--sync', proj.path, 'prefix.py'];
     const first = await runSpotctl(args, { home: home.path, timeoutMs: 120_000 });
     expect(first.code, first.stderr).toBe(0);
     expect(first.stderr).toMatch(/installed Python dependencies/);

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3ObjectStore } from '@spotctl/agent';
 import { runSpotctl } from './helpers/cli.ts';
 import { startMoto, type Moto } from './helpers/moto.ts';
-import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { writeProject } from './fixtures.ts';
 
@@ -70,19 +70,7 @@ describe('spotctl run --host --checkpoint-to s3:// (forwarded credentials)', () 
   });
 
   it('the agent uploads with credentials minted here while the host has none, and none are on its disk', async () => {
-    const args = [
-      'run',
-      '--remote-dir',
-      remoteDir,
-      '--host',
-      sshd.hostSpec,
-      '--identity',
-      sshd.identityFile,
-      '--known-hosts',
-      sshd.knownHostsFile,
-      '--ssh-config',
-      sshd.configFile,
-    ];
+    const args = ['run', '--remote-dir', remoteDir, ...sshHostArgs(sshd)];
     const r = await runSpotctl([...args, '--no-install', '--sync', proj.path, '--checkpoint-to', 's3://fwd-ckpt/team', 'ckpt.py'], {
       home: path.join(home.path, 'local'),
       env: { AWS_ENDPOINT_URL: moto.endpoint, AWS_REGION: 'us-east-1' },

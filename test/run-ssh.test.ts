@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSpotctl, watchSpotctl } from './helpers/cli.ts';
 import { createNetns, type Netns } from './helpers/netns.ts';
-import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd, type Sshd } from './helpers/sshd.ts';
 import { tmpDir, type TmpDir } from './helpers/tmp.ts';
 import { NUMBERED, checkSequence, numberedLines, writeProject } from './fixtures.ts';
 
@@ -36,18 +36,7 @@ sys.stderr.write(f"wrote {i} lines\\n")
 /** Runs live under a temp dir on the "host" (this machine), never in the real ~/.spotctl. */
 let remoteDir = '';
 function sshArgs(sshd: Sshd): string[] {
-  return [
-    '--remote-dir',
-    remoteDir,
-    '--host',
-    sshd.hostSpec,
-    '--identity',
-    sshd.identityFile,
-    '--known-hosts',
-    sshd.knownHostsFile,
-    '--ssh-config',
-    sshd.configFile,
-  ];
+  return ['--remote-dir', remoteDir, ...sshHostArgs(sshd)];
 }
 
 /** Pids of the ssh client processes that use this server's client key (the master and its helpers). */

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runSpotctl } from './helpers/cli.ts';
-import { startSshd } from './helpers/sshd.ts';
+import { sshHostArgs, startSshd } from './helpers/sshd.ts';
 import { tmpDir } from './helpers/tmp.ts';
 
 const ENV = { SPOTCTL_PROVIDER: 'local' };
@@ -131,18 +131,7 @@ describe('setup', () => {
       mkdirSync(project);
       writeFileSync(path.join(project, 'job.sh'), 'echo job ran\n');
       const remote = path.join(dir.path, 'remote');
-      const ssh = [
-        '--remote-dir',
-        remote,
-        '--host',
-        sshd.hostSpec,
-        '--identity',
-        sshd.identityFile,
-        '--known-hosts',
-        sshd.knownHostsFile,
-        '--ssh-config',
-        sshd.configFile,
-      ];
+      const ssh = ['--remote-dir', remote, ...sshHostArgs(sshd)];
       const home = path.join(dir.path, 'home');
       const args = [...ssh, '--idle-timeout', '2s', '--sync', project];
       const first = await runSpotctl(['run', ...args, '--setup', 'echo remote setup; test -f job.sh', '--', 'sh', 'job.sh'], {

@@ -107,6 +107,11 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
+/** The `spotctl` flags that reach this test sshd: its host, key, pinned host key and client config. */
+export function sshHostArgs(sshd: Pick<Sshd, 'hostSpec' | 'identityFile' | 'knownHostsFile' | 'configFile'>): string[] {
+  return ['--host', sshd.hostSpec, '--identity', sshd.identityFile, '--known-hosts', sshd.knownHostsFile, '--ssh-config', sshd.configFile];
+}
+
 export async function startSshd(options: StartSshdOptions = {}): Promise<Sshd> {
   const netnsName = typeof options.netns === 'string' ? options.netns : options.netns?.name;
   const address = options.address ?? (typeof options.netns === 'object' ? options.netns.nsAddress : undefined) ?? '127.0.0.1';
