@@ -231,9 +231,11 @@ export class CheckpointSync implements AsyncDisposable {
   }
 
   #recordFailure(what: 'upload' | 'commit', file: string | null, error: string): void {
-    const failing = (this.#failing ??= { since: this.#clock.now(), count: 0, lastError: error });
+    // What failed, with the error: `ps` shows this line alone, so it names the file (or the commit).
+    const described = `${file ?? what}: ${error}`;
+    const failing = (this.#failing ??= { since: this.#clock.now(), count: 0, lastError: described });
     failing.count++;
-    failing.lastError = error;
+    failing.lastError = described;
     try {
       this.#onFailure?.({ what, file, message: error, failures: failing.count, failingSince: failing.since });
     } catch (err) {
